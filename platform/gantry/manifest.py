@@ -1,0 +1,188 @@
+"""gantry.toml -> FunctionSpec, validated, with errors that name the file, field and expectation.
+
+The spec is also what the admin API stores and the scheduler reads, so it round-trips
+through plain dicts (``to_dict``/``from_dict``) with the same validation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .quantities import format_size, parse_duration, parse_size
+
+MANIFEST = "gantry.toml"
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+RUNTIMES = ("python3.11", "vllm")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ManifestError(ValueError):
+    """A manifest problem; str() reads "FILE: FIELD: what was expected"."""
+
+    def __init__(self, source: str, field_name: str, message: str):
+        self.source, self.field, self.message = source, field_name, message
+        super().__init__(f"{source}: {field_name}: {message}" if field_name else f"{source}: {message}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 0.5                 # cores
+    memory: int = 512 * 2**20        # bytes
+    gpu: int = 0                     # whole GPUs
+
+
+@dataclass(frozen=True)
+class Scaling:
+    min_instances: int = 0
+    max_instances: int = 10
+    concurrency: int = 4             # requests in flight per instance
+    idle_timeout: float = 60.0       # seconds
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float = 30.0            # seconds per invocation
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    handler: str
+    runtime: str = "python3.11"
+    resources: Resources = field(default_factory=Resources)
+    scaling: Scaling = field(default_factory=Scaling)
+    limits: Limits = field(default_factory=Limits)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def handler_module(self) -> str:
+        return self.handler.split(":", 1)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "spec") -> "FunctionSpec":
+        return _validate(data, source)
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The manifest form: sizes and durations written as a person would."""
+        d = self.to_dict()
+        d["resources"]["memory"] = format_size(self.resources.memory)
+        d["scaling"]["idle_timeout"] = f"{self.scaling.idle_timeout:g}s"
+        d["limits"]["timeout"] = f"{self.limits.timeout:g}s"
+        return d
+
+
+_TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env"}
+_SECTIONS = {
+    "resources": {"cpu", "memory", "gpu"},
+    "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout"},
+    "limits": {"timeout"},
+}
+
+
+def load_manifest(directory: str) -> FunctionSpec:
+    """Read DIR/gantry.toml, validate it, and check that the handler's module file exists."""
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isdir(directory):
+        raise ManifestError(directory, "", "not a directory")
+    if not os.path.isfile(path):
+        raise ManifestError(path, "", f"missing: a function directory needs a {MANIFEST}")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(path, "", f"not valid TOML ({exc})") from None
+    spec = _validate(data, path)
+    module_path = spec.handler_module.replace(".", os.sep)
+    if not (os.path.isfile(os.path.join(directory, module_path + ".py"))
+            or os.path.isfile(os.path.join(directory, module_path, "__init__.py"))):
+        raise ManifestError(path, "handler",
+                            f"module {spec.handler_module!r} not found: expected {module_path}.py in {directory}")
+    return spec
+
+
+def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
+    def fail(name: str, message: str) -> ManifestError:
+        return ManifestError(source, name, message)
+
+    if not isinstance(data, dict):
+        raise fail("", "expected a table")
+    unknown = sorted(set(data) - _TOP)
+    if unknown:
+        raise fail(unknown[0], f"unknown key; expected one of {', '.join(sorted(_TOP))}")
+    for section, allowed in _SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise fail(section, "expected a table")
+        extra = sorted(set(table) - allowed)
+        if extra:
+            raise fail(f"{section}.{extra[0]}", f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise fail("name", f"expected [a-z][a-z0-9-]{{0,62}} (lower-case, starts with a letter), got {name!r}")
+    handler = data.get("handler")
+    if not isinstance(handler, str) or not HANDLER_RE.match(handler):
+        raise fail("handler", f"expected \"module:callable\" such as \"main:handle\", got {handler!r}")
+    runtime = data.get("runtime", "python3.11")
+    if runtime not in RUNTIMES:
+        raise fail("runtime", f"expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+
+    res, sc, lim = data.get("resources", {}), data.get("scaling", {}), data.get("limits", {})
+
+    def number(table: dict, section: str, key: str, default: Any, kind: type, low: float):
+        value = table.get(key, default)
+        ok_types = (int, float) if kind is float else (int,)
+        if isinstance(value, bool) or not isinstance(value, ok_types) or value < low:
+            what = "a number" if kind is float else "a whole number"
+            raise fail(f"{section}.{key}", f"expected {what} >= {low:g}, got {value!r}")
+        return kind(value)
+
+    def quantity(table: dict, section: str, key: str, default: Any, parse):
+        try:
+            return parse(table.get(key, default))
+        except ValueError as exc:
+            raise fail(f"{section}.{key}", str(exc)) from None
+
+    resources = Resources(
+        cpu=number(res, "resources", "cpu", 0.5, float, 0.01),
+        memory=quantity(res, "resources", "memory", "512Mi", parse_size),
+        gpu=number(res, "resources", "gpu", 0, int, 0),
+    )
+    if resources.memory < 6 * 2**20:
+        raise fail("resources.memory", f"expected at least 6Mi (Docker's minimum), got {res.get('memory')!r}")
+    scaling = Scaling(
+        min_instances=number(sc, "scaling", "min_instances", 0, int, 0),
+        max_instances=number(sc, "scaling", "max_instances", 10, int, 1),
+        concurrency=number(sc, "scaling", "concurrency", 4, int, 1),
+        idle_timeout=quantity(sc, "scaling", "idle_timeout", "60s", parse_duration),
+    )
+    if scaling.min_instances > scaling.max_instances:
+        raise fail("scaling.min_instances",
+                   f"expected at most max_instances ({scaling.max_instances}), got {scaling.min_instances}")
+    limits = Limits(timeout=quantity(lim, "limits", "timeout", "30s", parse_duration))
+    if limits.timeout <= 0:
+        raise fail("limits.timeout", "expected a duration above zero")
+    if runtime == "vllm" and resources.gpu < 1:
+        raise fail("resources.gpu", "the vllm runtime needs at least one GPU")
+
+    env = data.get("env", {})
+    if not isinstance(env, dict):
+        raise fail("env", "expected a table of NAME = \"value\"")
+    for key, value in env.items():
+        if not ENV_NAME_RE.match(key):
+            raise fail(f"env.{key}", "expected a variable name of letters, digits and _")
+        if key.startswith("GANTRY_"):
+            raise fail(f"env.{key}", "names starting with GANTRY_ are reserved for the platform")
+        if not isinstance(value, (str, int, float, bool)):
+            raise fail(f"env.{key}", f"expected a string, number or boolean, got {type(value).__name__}")
+    env = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in env.items()}
+    return FunctionSpec(name=name, handler=handler, runtime=runtime, resources=resources,
+                        scaling=scaling, limits=limits, env=env)

@@ -1,0 +1,47 @@
+import asyncio
+import os
+import time
+
+
+def echo(event, ctx):
+    return {"event": event, "invocation_id": ctx.invocation_id, "uid": os.getuid()}
+
+
+async def async_text(event, ctx):
+    await asyncio.sleep(0)
+    return f"hello {event['name']}"
+
+
+def raw(event, ctx):
+    return bytes(reversed(event))
+
+
+def gen(event, ctx):
+    for i in range(event["n"]):
+        time.sleep(event.get("every", 0))
+        yield f"line {i}\n"
+
+
+async def agen(event, ctx):
+    for i in range(event["n"]):
+        await asyncio.sleep(event.get("every", 0))
+        yield {"i": i}
+
+
+def crash(event, ctx):
+    if event.get("fail"):
+        raise ValueError("boom")
+    return {"ok": True}
+
+
+async def slow(event, ctx):
+    await asyncio.sleep(event["seconds"])
+    return {"slept": event["seconds"]}
+
+
+def write_root(event, ctx):
+    try:
+        open("/app/x", "w").close()
+    except OSError as exc:
+        return {"error": type(exc).__name__}
+    return {"error": None}

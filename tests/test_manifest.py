@@ -1,0 +1,101 @@
+"""gantry.toml parsing: valid manifests round-trip, bad ones name file, field and expectation."""
+import os
+
+import pytest
+
+from gantry.manifest import FunctionSpec, ManifestError, load_manifest
+from gantry.quantities import parse_duration, parse_size
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+def write(tmp_path, toml: str, module: str | None = "main") -> str:
+    (tmp_path / "gantry.toml").write_text(toml)
+    if module:
+        (tmp_path / f"{module}.py").write_text("def handle(event, ctx):\n    return event\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["hello", "stream", "wordcount"])
+def test_examples_are_valid(name):
+    spec = load_manifest(os.path.join(EXAMPLES, name))
+    assert spec.name == name
+    assert FunctionSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_full_manifest(tmp_path):
+    spec = load_manifest(write(tmp_path, '''
+name = "summarize"
+handler = "main:handle"
+runtime = "python3.11"
+[resources]
+cpu = 0.5
+memory = "512Mi"
+gpu = 0
+[scaling]
+min_instances = 1
+max_instances = 10
+concurrency = 4
+idle_timeout = "60s"
+[limits]
+timeout = "1.5m"
+[env]
+LOG_LEVEL = "info"
+DEBUG = true
+'''))
+    assert spec.resources.memory == 512 * 2**20
+    assert spec.scaling.idle_timeout == 60.0
+    assert spec.limits.timeout == 90.0
+    assert spec.env == {"LOG_LEVEL": "info", "DEBUG": "true"}
+    assert FunctionSpec.from_dict(spec.to_toml_dict()) == spec
+
+
+@pytest.mark.parametrize("body, field, expected", [
+    ('name = "Bad_Name"\nhandler = "main:handle"', "name", "[a-z]"),
+    ('name = "x"\nhandler = "main"', "handler", "module:callable"),
+    ('name = "x"\nhandler = "main:handle"\ncolour = "red"', "colour", "unknown key"),
+    ('name = "x"\nhandler = "main:handle"\n[resources]\nmemory = "512Q"', "resources.memory", "512Mi"),
+    ('name = "x"\nhandler = "main:handle"\n[resources]\ncpus = 1', "resources.cpus", "unknown key"),
+    ('name = "x"\nhandler = "main:handle"\n[scaling]\nconcurrency = 0', "scaling.concurrency", ">= 1"),
+    ('name = "x"\nhandler = "main:handle"\n[scaling]\nmin_instances = 5\nmax_instances = 2',
+     "scaling.min_instances", "at most max_instances"),
+    ('name = "x"\nhandler = "main:handle"\n[limits]\ntimeout = "soon"', "limits.timeout", "duration"),
+    ('name = "x"\nhandler = "main:handle"\nruntime = "node"', "runtime", "python3.11"),
+    ('name = "x"\nhandler = "main:handle"\n[env]\nGANTRY_PORT = "1"', "env.GANTRY_PORT", "reserved"),
+])
+def test_bad_manifest_names_file_field_and_expectation(tmp_path, body, field, expected):
+    with pytest.raises(ManifestError) as info:
+        load_manifest(write(tmp_path, body))
+    err = info.value
+    assert err.field == field
+    assert expected in err.message
+    assert str(err).startswith(os.path.join(str(tmp_path), "gantry.toml") + f": {field}: ")
+
+
+def test_missing_handler_file(tmp_path):
+    with pytest.raises(ManifestError, match=r"handler: module 'app' not found: expected app\.py"):
+        load_manifest(write(tmp_path, 'name = "x"\nhandler = "app:handle"'))
+
+
+def test_missing_manifest_and_bad_toml(tmp_path):
+    with pytest.raises(ManifestError, match="missing"):
+        load_manifest(str(tmp_path))
+    with pytest.raises(ManifestError, match="not valid TOML"):
+        load_manifest(write(tmp_path, 'name = "x\n'))
+
+
+@pytest.mark.parametrize("text, value", [("512Mi", 512 * 2**20), ("2G", 2 * 10**9), ("1.5Gi", 3 * 2**29),
+                                         ("64k", 64000), (1024, 1024)])
+def test_sizes(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text, value", [("60s", 60.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), (2, 2.0)])
+def test_durations(text, value):
+    assert parse_duration(text) == value
+
+
+@pytest.mark.parametrize("bad", ["512Q", "-1", "", True])
+def test_bad_sizes(bad):
+    with pytest.raises(ValueError):
+        parse_size(bad)

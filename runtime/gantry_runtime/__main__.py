@@ -1,0 +1,51 @@
+"""``python3 -m gantry_runtime``: read the settings, set up JSON logs, serve, exit.
+
+Exit codes: 0 stopped (after a drain), 1 cannot listen, 2 bad configuration,
+3 the handler could not be imported.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+
+
+def main() -> int:
+    from .logs import setup_logging
+    from .settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        log = setup_logging(os.environ.get("GANTRY_FUNCTION", ""))
+        log.error("invalid configuration", extra={"error": str(exc)})
+        print(f"gantry_runtime: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log = setup_logging(settings.function, settings.log_level)
+
+    from .server import serve
+
+    try:
+        import uvloop
+        factory = uvloop.new_event_loop
+    except ImportError:  # the plain asyncio loop works, only slower
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        code = runner.run(serve(settings, log))
+    return code
+
+
+def _exit(code: int) -> None:
+    # A handler thread that never returned (stuck past its timeout) would make the
+    # interpreter wait forever at exit: leave without joining it.
+    main_thread = threading.main_thread()
+    if any(t.is_alive() and not t.daemon and t is not main_thread for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    _exit(main())

@@ -1,0 +1,326 @@
+"""Calling the handler: admission, timeouts, threads, results and streams over HTTP.
+
+Concurrency is a counter of *slots*, not a queue: an invocation that finds every slot held is
+answered 503 at once. A slot is held until the work it started has really stopped. Async
+work is cancelled on timeout or client disconnect, so it stops at once; a sync handler runs
+in a thread that cannot be killed, so its slot stays held (and counts as ``stuck``) until
+the thread returns. The thread pool has one thread per slot, so it never queues either.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from aiohttp import web
+
+from .context import Context
+from .encode import TEXT, BadResult, encode_item, encode_result, error_body, stream_content_type
+from .logs import FUNCTION_LOGGER, InvocationLogger
+
+END = object()  # a generator's end, as a value (StopIteration cannot cross a Future)
+
+
+def _next(gen: Any) -> Any:
+    try:
+        return next(gen)
+    except StopIteration:
+        return END
+
+
+def _quietly(fn: Callable[[], Any], log: logging.Logger) -> None:
+    try:
+        fn()
+    except Exception:
+        log.warning("closing a generator failed", exc_info=True)
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   ) -> web.Response:
+    return web.Response(status=status, body=error_body(code, message), headers=headers,
+                        content_type="application/json")
+
+
+class _ClientGone(Exception):
+    """The client went away while we wrote to it."""
+
+
+class Slot:
+    """One admitted invocation's hold on the concurrency budget."""
+
+    __slots__ = ("_inv", "_cf", "_released")
+
+    def __init__(self, invoker: "Invoker") -> None:
+        self._inv = invoker
+        self._cf: Future | None = None
+        self._released = False
+
+    async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` in the handler pool. Cancelling the await leaves the thread running."""
+        cf = self._inv.pool.submit(fn, *args)
+        self._cf = cf
+        return await asyncio.wrap_future(cf)
+
+    def release(self, cleanup: Callable[[], Any] | None = None) -> None:
+        """Give the slot back once no thread of ours is running; ``cleanup`` (closing a sync
+        generator) runs in a thread first, after any step still running."""
+        if self._released:
+            return
+        self._released = True
+        inv, cf = self._inv, self._cf
+        if cf is not None and not cf.done():
+            inv.stuck += 1
+
+            def later(_: Future) -> None:
+                if cleanup is not None:
+                    _quietly(cleanup, inv.log)
+                inv.release_threadsafe(stuck=True)
+
+            cf.add_done_callback(later)
+        elif cleanup is not None:
+            done = inv.pool.submit(_quietly, cleanup, inv.log)
+            done.add_done_callback(lambda _: inv.release_threadsafe(stuck=False))
+        else:
+            inv.release(stuck=False)
+
+
+class _Outcome:
+    __slots__ = ("status", "code", "resp", "chunks", "aborted")
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.resp: web.StreamResponse | None = None  # set once stream headers are sent
+        self.code: str | None = None
+        self.chunks = 0
+        self.aborted = False
+
+
+class Invoker:
+    """Serves ``POST /invoke`` for one loaded handler. Create it inside the running loop."""
+
+    def __init__(self, handler: Callable[..., Any], *, function: str, concurrency: int,
+                 timeout: float, max_body: int, log: logging.Logger) -> None:
+        self.handler = handler
+        self.function = function
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_body = max_body
+        self.log = log
+        self.fn_log = logging.getLogger(FUNCTION_LOGGER)
+        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="gantry-handler")
+        self.inflight = 0   # slots held, including those of stuck threads
+        self.stuck = 0      # threads still running for invocations that already ended
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        call = getattr(handler, "__call__", None)
+        self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+        self._is_gen = inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler)
+
+    # -- slots -------------------------------------------------------------------------------
+
+    def admit(self) -> Slot | None:
+        if self.inflight >= self.concurrency:
+            return None
+        self.inflight += 1
+        self._idle.clear()
+        return Slot(self)
+
+    def release(self, stuck: bool) -> None:
+        self.inflight -= 1
+        if stuck:
+            self.stuck -= 1
+        if self.inflight == 0:
+            self._idle.set()
+
+    def release_threadsafe(self, stuck: bool) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.release, stuck)
+        except RuntimeError:  # the loop is closed: the process is exiting anyway
+            pass
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no slot is held; False if ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.monotonic()
+        inv_id = request.headers.get("X-Gantry-Invocation-Id") or ""
+        if not inv_id or len(inv_id) > 128 or not inv_id.isprintable():
+            inv_id = uuid.uuid4().hex
+        headers = {"X-Gantry-Invocation-Id": inv_id}
+        tenant = request.headers.get("X-Gantry-Tenant") or None
+        fields = {"invocation_id": inv_id, "tenant": tenant}
+
+        def fail(status: int, code: str, message: str, **extra_headers: str) -> web.Response:
+            ms = (time.monotonic() - t0) * 1000
+            self.log.info("invoke", extra={**fields, "status": status, "code": code,
+                                           "duration_ms": round(ms, 3)})
+            return error_response(status, code, message,
+                                  {**headers, **extra_headers, "X-Gantry-Duration-Ms": f"{ms:.3f}"})
+
+        timeout = self.timeout
+        raw = request.headers.get("X-Gantry-Timeout")
+        if raw:
+            try:
+                asked = float(raw)
+                if not asked > 0 or asked != asked:
+                    raise ValueError
+            except ValueError:
+                return fail(400, "bad_request", f"X-Gantry-Timeout must be a positive number, got {raw!r}")
+            timeout = min(timeout, asked)
+        if request.content_length is not None and request.content_length > self.max_body:
+            return fail(413, "too_large", f"request body exceeds {self.max_body} bytes")
+        slot = self.admit()
+        if slot is None:
+            return fail(503, "at_capacity", f"all {self.concurrency} slots are busy", **{"Retry-After": "1"})
+        released = False
+        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return fail(413, "too_large", f"request body exceeds {self.max_body} bytes")
+            if request.content_type == "application/json" or request.content_type.endswith("+json"):
+                try:
+                    event: Any = json.loads(body) if body else None
+                except ValueError as exc:
+                    return fail(400, "bad_request", f"invalid JSON body: {exc}")
+            else:
+                event = body
+            ctx = Context(inv_id, tenant, self.function, time.time() + timeout - (time.monotonic() - t0),
+                          InvocationLogger(self.fn_log, fields))
+            released = True  # from here on, run() owns the slot
+            return await self.run(request, event, ctx, slot, ctx.remaining(), headers, fields, t0)
+        finally:
+            if not released:
+                slot.release()
+
+    async def run(self, request: web.Request, event: Any, ctx: Context, slot: Slot, timeout: float,
+                  headers: dict[str, str], fields: dict[str, Any], t0: float) -> web.StreamResponse:
+        out = _Outcome()
+        gen: Any = None
+        tm = asyncio.timeout(timeout)
+        try:
+            async with tm:
+                result = await self._call(event, ctx, slot)
+                if inspect.isasyncgen(result) or inspect.isgenerator(result):
+                    gen = result
+                    return await self._stream(request, gen, slot, headers, out, t0)
+                body, ctype = encode_result(result)
+            headers["X-Gantry-Duration-Ms"] = f"{(time.monotonic() - t0) * 1000:.3f}"
+            return web.Response(body=body, headers=headers, content_type=ctype,
+                                charset="utf-8" if ctype == TEXT else None)
+        except asyncio.CancelledError:
+            out.status, out.code = 499, "cancelled"  # the client went away (or shutdown)
+            raise
+        except _ClientGone:
+            out.status, out.code = 499, "client_gone"
+            # aiohttp's own write_eof on the dead transport fails quietly
+            return out.resp if out.resp is not None else web.StreamResponse()
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and tm.expired():
+                status, code, message = 504, "timeout", f"the invocation exceeded its {timeout:.3f}s timeout"
+                self.log.warning("invocation timed out", extra={**fields, "timeout": timeout})
+            elif isinstance(exc, BadResult):
+                status, code, message = 500, "bad_result", str(exc)
+                self.log.error("bad handler result", extra={**fields, "error": message})
+            else:
+                status, code = 500, "function_error"
+                message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self.log.error("function error", exc_info=exc, extra={**fields, "error": message})
+            out.code = code
+            if out.resp is not None:  # headers are gone: the only honest signal left is a broken stream
+                out.aborted = True
+                self.log.error("stream aborted", extra={**fields, "code": code, "chunks": out.chunks})
+                return out.resp  # the transport is closed below, so no terminating chunk is sent
+            out.status = status
+            headers["X-Gantry-Duration-Ms"] = f"{(time.monotonic() - t0) * 1000:.3f}"
+            return error_response(status, code, message, headers)
+        finally:
+            cleanup = None
+            if inspect.isasyncgen(gen):
+                try:
+                    async with asyncio.timeout(1.0):
+                        await gen.aclose()
+                except Exception:
+                    self.log.warning("closing an async generator failed", exc_info=True, extra=fields)
+            elif gen is not None and inspect.getgeneratorstate(gen) != inspect.GEN_CLOSED:
+                cleanup = gen.close
+            slot.release(cleanup)
+            ms = round((time.monotonic() - t0) * 1000, 3)
+            extra = {**fields, "status": out.status, "duration_ms": ms}
+            if out.code:
+                extra["code"] = out.code
+            if out.resp is not None:
+                extra.update(streamed=True, chunks=out.chunks, aborted=out.aborted)
+            self.log.info("invoke", extra=extra)
+            if out.aborted and request.transport is not None:
+                request.transport.close()  # flushes what was written, never the final chunk
+
+    async def _call(self, event: Any, ctx: Context, slot: Slot) -> Any:
+        if self._is_async:
+            return await self.handler(event, ctx)
+        if self._is_gen:
+            return self.handler(event, ctx)  # creating a generator runs none of its code
+        result = await slot.in_thread(self.handler, event, ctx)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _stream(self, request: web.Request, gen: Any, slot: Slot, headers: dict[str, str],
+                      out: _Outcome, t0: float) -> web.StreamResponse:
+        if inspect.isasyncgen(gen):
+            async def step() -> Any:
+                try:
+                    return await gen.__anext__()
+                except StopAsyncIteration:
+                    return END
+        else:
+            async def step() -> Any:
+                return await slot.in_thread(_next, gen)
+
+        item = await step()
+        if item is END:  # nothing streamed: headers are still ours, say so plainly
+            return web.Response(body=b"", content_type="application/octet-stream", headers={
+                **headers, "X-Gantry-Stream": "1",
+                "X-Gantry-Duration-Ms": f"{(time.monotonic() - t0) * 1000:.3f}"})
+        ctype = stream_content_type(item)
+        resp = web.StreamResponse(headers={**headers, "X-Gantry-Stream": "1"})
+        resp.content_type = ctype
+        if ctype == TEXT:
+            resp.charset = "utf-8"
+        resp.enable_chunked_encoding()
+        try:
+            await resp.prepare(request)
+        except ConnectionError as exc:
+            raise _ClientGone() from exc
+        out.resp = resp
+        while item is not END:
+            chunk = encode_item(item)
+            if chunk:  # an empty chunk would end a chunked body early
+                try:
+                    await resp.write(chunk)  # one chunk per item, handed to the socket now
+                except ConnectionError as exc:
+                    raise _ClientGone() from exc
+                out.chunks += 1
+            item = await step()
+        try:
+            await resp.write_eof()
+        except ConnectionError as exc:
+            raise _ClientGone() from exc
+        return resp
+

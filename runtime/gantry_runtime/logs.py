@@ -1,0 +1,65 @@
+"""Structured logs: one JSON object per line on stdout, through the stdlib logging module.
+
+Every line carries ``ts`` (ISO 8601, UTC, milliseconds), ``level``, ``msg``, ``function`` and
+``logger``; anything passed as ``extra=`` (``invocation_id``, ``status``, ``duration_ms`` ...)
+becomes a top-level field, and an exception becomes a ``traceback`` field.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from datetime import datetime, timezone
+from typing import Any
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+RUNTIME_LOGGER = "gantry.runtime"
+FUNCTION_LOGGER = "gantry.function"
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, function: str) -> None:
+        super().__init__()
+        self.function = function
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+            "function": self.function,
+            "logger": record.name,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["traceback"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        elif record.exc_text:
+            out["traceback"] = record.exc_text
+        return json.dumps(out, default=repr, ensure_ascii=False)
+
+
+class InvocationLogger(logging.LoggerAdapter):
+    """``ctx.logger``: adds the invocation's fields to every line, merged with the caller's ``extra``."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+def setup_logging(function: str, level: str = "info") -> logging.Logger:
+    """Route the root logger to stdout as JSON lines; return the runtime's own logger."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter(function))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # aiohttp's own access log is replaced by ours (one line per invocation, with duration_ms).
+    logging.getLogger("aiohttp.access").disabled = True
+    return logging.getLogger(RUNTIME_LOGGER)

@@ -1,0 +1,154 @@
+"""The aiohttp app (``/invoke``, ``/healthz``) and the process lifecycle: listen, import the
+handler, serve, drain on SIGTERM/SIGINT, stop."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from aiohttp import web
+
+from .invoke import Invoker, error_response
+from .loader import load_handler
+from .settings import Settings
+
+EXIT_OK, EXIT_LISTEN, EXIT_IMPORT = 0, 1, 3
+
+
+class State:
+    """What the app knows about the process: its phase and, once imported, the handler."""
+
+    __slots__ = ("settings", "phase", "invoker")
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.phase = "starting"  # -> "ready" -> "draining"
+        self.invoker: Invoker | None = None
+
+
+STATE = web.AppKey("state", State)
+
+
+async def _invoke(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    if state.phase != "ready" or state.invoker is None:
+        message = ("the handler is still being imported" if state.phase == "starting"
+                   else "this instance is shutting down")
+        return error_response(503, state.phase, message, {"Retry-After": "1"})
+    return await state.invoker.handle(request)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body: dict[str, Any] = {"status": state.phase, "function": state.settings.function}
+    inv = state.invoker
+    if inv is not None:
+        body.update(inflight=inv.inflight, concurrency=inv.concurrency, stuck=inv.stuck)
+    return web.json_response(body, status=200 if state.phase == "ready" else 503)
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return error_response(404, "not_found", f"no route {request.method} {request.path}; "
+                          "use POST /invoke or GET /healthz")
+
+
+async def _close_invoker(app: web.Application) -> Any:
+    yield
+    inv = app[STATE].invoker
+    if inv is not None:
+        inv.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body)
+    app[STATE] = State(settings)
+    app.router.add_post("/invoke", _invoke)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    app.cleanup_ctx.append(_close_invoker)
+    return app
+
+
+def _import_in_thread(settings: Settings) -> asyncio.Future:
+    """Import the handler in a daemon thread (a hung import must not keep the process alive)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: Any) -> None:
+        if not fut.done():
+            setter(value)
+
+    def work() -> None:
+        try:
+            handler = load_handler(settings.code_dir, settings.handler)
+        except BaseException as exc:  # SyntaxError and SystemExit too: report, never crash silently
+            loop.call_soon_threadsafe(settle, fut.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(settle, fut.set_result, handler)
+
+    threading.Thread(target=work, name="gantry-import", daemon=True).start()
+    return fut
+
+
+async def serve(settings: Settings, log: logging.Logger) -> int:
+    """Run until stopped; return the process exit code."""
+    app = create_app(settings)
+    state = app[STATE]
+    # handler_cancellation: a client that disconnects cancels its invocation.
+    # shutdown_timeout is short because the drain grace has already been waited out.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+        except OSError as exc:
+            log.error("cannot listen", extra={"host": settings.host, "port": settings.port,
+                                              "error": f"{type(exc).__name__}: {exc}"})
+            return EXIT_LISTEN
+        log.info("start", extra={"host": settings.host, "port": settings.port, "pid": os.getpid(),
+                                 "handler": settings.handler, "concurrency": settings.concurrency,
+                                 "timeout": settings.timeout})
+        t0 = time.monotonic()
+        loading = _import_in_thread(settings)
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if loading.done():
+            exc = loading.exception()
+            if exc is not None:
+                log.error("handler import failed", extra={"error": _describe(exc), "handler": settings.handler})
+                traceback.print_exception(exc)  # to stderr, for the function's author
+                stopping.cancel()
+                return EXIT_IMPORT
+            state.invoker = Invoker(loading.result(), function=settings.function,
+                                    concurrency=settings.concurrency, timeout=settings.timeout,
+                                    max_body=settings.max_body, log=log)
+            state.phase = "ready"
+            log.info("ready", extra={"import_ms": round((time.monotonic() - t0) * 1000, 3)})
+            await stopping
+        else:
+            loading.cancel()
+        state.phase = "draining"
+        inv = state.invoker
+        log.info("draining", extra={"inflight": inv.inflight if inv else 0, "grace": settings.drain_grace})
+        if inv is not None and not await inv.wait_idle(settings.drain_grace):
+            log.warning("drain grace elapsed; cancelling what is left",
+                        extra={"inflight": inv.inflight, "stuck": inv.stuck})
+        return EXIT_OK
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        log.info("stopped")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

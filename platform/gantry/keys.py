@@ -9,3 +9,142 @@ from __future__ import annotations
 PREFIX = "gantry:"
 
 # --- hot path: shared rate limits (gantry.hotpath) --------------------------------------
+
+
+# --- control plane: functions, instances, nodes, leader (gantry.state) ------------------
+# Records are Redis HASHes whose fields are plain strings (so one field can change without
+# a read-modify-write); blobs inside them (a spec) are msgpack.
+
+FUNCTIONS = PREFIX + "functions"                 # SET of function names
+EVENTS = PREFIX + "events"                       # pub/sub channel: "fn:NAME", "inst:NAME", "demand:NAME", "node:ID"
+NODES = PREFIX + "nodes"                         # SET of node ids ever registered (pruned by the scheduler)
+LEADER = PREFIX + "leader"                       # STRING holder id, SET NX PX: the scheduler lease
+LEADER_EPOCH = PREFIX + "leader:epoch"           # STRING int, INCR on each acquisition (fencing token)
+ADMIN_KEY_HASH = PREFIX + "admin:keyhash"        # STRING sha256 hex of the admin API key
+
+
+def function(name: str) -> str:
+    """HASH: name, latest (int), active (int), updated (float)."""
+    return f"{PREFIX}fn:{name}"
+
+
+def function_version(name: str, version: int) -> str:
+    """HASH: image, spec (msgpack of FunctionSpec.to_dict()), created (float)."""
+    return f"{PREFIX}fn:{name}:v:{version}"
+
+
+def function_instances(name: str) -> str:
+    """SET of instance ids of the function (every version)."""
+    return f"{PREFIX}fn:{name}:instances"
+
+
+def function_load(name: str) -> str:
+    """HASH gateway id -> msgpack [inflight, waiting, last_request_wall_time, reported_wall_time]."""
+    return f"{PREFIX}fn:{name}:load"
+
+
+def function_logs(name: str) -> str:
+    """STREAM of log lines: fields instance, line (capped with MAXLEN ~)."""
+    return f"{PREFIX}fn:{name}:logs"
+
+
+def instance(instance_id: str) -> str:
+    """HASH: id, function, version, node, state, host, port, cpu, memory, created, epoch, reason."""
+    return f"{PREFIX}inst:{instance_id}"
+
+
+def node(node_id: str) -> str:
+    """HASH: id, host (address the gateway dials), cpu (millicores), memory (bytes), gpus, started."""
+    return f"{PREFIX}node:{node_id}"
+
+
+def node_alive(node_id: str) -> str:
+    """STRING with a TTL, refreshed by the worker's heartbeat: the node is alive while it exists."""
+    return f"{PREFIX}node:{node_id}:alive"
+
+
+def node_alloc(node_id: str) -> str:
+    """HASH cpu (millicores), memory (bytes): what the scheduler has placed there."""
+    return f"{PREFIX}node:{node_id}:alloc"
+
+
+def node_instances(node_id: str) -> str:
+    """SET of instance ids placed on the node."""
+    return f"{PREFIX}node:{node_id}:instances"
+
+
+def node_commands(node_id: str) -> str:
+    """LIST of msgpack commands for the node's worker (LPUSH by the scheduler, BRPOP by the worker)."""
+    return f"{PREFIX}node:{node_id}:cmds"
+
+
+# KEYS[1] node hash, KEYS[2] node alloc hash, KEYS[3] node alive key
+# ARGV[1] cpu millicores wanted, ARGV[2] memory bytes wanted
+# Reserve capacity on a live node atomically: 1 if reserved, 0 if it does not fit or is dead.
+RESERVE_CAPACITY = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+local cap_cpu = tonumber(redis.call('HGET', KEYS[1], 'cpu') or '0')
+local cap_mem = tonumber(redis.call('HGET', KEYS[1], 'memory') or '0')
+local used_cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu') or '0')
+local used_mem = tonumber(redis.call('HGET', KEYS[2], 'memory') or '0')
+local cpu, mem = tonumber(ARGV[1]), tonumber(ARGV[2])
+if used_cpu + cpu > cap_cpu or used_mem + mem > cap_mem then return 0 end
+redis.call('HINCRBY', KEYS[2], 'cpu', cpu)
+redis.call('HINCRBY', KEYS[2], 'memory', mem)
+return 1
+"""
+
+# KEYS[1] node alloc hash, KEYS[2] instance hash
+# ARGV: none.  Give back what the instance reserved, once: the instance's 'released' field
+# guards against a double release.  Returns 1 if released now, 0 if already released.
+RELEASE_CAPACITY = """
+if redis.call('HSETNX', KEYS[2], 'released', '1') == 0 then return 0 end
+local cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu') or '0')
+local mem = tonumber(redis.call('HGET', KEYS[2], 'memory') or '0')
+redis.call('HINCRBY', KEYS[1], 'cpu', -cpu)
+redis.call('HINCRBY', KEYS[1], 'memory', -mem)
+return 1
+"""
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] node commands list
+# ARGV[1] the sender's epoch, ARGV[2] the msgpack command
+# Enqueue a command only if the sender is still the current epoch: a deposed leader's
+# commands never reach a worker.  Returns 1 if queued, 0 if the epoch is stale.
+ENQUEUE_COMMAND = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) < current then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS[1] LEADER, KEYS[2] LEADER_EPOCH
+# ARGV[1] holder id, ARGV[2] lease ms
+# Acquire the lease if free (bumping the epoch) or renew it if we hold it.
+# Returns the epoch held (> 0), or 0 if someone else holds the lease.
+ACQUIRE_LEADER = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+"""
+
+# KEYS[1] LEADER   ARGV[1] holder id.  Release the lease only if we still hold it.
+RELEASE_LEADER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS[1] instance hash, KEYS[2] EVENTS channel
+# ARGV: field, value, field, value, ...
+# Update fields of an instance only while its record exists (a reaped record is not
+# resurrected half-empty), and announce the change as "inst:FUNCTION".  Returns 1 or 0.
+UPDATE_INSTANCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+redis.call('PUBLISH', KEYS[2], 'inst:' .. redis.call('HGET', KEYS[1], 'function'))
+return 1
+"""

@@ -1,14 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Tenant placement (Maglev table + bounded loads), twin of gantry/hotpath/_placement_py.py.
+"""Tenant placement (hash ring + bounded loads), twin of gantry/hotpath/_placement_py.py.
 
-Same algorithm, hash and semantics, documented there.  The table and loads are C arrays;
-a lookup hashes the key's UTF-8 bytes in place (no copy for str) and reads one entry.
+Same algorithm, hash and semantics, documented there.  The ring's points, owners and the
+loads are C arrays; a lookup hashes the key's UTF-8 bytes in place (no copy for str) and
+binary-searches the points.
 Assumes a little-endian machine (x86-64, aarch64), as the hash reads 8-byte words.
 """
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcpy
 from libc.math cimport ceil, INFINITY
 
@@ -17,7 +18,20 @@ cdef uint64_t _C2 = 0x4CF5AD432745937F
 cdef uint64_t _F1 = 0xFF51AFD7ED558CCD
 cdef uint64_t _F2 = 0xC4CEB9FE1A85EC53
 cdef uint64_t _SEED = 0x9E3779B97F4A7C15
-cdef uint64_t _SKIP_SALT = 0x2545F4914F6CDD1D
+cdef uint64_t _GOLDEN = 0x9E3779B97F4A7C15
+
+
+cdef struct _Point:
+    uint64_t pos
+    int64_t owner
+
+
+cdef int _cmp_points(const void* a, const void* b) noexcept nogil:
+    cdef const _Point* x = <const _Point*>a
+    cdef const _Point* y = <const _Point*>b
+    if x.pos != y.pos:
+        return -1 if x.pos < y.pos else 1
+    return -1 if x.owner < y.owner else (1 if x.owner > y.owner else 0)
 
 
 cdef inline uint64_t _fmix64(uint64_t h) noexcept nogil:
@@ -74,56 +88,48 @@ def hash64(data):
     return _hash(data)
 
 
-def _is_prime(long long m):
-    if m < 2:
-        return False
-    cdef long long i = 2
-    while i * i <= m:
-        if m % i == 0:
-            return False
-        i += 1
-    return True
-
-
 cdef class Placement:
     """Consistent hashing with bounded loads over named nodes; see the module docstring."""
 
     cdef readonly double eps
-    cdef readonly Py_ssize_t table_size
+    cdef readonly Py_ssize_t vnodes
     cdef list _names
     cdef dict _index
     cdef dict _assigned
-    cdef int32_t* _table
+    cdef uint64_t* _points
+    cdef int32_t* _owners
     cdef int64_t* _loads
     cdef int64_t* _seen
     cdef int64_t _stamp, _total
-    cdef Py_ssize_t _n
+    cdef Py_ssize_t _n, _size
 
-    def __cinit__(self, eps=0.25, table_size=65537):
-        self._table = NULL
+    def __cinit__(self, eps=0.25, vnodes=160):
+        self._points = NULL
+        self._owners = NULL
         self._loads = NULL
         self._seen = NULL
-        self._n = 0
+        self._n = self._size = 0
         self._stamp = self._total = 0
 
-    def __init__(self, eps=0.25, table_size=65537):
+    def __init__(self, eps=0.25, vnodes=160):
         cdef double e = float(eps)
         if not (0.0 <= e < INFINITY):
             raise ValueError(f"eps must be >= 0, got {eps!r}")
-        if not _is_prime(int(table_size)):
-            raise ValueError(f"table_size must be prime, got {table_size!r}")
+        if not 1 <= int(vnodes) <= 65536:
+            raise ValueError(f"vnodes must be in [1, 65536], got {vnodes!r}")
         self.eps = e
-        self.table_size = int(table_size)
+        self.vnodes = int(vnodes)
         self._names = []
         self._index = {}
         self._assigned = {}
 
     def __dealloc__(self):
-        free(self._table)
+        free(self._points)
+        free(self._owners)
         free(self._loads)
         free(self._seen)
 
-    # -- membership (rebuilds the table) ---------------------------------------------------
+    # -- membership (rebuilds the ring) ----------------------------------------------------
     def add_node(self, name):
         if not isinstance(name, str):
             raise TypeError("node names are str")
@@ -143,48 +149,38 @@ cdef class Placement:
         return orphans
 
     cdef _rebuild(self, list names):
-        cdef Py_ssize_t n = len(names), i, m = self.table_size
+        cdef Py_ssize_t n = len(names), i, k, v = self.vnodes, size = n * v
         old = {self._names[i]: self._loads[i] for i in range(self._n)}
         cdef int64_t* loads = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
         cdef int64_t* seen = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
-        cdef int32_t* table = <int32_t*>malloc(m * sizeof(int32_t))
-        cdef int64_t* pos = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
-        cdef int64_t* skip = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
-        if not (loads and seen and table and pos and skip):
-            free(loads); free(seen); free(table); free(pos); free(skip)
+        cdef uint64_t* points = <uint64_t*>malloc(max(size, 1) * sizeof(uint64_t))
+        cdef int32_t* owners = <int32_t*>malloc(max(size, 1) * sizeof(int32_t))
+        cdef _Point* ring = <_Point*>malloc(max(size, 1) * sizeof(_Point))
+        if not (loads and seen and points and owners and ring):
+            free(loads); free(seen); free(points); free(owners); free(ring)
             raise MemoryError()
         cdef uint64_t h
-        cdef int64_t c, filled = 0
         for i in range(n):
             loads[i] = old.get(names[i], 0)
             seen[i] = 0
             h = _hash(names[i])
-            pos[i] = <int64_t>(h % <uint64_t>m)
-            skip[i] = <int64_t>(_fmix64(h ^ _SKIP_SALT) % <uint64_t>(m - 1)) + 1
-        for i in range(m):
-            table[i] = -1
-        while n and filled < m:
-            for i in range(n):
-                c = pos[i]
-                while table[c] >= 0:
-                    c += skip[i]
-                    if c >= m:
-                        c -= m
-                table[c] = <int32_t>i
-                c += skip[i]
-                pos[i] = c - m if c >= m else c
-                filled += 1
-                if filled == m:
-                    break
-        free(pos)
-        free(skip)
-        free(self._table)
+            for k in range(v):
+                ring[i * v + k].pos = _fmix64(h + <uint64_t>(k + 1) * _GOLDEN)
+                ring[i * v + k].owner = i
+        qsort(ring, size, sizeof(_Point), _cmp_points)
+        for i in range(size):
+            points[i] = ring[i].pos
+            owners[i] = <int32_t>ring[i].owner
+        free(ring)
+        free(self._points)
+        free(self._owners)
         free(self._loads)
         free(self._seen)
-        self._table, self._loads, self._seen = table, loads, seen
+        self._points, self._owners, self._loads, self._seen = points, owners, loads, seen
         self._names = names
         self._index = {names[i]: i for i in range(n)}
         self._n = n
+        self._size = size
 
     def nodes(self):
         return list(self._names)
@@ -192,13 +188,24 @@ cdef class Placement:
     def __len__(self):
         return self._n
 
+    cdef inline Py_ssize_t _start(self, uint64_t h) noexcept:
+        # first point >= h (bisect_left), wrapping to 0
+        cdef Py_ssize_t lo = 0, hi = self._size, mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._points[mid] < h:
+                lo = mid + 1
+            else:
+                hi = mid
+        return 0 if lo == self._size else lo
+
     # -- lookups -----------------------------------------------------------------------------
     def lookup(self, key):
         """The key's node by plain consistent hashing (loads ignored)."""
         if self._n == 0:
             raise LookupError("no nodes")
         cdef uint64_t h = _hash(key)
-        return self._names[self._table[h % <uint64_t>self.table_size]]
+        return self._names[self._owners[self._start(h)]]
 
     def rank(self, key, Py_ssize_t n):
         """Up to ``n`` distinct nodes in the key's preference order (loads ignored)."""
@@ -207,13 +214,13 @@ cdef class Placement:
         cdef list out = []
         if n <= 0:
             return out
+        cdef uint64_t h = _hash(key)
         self._stamp += 1
         cdef int64_t stamp = self._stamp
-        cdef Py_ssize_t m = self.table_size, got = 0
-        cdef Py_ssize_t c = <Py_ssize_t>(_hash(key) % <uint64_t>m)
+        cdef Py_ssize_t got = 0, c = self._start(h)
         cdef int32_t i
         while True:
-            i = self._table[c]
+            i = self._owners[c]
             if self._seen[i] != stamp:
                 self._seen[i] = stamp
                 out.append(self._names[i])
@@ -221,7 +228,7 @@ cdef class Placement:
                 if got == n:
                     return out
             c += 1
-            if c == m:
+            if c == self._size:
                 c = 0
 
     # -- bounded-load assignment ---------------------------------------------------------
@@ -241,14 +248,14 @@ cdef class Placement:
             return name
         if self._n == 0:
             raise LookupError("no nodes")
+        cdef uint64_t h = _hash(key)
         cdef int64_t cap = self._cap(1)
-        cdef Py_ssize_t m = self.table_size
-        cdef Py_ssize_t c = <Py_ssize_t>(_hash(key) % <uint64_t>m)
-        while self._loads[self._table[c]] >= cap:
+        cdef Py_ssize_t c = self._start(h)
+        while self._loads[self._owners[c]] >= cap:
             c += 1
-            if c == m:
+            if c == self._size:
                 c = 0
-        cdef int32_t i = self._table[c]
+        cdef int32_t i = self._owners[c]
         self._loads[i] += 1
         self._total += 1
         name = self._names[i]

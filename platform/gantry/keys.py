@@ -9,6 +9,28 @@ from __future__ import annotations
 PREFIX = "gantry:"
 
 # --- hot path: shared rate limits (gantry.hotpath) --------------------------------------
+# A limit shared by gateway replicas is decided locally and reconciled off the request path
+# (gantry.hotpath.shared_limit).  The "{rl}" hash tag keeps every such counter in one Redis
+# Cluster slot, so one script call can report all of a replica's limits.
+
+
+def shared_limit(name: str) -> str:
+    """STRING int: requests admitted under shared limit NAME by all replicas together
+    (cumulative; INCRBY by each replica's new admissions, PEXPIRE refreshed on each report)."""
+    return PREFIX + "{rl}:" + name
+
+
+# KEYS[i]: shared_limit(name_i) for each limit this replica reports
+# ARGV[1]: ttl in milliseconds; ARGV[i + 1]: admissions under KEYS[i] since the last report
+# Returns: the totals after the increments, in KEYS order
+SHARED_LIMIT_REPORT = """
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('INCRBY', KEYS[i], ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return out
+"""
 
 
 # --- control plane: functions, instances, nodes, leader (gantry.state) ------------------
@@ -146,5 +168,27 @@ UPDATE_INSTANCE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 redis.call('PUBLISH', KEYS[2], 'inst:' .. redis.call('HGET', KEYS[1], 'function'))
+return 1
+"""
+
+
+# --- worker (gantry.worker) --------------------------------------------------------------
+
+# KEYS[1] instance hash, KEYS[2] EVENTS channel
+# ARGV[1] the states the instance may be in now, space-separated; ARGV[2..] field, value, ...
+# Compare-and-set for the worker's state changes: update the instance only while its record
+# exists AND its state is one of ARGV[1], so a health result read before the scheduler set
+# "draining" never turns the instance back to "ready".  Announces "inst:FUNCTION".
+# Returns 1 if updated, 0 if the record is gone or in another state.
+UPDATE_INSTANCE_FROM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state') or ''
+local allowed = false
+for s in string.gmatch(ARGV[1], '%S+') do
+  if s == state then allowed = true end
+end
+if not allowed then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PUBLISH', KEYS[2], 'inst:' .. (redis.call('HGET', KEYS[1], 'function') or ''))
 return 1
 """

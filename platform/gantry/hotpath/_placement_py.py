@@ -1,28 +1,28 @@
 """Tenant placement by consistent hashing with bounded loads, twin of ext/_placement_c.pyx.
 
-Why a Maglev table: a lookup is one hash and one array read (O(1), no binary search), and
-the table is a ring of ``M`` equal arcs, so walking it from a key's position gives a stable
-preference order of distinct nodes (``rank``) and the probe sequence for bounded loads.
-The table depends only on the set of node names (filled in name order), so every scheduler
-replica builds the same one.  Adding or removing one node of ``n`` changes close to ``1/n``
-of the table (Maglev is near-minimal, not exactly minimal).
+Why a hash ring with virtual nodes: adding or removing a node moves only the keys on the
+arcs it gains or loses (the minimal share, ~1/n, all to or from that node; a Maglev table
+moved ~1.5% for 1/101 here), walking the ring from a key's point gives a stable preference
+order of distinct nodes (``rank``), and it is the structure the bounded-load analysis is
+written for.  A lookup is one hash and a binary search over ``n * vnodes`` sorted points.
+The ring depends only on the set of node names, so every scheduler replica builds the same.
 
 Bounded loads (Mirrokni, Thorup, Zadimoghaddam 2018): ``assign(key)`` walks from the key's
-position to the first node whose load is below ``ceil((1 + eps) * m / n)`` (``m`` assigned
-keys counting this one, ``n`` nodes); so no node exceeds that cap at the time of any
-assignment.  Assigned keys never move by themselves: after ``release``s or ``add_node`` a
-node may sit above the new cap until its keys leave; ``remove_node`` returns its keys so
-the caller re-assigns them.
+point to the first node whose load is below ``ceil((1 + eps) * m / n)`` (``m`` assigned keys
+counting this one, ``n`` nodes); so no node exceeds that cap at the time of any assignment.
+Assigned keys never move by themselves: after ``release``s or ``add_node`` a node may sit
+above the new cap until its keys leave; ``remove_node`` returns its keys so the caller
+re-assigns them.
 
 Hash: ``hash64``, murmur3-style over little-endian 8-byte words (zero-padded tail) with the
-fmix64 finaliser, defined identically in both twins; str keys hash as UTF-8.
-``table_size`` must be a prime well above the node count (default 65537: ~1% imbalance up
-to ~650 nodes); it is fixed for the table's life, since changing it reshuffles every key.
+fmix64 finaliser, identical in both twins; str keys hash as UTF-8.  A node's points are a
+splitmix64 stream seeded by the hash of its name; ties sort by node name.
 """
 from __future__ import annotations
 
 import math
 import struct
+from bisect import bisect_left
 
 _M64 = 0xFFFFFFFFFFFFFFFF
 _C1 = 0x87C37B91114253D5
@@ -30,7 +30,7 @@ _C2 = 0x4CF5AD432745937F
 _F1 = 0xFF51AFD7ED558CCD
 _F2 = 0xC4CEB9FE1A85EC53
 _SEED = 0x9E3779B97F4A7C15
-_SKIP_SALT = 0x2545F4914F6CDD1D
+_GOLDEN = 0x9E3779B97F4A7C15
 
 
 def _fmix64(h: int) -> int:
@@ -63,41 +63,36 @@ def hash64(data) -> int:
     return _fmix64(h)
 
 
-def _is_prime(m: int) -> bool:
-    if m < 2:
-        return False
-    i = 2
-    while i * i <= m:
-        if m % i == 0:
-            return False
-        i += 1
-    return True
+def _points(name: str, vnodes: int) -> list[int]:
+    h = hash64(name)
+    return [_fmix64((h + k * _GOLDEN) & _M64) for k in range(1, vnodes + 1)]
 
 
 class Placement:
     """Consistent hashing with bounded loads over named nodes; see the module docstring."""
 
-    __slots__ = ("eps", "table_size", "_names", "_index", "_loads", "_table", "_assigned",
-                 "_total", "_seen", "_stamp")
+    __slots__ = ("eps", "vnodes", "_names", "_index", "_loads", "_points", "_owners",
+                 "_assigned", "_total", "_seen", "_stamp")
 
-    def __init__(self, eps: float = 0.25, table_size: int = 65537) -> None:
+    def __init__(self, eps: float = 0.25, vnodes: int = 160) -> None:
         eps = float(eps)
         if not (0.0 <= eps < float("inf")):
             raise ValueError(f"eps must be >= 0, got {eps!r}")
-        if not _is_prime(int(table_size)):
-            raise ValueError(f"table_size must be prime, got {table_size!r}")
+        if not 1 <= int(vnodes) <= 65536:
+            raise ValueError(f"vnodes must be in [1, 65536], got {vnodes!r}")
         self.eps = eps
-        self.table_size = int(table_size)
+        self.vnodes = int(vnodes)
         self._names: list[str] = []  # sorted
         self._index: dict[str, int] = {}
         self._loads: list[int] = []
-        self._table: list[int] = []
+        self._points: list[int] = []  # sorted ring positions
+        self._owners: list[int] = []  # node index of each point
         self._assigned: dict = {}  # key -> node name
         self._total = 0
         self._seen: list[int] = []
         self._stamp = 0
 
-    # -- membership (rebuilds the table) ---------------------------------------------------
+    # -- membership (rebuilds the ring) ----------------------------------------------------
     def add_node(self, name: str) -> None:
         if not isinstance(name, str):
             raise TypeError("node names are str")
@@ -118,36 +113,13 @@ class Placement:
 
     def _rebuild(self, names: list[str]) -> None:
         old = dict(zip(self._names, self._loads))
+        ring = sorted((p, i) for i, name in enumerate(names) for p in _points(name, self.vnodes))
         self._names = names
         self._index = {n: i for i, n in enumerate(names)}
         self._loads = [old.get(n, 0) for n in names]
         self._seen = [0] * len(names)
-        self._table = self._fill(names)
-
-    def _fill(self, names: list[str]) -> list[int]:
-        m = self.table_size
-        table = [-1] * m
-        if not names:
-            return []
-        pos, skip = [], []
-        for name in names:
-            h = hash64(name)
-            pos.append(h % m)
-            skip.append(_fmix64(h ^ _SKIP_SALT) % (m - 1) + 1)
-        filled = 0
-        while True:
-            for i in range(len(names)):
-                c = pos[i]
-                while table[c] >= 0:
-                    c += skip[i]
-                    if c >= m:
-                        c -= m
-                table[c] = i
-                c += skip[i]
-                pos[i] = c - m if c >= m else c
-                filled += 1
-                if filled == m:
-                    return table
+        self._points = [p for p, _ in ring]
+        self._owners = [i for _, i in ring]
 
     def nodes(self) -> list[str]:
         return list(self._names)
@@ -155,12 +127,16 @@ class Placement:
     def __len__(self) -> int:
         return len(self._names)
 
+    def _start(self, key) -> int:
+        i = bisect_left(self._points, hash64(key))
+        return 0 if i == len(self._points) else i
+
     # -- lookups -----------------------------------------------------------------------------
     def lookup(self, key) -> str:
         """The key's node by plain consistent hashing (loads ignored)."""
         if not self._names:
             raise LookupError("no nodes")
-        return self._names[self._table[hash64(key) % self.table_size]]
+        return self._names[self._owners[self._start(key)]]
 
     def rank(self, key, n: int) -> list[str]:
         """Up to ``n`` distinct nodes in the key's preference order (loads ignored)."""
@@ -171,17 +147,17 @@ class Placement:
         if n <= 0:
             return out
         self._stamp += 1
-        stamp, seen, table, m = self._stamp, self._seen, self._table, self.table_size
-        c = hash64(key) % m
+        stamp, seen, owners, size = self._stamp, self._seen, self._owners, len(self._owners)
+        c = self._start(key)
         while True:
-            i = table[c]
+            i = owners[c]
             if seen[i] != stamp:
                 seen[i] = stamp
                 out.append(self._names[i])
                 if len(out) == n:
                     return out
             c += 1
-            if c == m:
+            if c == size:
                 c = 0
 
     # -- bounded-load assignment ---------------------------------------------------------
@@ -197,13 +173,13 @@ class Placement:
         if name is not None:
             return name
         cap = self.cap(1)
-        table, loads, m = self._table, self._loads, self.table_size
-        c = hash64(key) % m
-        while loads[table[c]] >= cap:
+        owners, loads, size = self._owners, self._loads, len(self._owners)
+        c = self._start(key)
+        while loads[owners[c]] >= cap:
             c += 1
-            if c == m:
+            if c == size:
                 c = 0
-        i = table[c]
+        i = owners[c]
         loads[i] += 1
         self._total += 1
         name = self._names[i]

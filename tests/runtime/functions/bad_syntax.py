@@ -1,0 +1,4 @@
+"""Fails at import: not valid Python."""
+
+def handle(event, ctx)
+    return {}

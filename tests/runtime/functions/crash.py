@@ -1,0 +1,8 @@
+"""A handler that raises (when asked) and otherwise answers."""
+import os
+
+
+def handle(event, ctx):
+    if event.get("fail"):
+        raise ValueError("boom")
+    return {"ok": True, "pid": os.getpid()}

@@ -44,10 +44,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class InvocationLogger(logging.LoggerAdapter):
-    """``ctx.logger``: adds the invocation's fields to every line, merged with the caller's ``extra``."""
+    """``ctx.logger``: adds the invocation's fields to every line, merged with the caller's ``extra``.
+
+    An ``extra`` key that logging reserves (``name``, ``msg``, ``args`` ...) would make the
+    stdlib raise; it is written with a trailing underscore instead (``name_``).
+    """
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
+        extra = dict(self.extra)
+        for key, value in (kwargs.get("extra") or {}).items():
+            extra[f"{key}_" if key in _STANDARD else key] = value
+        kwargs["extra"] = extra
         return msg, kwargs
 
 

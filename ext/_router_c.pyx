@@ -2,10 +2,12 @@
 """Weighted, load-aware instance router, compiled twin of gantry/hotpath/_router_py.py.
 
 Same algorithm and semantics, documented there (smooth weighted round-robin on
-``weight * free`` slots, integer-only, xorshift64-staggered starts).  The live slots are
-kept in a dense array, so a pick is one pass over a few cache lines with no allocation.
+``weight * free`` slots, integer-only, xorshift64-staggered starts).  The live slots' score
+and current ``weight * free`` (0 when not eligible, kept up to date by acquire, release and
+the setters) are dense arrays in pick order, so a pick is one branch-light pass over two
+short arrays with no allocation.
 """
-from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.stdint cimport int64_t, uint64_t, uint8_t, INT64_MIN
 from libc.stdlib cimport free, realloc
 
 cdef int64_t _LIMIT = 1 << 20
@@ -40,7 +42,8 @@ cdef class Router:
     cdef int64_t* _weight
     cdef int64_t* _cap
     cdef int64_t* _inflight
-    cdef int64_t* _cur
+    cdef int64_t* _acur  # by position in _active: score
+    cdef int64_t* _aeff  # by position in _active: weight * free, 0 if not eligible
     cdef int64_t* _active
     cdef int64_t* _pos
     cdef int64_t* _free
@@ -48,7 +51,7 @@ cdef class Router:
 
     def __cinit__(self, seed=0):
         self._state = self._healthy = NULL
-        self._weight = self._cap = self._inflight = self._cur = NULL
+        self._weight = self._cap = self._inflight = self._acur = self._aeff = NULL
         self._active = self._pos = self._free = NULL
         self._n = self._size = self._nactive = self._nfree = 0
 
@@ -62,7 +65,8 @@ cdef class Router:
         free(self._weight)
         free(self._cap)
         free(self._inflight)
-        free(self._cur)
+        free(self._acur)
+        free(self._aeff)
         free(self._active)
         free(self._pos)
         free(self._free)
@@ -80,7 +84,8 @@ cdef class Router:
         self._weight = <int64_t*>self._re(self._weight, 8, size)
         self._cap = <int64_t*>self._re(self._cap, 8, size)
         self._inflight = <int64_t*>self._re(self._inflight, 8, size)
-        self._cur = <int64_t*>self._re(self._cur, 8, size)
+        self._acur = <int64_t*>self._re(self._acur, 8, size)
+        self._aeff = <int64_t*>self._re(self._aeff, 8, size)
         self._active = <int64_t*>self._re(self._active, 8, size)
         self._pos = <int64_t*>self._re(self._pos, 8, size)
         self._free = <int64_t*>self._re(self._free, 8, size)
@@ -115,11 +120,23 @@ cdef class Router:
         self._weight[s] = w
         self._cap[s] = c
         self._inflight[s] = 0
-        self._cur[s] = <int64_t>(self._next() % <uint64_t>(w * c + 1))
-        self._pos[s] = self._nactive
-        self._active[self._nactive] = s
+        cdef Py_ssize_t k = self._nactive
+        self._acur[k] = <int64_t>(self._next() % <uint64_t>(w * c + 1))
+        self._pos[s] = k
+        self._active[k] = s
         self._nactive += 1
+        self._update(s)
         return s
+
+    cdef inline void _update(self, Py_ssize_t s) noexcept:
+        cdef int64_t k = self._pos[s]
+        cdef int64_t fr = self._cap[s] - self._inflight[s]
+        if k < 0:
+            return
+        if fr <= 0 or self._weight[s] == 0 or not self._healthy[s]:
+            self._aeff[k] = 0
+        else:
+            self._aeff[k] = self._weight[s] * fr
 
     cdef inline Py_ssize_t _live(self, Py_ssize_t slot) except -1:
         if not (0 <= slot < self._n) or self._state[slot] != _LIVE:
@@ -134,6 +151,8 @@ cdef class Router:
         if last != s:
             i = self._pos[s]
             self._active[i] = last
+            self._acur[i] = self._acur[self._nactive]
+            self._aeff[i] = self._aeff[self._nactive]
             self._pos[last] = i
         self._pos[s] = -1
         self._state[s] = _DRAINING
@@ -151,19 +170,22 @@ cdef class Router:
         cdef int64_t w = int(weight)
         _check(w, self._cap[s])
         self._weight[s] = w
-        self._cur[s] = 0
+        self._acur[self._pos[s]] = 0
+        self._update(s)
 
     def set_capacity(self, Py_ssize_t slot, capacity):
         cdef Py_ssize_t s = self._live(slot)
         cdef int64_t c = int(capacity)
         _check(self._weight[s], c)
         self._cap[s] = c
+        self._update(s)
 
     def set_healthy(self, Py_ssize_t slot, healthy):
         cdef Py_ssize_t s = self._live(slot)
         if healthy and not self._healthy[s]:
-            self._cur[s] = 0
+            self._acur[self._pos[s]] = 0
         self._healthy[s] = 1 if healthy else 0
+        self._update(s)
 
     def instance(self, Py_ssize_t slot):
         if not (0 <= slot < self._n) or self._state[slot] == _FREE:
@@ -178,25 +200,25 @@ cdef class Router:
         return self._nactive
 
     # -- the hot path ----------------------------------------------------------------------
-    cdef inline Py_ssize_t _pick(self):
-        cdef Py_ssize_t best = -1, k, s
-        cdef int64_t best_cur = 0, total = 0, w, fr, e, c
+    cdef inline Py_ssize_t _pick(self) noexcept:
+        cdef Py_ssize_t best = -1, k
+        cdef int64_t best_cur = INT64_MIN, total = 0, e, c
+        cdef int64_t* cur = self._acur
+        cdef int64_t* eff = self._aeff
         for k in range(self._nactive):
-            s = self._active[k]
-            w = self._weight[s]
-            fr = self._cap[s] - self._inflight[s]
-            if fr <= 0 or w == 0 or not self._healthy[s]:
+            e = eff[k]
+            if e == 0:
                 continue
-            e = w * fr
-            c = self._cur[s] + e
-            self._cur[s] = c
+            c = cur[k] + e
+            cur[k] = c
             total += e
-            if best < 0 or c > best_cur:
-                best = s
+            if c > best_cur:  # eligible scores are > INT64_MIN, so the first one wins
+                best = k
                 best_cur = c
-        if best >= 0:
-            self._cur[best] = best_cur - total
-        return best
+        if best < 0:
+            return -1
+        cur[best] = best_cur - total
+        return self._active[best]
 
     def pick(self):
         """The slot to send the next request to, or -1 when none is eligible."""
@@ -207,10 +229,13 @@ cdef class Router:
         cdef Py_ssize_t s = self._pick()
         if s >= 0:
             self._inflight[s] += 1
+            self._update(s)
         return s
 
     def acquire(self, Py_ssize_t slot):
-        self._inflight[self._live(slot)] += 1
+        cdef Py_ssize_t s = self._live(slot)
+        self._inflight[s] += 1
+        self._update(s)
 
     def release(self, Py_ssize_t slot):
         """One request on the slot finished (also for a removed slot still draining)."""
@@ -219,5 +244,7 @@ cdef class Router:
         if self._inflight[slot] <= 0:
             raise ValueError(f"slot {slot} has no request in flight")
         self._inflight[slot] -= 1
-        if self._inflight[slot] == 0 and self._state[slot] == _DRAINING:
+        if self._state[slot] == _LIVE:
+            self._update(slot)
+        elif self._inflight[slot] == 0:
             self._free_slot(slot)

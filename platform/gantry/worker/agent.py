@@ -1,0 +1,358 @@
+"""The worker agent: registers its node, heartbeats, runs the scheduler's commands, watches
+its instances' health, ships their logs and sweeps orphans.  One per node; the only holder
+of the node's Docker socket.
+
+Docker's SDK blocks, so every Docker call runs in the agent's own thread pool (a stop waits
+out a drain grace; the default executor, sized by CPU count, would starve).  ``run`` drives
+two poll loops: commands (BRPOP with a short timeout, each command a task serialised per
+instance, so a draining stop never holds up a start) and maintenance (heartbeat, health,
+logs, orphans, each when due).  ``_iteration`` is one pass of both, awaited to the end, for
+tests.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable
+
+import aiohttp
+
+from .. import keys
+from .. import state as st
+from . import commands, containers, health
+from .capacity import detect_cpu_millis, detect_memory
+from .logship import LogFollower, LogShipper
+from .orphans import find_orphans
+from .settings import WorkerSettings
+
+log = logging.getLogger("gantry.worker")
+
+POP_BATCH = 64           # commands taken per pass
+HEALTH_STATES = (st.STARTING, st.READY, st.UNHEALTHY)
+
+
+class WorkerAgent:
+    def __init__(self, settings: WorkerSettings, redis, docker_client) -> None:
+        self.settings, self.redis, self.docker_client = settings, redis, docker_client
+        self.node_id = settings.node_id
+        self.node = st.Node(id=self.node_id, host=settings.host,
+                            cpu=settings.cpu_millis or detect_cpu_millis(),
+                            memory=settings.memory or detect_memory(), gpus=0, started=time.time())
+        self.max_epoch = 0          # the highest epoch of an accepted command
+        self.refused = 0            # commands refused for a stale epoch
+        self.malformed = 0          # commands that could not be decoded
+        self.executed = 0           # commands executed (successfully or not)
+        self.followers: dict[str, LogFollower] = {}
+        self.logs = LogShipper(settings.log_maxlen)
+        self._containers: dict[str, tuple[str, str]] = {}   # instance -> (function, container id)
+        self._counters: dict[str, health.Counters] = {}
+        self._starting: dict[str, float] = {}               # instance -> monotonic time seen starting
+        self._users: dict[str, int] = {}                    # instance -> commands holding or awaiting its lock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._pool = ThreadPoolExecutor(settings.docker_threads, thread_name_prefix="gantry-docker")
+        self._session: aiohttp.ClientSession | None = None
+        self._due = {"heartbeat": 0.0, "health": 0.0, "orphans": 0.0}
+        self.registered = False
+        self._closed = False
+
+    # --- plumbing used by commands ---------------------------------------------------------
+
+    async def blocking(self, fn: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def read_instance(self, instance_id: str) -> st.Instance | None:
+        return st.Instance.from_hash(await self.redis.hgetall(keys.instance(instance_id)))
+
+    async def update(self, instance_id: str, from_states: Iterable[str], **fields: Any) -> bool:
+        """Set fields of the instance if its record exists and its state is one of FROM_STATES."""
+        args: list[Any] = [" ".join(from_states)]
+        for k, v in fields.items():
+            args += [k, str(v)]
+        return bool(await self.redis.eval(keys.UPDATE_INSTANCE_FROM, 2, keys.instance(instance_id),
+                                          keys.EVENTS, *args))
+
+    def adopt(self, instance_id: str, function: str, container_id: str, since: float | None) -> None:
+        """Track the instance's container and follow its logs (from SINCE, or its beginning)."""
+        self._containers[instance_id] = (function, container_id)
+        follower = self.followers.get(instance_id)
+        if follower is None or not follower.alive or follower.container_id != container_id:
+            self.followers[instance_id] = LogFollower(self.docker_client, container_id, function, instance_id,
+                                                      self.logs, since=since).start()
+
+    def forget(self, instance_id: str) -> None:
+        self._containers.pop(instance_id, None)
+        self._counters.pop(instance_id, None)
+        self._starting.pop(instance_id, None)
+        follower = self.followers.pop(instance_id, None)
+        if follower is not None:
+            follower.stop()
+
+    def started_at(self, instance_id: str, reset: bool = False) -> float:
+        if reset:
+            self._starting[instance_id] = time.monotonic()
+        return self._starting.setdefault(instance_id, time.monotonic())
+
+    @property
+    def busy(self) -> set[str]:
+        return {i for i, n in self._users.items() if n > 0}
+
+    # --- registration and heartbeat ----------------------------------------------------------
+
+    async def register(self) -> None:
+        """Announce the node with its capacity and adopt the containers already running for it
+        (after an agent restart): their logs are followed from now on."""
+        await self.heartbeat()
+        await self.redis.publish(keys.EVENTS, f"node:{self.node_id}")
+        found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
+        now = time.time()
+        for container in found:
+            instance_id = container.labels.get(containers.LABEL_INSTANCE, "")
+            inst = await self.read_instance(instance_id) if instance_id else None
+            if inst is not None and inst.node == self.node_id and container.status == "running":
+                self.adopt(instance_id, inst.function, container.id, since=now)
+        self.registered = True
+        log.info("registered", extra={"node": self.node_id, "cpu": self.node.cpu, "memory": self.node.memory})
+
+    async def heartbeat(self) -> None:
+        """Refresh node_alive (and the node record, so a pruned node comes back whole)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.node(self.node_id), mapping=self.node.to_hash())
+        pipe.sadd(keys.NODES, self.node_id)
+        pipe.set(keys.node_alive(self.node_id), str(time.time()),
+                 px=max(1, int(self.settings.heartbeat_ttl * 1000)))
+        await pipe.execute()
+
+    async def deregister(self) -> None:
+        await self.redis.delete(keys.node_alive(self.node_id))
+        await self.redis.publish(keys.EVENTS, f"node:{self.node_id}")
+        self.registered = False
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def _pop(self, block: float) -> list[bytes]:
+        key = keys.node_commands(self.node_id)
+        raws: list[bytes] = []
+        if block > 0:
+            got = await self.redis.brpop([key], timeout=block)
+            if not got:
+                return []
+            raws.append(got[1])
+        more = await self.redis.rpop(key, POP_BATCH - len(raws))
+        return raws + list(more or [])
+
+    async def _dispatch(self, raws: list[bytes]) -> list[asyncio.Task]:
+        """Fence the commands by epoch and start a task for each accepted one, in order."""
+        if not raws:
+            return []
+        leader = int(await self.redis.get(keys.LEADER_EPOCH) or 0)
+        tasks = []
+        for raw in raws:
+            cmd = commands.decode(raw)
+            if cmd is None:
+                self.malformed += 1
+                log.warning("malformed command dropped", extra={"node": self.node_id, "command": raw[:200]})
+                continue
+            epoch = int(cmd.get("epoch", 0))
+            floor = max(self.max_epoch, leader)
+            if epoch < floor:
+                self.refused += 1
+                log.warning("refused a command with a stale epoch",
+                            extra={"node": self.node_id, "op": cmd["op"], "instance": cmd["instance"],
+                                   "epoch": epoch, "floor": floor})
+                continue
+            self.max_epoch = max(self.max_epoch, epoch)
+            instance_id = cmd["instance"]
+            self._users[instance_id] = self._users.get(instance_id, 0) + 1
+            lock = self._locks.setdefault(instance_id, asyncio.Lock())
+            task = asyncio.create_task(self._execute(cmd, lock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            tasks.append(task)
+        return tasks
+
+    async def _execute(self, cmd: dict, lock: asyncio.Lock) -> None:
+        instance_id = cmd["instance"]
+        try:
+            async with lock:
+                await commands.execute(self, cmd)
+        except Exception:
+            log.exception("command failed", extra={"op": cmd["op"], "instance": instance_id})
+        finally:
+            self.executed += 1
+            self._users[instance_id] -= 1
+            if self._users[instance_id] <= 0:
+                self._users.pop(instance_id, None)
+                self._locks.pop(instance_id, None)
+
+    async def wait_commands(self, timeout: float | None = None) -> bool:
+        """Wait for the commands in flight; True if none is left."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        return not self._tasks
+
+    # --- health ------------------------------------------------------------------------------
+
+    async def check_health(self) -> None:
+        """One GET /healthz of every starting/ready/unhealthy instance of this node, at once."""
+        ids = {i.decode() for i in await self.redis.smembers(keys.node_instances(self.node_id))}
+        ids |= set(self._containers)
+        busy = self.busy
+        targets = [inst for inst in await st.get_instances(self.redis, ids)
+                   if inst.node == self.node_id and inst.state in HEALTH_STATES and inst.port
+                   and inst.id not in busy]
+        for gone in set(self._counters) - {inst.id for inst in targets}:
+            self._counters.pop(gone, None)
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        await asyncio.gather(*(self._check(inst) for inst in targets))
+
+    async def _check(self, inst: st.Instance) -> None:
+        ok, error = await health.probe(self._session, f"http://{self.settings.host}:{inst.port}",
+                                       self.settings.health_timeout)
+        if not ok:
+            known = self._containers.get(inst.id)
+            container_id = known[1] if known else None
+            if container_id is None:
+                found = await self.blocking(containers.find, self.docker_client, self.node_id, inst.id)
+                container_id = found.id if found is not None else None
+            ended = (await self.blocking(containers.exited, self.docker_client, container_id)
+                     if container_id else containers.Exited("gone", None, False, ""))
+            if ended is not None:
+                await self._fail(inst, ended.reason())
+                return
+            if inst.state == st.STARTING and time.monotonic() - self.started_at(inst.id) > self.settings.start_timeout:
+                await self._fail(inst, f"not healthy within {self.settings.start_timeout:g}s: {error}")
+                return
+        counters = self._counters.setdefault(inst.id, health.Counters())
+        new = health.transition(inst.state, counters, ok, error)
+        if new is not None and await self.update(inst.id, (inst.state,), state=new,
+                                                 reason=counters.last_error if new == st.UNHEALTHY else ""):
+            log.info("instance %s", new, extra={"instance": inst.id, "reason": counters.last_error})
+            if new == st.READY:
+                self._starting.pop(inst.id, None)
+
+    async def _fail(self, inst: st.Instance, reason: str) -> None:
+        if await self.update(inst.id, HEALTH_STATES, state=st.FAILED, reason=reason[:500]):
+            log.warning("instance failed", extra={"instance": inst.id, "reason": reason})
+        self._counters.pop(inst.id, None)
+        self._starting.pop(inst.id, None)
+
+    # --- orphans -----------------------------------------------------------------------------
+
+    async def sweep_orphans(self) -> int:
+        """Force-remove this node's containers that no instance record owns; how many."""
+        found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
+        orphans = await find_orphans(self.redis, self.node_id, found, self.busy)
+        for container in orphans:
+            instance_id = container.labels.get(containers.LABEL_INSTANCE, "")
+            log.info("removing orphan container", extra={"container": container.short_id, "instance": instance_id})
+            await self.blocking(containers.force_remove, self.docker_client, container)
+            if instance_id and instance_id not in self.busy:
+                self.forget(instance_id)
+        return len(orphans)
+
+    # --- loops -------------------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """Heartbeat, health, logs, orphans: each when due."""
+        now = time.monotonic()
+        if now >= self._due["heartbeat"]:
+            self._due["heartbeat"] = now + self.settings.heartbeat_interval
+            await self.heartbeat()
+        if now >= self._due["health"]:
+            self._due["health"] = now + self.settings.health_interval
+            await self.check_health()
+        await self.logs.flush(self.redis)
+        if now >= self._due["orphans"]:
+            self._due["orphans"] = now + self.settings.orphan_interval
+            await self.sweep_orphans()
+
+    async def _iteration(self) -> None:
+        """One pass: heartbeat if due, the commands waiting (executed to the end), health if
+        due, logs, orphan sweep if due."""
+        now = time.monotonic()
+        if now >= self._due["heartbeat"]:
+            self._due["heartbeat"] = now + self.settings.heartbeat_interval
+            await self.heartbeat()
+        tasks = await self._dispatch(await self._pop(0))
+        if tasks:
+            await asyncio.wait(tasks)
+        await self._maintain()
+
+    async def _command_loop(self, stop_event: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop_event.is_set():
+            try:
+                await self._dispatch(await self._pop(self.settings.command_block))
+                backoff = 0.1
+            except Exception:
+                log.exception("command loop", extra={"node": self.node_id})
+                await _wait(stop_event, backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Run until STOP_EVENT is set (registering first if needed); in-flight commands are
+        awaited on the way out.  The caller then calls shutdown()."""
+        if not self.registered:
+            await self.register()
+        tick = max(0.05, min(self.settings.heartbeat_interval, self.settings.health_interval, 0.25))
+        commands_task = asyncio.create_task(self._command_loop(stop_event))
+        try:
+            while not stop_event.is_set():
+                try:
+                    await self._maintain()
+                except Exception:
+                    log.exception("maintenance pass", extra={"node": self.node_id})
+                await _wait(stop_event, tick)
+        finally:
+            if not stop_event.is_set():
+                commands_task.cancel()
+            await asyncio.gather(commands_task, return_exceptions=True)
+            await self.wait_commands(self.settings.drain_grace + containers.STOP_MARGIN + 5)
+
+    async def shutdown(self, remove_containers: bool) -> None:
+        """Stop following logs; with REMOVE_CONTAINERS, drain, stop and remove every container of
+        this node and mark its instance stopped; then deregister (node_alive goes at once).
+        A second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        if not await self.wait_commands(self.settings.drain_grace + containers.STOP_MARGIN + 5):
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if remove_containers:
+            found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
+            instance_ids = {c.labels.get(containers.LABEL_INSTANCE, "") for c in found}
+            await asyncio.gather(*(self._stop_any(i, c) for i, c in
+                                   ((c.labels.get(containers.LABEL_INSTANCE, ""), c) for c in found)),
+                                 return_exceptions=True)
+            for instance_id in instance_ids:
+                self.forget(instance_id)
+        for follower in self.followers.values():
+            follower.stop()
+        self.followers.clear()
+        try:
+            await self.logs.flush(self.redis)
+        finally:
+            await self.deregister()
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+            self._pool.shutdown(wait=False)
+
+    async def _stop_any(self, instance_id: str, container) -> None:
+        if instance_id:
+            await commands.stop(self, instance_id)
+        else:
+            await self.blocking(containers.force_remove, self.docker_client, container)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass

@@ -1,0 +1,53 @@
+"""Instance health: the state machine (pure) and one probe of GET /healthz.
+
+starting --1 success--> ready --3 failures in a row--> unhealthy --2 successes in a row--> ready.
+Failures while starting only count against the start timeout (an import may take a while);
+a container that exited is failed whatever the state (the agent checks that on a failure).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+
+from .. import state as st
+
+UNHEALTHY_AFTER = 3    # consecutive failures: ready -> unhealthy
+READY_AFTER = 2        # consecutive successes: unhealthy -> ready
+
+
+@dataclass
+class Counters:
+    fails: int = 0     # consecutive failed probes
+    oks: int = 0       # consecutive good probes
+    last_error: str = ""
+
+
+def transition(state: str, counters: Counters, ok: bool, error: str = "") -> str | None:
+    """Record one probe result; return the new state, or None when the state stays."""
+    if ok:
+        counters.fails, counters.oks = 0, counters.oks + 1
+    else:
+        counters.fails, counters.oks, counters.last_error = counters.fails + 1, 0, error
+    if state == st.STARTING:
+        return st.READY if ok else None
+    if state == st.READY:
+        return st.UNHEALTHY if counters.fails >= UNHEALTHY_AFTER else None
+    if state == st.UNHEALTHY:
+        return st.READY if counters.oks >= READY_AFTER else None
+    return None
+
+
+async def probe(session: aiohttp.ClientSession, url: str, timeout: float) -> tuple[bool, str]:
+    """(ok, error) of one GET URL/healthz: ok means 200 within the timeout."""
+    try:
+        async with session.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status == 200:
+                return True, ""
+            body = (await resp.text())[:200]
+            return False, f"/healthz answered {resp.status}: {body}"
+    except asyncio.TimeoutError:
+        return False, f"/healthz did not answer within {timeout:g}s"
+    except aiohttp.ClientError as exc:
+        return False, f"/healthz: {type(exc).__name__}: {exc}"[:300]

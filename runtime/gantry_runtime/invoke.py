@@ -221,6 +221,8 @@ class Invoker:
                     gen = result
                     return await self._stream(request, gen, slot, headers, out, t0)
                 body, ctype = encode_result(result)
+            if tm.expired():  # the handler swallowed the cancellation and returned late
+                raise TimeoutError
             headers["X-Gantry-Duration-Ms"] = f"{(time.monotonic() - t0) * 1000:.3f}"
             return web.Response(body=body, headers=headers, content_type=ctype,
                                 charset="utf-8" if ctype == TEXT else None)
@@ -231,7 +233,7 @@ class Invoker:
             out.status, out.code = 499, "client_gone"
             # aiohttp's own write_eof on the dead transport fails quietly
             return out.resp if out.resp is not None else web.StreamResponse()
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # sys.exit() in a handler must not stop us
             if isinstance(exc, TimeoutError) and tm.expired():
                 status, code, message = 504, "timeout", f"the invocation exceeded its {timeout:.3f}s timeout"
                 self.log.warning("invocation timed out", extra={**fields, "timeout": timeout})

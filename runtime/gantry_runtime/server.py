@@ -83,13 +83,19 @@ def _import_in_thread(settings: Settings) -> asyncio.Future:
         if not fut.done():
             setter(value)
 
+    def report(setter: Callable[[Any], None], value: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, setter, value)
+        except RuntimeError:  # the loop is gone: stopped while importing
+            pass
+
     def work() -> None:
         try:
             handler = load_handler(settings.code_dir, settings.handler)
         except BaseException as exc:  # SyntaxError and SystemExit too: report, never crash silently
-            loop.call_soon_threadsafe(settle, fut.set_exception, exc)
+            report(fut.set_exception, exc)
         else:
-            loop.call_soon_threadsafe(settle, fut.set_result, handler)
+            report(fut.set_result, handler)
 
     threading.Thread(target=work, name="gantry-import", daemon=True).start()
     return fut

@@ -338,6 +338,13 @@ def test_crash_is_500_with_type_and_message_and_process_keeps_serving(start):
     assert status == 200 and json.loads(body)["pid"] == rt.proc.pid
 
 
+def test_sys_exit_in_a_handler_is_a_function_error_not_a_shutdown(start):
+    rt = start("crash:exits")
+    status, _, body = invoke(rt.url, {})
+    assert status == 500 and json.loads(body)["error"] == {"code": "function_error", "message": "SystemExit: 7"}
+    assert health(rt.url)[0] == 200 and rt.proc.poll() is None
+
+
 def test_bad_requests(start):
     rt = start("echo:handle", GANTRY_MAX_BODY="100")
     status, _, body = request(rt.url, body=b"{not json", headers={"Content-Type": "application/json"})

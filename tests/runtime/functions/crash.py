@@ -6,3 +6,7 @@ def handle(event, ctx):
     if event.get("fail"):
         raise ValueError("boom")
     return {"ok": True, "pid": os.getpid()}
+
+
+def exits(event, ctx):
+    raise SystemExit(7)

@@ -1,7 +1,7 @@
 """Hot-path figures, side by side in one run: C, the Python twin, and what users would pick.
 
 Every figure is nanoseconds per operation through a Python call: a Python ``for`` loop makes
-``n`` calls and the time is divided by ``n`` (so the loop's own ~10-15 ns per iteration is
+``n`` calls (the same ``n`` for every contender of a component) and the time is divided by ``n`` (so the loop's own ~10-15 ns per iteration is
 included; ``loop_ns`` reports it).  Each figure is the median of ``repeats`` runs.
 ``run(quick)`` returns a dict; ``python benchmarks/hotpath_report.py [--quick]`` prints it.
 """
@@ -62,10 +62,10 @@ def ratelimit_cases(n_keys: int = 1000, passes: int = 20):
     item = parse("1000000000/second")
 
     def lim_go(hit=limiter.hit, item=item, keys=keys):
-        for _ in range(passes // 10 or 1):
+        for _ in range(passes):
             for k in keys:
                 hit(item, k)
-    cases["limits"] = (lim_go, n_keys * (passes // 10 or 1))
+    cases["limits"] = (lim_go, n_keys * passes)
     return cases
 
 
@@ -106,23 +106,20 @@ def placement_cases(n_nodes: int = 100, n_keys: int = 1000, passes: int = 20):
         p = mod.Placement(eps=0.25)
         for node in nodes:
             p.add_node(node)
-        reps = passes if impl == "c" else max(1, passes // 10)
-
-        def go(lookup=p.lookup, keys=keys, reps=reps):
-            for _ in range(reps):
+        def go(lookup=p.lookup, keys=keys):
+            for _ in range(passes):
                 for k in keys:
                     lookup(k)
-        cases[impl] = (go, n_keys * reps)
+        cases[impl] = (go, n_keys * passes)
     from uhashring import HashRing
 
     ring = HashRing(nodes=nodes)
-    reps = max(1, passes // 10)
 
-    def uh(get=ring.get_node, keys=keys, reps=reps):
-        for _ in range(reps):
+    def uh(get=ring.get_node, keys=keys):
+        for _ in range(passes):
             for k in keys:
                 get(k)
-    cases["uhashring"] = (uh, n_keys * reps)
+    cases["uhashring"] = (uh, n_keys * passes)
     return cases
 
 

@@ -192,3 +192,97 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PUBLISH', KEYS[2], 'inst:' .. (redis.call('HGET', KEYS[1], 'function') or ''))
 return 1
 """
+
+
+# --- scheduler (gantry.scheduler) --------------------------------------------------------
+# The scheduler's writes that make a worker act are fenced like ENQUEUE_COMMAND: refused
+# when the sender's epoch is below LEADER_EPOCH, so a deposed leader changes nothing.  Each
+# is one script so a record never exists without its command (or the command without it).
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] instance hash, KEYS[3] function instances set,
+# KEYS[4] node instances set, KEYS[5] node commands list
+# ARGV[1] epoch, ARGV[2] instance id, ARGV[3] msgpack "start" command, ARGV[4..] field, value, ...
+# Create a placed instance's record (fields of state.Instance.to_hash()), add it to the
+# function's and node's sets, and queue its start command, all or nothing.
+# Returns 1 if created, 0 if the epoch is stale.
+CREATE_INSTANCE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) < current then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('LPUSH', KEYS[5], ARGV[3])
+return 1
+"""
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] instance hash, KEYS[3] node commands list, KEYS[4] EVENTS
+# ARGV[1] epoch, ARGV[2] the states the instance may be in, space-separated ("" for any),
+# ARGV[3] msgpack command, ARGV[4..] field, value, ... to set first (may be none)
+# Set fields of an instance (announced as "inst:FUNCTION") and queue a command for its
+# worker (stop, remove, or start again), only while the record exists in an allowed state.
+# Returns 1 if done, 0 if the epoch is stale, -1 if the record is gone or in another state.
+COMMAND_INSTANCE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) < current then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if ARGV[2] ~= '' then
+  local state = redis.call('HGET', KEYS[2], 'state') or ''
+  local allowed = false
+  for s in string.gmatch(ARGV[2], '%S+') do
+    if s == state then allowed = true end
+  end
+  if not allowed then return -1 end
+end
+if #ARGV > 3 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+  redis.call('PUBLISH', KEYS[4], 'inst:' .. (redis.call('HGET', KEYS[2], 'function') or ''))
+end
+redis.call('LPUSH', KEYS[3], ARGV[3])
+return 1
+"""
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] function hash, KEYS[3] EVENTS
+# ARGV[1] epoch, ARGV[2] function name, ARGV[3] version rolled out (the latest it started),
+# ARGV[4] active version it replaces, ARGV[5] wall time
+# Move `active` to ARGV[3] only if `latest` is still ARGV[3] and `active` still ARGV[4] (a
+# newer deploy or a delete in between wins).  Returns 1 if moved, 0 otherwise.
+PROMOTE_VERSION = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) < current then return 0 end
+local latest = redis.call('HGET', KEYS[2], 'latest')
+if latest ~= ARGV[3] then return 0 end
+local active = redis.call('HGET', KEYS[2], 'active') or latest
+if active ~= ARGV[4] then return 0 end
+redis.call('HSET', KEYS[2], 'active', ARGV[3], 'updated', ARGV[5])
+redis.call('PUBLISH', KEYS[3], 'fn:' .. ARGV[2])
+return 1
+"""
+
+# KEYS[1] function hash, KEYS[2] EVENTS
+# ARGV[1] function name, ARGV[2] why its wanted instances cannot be placed ("" to clear)
+# Keep the function's `pending_reason` field (read by the gateway and CLI to say "no
+# capacity") without recreating a deleted function's hash; announce a change as "fn:NAME".
+# Returns 1 if it changed, 0 otherwise.
+SET_PENDING_REASON = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local old = redis.call('HGET', KEYS[1], 'pending_reason') or ''
+if old == ARGV[2] then return 0 end
+if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'pending_reason')
+else redis.call('HSET', KEYS[1], 'pending_reason', ARGV[2]) end
+redis.call('PUBLISH', KEYS[2], 'fn:' .. ARGV[1])
+return 1
+"""
+
+# KEYS[1] node alive key, KEYS[2] node alloc hash, KEYS[3] NODES, KEYS[4] node hash,
+# KEYS[5] node instances set, KEYS[6] node commands list
+# ARGV[1] node id, ARGV[2] "alloc" (drop the capacity record) or "all" (forget the node)
+# Only while the node is still dead (its alive key absent).  Returns 1 if done, 0 if alive.
+FORGET_NODE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+if ARGV[2] == 'all' then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
+end
+return 1
+"""

@@ -1,16 +1,19 @@
 """`gantry`: the user's whole interface.  Commands that act on a running platform go through
-its HTTP API; `build` and `images` work on the local Docker engine."""
+its HTTP API (see gantry.client); `build` and `images` work on the local Docker engine, and
+`up` runs the platform itself.  Failures print one line `gantry: error: ...`, exit 1."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from typing import Callable
+import time
 
 from . import __version__
 
 
 class CLIError(Exception):
-    """Printed as one line `gantry: error: ...`, exit status 1."""
+    pass
 
 
 def _progress(line: str) -> None:
@@ -28,6 +31,23 @@ def _docker():
         raise CLIError(f"cannot reach the Docker engine ({exc}); is dockerd running? (scripts/setup.sh starts it)")
 
 
+def _client(args):
+    from .client import Client
+
+    return Client.resolve(args.url, args.api_key)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def cmd_up(args) -> int:
+    from .up import main
+
+    return main(args.host, args.port)
+
+
 def cmd_images(args) -> int:
     from .build.images import ensure_runtime_image
 
@@ -38,40 +58,170 @@ def cmd_images(args) -> int:
 def cmd_build(args) -> int:
     from .build import build_function
 
-    result = build_function(_docker(), args.directory, _progress)
-    print(result.image)
+    print(build_function(_docker(), args.directory, _progress).image)
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable, str]] = {
-    "images": (cmd_images, "build the base and runtime images if missing; print the runtime tag"),
-    "build": (cmd_build, "build a function directory into an image; print its tag"),
-}
+def cmd_deploy(args) -> int:
+    from .build import build_function
+
+    result = build_function(_docker(), args.directory, _progress)
+    client = _client(args)
+    answer = client.call("POST", "/v1/functions", {"spec": result.spec.to_dict(), "image": result.image})
+    name, version = answer["name"], answer["version"]
+    _progress(f"deployed {name} version {version} ({result.image})")
+    if args.wait:
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            fn = client.call("GET", f"/v1/functions/{name}")
+            if fn["active"] == version and (result.spec.scaling.min_instances == 0 or fn["ready"] > 0):
+                break
+            time.sleep(0.2)
+        else:
+            raise CLIError(f"{name} version {version} did not take traffic within {args.wait:g}s")
+    print(f"{client.url}/v1/invoke/{name}")
+    return 0
+
+
+def cmd_invoke(args) -> int:
+    data = args.data or ""
+    if data.startswith("@"):
+        try:
+            with open(data[1:], "rb") as f:
+                body = f.read()
+        except OSError as exc:
+            raise CLIError(f"cannot read {data[1:]}: {exc.strerror}")
+    else:
+        body = data.encode()
+    content_type = "application/octet-stream"
+    if body or not args.data:
+        try:
+            json.loads(body or b"null")
+            content_type = "application/json"
+            body = body or b"null"
+        except ValueError:
+            if args.data and not data.startswith("@"):
+                raise CLIError("-d is not valid JSON (use -d @FILE to send a file as bytes)")
+    out = sys.stdout.buffer
+    for chunk in _client(args).invoke(args.name, body, content_type):
+        out.write(chunk)
+        if args.stream:
+            out.flush()
+    out.flush()
+    if sys.stdout.isatty():
+        print()
+    return 0
+
+
+def cmd_ls(args) -> int:
+    functions = _client(args).call("GET", "/v1/functions")
+    if not functions:
+        print("no functions deployed")
+        return 0
+    rows = [["NAME", "VERSION", "ACTIVE", "READY", "INSTANCES", "STATUS"]]
+    for fn in functions:
+        states = fn.get("states") or {}
+        status = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "scaled to zero"
+        rows.append([fn["name"], fn["latest"], fn["active"], fn["ready"], fn["instances"], status])
+    print(_table(rows))
+    return 0
+
+
+def cmd_rm(args) -> int:
+    _client(args).call("DELETE", f"/v1/functions/{args.name}")
+    _progress(f"removed {args.name}")
+    return 0
+
+
+def cmd_scale(args) -> int:
+    _client(args).call("POST", f"/v1/functions/{args.name}/scale", {"min_instances": args.min_instances})
+    _progress(f"{args.name}: min_instances = {args.min_instances}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    client = _client(args)
+    cursor = "-"
+    while True:
+        page = client.call("GET", f"/v1/functions/{args.name}/logs?after={cursor}&limit=500")
+        for entry in page["entries"]:
+            print(f"{entry['instance']}  {entry['line']}", flush=True)
+        cursor = page["next"] or cursor
+        if not args.follow:
+            return 0
+        time.sleep(0.5)
+
+
+def cmd_nodes(args) -> int:
+    nodes = _client(args).call("GET", "/v1/nodes")
+    if not nodes:
+        print("no live nodes")
+        return 0
+    rows = [["NODE", "HOST", "CPU USED/TOTAL", "MEMORY USED/TOTAL (MiB)", "INSTANCES"]]
+    for n in nodes:
+        rows.append([n["id"], n["host"], f"{n['cpu_used'] / 1000:g}/{n['cpu'] / 1000:g}",
+                     f"{n['memory_used'] >> 20}/{n['memory'] >> 20}", n["instances"]])
+    print(_table(rows))
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="gateway URL (else GANTRY_URL, else the config file)")
+    common.add_argument("--api-key", help="API key (else GANTRY_API_KEY, else the config file)")
     p = argparse.ArgumentParser(prog="gantry", description="Self-hosted serverless functions.")
     p.add_argument("--version", action="version", version=f"gantry {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "build":
-            sp.add_argument("directory", help="function directory holding gantry.toml")
+
+    def add(name, func, help_text, parents=(common,)):
+        sp = sub.add_parser(name, help=help_text, description=help_text, parents=list(parents))
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("up", cmd_up, "run gateway, scheduler, worker (and Redis) for this machine, in the foreground", ())
+    sp.add_argument("--host", default=os.environ.get("GANTRY_HOST", "127.0.0.1"))
+    sp.add_argument("--port", type=int, default=int(os.environ.get("GANTRY_PORT", "8000")))
+    sp = add("deploy", cmd_deploy, "build a function directory and deploy it as a new version")
+    sp.add_argument("directory")
+    sp.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                    help="wait until the new version takes traffic (0: don't wait)")
+    sp = add("invoke", cmd_invoke, "call a function; its answer goes to stdout")
+    sp.add_argument("name")
+    sp.add_argument("-d", "--data", help="JSON body, or @FILE to send a file")
+    sp.add_argument("--stream", action="store_true", help="print chunks as they arrive")
+    add("ls", cmd_ls, "list functions with version and instances")
+    sp = add("rm", cmd_rm, "delete a function and stop its instances")
+    sp.add_argument("name")
+    sp = add("logs", cmd_logs, "print a function's logs")
+    sp.add_argument("name")
+    sp.add_argument("-f", "--follow", action="store_true")
+    sp = add("scale", cmd_scale, "keep at least N instances of a function ready")
+    sp.add_argument("name")
+    sp.add_argument("min_instances", type=int, metavar="N")
+    add("nodes", cmd_nodes, "list live worker nodes and their capacity")
+    sp = add("build", cmd_build, "build a function directory into an image; print its tag", ())
+    sp.add_argument("directory", help="function directory holding gantry.toml")
+    add("images", cmd_images, "build the base and runtime images if missing; print the runtime tag", ())
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .build import BuildError
+    from .client import APIError
     from .manifest import ManifestError
 
     try:
-        return COMMANDS[args.command][0](args)
-    except (CLIError, BuildError, ManifestError) as exc:
+        if args.command == "deploy" and args.wait == 0:
+            args.wait = None
+        return args.func(args)
+    except (CLIError, BuildError, ManifestError, APIError) as exc:
         print(f"gantry: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""Reaping: what to do with instances that are finished, stuck, or on dead nodes.
+
+``triage`` is the decision (pure); ``tend`` carries it out and returns the instances that
+still count for scaling.  Decisions, in order:
+
+- on a node whose alive key expired: reap (its capacity record is dropped with the node);
+- ``stopped`` or ``failed``: reap (a failed one's container is removed first, if its node
+  is alive); the reconciler starts a replacement if the function still needs one;
+- ``pending`` for longer than start_timeout: failed ("did not start"), removed, reaped;
+- ``pending`` or ``draining`` under an older epoch: the previous leader's start or stop
+  may have been refused by the worker, so send it again under ours (both idempotent).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .. import state
+from ..state import Instance
+from . import writes
+
+log = logging.getLogger(__name__)
+
+NODE_DEAD = "node_dead"
+REAP = "reap"
+TIMED_OUT = "timed_out"
+RESEND_START = "resend_start"
+RESEND_STOP = "resend_stop"
+
+
+def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_timeout: float) -> str | None:
+    if inst.node not in live_nodes:
+        return NODE_DEAD
+    if inst.state in (state.STOPPED, state.FAILED):
+        return REAP
+    if inst.state == state.PENDING and now - inst.created > start_timeout:
+        return TIMED_OUT
+    if inst.state == state.PENDING and inst.epoch < epoch:
+        return RESEND_START
+    if inst.state == state.DRAINING and inst.epoch < epoch:
+        return RESEND_STOP
+    return None
+
+
+@dataclass
+class Tended:
+    kept: list[Instance] = field(default_factory=list)      # still count for their function
+    failed: list[Instance] = field(default_factory=list)    # reaped as failed (crash backoff)
+    stale_epoch: bool = False                               # a fenced write was refused
+
+
+async def tend(r, epoch: int, instances: list[Instance], live_nodes: set[str], now: float,
+               start_timeout: float) -> Tended:
+    out = Tended()
+    for inst in instances:
+        action = triage(inst, live_nodes, now, epoch, start_timeout)
+        if action is None:
+            out.kept.append(inst)
+            continue
+        if action == NODE_DEAD:
+            log.info("reaping %s (%s): node %s is dead", inst.id, inst.state, inst.node)
+            await writes.reap(r, inst, release=False)      # the node's alloc is dropped whole
+            continue
+        if action == TIMED_OUT:
+            reason = f"did not start within {start_timeout:g}s"
+            done = await writes.fail_and_remove(r, epoch, inst, reason)
+            if done == 0:
+                out.stale_epoch = True
+                return out
+            log.warning("instance %s of %s %s", inst.id, inst.function, reason)
+            inst.state, inst.reason = state.FAILED, reason
+            action = REAP
+        elif inst.state == state.FAILED:
+            if await writes.send_remove(r, epoch, inst) == 0:
+                out.stale_epoch = True
+                return out
+        if action == REAP:
+            await writes.reap(r, inst)
+            if inst.state == state.FAILED:
+                out.failed.append(inst)
+            continue
+        if action == RESEND_START:
+            version = await state.get_version(r, inst.function, inst.version)
+            if version is None:        # the function was deleted: let it time out and go
+                out.kept.append(inst)
+                continue
+            done = await writes.resend_start(r, epoch, inst, *version)
+        else:
+            done = await writes.resend_stop(r, epoch, inst)
+        if done == 0:
+            out.stale_epoch = True
+            return out
+        inst.epoch = epoch
+        out.kept.append(inst)
+    return out

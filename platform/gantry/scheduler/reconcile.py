@@ -1,0 +1,195 @@
+"""Per function: desired instances vs actual ones, and version rollout.
+
+``plan`` is the decision, pure and exact (tests call it directly); ``Reconciler`` gathers
+its inputs, keeps what must outlive one pass (the want window, crash backoff, the last
+pending reason) and carries the plan out through gantry.scheduler.writes.
+
+Rollout (docs/control-plane.md "Versions and rollout"): while ``latest != active`` the
+latest version is started up to max(live instances of active, target, 1 if there is
+demand), capped at max_instances; once that many are ready, ``active`` moves to
+``latest`` (PROMOTE_VERSION, only if neither changed meanwhile) and every other version is
+drained.  With no live instance of the active version, ``active`` moves at once.  During
+a rollout the active version still scales up with demand but is not scaled down.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from .. import keys, state
+from ..state import Function, Instance, Node
+from . import writes
+from .autoscale import WantWindow, compute_want, demand_from_reports
+from .placement import Request, no_capacity_reason, place, unreserve
+
+log = logging.getLogger(__name__)
+
+# Drain order when scaling down: what serves nobody goes first, then the newest.
+_DRAIN_FIRST = {state.UNHEALTHY: 0, state.PENDING: 1, state.STARTING: 2, state.READY: 3}
+
+
+class Deposed(Exception):
+    """A fenced write was refused: a newer leader exists; stop acting at once."""
+
+
+@dataclass
+class Plan:
+    start: dict[int, int] = field(default_factory=dict)    # version -> instances to start
+    drain: list[Instance] = field(default_factory=list)
+    promote: bool = False                                   # move active to latest first
+
+
+def surplus(instances: list[Instance], count: int) -> list[Instance]:
+    ranked = sorted(instances, key=lambda i: (_DRAIN_FIRST.get(i.state, 0), -i.created, i.id))
+    return ranked[:max(0, count)]
+
+
+def plan(active: int, latest: int, target: int, demand: int, maximum: int,
+         instances: list[Instance]) -> Plan:
+    """What to do for one function.  ``instances`` are its records after reaping; only
+    live ones (pending, starting, ready, unhealthy) count."""
+    out = Plan()
+    by_version: dict[int, list[Instance]] = {}
+    for inst in instances:
+        if inst.state in state.LIVE_STATES:
+            by_version.setdefault(inst.version, []).append(inst)
+    if active != latest and not by_version.get(active):
+        out.promote, active = True, latest              # nothing serves the old version
+    current = by_version.get(active, [])
+    if active == latest:
+        if len(current) < target:
+            out.start[latest] = target - len(current)
+        out.drain += surplus(current, len(current) - target)
+        keep = {latest}
+    else:
+        fresh = by_version.get(latest, [])
+        need = min(maximum, max(len(current), target, 1 if demand > 0 else 0))
+        if len(fresh) < need:
+            out.start[latest] = need - len(fresh)
+        if sum(1 for i in fresh if i.state == state.READY) >= need:
+            out.promote = True
+            keep = {latest}
+        else:
+            if len(current) < target:
+                out.start[active] = target - len(current)
+            keep = {active, latest}
+    for version, insts in by_version.items():
+        if version not in keep:
+            out.drain += insts
+    return out
+
+
+def new_instance_id(function: str) -> str:
+    return f"{function}-{uuid.uuid4().hex[:12]}"
+
+
+def crash_backoff(failures: int) -> float:
+    """Seconds before starting a version again after ``failures`` in a row: the first
+    replacement is immediate, then 1, 2, 4 ... up to 30 s."""
+    return 0.0 if failures <= 1 else min(30.0, 2.0 ** (failures - 2))
+
+
+class Reconciler:
+    def __init__(self, redis, settings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._windows: dict[str, WantWindow] = {}
+        self._crashes: dict[tuple[str, int], tuple[int, float]] = {}   # -> (failures, not before)
+        self._reasons: dict[str, str] = {}                             # pending_reason last written
+
+    def forget(self, keep: set[str]) -> None:
+        """Drop memory of functions that no longer exist."""
+        for name in [n for n in self._windows if n not in keep]:
+            del self._windows[name]
+        for name in [n for n in self._reasons if n not in keep]:
+            del self._reasons[name]
+        for key in [k for k in self._crashes if k[0] not in keep]:
+            del self._crashes[key]
+
+    def note_failures(self, failed: list[Instance], now: float) -> None:
+        for inst in failed:
+            count = self._crashes.get((inst.function, inst.version), (0, 0.0))[0] + 1
+            self._crashes[(inst.function, inst.version)] = (count, now + crash_backoff(count))
+            log.warning("instance %s of %s v%d failed (%s); %d in a row", inst.id, inst.function,
+                        inst.version, inst.reason or "no reason", count)
+
+    async def reconcile(self, fn: Function, instances: list[Instance], nodes: list[Node],
+                        now: float, epoch: int) -> Plan:
+        """One pass for a deployed function.  Raises Deposed if our epoch is stale."""
+        r, name, spec = self._redis, fn.name, fn.spec
+        for inst in instances:
+            if inst.state == state.READY:
+                self._crashes.pop((name, inst.version), None)
+        demand = demand_from_reports(await r.hgetall(keys.function_load(name)), now,
+                                     self._settings.load_fresh)
+        minimum = fn.min_override if fn.min_override >= 0 else spec.scaling.min_instances
+        maximum = max(minimum, spec.scaling.max_instances)
+        want = compute_want(demand, spec.scaling.concurrency, minimum, maximum)
+        window = self._windows.get(name)
+        if window is None:      # first sight (new function or new leader): assume what runs was wanted
+            window = self._windows[name] = WantWindow()
+            live = sum(1 for i in instances if i.state in state.LIVE_STATES and i.version == fn.active)
+            window.seed(now, max(minimum, min(maximum, live)))
+        target = window.observe(now, want, spec.scaling.idle_timeout)
+        decided = plan(fn.active, fn.latest, target, demand, maximum, instances)
+        if decided.promote:
+            if not await writes.promote(r, epoch, name, fn.latest, fn.active, now):
+                return Plan()   # a newer deploy, a delete or a newer leader: read again next pass
+            log.info("function %s: version %d active (was %d)", name, fn.latest, fn.active)
+        reason = ""
+        for version, count in sorted(decided.start.items()):
+            reason = await self._start(fn, version, count, nodes, now, epoch) or reason
+        await self._set_reason(name, reason)
+        for inst in decided.drain:
+            if await writes.drain(r, epoch, inst, "scaled down" if inst.version == fn.latest
+                                  else "replaced by a newer version") == 0:
+                raise Deposed(name)
+        return decided
+
+    async def drain_all(self, name: str, instances: list[Instance], epoch: int) -> None:
+        """A deleted function: drain whatever of it still runs."""
+        for inst in instances:
+            if inst.state in state.LIVE_STATES:
+                if await writes.drain(self._redis, epoch, inst, "function deleted") == 0:
+                    raise Deposed(name)
+        self._windows.pop(name, None)
+
+    async def _start(self, fn: Function, version: int, count: int, nodes: list[Node],
+                     now: float, epoch: int) -> str:
+        """Place and start ``count`` instances of ``version``; returns the reason some could
+        not be placed ("" if all were)."""
+        failures, not_before = self._crashes.get((fn.name, version), (0, 0.0))
+        if now < not_before:
+            log.debug("function %s v%d: backing off after %d failures", fn.name, version, failures)
+            return ""
+        if version == fn.latest:
+            image, spec = fn.image, fn.spec
+        else:
+            found = await state.get_version(self._redis, fn.name, version)
+            if found is None:
+                log.warning("function %s: version %d has no record; not starting it", fn.name, version)
+                return ""
+            image, spec = found
+        req = Request(cpu=int(round(spec.resources.cpu * 1000)), memory=spec.resources.memory,
+                      gpus=spec.resources.gpu)
+        for _ in range(count):
+            node = await place(self._redis, fn.name, nodes, req)
+            if node is None:
+                reason = no_capacity_reason(nodes, req)
+                log.warning("function %s v%d: %s", fn.name, version, reason)
+                return reason
+            inst = Instance(id=new_instance_id(fn.name), function=fn.name, version=version, node=node.id,
+                            state=state.PENDING, cpu=req.cpu, memory=req.memory,
+                            concurrency=spec.scaling.concurrency, created=now, epoch=epoch)
+            if not await writes.create_instance(self._redis, epoch, inst, image, spec):
+                await unreserve(self._redis, node.id, req)
+                raise Deposed(fn.name)
+            log.info("function %s v%d: starting %s on %s", fn.name, version, inst.id, node.id)
+        return ""
+
+    async def _set_reason(self, name: str, reason: str) -> None:
+        if self._reasons.get(name) == reason == "":
+            return
+        await writes.set_pending_reason(self._redis, name, reason)
+        self._reasons[name] = reason

@@ -1,0 +1,243 @@
+"""The scheduler's loop and leadership.
+
+Every replica runs ``run``; only the holder of the leader lease (gantry.coord.LeaderLease)
+acts, and everything it writes that makes a worker act is fenced by its epoch in Redis
+(gantry.scheduler.writes), so two leaders never act at once even while a deposed one still
+believes it leads.
+
+A full pass (``_iteration``) runs every ``interval``: reap (reaper.tend) every instance on
+every node, reconcile each function (reconcile.Reconciler), drain what is left of deleted
+functions, and forget dead nodes.  A "demand:NAME" or "fn:NAME" event on keys.EVENTS wakes
+the loop to reconcile just that function at once: the cold-start path is one targeted
+pass (about ten Redis round trips), not a wait for the next tick.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from .. import keys, state
+from ..coord import LeaderLease
+from ..state import Instance
+from . import writes
+from .reaper import tend
+from .reconcile import Deposed, Reconciler
+from .settings import SchedulerSettings
+
+log = logging.getLogger(__name__)
+
+_HINTS = ("demand", "fn")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Scheduler:
+    def __init__(self, settings: SchedulerSettings, redis) -> None:
+        self.settings = settings
+        self._redis = redis
+        self.lease = LeaderLease(redis, settings.holder_id, settings.lease_ms)
+        self.reconciler = Reconciler(redis, settings)
+        self._dead_since: dict[str, float] = {}     # node id -> wall time first seen dead
+        self._hinted: set[str] = set()              # functions to reconcile at once
+        self._wake: asyncio.Event | None = None
+        self._full_now = False
+
+    # --- leadership --------------------------------------------------------------------
+
+    async def _leading(self) -> int:
+        """Renew (or try to take) the lease when due; the epoch if we lead now, else 0."""
+        now = time.monotonic()
+        if self.lease.renew_due(now):
+            await self.lease.acquire_or_renew(now)
+        return self.lease.epoch if self.lease.is_leader(time.monotonic()) else 0
+
+    async def _deposed(self, exc: Deposed) -> None:
+        log.warning("scheduler %s: a fenced write for %s was refused; a newer leader exists",
+                    self.settings.holder_id, exc)
+        await self.lease.acquire_or_renew(time.monotonic())
+
+    # --- passes ------------------------------------------------------------------------
+
+    async def _iteration(self, now: float | None = None) -> None:
+        """One full reconcile pass when leader; nothing otherwise.  ``now`` is wall time."""
+        epoch = await self._leading()
+        if not epoch:
+            return
+        try:
+            await self._full_pass(time.time() if now is None else now, epoch)
+        except Deposed as exc:
+            await self._deposed(exc)
+
+    async def reconcile_functions(self, names, now: float | None = None) -> None:
+        """Reconcile only these functions at once (the demand path), when leader."""
+        epoch = await self._leading()
+        if not epoch:
+            return
+        now = time.time() if now is None else now
+        r = self._redis
+        try:
+            nodes = await state.live_nodes(r)
+            live = {n.id for n in nodes}
+            for name in names:
+                fn = await state.get_function(r, name)
+                if fn is None:
+                    continue            # deleted or half-deployed: the full pass handles it
+                tended = await tend(r, epoch, await state.function_instances(r, name), live, now,
+                                    self.settings.start_timeout)
+                if tended.stale_epoch:
+                    raise Deposed(name)
+                self.reconciler.note_failures(tended.failed, now)
+                await self.reconciler.reconcile(fn, tended.kept, nodes, now, epoch)
+        except Deposed as exc:
+            await self._deposed(exc)
+
+    async def _full_pass(self, now: float, epoch: int) -> None:
+        r = self._redis
+        pipe = r.pipeline(transaction=False)
+        pipe.smembers(keys.FUNCTIONS)
+        pipe.smembers(keys.NODES)
+        raw_names, raw_nodes = await pipe.execute()
+        names = sorted(_text(n) for n in raw_names)
+        node_ids = sorted(_text(n) for n in raw_nodes)
+        nodes = await state.live_nodes(r)
+        live = {n.id for n in nodes}
+
+        instances = await self._all_instances(names, node_ids)
+        tended = await tend(r, epoch, instances, live, now, self.settings.start_timeout)
+        if tended.stale_epoch:
+            raise Deposed("reaping")
+        self.reconciler.note_failures(tended.failed, now)
+        by_function: dict[str, list[Instance]] = {}
+        for inst in tended.kept:
+            by_function.setdefault(inst.function, []).append(inst)
+
+        for name in names:
+            if not self.lease.is_leader(time.monotonic()):
+                return                  # renewal overdue: stop acting mid-pass
+            fn = await state.get_function(r, name)
+            instances_of = by_function.pop(name, [])
+            if fn is not None:
+                await self.reconciler.reconcile(fn, instances_of, nodes, now, epoch)
+        for name, leftover in sorted(by_function.items()):
+            await self.reconciler.drain_all(name, leftover, epoch)     # deleted functions
+        self.reconciler.forget(set(names))
+        await self._tend_nodes(node_ids, live, now)
+
+    async def _all_instances(self, names: list[str], node_ids: list[str]) -> list[Instance]:
+        """Every instance record any node or function set names (a deleted function's
+        instances are found through their nodes); ids without a record leave the sets."""
+        r = self._redis
+        pipe = r.pipeline(transaction=False)
+        owners: list[tuple[str | None, str | None]] = []
+        for node_id in node_ids:
+            pipe.smembers(keys.node_instances(node_id))
+            owners.append((None, node_id))
+        for name in names:
+            pipe.smembers(keys.function_instances(name))
+            owners.append((name, None))
+        seen: dict[str, list[tuple[str | None, str | None]]] = {}
+        for owner, members in zip(owners, await pipe.execute()):
+            for member in members:
+                seen.setdefault(_text(member), []).append(owner)
+        found = await state.get_instances(r, sorted(seen))
+        for missing in set(seen) - {i.id for i in found}:
+            for function, node in seen[missing]:
+                await writes.forget_ids(r, function, node, [missing])
+        return found
+
+    async def _tend_nodes(self, node_ids: list[str], live: set[str], now: float) -> None:
+        """A dead node's capacity record goes at once (its instances were reaped); the node
+        itself is forgotten node_grace later, if it has not come back."""
+        for node_id in node_ids:
+            if node_id in live:
+                self._dead_since.pop(node_id, None)
+            elif node_id not in self._dead_since:
+                log.warning("node %s is dead: its instances are reaped and replaced", node_id)
+                self._dead_since[node_id] = now
+                await writes.forget_node(self._redis, node_id, everything=False)
+            elif now - self._dead_since[node_id] >= self.settings.node_grace:
+                if await writes.forget_node(self._redis, node_id, everything=True):
+                    log.info("node %s forgotten after %gs dead", node_id, self.settings.node_grace)
+                del self._dead_since[node_id]
+        for node_id in set(self._dead_since) - set(node_ids):
+            del self._dead_since[node_id]
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _hint(self, message: str) -> None:
+        kind, _, name = message.partition(":")
+        if kind in _HINTS and name:
+            self._hinted.add(name)
+        elif kind == "node":
+            self._full_now = True
+        else:
+            return
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _listen(self, stop_event: asyncio.Event) -> None:
+        """Turn events into hints; reconnect after errors (every reader also polls)."""
+        while not stop_event.is_set():
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.EVENTS)
+                while not stop_event.is_set():
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        self._hint(_text(message["data"]))
+            except (RedisError, OSError) as exc:
+                log.warning("scheduler events: %s; resubscribing", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Poll loop: a full pass every interval (renewing the lease when due), a targeted
+        pass at once for hinted functions.  Returns when ``stop_event`` is set."""
+        self._wake = asyncio.Event()
+        wake = self._wake
+
+        async def relay_stop() -> None:
+            await stop_event.wait()
+            wake.set()
+
+        tasks = [asyncio.create_task(self._listen(stop_event)), asyncio.create_task(relay_stop())]
+        next_full = 0.0
+        try:
+            while not stop_event.is_set():
+                try:
+                    if self._hinted:
+                        names, self._hinted = sorted(self._hinted), set()
+                        await self.reconcile_functions(names)
+                    if self._full_now or time.monotonic() >= next_full:
+                        self._full_now = False
+                        next_full = time.monotonic() + self.settings.interval
+                        await self._iteration()
+                except (RedisError, OSError) as exc:
+                    log.warning("scheduler pass failed: %s", exc)
+                except Exception:               # a bug must not stop scheduling: log, go on
+                    log.exception("scheduler pass failed")
+                wake.clear()
+                delay = next_full - time.monotonic()
+                if delay > 0 and not self._hinted and not self._full_now and not stop_event.is_set():
+                    try:
+                        await asyncio.wait_for(wake.wait(), delay)
+                    except asyncio.TimeoutError:
+                        pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._wake = None
+
+    async def close(self) -> None:
+        """Release the lease so a standby takes over without waiting for it to expire."""
+        await self.lease.release()

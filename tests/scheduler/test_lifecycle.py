@@ -1,0 +1,147 @@
+"""Reaping and replacement: failed instances, stuck starts, dead nodes, deleted functions."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gantry import keys, state
+
+from .fakes import (FakeWorker, add_node, client, commands, delete_function, deploy, instances,
+                    kill_node, run, scheduler, settle)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_failed_instance_is_reaped_and_replaced(redis_client, redis_url):
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1", cpu=1000)
+        await deploy(r, "echo", min_instances=2)
+        s, w = scheduler(r), FakeWorker(r, "n1")
+        await settle(s, [w])
+        before = {i.id for i in await instances(r, "echo")}
+        victim = sorted(before)[0]
+        await state.set_instance_state(r, victim, state.FAILED, "exited with 137")
+        await s._iteration()
+        after = await instances(r, "echo")
+        assert victim not in {i.id for i in after} and len(after) == 2
+        assert not await r.exists(keys.instance(victim))
+        ops = [(c["op"], c["instance"]) for c in await commands(r, "n1")]
+        assert ("remove", victim) in ops and sum(op == "start" for op, _ in ops) == 1
+        assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 1000     # released, re-reserved
+        await r.aclose()
+    run(main())
+
+
+def test_crash_looping_version_backs_off(redis_client, redis_url):
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        await deploy(r, "boom", min_instances=1)
+        s, w = scheduler(r), FakeWorker(r, "n1")
+        w.fail_starts = True
+        t0 = time.time()
+        starts = 0
+        for i in range(6):                  # 6 passes within one second
+            await s._iteration(t0 + i * 0.1)
+            starts += sum(c["op"] == "start" for c in await w.step())
+        assert starts == 2                  # the first failure is replaced at once ...
+        await s._iteration(t0 + 1.3)        # ... the second after 1 s, then 2 s, 4 s ...
+        assert sum(c["op"] == "start" for c in await w.step()) == 1
+        await s._iteration(t0 + 2.0)
+        assert sum(c["op"] == "start" for c in await w.step()) == 0
+        w.fail_starts = False
+        await s._iteration(t0 + 40)
+        await w.step()
+        await s._iteration(t0 + 40.1)
+        assert [i.state for i in await instances(r, "boom")] == [state.READY]
+        await r.aclose()
+    run(main())
+
+
+def test_stuck_pending_instance_times_out_and_is_replaced(redis_client, redis_url):
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        await deploy(r, "echo", min_instances=1)
+        s = scheduler(r, start_timeout=60.0)
+        t0 = time.time()
+        await s._iteration(t0)
+        [stuck] = await instances(r, "echo")
+        await r.delete(keys.node_commands("n1"))        # the worker never saw it
+        await s._iteration(t0 + 59)
+        assert [i.id for i in await instances(r, "echo")] == [stuck.id]
+        await s._iteration(t0 + 61)
+        [fresh] = await instances(r, "echo")
+        assert fresh.id != stuck.id and fresh.state == state.PENDING
+        assert [(c["op"], c["instance"]) for c in await commands(r, "n1")] == [
+            ("remove", stuck.id), ("start", fresh.id)]
+        await r.aclose()
+    run(main())
+
+
+def test_dead_nodes_instances_are_replaced_on_a_live_node(redis_client, redis_url):
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        await add_node(r, "n2")
+        await deploy(r, "echo", min_instances=2)
+        s = scheduler(r, node_grace=30.0)
+        w1, w2 = FakeWorker(r, "n1"), FakeWorker(r, "n2")
+        t0 = time.time()
+        await settle(s, [w1, w2], t0)
+        assert {i.node for i in await instances(r, "echo")} == {"n1"}       # first fit
+        await kill_node(r, "n1")
+        await s._iteration(t0 + 1)
+        insts = await instances(r, "echo")
+        assert len(insts) == 2 and {i.node for i in insts} == {"n2"}
+        assert not await r.exists(keys.node_alloc("n1"))
+        assert await r.scard(keys.node_instances("n1")) == 0
+        assert int(await r.hget(keys.node_alloc("n2"), "cpu")) == 1000
+        assert await r.sismember(keys.NODES, "n1")                        # not forgotten yet
+        await s._iteration(t0 + 20)
+        assert await r.sismember(keys.NODES, "n1")
+        await s._iteration(t0 + 31.5)
+        assert not await r.sismember(keys.NODES, "n1") and not await r.exists(keys.node("n1"))
+        assert await r.sismember(keys.NODES, "n2")
+        await r.aclose()
+    run(main())
+
+
+def test_a_node_back_before_the_grace_is_kept(redis_client, redis_url):
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        s = scheduler(r, node_grace=5.0)
+        t0 = time.time()
+        await kill_node(r, "n1")
+        await s._iteration(t0)
+        await add_node(r, "n1")                 # heartbeat again
+        await s._iteration(t0 + 10)
+        assert await r.sismember(keys.NODES, "n1")
+        await r.aclose()
+    run(main())
+
+
+def test_deleted_functions_instances_are_drained_and_reaped(redis_client, redis_url):
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        await deploy(r, "gone", min_instances=2)
+        await deploy(r, "kept", min_instances=1)
+        s, w = scheduler(r), FakeWorker(r, "n1")
+        await settle(s, [w])
+        await delete_function(r, "gone")
+        await s._iteration()
+        gone = await instances(r, "gone")
+        assert [i.state for i in gone] == [state.DRAINING] * 2
+        assert all(i.reason == "function deleted" for i in gone)
+        assert sorted(c["op"] for c in await commands(r, "n1")) == ["stop", "stop"]
+        await w.step()
+        await s._iteration()
+        assert await instances(r, "gone") == []
+        assert [i.state for i in await instances(r, "kept")] == [state.READY]
+        assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 500
+        await r.aclose()
+    run(main())

@@ -206,7 +206,9 @@ class WorkerAgent:
         for gone in set(self._counters) - {inst.id for inst in targets}:
             self._counters.pop(gone, None)
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # A fresh loopback connection per probe: a kept-alive one that the runtime closed
+            # would read as a failed check.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         await asyncio.gather(*(self._check(inst) for inst in targets))
 
     async def _check(self, inst: st.Instance) -> None:

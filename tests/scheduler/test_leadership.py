@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gantry import keys, state
+from gantry import keys
 
 from .fakes import FakeWorker, add_node, client, commands, deploy, instances, report, run, scheduler
 

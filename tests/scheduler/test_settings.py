@@ -1,0 +1,36 @@
+"""SchedulerSettings and small housekeeping."""
+from __future__ import annotations
+
+import pytest
+
+from gantry import keys
+from gantry.scheduler import SchedulerSettings
+
+from .fakes import add_node, client, deploy, instances, run, scheduler
+
+
+def test_settings_from_env_and_overrides():
+    s = SchedulerSettings.from_env({"GANTRY_SCHEDULER_ID": "a", "GANTRY_SCHEDULER_INTERVAL": "0.5",
+                                    "GANTRY_SCHEDULER_LEASE_MS": "6000",
+                                    "GANTRY_SCHEDULER_START_TIMEOUT": "90"}, node_grace=10.0)
+    assert (s.holder_id, s.interval, s.lease_ms, s.start_timeout, s.node_grace, s.load_fresh) == (
+        "a", 0.5, 6000, 90.0, 10.0, 5.0)
+    assert SchedulerSettings.from_env({}).holder_id            # generated, unique per process
+    with pytest.raises(ValueError, match="GANTRY_SCHEDULER_INTERVAL"):
+        SchedulerSettings.from_env({"GANTRY_SCHEDULER_INTERVAL": "fast"})
+    with pytest.raises(ValueError):
+        SchedulerSettings(holder_id="a", interval=1.0, lease_ms=1000)   # lease under 3 intervals
+
+
+def test_set_members_without_records_are_dropped(redis_client, redis_url):
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        await deploy(r, "echo")
+        await r.sadd(keys.node_instances("n1"), "ghost")
+        await r.sadd(keys.function_instances("echo"), "ghost")
+        await scheduler(r)._iteration()
+        assert not await r.exists(keys.node_instances("n1"), keys.function_instances("echo"))
+        assert await instances(r, "echo") == []
+        await r.aclose()
+    run(main())

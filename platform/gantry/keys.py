@@ -286,3 +286,44 @@ if ARGV[2] == 'all' then
 end
 return 1
 """
+
+
+# --- gateway ---------------------------------------------------------------------------
+# The admin API writes functions and versions (gantry.gateway.registry); load reports use
+# function_load above.
+
+
+def function_seq(name: str) -> str:
+    """STRING int, INCR per deploy: version numbers of NAME.  It outlives a delete, so a
+    redeployed function never reuses a version number that old instances still carry."""
+    return f"{PREFIX}fn:{name}:seq"
+
+
+# KEYS[1] function hash, KEYS[2] FUNCTIONS, KEYS[3] EVENTS channel
+# ARGV[1] name, ARGV[2] the new version (its version hash is already written), ARGV[3] now
+# Point the function at a freshly written version: latest = max(latest, version); active is
+# set only for a function that has none (its first version).  Returns the active version.
+DEPLOY_VERSION = """
+local v = tonumber(ARGV[2])
+local latest = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0')
+if v > latest then redis.call('HSET', KEYS[1], 'latest', v) end
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'updated', ARGV[3])
+local active = redis.call('HGET', KEYS[1], 'active')
+if not active then
+  redis.call('HSET', KEYS[1], 'active', v)
+  active = v
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[3], 'fn:' .. ARGV[1])
+return tonumber(active)
+"""
+
+# KEYS[1] function hash, KEYS[2] EVENTS channel
+# ARGV[1] name, ARGV[2] now, then field, value, field, value, ...
+# Set fields of an existing function and announce "fn:NAME".  Returns 1, or 0 if absent.
+UPDATE_FUNCTION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'updated', ARGV[2], unpack(ARGV, 3))
+redis.call('PUBLISH', KEYS[2], 'fn:' .. ARGV[1])
+return 1
+"""

@@ -1,0 +1,125 @@
+"""The gateway application: ``create_app(settings)`` and ``serve(settings, stop_event)``.
+
+Resources live in ``cleanup_ctx`` (the Redis client, the pooled client session to instances,
+the background tasks), so a test server and ``gantry up`` set up and tear down alike.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Callable
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from . import admin
+from .appkeys import AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SESSION, SETTINGS
+from .auth import Authenticator
+from .background import CacheRefresher, LoadLoop, run_every
+from .cache import FunctionCache, listen_events
+from .errors import error_middleware
+from .invoke import invoke
+from .load import LoadReporter
+from .metrics import Metrics
+from .settings import GatewaySettings
+
+log = logging.getLogger("gantry.gateway")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/") or request.path == "/v1":
+        request[PRINCIPAL] = request.app[AUTH].authenticate(request)
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "gateway": request.app[SETTINGS].gateway_id})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    entries = request.app[CACHE].entries.values()
+    text = request.app[METRICS].render({e.name: e.inflight for e in entries if e.exists},
+                                       {e.name: e.waiting for e in entries if e.exists})
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _redis_ctx(app: web.Application):
+    client = aioredis.from_url(app[SETTINGS].redis_url, socket_connect_timeout=5,
+                               health_check_interval=30)
+    app[REDIS] = client
+    yield
+    await client.aclose()
+
+
+async def _session_ctx(app: web.Application):
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=15, enable_cleanup_closed=True)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                    timeout=aiohttp.ClientTimeout(total=None))
+    app[SESSION] = session
+    yield
+    await session.close()
+
+
+async def _state_ctx(app: web.Application):
+    settings = app[SETTINGS]
+    r = app[REDIS]
+    cache = FunctionCache(r, negative_ttl=settings.cache_refresh_interval)
+    app[CACHE] = cache
+    app[REPORTER] = LoadReporter(r, cache, settings.gateway_id)
+    refresher = CacheRefresher(r, cache, app[AUTH], fixed_admin_hash=settings.admin_key_hash is not None)
+    try:
+        await refresher.refresh_admin_hash()
+    except Exception as exc:  # the refresh loop retries; until then no key is accepted
+        log.warning("cannot read the admin key hash yet", extra={"error": repr(exc)})
+    tasks = [
+        asyncio.create_task(listen_events(r, cache, on_reconnect=cache.refresh_all), name="gantry-events"),
+        asyncio.create_task(run_every(settings.cache_refresh_interval, refresher._iteration, "cache refresh"),
+                            name="gantry-cache-refresh"),
+        asyncio.create_task(run_every(settings.load_report_interval, LoadLoop(app[REPORTER])._iteration,
+                                      "load report"), name="gantry-load-report"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await cache.close()
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body)
+    app[SETTINGS] = settings
+    app[AUTH] = Authenticator(settings.admin_key_hash)
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.extend([_redis_ctx, _session_ctx, _state_ctx])
+    app.router.add_post("/v1/invoke/{name}", invoke)
+    admin.add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(settings: GatewaySettings, stop_event: asyncio.Event,
+                on_started: Callable[[int], None] | None = None) -> None:
+    """Run the gateway until ``stop_event`` is set (``gantry up`` runs it in-process).
+    ``on_started`` gets the bound port (useful with port 0)."""
+    app = create_app(settings)
+    # handler_cancellation: a client that disconnects cancels its forwarded request
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        await site.start()
+        port = settings.port
+        server = getattr(site, "_server", None)
+        with contextlib.suppress(Exception):
+            port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("gateway listening", extra={"host": settings.host, "port": port, "gateway": settings.gateway_id})
+        if on_started is not None:
+            on_started(port)
+        await stop_event.wait()
+    finally:
+        await runner.cleanup()

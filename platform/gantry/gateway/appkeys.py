@@ -1,0 +1,25 @@
+"""Typed keys of the gateway's aiohttp application and requests (set up by app.create_app)."""
+from __future__ import annotations
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from .auth import Authenticator, Principal
+from .cache import FunctionCache
+from .load import LoadReporter
+from .metrics import Metrics
+from .settings import GatewaySettings
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+SESSION = web.AppKey("session", aiohttp.ClientSession)       # pooled connections to instances
+CACHE = web.AppKey("cache", FunctionCache)
+AUTH = web.AppKey("auth", Authenticator)
+METRICS = web.AppKey("metrics", Metrics)
+REPORTER = web.AppKey("reporter", LoadReporter)
+
+if hasattr(web, "RequestKey"):   # aiohttp >= 3.12
+    PRINCIPAL = web.RequestKey("principal", Principal)
+else:  # pragma: no cover
+    PRINCIPAL = "gantry.principal"  # type: ignore[assignment]

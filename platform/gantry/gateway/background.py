@@ -1,0 +1,59 @@
+"""The gateway's background work, each loop one ``_iteration`` driven by ``run_every`` (so a
+test can run exactly one): refresh the function cache and the admin key hash, report load."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from .. import keys
+from .auth import Authenticator
+from .cache import FunctionCache
+from .load import LoadReporter
+
+log = logging.getLogger("gantry.gateway")
+
+
+async def run_every(interval: float, iteration: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run ``iteration`` every ``interval`` seconds until cancelled; log and go on after errors."""
+    while True:
+        try:
+            await iteration()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(f"{what} failed", extra={"error": repr(exc)})
+        cancelled_quietly()
+        await asyncio.sleep(interval)
+
+
+def cancelled_quietly() -> None:
+    """Raise CancelledError if this task was cancelled but a library swallowed it (seen with
+    redis.asyncio while a connection is being set up): a loop must still end when cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
+class CacheRefresher:
+    def __init__(self, redis, cache: FunctionCache, auth: Authenticator, fixed_admin_hash: bool) -> None:
+        self.redis, self.cache, self.auth = redis, cache, auth
+        self.fixed_admin_hash = fixed_admin_hash
+
+    async def refresh_admin_hash(self) -> None:
+        if self.fixed_admin_hash:
+            return
+        raw = await self.redis.get(keys.ADMIN_KEY_HASH)
+        self.auth.admin_hash = raw.decode().strip().lower() if raw else None
+
+    async def _iteration(self) -> None:
+        await self.refresh_admin_hash()
+        await self.cache.refresh_all()
+
+
+class LoadLoop:
+    def __init__(self, reporter: LoadReporter) -> None:
+        self.reporter = reporter
+
+    async def _iteration(self) -> None:
+        await self.reporter.report()

@@ -1,0 +1,56 @@
+"""Every error the gateway answers is JSON ``{"error": {"code", "message"}}`` with DESIGN.md's
+status; the middleware here makes sure nothing else (an HTML page, a traceback) escapes."""
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+log = logging.getLogger("gantry.gateway")
+
+# aiohttp's own HTTP exceptions (no route, wrong method, body too large) -> our codes
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 413: "too_large", 429: "rate_limited",
+          502: "function_crashed", 503: "no_capacity", 504: "timeout"}
+
+
+class ApiError(Exception):
+    """Raised by handlers; the middleware answers it as a JSON error."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=error_body(code, message), headers=headers,
+                        content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_error(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are not errors
+            raise
+        code = _CODES.get(exc.status, "internal" if exc.status >= 500 else "bad_request")
+        message = exc.reason
+        if exc.status == 404:
+            message = f"no route {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        elif exc.status == 413:
+            message = "request body too large"
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return json_error(exc.status, code, message, headers or None)
+    except Exception:  # never a traceback to the caller; the log gets it
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return json_error(500, "internal", "internal error in the gateway")

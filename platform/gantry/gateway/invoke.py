@@ -1,0 +1,247 @@
+"""``POST /v1/invoke/{name}``: read the body (bounded), pick a ready instance (or signal demand
+and wait, bounded), forward, and stream the answer back unbuffered.
+
+Retries: an instance that answers 503 (draining, at_capacity, starting) or whose connection
+fails before a response is skipped and the request goes to another, up to
+``settings.max_tries`` forwards.  Once the response headers have gone to the client nothing
+can be retried or reported as an error status: if the upstream breaks then, the client's
+connection is closed without the final chunk, so a truncated body never looks complete.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+import aiohttp
+from aiohttp import web
+
+from .appkeys import CACHE, METRICS, PRINCIPAL, REPORTER, SESSION, SETTINGS
+from .cache import Entry
+from .errors import ApiError, json_error
+from .metrics import UNKNOWN
+
+log = logging.getLogger("gantry.gateway")
+
+READ_CHUNK = 64 * 1024
+POLL_INTERVAL = 0.1           # a waiting request rereads the instance set at least this often
+CONNECT_TIMEOUT = 3.0         # seconds to open a connection to an instance
+RETRYABLE_503 = {"at_capacity": 0.05, "draining": 5.0, "starting": 1.0}   # code -> seconds to skip it
+CONNECT_SUSPEND = 2.0
+_PASS_HEADERS = ("Content-Type", "Content-Encoding", "Retry-After")
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, connection: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.connection = reason, connection
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, refusing more than ``limit`` bytes whatever Content-Length says
+    (a chunked body has none; aiohttp's client_max_size does not apply to request.content)."""
+    too_large = ApiError(413, "too_large", f"request body exceeds {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    buf = bytearray()
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return bytes(buf)
+        if len(buf) + len(chunk) > limit:
+            raise too_large
+        buf += chunk
+
+
+def _timeout(request: web.Request, spec_timeout: float) -> float:
+    """The function's timeout, lowered (never raised) by the caller's X-Gantry-Timeout."""
+    raw = request.headers.get("X-Gantry-Timeout")
+    if not raw:
+        return spec_timeout
+    try:
+        asked = float(raw)
+    except ValueError:
+        asked = float("nan")
+    if not asked > 0:
+        raise ApiError(400, "bad_request", f"X-Gantry-Timeout must be a positive number of seconds, got {raw!r}")
+    return min(spec_timeout, asked)
+
+
+async def invoke(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    metrics = request.app[METRICS]
+    label, status = UNKNOWN, 500
+    try:
+        entry = await request.app[CACHE].get(name)
+        if entry is None:
+            status = 404
+            raise ApiError(404, "not_found", f"no function named {name!r} is deployed")
+        label = name
+        resp = await _invoke(request, entry)
+        status = resp.status
+        return resp
+    except ApiError as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499   # the client went away
+        raise
+    finally:
+        metrics.requests[(label, status)] += 1
+
+
+async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    t0 = time.monotonic()
+    entry.last_request = time.time()
+    body = await read_body(request, settings.max_body)
+    inv_id = uuid.uuid4().hex
+    ids = {"X-Gantry-Invocation-Id": inv_id}
+    cold_deadline = t0 + settings.cold_start_timeout
+    exclude: set[str] = set()
+    last: _Retry | None = None
+    for attempt in range(settings.max_tries):
+        inst = entry.balancer.pick(exclude)
+        if inst is None:
+            inst = await _wait_for_slot(request, entry, exclude, cold_deadline)
+        if inst is None:
+            if not entry.exists:
+                raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
+            break
+        active = entry.active
+        assert active is not None
+        timeout = _timeout(request, active.spec.limits.timeout)
+        headers = {**ids, "X-Gantry-Timeout": f"{timeout:g}", "X-Gantry-Tenant": request[PRINCIPAL].tenant,
+                   "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
+        entry.inflight += 1
+        try:
+            return await _forward(request, entry, inst.id, inst.url + "/invoke", body, headers,
+                                  timeout + settings.upstream_timeout_margin, ids)
+        except _Retry as retry:
+            last = retry
+            if retry.reason != "at_capacity":
+                exclude.add(inst.id)
+            entry.balancer.suspend(inst.id, CONNECT_SUSPEND if retry.connection else RETRYABLE_503[retry.reason])
+            app[METRICS].retries[entry.name] += 1
+            log.info("retrying on another instance", extra={
+                "function": entry.name, "instance": inst.id, "reason": retry.reason,
+                "attempt": attempt + 1, "invocation_id": inv_id})
+        finally:
+            entry.inflight -= 1
+            entry.release(inst.id)
+    if last is not None and last.connection:
+        raise ApiError(502, "function_crashed",
+                       f"no instance of {entry.name!r} could be reached ({last.reason})", ids)
+    why = (f"every instance tried was busy or draining ({last.reason})" if last is not None else
+           f"no instance of {entry.name!r} became free within {settings.cold_start_timeout:g}s")
+    raise ApiError(503, "no_capacity", why, {**ids, "Retry-After": "1"})
+
+
+async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], deadline: float):
+    """Signal demand and wait for a free slot on a ready instance; None at the deadline."""
+    app = request.app
+    cache, reporter = app[CACHE], app[REPORTER]
+    app[METRICS].cold_waits[entry.name] += 1
+    entry.waiting += 1
+    try:
+        await reporter.signal_demand(entry)
+        while True:
+            if not entry.exists:
+                return None
+            inst = entry.balancer.pick(exclude)
+            if inst is not None:
+                return inst
+            now = time.monotonic()
+            if now >= deadline:
+                return None
+            woke = await entry.changed.wait(min(POLL_INTERVAL, deadline - now))
+            if not woke and time.monotonic() - entry.fetched >= POLL_INTERVAL:
+                cache.refresh(entry)       # the fallback poll; a pub/sub hint usually comes first
+                await reporter.signal_demand(entry)   # at most one per 100 ms per function
+    finally:
+        entry.waiting -= 1
+
+
+def _passthrough(up: aiohttp.ClientResponse) -> dict[str, str]:
+    out = {}
+    for k, v in up.headers.items():
+        if k in _PASS_HEADERS or k.lower().startswith("x-gantry-"):
+            out[k] = v
+    return out
+
+
+async def _forward(request: web.Request, entry: Entry, inst_id: str, url: str, body: bytes,
+                   headers: dict[str, str], limit: float, ids: dict[str, str]) -> web.StreamResponse:
+    session = request.app[SESSION]
+    metrics = request.app[METRICS]
+    out: web.StreamResponse | None = None
+    up: aiohttp.ClientResponse | None = None
+    try:
+        async with asyncio.timeout(limit):
+            try:
+                up = await session.post(url, data=body, headers=headers,
+                                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT))
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
+                    aiohttp.ClientOSError, aiohttp.ServerTimeoutError) as exc:
+                raise _Retry(f"{type(exc).__name__}: {exc}", connection=True) from None
+            except aiohttp.ClientError as exc:
+                raise ApiError(502, "function_crashed", f"instance answered badly: {type(exc).__name__}",
+                               ids) from None
+            if up.status == 503:
+                data = await up.read()
+                up.release()
+                try:
+                    code = json.loads(data)["error"]["code"]
+                except (ValueError, KeyError, TypeError):
+                    code = ""
+                if code in RETRYABLE_503:
+                    raise _Retry(code, connection=False)
+                return web.Response(status=503, body=data, headers=_passthrough(up))
+            out = web.StreamResponse(status=up.status, headers=_passthrough(up))
+            if up.content_length is not None:
+                out.content_length = up.content_length
+            try:
+                await out.prepare(request)
+            except ConnectionError:
+                return out           # the client is gone already
+            chunks = up.content.iter_any()
+            while True:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except (aiohttp.ClientError, ConnectionError) as exc:
+                    _abort(request, entry, metrics, f"upstream broke: {type(exc).__name__}")
+                    return out
+                try:
+                    await out.write(chunk)   # each chunk goes to the client as it arrives
+                except ConnectionError:
+                    log.info("client went away mid-stream", extra={"function": entry.name, **ids})
+                    return out
+            up.release()                 # fully read: the connection goes back to the pool
+            try:
+                await out.write_eof()
+            except ConnectionError:
+                pass
+            return out
+    except TimeoutError:
+        if out is None or not out.prepared:
+            raise ApiError(504, "timeout", f"the instance did not answer within {limit:g}s", ids) from None
+        _abort(request, entry, metrics, "timeout")
+        return out
+    except aiohttp.ClientError as exc:   # reading the 503 body failed
+        raise ApiError(502, "function_crashed", f"the instance broke off: {type(exc).__name__}", ids) from None
+    finally:
+        if up is not None and not up.closed:
+            up.close()   # anything but a complete read: drop the connection, cancelling upstream work
+
+
+def _abort(request: web.Request, entry: Entry, metrics, why: str) -> None:
+    """Headers are sent: the only honest signal left is a broken connection."""
+    metrics.upstream_aborts[entry.name] += 1
+    log.warning("aborting a response mid-stream", extra={"function": entry.name, "reason": why})
+    if request.transport is not None:
+        request.transport.close()

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_code_only_change_rebuilds_only_the_code_layer(docker_client, tmp_path):
     again = build_function(docker_client, directory)
     assert again.built == [] and again.image == first.image
     with open(os.path.join(directory, "main.py"), "a") as f:
-        f.write("\n# a code-only change\n")
+        f.write(f"\n# a code-only change {uuid.uuid4().hex}\n")   # unique: never cached before
     changed = build_function(docker_client, directory)
     assert changed.deps_image == first.deps_image          # the dependency layer is reused
     assert changed.built == [changed.image] and changed.image != first.image

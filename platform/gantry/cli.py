@@ -48,6 +48,14 @@ def cmd_up(args) -> int:
     return main(args.host, args.port)
 
 
+def cmd_daemon(args) -> int:
+    from . import daemons
+
+    if args.command == "worker":
+        return daemons.worker(remove_on_exit=not args.keep_containers)
+    return getattr(daemons, args.command)()
+
+
 def cmd_images(args) -> int:
     from .build.images import ensure_runtime_image
 
@@ -114,7 +122,7 @@ def cmd_invoke(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    functions = _client(args).call("GET", "/v1/functions")
+    functions = _client(args).call("GET", "/v1/functions")["functions"]
     if not functions:
         print("no functions deployed")
         return 0
@@ -122,7 +130,7 @@ def cmd_ls(args) -> int:
     for fn in functions:
         states = fn.get("states") or {}
         status = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "scaled to zero"
-        rows.append([fn["name"], fn["latest"], fn["active"], fn["ready"], fn["instances"], status])
+        rows.append([fn["name"], fn["latest"], fn["active"], fn["ready"], fn["total"], status])
     print(_table(rows))
     return 0
 
@@ -141,26 +149,27 @@ def cmd_scale(args) -> int:
 
 def cmd_logs(args) -> int:
     client = _client(args)
-    cursor = "-"
+    cursor = ""
     while True:
         page = client.call("GET", f"/v1/functions/{args.name}/logs?after={cursor}&limit=500")
         for entry in page["entries"]:
-            print(f"{entry['instance']}  {entry['line']}", flush=True)
-        cursor = page["next"] or cursor
+            print(f"{entry.get('instance', '')}  {entry.get('line', '')}", flush=True)
+        cursor = page["cursor"] or cursor
         if not args.follow:
             return 0
         time.sleep(0.5)
 
 
 def cmd_nodes(args) -> int:
-    nodes = _client(args).call("GET", "/v1/nodes")
+    nodes = _client(args).call("GET", "/v1/nodes")["nodes"]
     if not nodes:
         print("no live nodes")
         return 0
     rows = [["NODE", "HOST", "CPU USED/TOTAL", "MEMORY USED/TOTAL (MiB)", "INSTANCES"]]
     for n in nodes:
-        rows.append([n["id"], n["host"], f"{n['cpu_used'] / 1000:g}/{n['cpu'] / 1000:g}",
-                     f"{n['memory_used'] >> 20}/{n['memory'] >> 20}", n["instances"]])
+        cap, used = n["capacity"], n["allocated"]
+        rows.append([n["id"], n["host"], f"{used['cpu'] / 1000:g}/{cap['cpu'] / 1000:g}",
+                     f"{used['memory'] >> 20}/{cap['memory'] >> 20}", n["instances"]])
     print(_table(rows))
     return 0
 
@@ -199,6 +208,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("min_instances", type=int, metavar="N")
     add("nodes", cmd_nodes, "list live worker nodes and their capacity")
+    sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
+    sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
+    add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())
+    add("gateway", cmd_daemon, "run a gateway replica", ())
     sp = add("build", cmd_build, "build a function directory into an image; print its tag", ())
     sp.add_argument("directory", help="function directory holding gantry.toml")
     add("images", cmd_images, "build the base and runtime images if missing; print the runtime tag", ())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import aiohttp
@@ -24,7 +25,7 @@ def test_invoke_json_through_the_gateway(redis_url, redis_client, runtimes):
     add_instance(redis_client, "echo", rt.port)
 
     async def scenario():
-        async with gateway(redis_url) as client:
+        async with gateway(redis_url, gateway_id="gw-load") as client:
             resp = await client.post("/v1/invoke/echo", json={"hello": "world"}, headers=AUTH)
             assert resp.status == 200, await resp.text()
             assert resp.content_type == "application/json"
@@ -37,6 +38,16 @@ def test_invoke_json_through_the_gateway(redis_url, redis_client, runtimes):
             assert resp.status == 200 and (await resp.json())["event"] == [1, 2]
             metrics = await (await client.get("/metrics")).text()
             assert 'gantry_gateway_requests_total{function="echo",status="200"} 2' in metrics
+            # the periodic load report: nothing in flight or waiting now, and when the last request came
+            async with asyncio.timeout(3):
+                while True:
+                    raw = redis_client.hget(keys.function_load("echo"), "gw-load")
+                    if raw:
+                        inflight, waiting, last_request, reported = state.unpack(raw)
+                        if last_request > 0:
+                            break
+                    await asyncio.sleep(0.05)
+            assert (inflight, waiting) == (0, 0) and last_request <= reported <= time.time()
     run(scenario())
 
 
@@ -177,7 +188,8 @@ def test_retry_on_draining_and_refused_instances_fails_no_request(redis_url, red
                 results += [r.status for r in burst]
                 assert results == [200] * 8
                 metrics = await (await client.get("/metrics")).text()
-                assert 'gantry_gateway_retries_total{function="slow"} 2' in metrics
+                retries = re.search(r'gantry_gateway_retries_total\{function="slow"\} (\d+)', metrics)
+                assert retries and int(retries.group(1)) >= 2   # the draining and the refused one
             done = await slow
             assert done.status == 200 and await done.json() == {"slept": 1.5}
     run(scenario())
@@ -221,6 +233,8 @@ def test_upstream_timeout_is_504_and_client_disconnect_cancels_upstream(redis_ur
     seen: list[str] = []
 
     async def hangs(request):
+        assert request.headers["X-Gantry-Tenant"] == "default"
+        assert len(request.headers["X-Gantry-Invocation-Id"]) == 32
         seen.append(request.headers["X-Gantry-Timeout"])
         try:
             await asyncio.sleep(30)

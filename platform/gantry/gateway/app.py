@@ -6,7 +6,6 @@ the background tasks), so a test server and ``gantry up`` set up and tear down a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Callable
 
@@ -113,10 +112,7 @@ async def serve(settings: GatewaySettings, stop_event: asyncio.Event,
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         await site.start()
-        port = settings.port
-        server = getattr(site, "_server", None)
-        with contextlib.suppress(Exception):
-            port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1] if runner.addresses else settings.port
         log.info("gateway listening", extra={"host": settings.host, "port": port, "gateway": settings.gateway_id})
         if on_started is not None:
             on_started(port)

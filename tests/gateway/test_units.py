@@ -1,0 +1,61 @@
+"""The gateway's small parts on their own: the instance picker, serve()."""
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from gantry.gateway import GatewaySettings, serve
+from gantry.gateway.balancer import LeastInflight
+
+from .support import ADMIN_HASH, AUTH, instance_record, run
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_least_inflight_picks_spreads_caps_and_suspends():
+    a, b = instance_record("f", 1, inst_id="a"), instance_record("f", 2, inst_id="b")
+    lb = LeastInflight()
+    lb.update([a, b], capacity=2)
+    first, second = lb.pick(now=0), lb.pick(now=0)
+    assert {first.id, second.id} == {"a", "b"}          # idle instances share the load
+    assert lb.pick(now=0) and lb.pick(now=0)
+    assert lb.pick(now=0) is None                       # 2 x capacity 2: full
+    lb.release("a")
+    assert lb.pick(now=0).id == "a"
+    lb.release("a")
+    lb.release("b")
+    assert lb.pick(exclude={"a"}, now=0).id == "b"
+    lb.release("b")
+    lb.suspend("b", 5, now=0)
+    assert lb.pick(now=1).id == "a" and lb.pick(now=1) is None   # b is skipped while suspended ...
+    lb.release("a")
+    assert lb.pick(now=6).id in ("a", "b")                        # ... and back after
+    # an instance that left the ready set keeps its count until released, and is not picked
+    lb = LeastInflight()
+    lb.update([a, b], capacity=1)
+    assert lb.pick(exclude={"b"}, now=0).id == "a"
+    lb.update([b], capacity=1)
+    assert lb.inflight == 1 and lb.ready == 1
+    assert lb.pick(now=0).id == "b" and lb.pick(now=0) is None
+    lb.release("a")
+    lb.release("b")
+    assert lb.inflight == 0 and lb.ready == 1
+
+
+def test_serve_runs_until_stopped(redis_url):
+    async def scenario():
+        stop = asyncio.Event()
+        started: asyncio.Future = asyncio.get_running_loop().create_future()
+        settings = GatewaySettings(redis_url=redis_url, port=0, admin_key_hash=ADMIN_HASH)
+        task = asyncio.create_task(serve(settings, stop, on_started=started.set_result))
+        port = await asyncio.wait_for(started, 10)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200 and (await resp.json())["status"] == "ok"
+            async with s.get(f"http://127.0.0.1:{port}/v1/functions", headers=AUTH) as resp:
+                assert resp.status == 200
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    run(scenario())

@@ -66,7 +66,7 @@ def test_unknown_function_is_404(redis_url, redis_client):
     run(scenario())
 
 
-def test_oversize_body_is_413_with_and_without_content_length(redis_url, redis_client):
+def test_oversize_body_is_413_with_and_without_content_length_and_bad_timeout_400(redis_url, redis_client):
     register_function(redis_client, "big")   # no instance: the limit applies before any waiting
 
     async def chunks():
@@ -79,6 +79,9 @@ def test_oversize_body_is_413_with_and_without_content_length(redis_url, redis_c
             resp = await client.post("/v1/invoke/big", data=chunks(), headers=AUTH)
             assert "Content-Length" not in resp.request_info.headers
             await _error(resp, 413, "too_large")
+            for bad in ("0", "-1", "soon", "inf"):
+                resp = await client.post("/v1/invoke/big", json={}, headers={**AUTH, "X-Gantry-Timeout": bad})
+                await _error(resp, 400, "bad_request")
             # at the limit it is accepted (and then finds no instance)
             resp = await client.post("/v1/invoke/big", data=b"x" * 4096, headers=AUTH)
             await _error(resp, 503, "no_capacity")

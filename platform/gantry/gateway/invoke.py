@@ -55,18 +55,18 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         buf += chunk
 
 
-def _timeout(request: web.Request, spec_timeout: float) -> float:
-    """The function's timeout, lowered (never raised) by the caller's X-Gantry-Timeout."""
+def _asked_timeout(request: web.Request) -> float | None:
+    """The caller's X-Gantry-Timeout (it may lower the function's timeout, never raise it)."""
     raw = request.headers.get("X-Gantry-Timeout")
     if not raw:
-        return spec_timeout
+        return None
     try:
         asked = float(raw)
     except ValueError:
         asked = float("nan")
-    if not asked > 0:
+    if not 0 < asked < float("inf"):
         raise ApiError(400, "bad_request", f"X-Gantry-Timeout must be a positive number of seconds, got {raw!r}")
-    return min(spec_timeout, asked)
+    return asked
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
@@ -97,6 +97,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     settings = app[SETTINGS]
     t0 = time.monotonic()
     entry.last_request = time.time()
+    asked = _asked_timeout(request)
     body = await read_body(request, settings.max_body)
     inv_id = uuid.uuid4().hex
     ids = {"X-Gantry-Invocation-Id": inv_id}
@@ -112,8 +113,10 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
                 raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
             break
         active = entry.active
-        assert active is not None
-        timeout = _timeout(request, active.spec.limits.timeout)
+        if active is None:   # cannot happen: a deleted function has no live instance to pick
+            entry.release(inst.id)
+            raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
+        timeout = active.spec.limits.timeout if asked is None else min(active.spec.limits.timeout, asked)
         headers = {**ids, "X-Gantry-Timeout": f"{timeout:g}", "X-Gantry-Tenant": request[PRINCIPAL].tenant,
                    "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
         entry.inflight += 1

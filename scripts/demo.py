@@ -62,11 +62,12 @@ def main() -> int:
             rows.append((name, cold, warm, out.strip()))
         print("\n==> results (latency includes the CLI's own start, ~0.2 s)")
         for name, cold, warm, out in rows:
-            shown = out if len(out) < 160 else out[:157] + "..."
+            shown = out.replace("\n", " | ")
+            shown = shown if len(shown) < 120 else shown[:117] + "..."
             print(f"{name:10s} cold {cold * 1000:7.0f} ms   warm {warm * 1000:6.0f} ms   {shown!s}")
         print("\n==> curl, as a user would:")
-        print(f"curl -H 'Authorization: Bearer $GANTRY_API_KEY' -d '{{\"name\": \"you\"}}' "
-              f"-H 'Content-Type: application/json' {url}/v1/invoke/hello")
+        print(f"curl -H \"Authorization: Bearer $GANTRY_API_KEY\" -H 'Content-Type: application/json' "
+              f"-d '{{\"name\": \"you\"}}' {url}/v1/invoke/hello")
         return 0
     finally:
         print("==> stopping gantry up", flush=True)

@@ -65,7 +65,7 @@ def main() -> int:
             shown = out.replace("\n", " | ")
             shown = shown if len(shown) < 120 else shown[:117] + "..."
             print(f"{name:10s} cold {cold * 1000:7.0f} ms   warm {warm * 1000:6.0f} ms   {shown!s}")
-        print("\n==> curl, as a user would:")
+        print("\n==> to keep the platform running: .venv/bin/gantry up (prints the API key), then, as a user would:")
         print(f"curl -H \"Authorization: Bearer $GANTRY_API_KEY\" -H 'Content-Type: application/json' "
               f"-d '{{\"name\": \"you\"}}' {url}/v1/invoke/hello")
         return 0

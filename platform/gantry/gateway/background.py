@@ -8,7 +8,7 @@ from typing import Awaitable, Callable
 
 from .. import keys
 from .auth import Authenticator
-from .cache import FunctionCache
+from .cache import FunctionCache, raise_if_cancelled
 from .load import LoadReporter
 
 log = logging.getLogger("gantry.gateway")
@@ -23,16 +23,8 @@ async def run_every(interval: float, iteration: Callable[[], Awaitable[None]], w
             raise
         except Exception as exc:
             log.warning(f"{what} failed", extra={"error": repr(exc)})
-        cancelled_quietly()
+        raise_if_cancelled()
         await asyncio.sleep(interval)
-
-
-def cancelled_quietly() -> None:
-    """Raise CancelledError if this task was cancelled but a library swallowed it (seen with
-    redis.asyncio while a connection is being set up): a loop must still end when cancelled."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError()
 
 
 class CacheRefresher:

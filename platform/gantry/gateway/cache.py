@@ -192,10 +192,10 @@ async def listen_events(redis, cache: FunctionCache, on_reconnect=None) -> None:
                 backoff = 0.1
                 if on_reconnect is not None:
                     await on_reconnect()
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 while True:
                     msg = await ps.get_message(timeout=1.0)
-                    _raise_if_cancelled()
+                    raise_if_cancelled()
                     if msg is None or msg.get("type") != "message":
                         continue
                     data = msg["data"]
@@ -203,14 +203,16 @@ async def listen_events(redis, cache: FunctionCache, on_reconnect=None) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            _raise_if_cancelled()
+            raise_if_cancelled()
             log.warning("event subscription failed; retrying", extra={"error": repr(exc)})
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
 
-def _raise_if_cancelled() -> None:
-    """A cancelled task whose CancelledError a library swallowed must still stop."""
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled but a library swallowed it: seen with
+    redis.asyncio (8.1) when the cancel lands while it opens a connection.  A loop or a
+    request must still end when cancelled."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from .appkeys import CACHE, METRICS, PRINCIPAL, REPORTER, SESSION, SETTINGS
-from .cache import Entry
+from .cache import Entry, raise_if_cancelled
 from .errors import ApiError, json_error
 from .metrics import UNKNOWN
 
@@ -151,6 +151,7 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
     entry.waiting += 1
     try:
         await reporter.signal_demand(entry)
+        raise_if_cancelled()
         while True:
             if not entry.exists:
                 return None
@@ -164,6 +165,7 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
             if not woke and time.monotonic() - entry.fetched >= POLL_INTERVAL:
                 cache.refresh(entry)       # the fallback poll; a pub/sub hint usually comes first
                 await reporter.signal_demand(entry)   # at most one per 100 ms per function
+                raise_if_cancelled()
     finally:
         entry.waiting -= 1
 

@@ -7,16 +7,16 @@ import aiohttp
 import pytest
 
 from gantry.gateway import GatewaySettings, serve
-from gantry.gateway.balancer import LeastInflight
+from gantry.gateway.balancer import Balancer
 
 from .support import ADMIN_HASH, AUTH, instance_record, run
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_least_inflight_picks_spreads_caps_and_suspends():
+def test_balancer_picks_spreads_caps_and_suspends():
     a, b = instance_record("f", 1, inst_id="a"), instance_record("f", 2, inst_id="b")
-    lb = LeastInflight()
+    lb = Balancer()
     lb.update([a, b], capacity=2)
     first, second = lb.pick(now=0), lb.pick(now=0)
     assert {first.id, second.id} == {"a", "b"}          # idle instances share the load
@@ -33,7 +33,7 @@ def test_least_inflight_picks_spreads_caps_and_suspends():
     lb.release("a")
     assert lb.pick(now=6).id in ("a", "b")                        # ... and back after
     # an instance that left the ready set keeps its count until released, and is not picked
-    lb = LeastInflight()
+    lb = Balancer()
     lb.update([a, b], capacity=1)
     assert lb.pick(exclude={"b"}, now=0).id == "a"
     lb.update([b], capacity=1)
@@ -59,3 +59,47 @@ def test_serve_runs_until_stopped(redis_url):
         stop.set()
         await asyncio.wait_for(task, 10)
     run(scenario())
+
+
+def test_balancer_runs_on_the_hot_path_router_and_survives_churn():
+    from gantry.hotpath import _select
+
+    assert "router" in _select.IMPLEMENTATIONS           # the balancer imported the hot-path router
+    a, b = instance_record("f", 1, inst_id="a"), instance_record("f", 2, inst_id="b")
+    lb = Balancer()
+    lb.update([a, b], capacity=1)
+    first = lb.pick(now=0)
+    lb.update([b], capacity=1)                             # first's instance leaves with a request in flight
+    lb.update([a, b], capacity=1)                          # ... and comes back before it finished
+    assert lb.inflight == 1 and lb.ready == 2
+    again = lb.pick(now=0)
+    assert again is not None
+    lb.release(first.id)
+    lb.release(again.id)
+    assert lb.inflight == 0
+    assert {lb.pick(now=0).id, lb.pick(now=0).id} == {"a", "b"}
+
+
+def test_invocations_beyond_the_key_rate_get_429_with_retry_after(redis_url):
+    from .support import gateway
+
+    async def scenario():
+        async with gateway(redis_url, rate_limit=0.5, rate_burst=2) as client:
+            statuses = []
+            for _ in range(3):
+                resp = await client.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
+                statuses.append(resp.status)
+                body = await resp.json()
+            assert statuses == [404, 404, 429]            # admission comes before the lookup
+            assert body["error"]["code"] == "rate_limited"
+            assert resp.headers["Retry-After"] == "2"     # GCRA: one token per 2 s, exactly
+    run(scenario())
+
+
+def test_admission_sweeps_idle_keys_and_resolves_them_again():
+    from gantry.gateway.admission import Admission
+
+    adm = Admission(rate=10, burst=1)
+    adm.check("k", now=0.0)
+    assert adm.sweep(now=100.0) == 1 and adm._handles == {}
+    adm.check("k", now=100.0)                             # a fresh handle, admitted

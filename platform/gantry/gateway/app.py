@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from . import admin
-from .appkeys import AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SESSION, SETTINGS
+from .admission import Admission
+from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SESSION, SETTINGS
 from .auth import Authenticator
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
@@ -78,6 +79,8 @@ async def _state_ctx(app: web.Application):
         asyncio.create_task(listen_events(r, cache, on_reconnect=cache.refresh_all), name="gantry-events"),
         asyncio.create_task(run_every(settings.cache_refresh_interval, refresher._iteration, "cache refresh"),
                             name="gantry-cache-refresh"),
+        asyncio.create_task(run_every(ADMISSION_SWEEP, _sweeper(app[ADMISSION]), "rate-limit sweep"),
+                            name="gantry-ratelimit-sweep"),
         asyncio.create_task(run_every(settings.load_report_interval, LoadLoop(app[REPORTER])._iteration,
                                       "load report"), name="gantry-load-report"),
     ]
@@ -88,11 +91,21 @@ async def _state_ctx(app: web.Application):
     await cache.close()
 
 
+ADMISSION_SWEEP = 10.0   # seconds between sweeps of idle rate-limit keys
+
+
+def _sweeper(admission: Admission):
+    async def sweep() -> None:
+        admission.sweep(asyncio.get_running_loop().time())
+    return sweep
+
+
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body)
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings.admin_key_hash)
     app[METRICS] = Metrics()
+    app[ADMISSION] = Admission(settings.rate_limit, settings.rate_burst)
     app.cleanup_ctx.extend([_redis_ctx, _session_ctx, _state_ctx])
     app.router.add_post("/v1/invoke/{name}", invoke)
     admin.add_routes(app)

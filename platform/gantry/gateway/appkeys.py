@@ -5,6 +5,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from .admission import Admission
 from .auth import Authenticator, Principal
 from .cache import FunctionCache
 from .load import LoadReporter
@@ -18,6 +19,7 @@ CACHE = web.AppKey("cache", FunctionCache)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 REPORTER = web.AppKey("reporter", LoadReporter)
+ADMISSION = web.AppKey("admission", Admission)
 
 if hasattr(web, "RequestKey"):   # aiohttp >= 3.12
     PRINCIPAL = web.RequestKey("principal", Principal)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .. import keys, state
 from ..manifest import NAME_RE, FunctionSpec
-from .balancer import LeastInflight
+from .balancer import Balancer
 from .errors import ApiError
 
 log = logging.getLogger("gantry.gateway")
@@ -56,7 +56,7 @@ class Entry:
         self.name = name
         self.exists = False
         self.active: Active | None = None
-        self.balancer = LeastInflight()
+        self.balancer = Balancer()
         self.changed = Signal()
         self.fetched = 0.0            # monotonic time of the last completed refresh (0: never)
         self.error: Exception | None = None   # why the last refresh failed

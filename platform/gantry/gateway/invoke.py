@@ -18,7 +18,7 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from .appkeys import CACHE, METRICS, PRINCIPAL, REPORTER, SESSION, SETTINGS
+from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SESSION, SETTINGS
 from .cache import Entry, raise_if_cancelled
 from .errors import ApiError, json_error
 from .metrics import UNKNOWN
@@ -74,6 +74,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     label, status = UNKNOWN, 500
     try:
+        request.app[ADMISSION].check(request[PRINCIPAL].key_id, asyncio.get_running_loop().time())
         entry = await request.app[CACHE].get(name)
         if entry is None:
             status = 404

@@ -29,6 +29,8 @@ class GatewaySettings:
     admin_key_hash: str | None = None      # sha256 hex; None: read keys.ADMIN_KEY_HASH from Redis
     upstream_timeout_margin: float = 5.0   # added to the function's timeout before the gateway gives up (504)
     max_tries: int = 3                     # instances tried per request (503 draining/at_capacity, refused)
+    rate_limit: float = 1000.0             # requests/s per API key (0: no limit); more -> 429
+    rate_burst: float = 2000.0             # requests a key may send at once
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
@@ -47,6 +49,12 @@ class GatewaySettings:
             values["max_body"] = _int(env, "GANTRY_MAX_BODY", lo=1, hi=2**40)
         if env.get("GANTRY_COLD_START_TIMEOUT", "").strip():
             values["cold_start_timeout"] = _seconds(env, "GANTRY_COLD_START_TIMEOUT")
+        for var, name in (("GANTRY_RATE_LIMIT", "rate_limit"), ("GANTRY_RATE_BURST", "rate_burst")):
+            if env.get(var, "").strip():
+                try:
+                    values[name] = float(env[var])
+                except ValueError:
+                    raise SettingsError(f"{var}: expected a number of requests per second, got {env[var]!r}") from None
         if env.get("GANTRY_ADMIN_KEY_HASH", "").strip():
             values["admin_key_hash"] = env["GANTRY_ADMIN_KEY_HASH"].strip().lower()
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -91,20 +91,23 @@ def test_dead_nodes_instances_are_replaced_on_a_live_node(redis_client, redis_ur
         w1, w2 = FakeWorker(r, "n1"), FakeWorker(r, "n2")
         t0 = time.time()
         await settle(s, [w1, w2], t0)
-        assert {i.node for i in await instances(r, "echo")} == {"n1"}       # first fit
-        await kill_node(r, "n1")
+        placed = {i.node for i in await instances(r, "echo")}
+        assert len(placed) == 1                  # the function's hash-ring node takes both (affinity)
+        dead = placed.pop()
+        live = "n2" if dead == "n1" else "n1"
+        await kill_node(r, dead)
         await s._iteration(t0 + 1)
         insts = await instances(r, "echo")
-        assert len(insts) == 2 and {i.node for i in insts} == {"n2"}
-        assert not await r.exists(keys.node_alloc("n1"))
-        assert await r.scard(keys.node_instances("n1")) == 0
-        assert int(await r.hget(keys.node_alloc("n2"), "cpu")) == 1000
-        assert await r.sismember(keys.NODES, "n1")                        # not forgotten yet
+        assert len(insts) == 2 and {i.node for i in insts} == {live}
+        assert not await r.exists(keys.node_alloc(dead))
+        assert await r.scard(keys.node_instances(dead)) == 0
+        assert int(await r.hget(keys.node_alloc(live), "cpu")) == 1000
+        assert await r.sismember(keys.NODES, dead)                        # not forgotten yet
         await s._iteration(t0 + 20)
-        assert await r.sismember(keys.NODES, "n1")
+        assert await r.sismember(keys.NODES, dead)
         await s._iteration(t0 + 31.5)
-        assert not await r.sismember(keys.NODES, "n1") and not await r.exists(keys.node("n1"))
-        assert await r.sismember(keys.NODES, "n2")
+        assert not await r.sismember(keys.NODES, dead) and not await r.exists(keys.node(dead))
+        assert await r.sismember(keys.NODES, live)
         await r.aclose()
     run(main())
 

@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 
+from gantry.hotpath.placement import Placement
+
 from gantry import keys, state
 from gantry.scheduler import placement
 from gantry.scheduler.placement import Request
@@ -54,7 +56,9 @@ def test_first_fit_ranking_and_filters(redis_client, redis_url):
         await add_node(r, "c", cpu=4000, memory=8 * GiB, gpus=1)
         nodes = await state.live_nodes(r)
         cands = await placement.candidates(r, nodes, Request(cpu=100, memory=512 * MiB))
-        assert [c.id for c in placement.rank_nodes("f", cands)] == ["b", "c"]
+        ranked = [c.id for c in placement.rank_nodes("f", cands)]
+        assert sorted(ranked) == ["b", "c"]
+        assert ranked == [n for n in _ring(["a", "b", "c"]).rank("f", 3) if n != "a"]
         gpu = await placement.candidates(r, nodes, Request(cpu=100, memory=512 * MiB, gpus=1))
         assert [c.id for c in gpu] == ["c"]
         await kill_node(r, "b")
@@ -62,3 +66,24 @@ def test_first_fit_ranking_and_filters(redis_client, redis_url):
         assert "no live nodes" in placement.no_capacity_reason([], Request(cpu=500, memory=MiB))
         await r.aclose()
     run(main())
+
+
+def _ring(names):
+    ring = Placement()
+    for name in names:
+        ring.add_node(name)
+    return ring
+
+
+def test_ranking_is_consistent_hashing_with_affinity_and_minimal_moves():
+    nodes = [f"node-{i:03d}" for i in range(100)]
+    ranker = placement.Ranker()
+    cands = [placement.Candidate(node=state.Node(id=n, host="h", cpu=1000, memory=GiB), free_cpu=1000,
+                                 free_memory=GiB) for n in nodes]
+    first = {f"fn-{k}": ranker.rank(f"fn-{k}", cands)[0].id for k in range(2000)}
+    assert all(ranker.rank(f, cands)[0].id == node for f, node in list(first.items())[:50])   # affinity
+    assert len(set(first.values())) > 80                                  # functions spread over nodes
+    extra = placement.Candidate(node=state.Node(id="node-new", host="h", cpu=1000, memory=GiB),
+                                free_cpu=1000, free_memory=GiB)
+    moved = sum(ranker.rank(f, cands + [extra])[0].id != node for f, node in first.items())
+    assert moved / len(first) < 0.03                                      # ideal 1/101 ~ 1%

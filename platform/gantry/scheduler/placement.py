@@ -5,14 +5,19 @@ reserve); the reservation itself is ``keys.RESERVE_CAPACITY``, one Lua script th
 and increments in Redis, so two placements racing for the last room on a node cannot both
 win.  A refused reservation just moves on to the next ranked node.
 
-Ranking is a separate function, ``rank_nodes(function_name, candidates)``, so the
-consistent-hash tenant placement of gantry.hotpath.placement can replace first fit.
+Ranking (:class:`Ranker`) is consistent hashing from gantry.hotpath.placement (Cython, or
+its Python twin): the nodes of a function's hash ring come first, in ring order, so a
+function's instances (a tenant's, once tenants land) prefer the same few nodes (warm image
+caches, noisy neighbours contained), and adding or removing one node of N moves about 1/N
+of the preferences.  Nodes that fit but sit further round the ring follow, so placement
+never fails while any node fits.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .. import keys
+from ..hotpath.placement import Placement
 from ..state import Node
 
 
@@ -35,10 +40,33 @@ class Request:
     gpus: int = 0
 
 
-def rank_nodes(function_name: str, candidates: list[Candidate]) -> list[Candidate]:
-    """Preference order of the nodes that fit.  First fit: by node id, so every replica
-    and every pass agree and instances pack onto the first nodes."""
-    return sorted(candidates, key=lambda c: c.id)
+class Ranker:
+    """The hash ring over live node ids, kept in step with the node set incrementally."""
+
+    def __init__(self) -> None:
+        self._ring = Placement()
+        self._members: set[str] = set()
+
+    def sync(self, node_ids) -> None:
+        ids = set(node_ids)
+        for gone in self._members - ids:
+            self._ring.remove_node(gone)
+        for new in sorted(ids - self._members):
+            self._ring.add_node(new)
+        self._members = ids
+
+    def rank(self, function_name: str, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates in the function's ring order (every replica and pass agree)."""
+        if not candidates:
+            return []
+        self.sync(self._members | {c.id for c in candidates})
+        order = {node: i for i, node in enumerate(self._ring.rank(function_name, len(self._members)))}
+        return sorted(candidates, key=lambda c: (order.get(c.id, len(order)), c.id))
+
+
+def rank_nodes(function_name: str, candidates: list[Candidate], ranker: Ranker | None = None) -> list[Candidate]:
+    """Preference order of the nodes that fit (see :class:`Ranker`)."""
+    return (ranker or Ranker()).rank(function_name, candidates)
 
 
 def _int(raw: dict, field: bytes) -> int:
@@ -80,9 +108,12 @@ async def unreserve(r, node_id: str, req: Request) -> None:
     await pipe.execute()
 
 
-async def place(r, function_name: str, nodes: list[Node], req: Request) -> Node | None:
+async def place(r, function_name: str, nodes: list[Node], req: Request,
+                ranker: Ranker | None = None) -> Node | None:
     """Reserve ``req`` on the best-ranked node that takes it; None if none does."""
-    for cand in rank_nodes(function_name, await candidates(r, nodes, req)):
+    if ranker is not None:
+        ranker.sync(n.id for n in nodes)
+    for cand in rank_nodes(function_name, await candidates(r, nodes, req), ranker):
         if await reserve(r, cand.id, req):
             return cand.node
     return None

@@ -21,7 +21,7 @@ from .. import keys, state
 from ..state import Function, Instance, Node
 from . import writes
 from .autoscale import WantWindow, compute_want, demand_from_reports
-from .placement import Request, no_capacity_reason, place, unreserve
+from .placement import Ranker, Request, no_capacity_reason, place, unreserve
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ def crash_backoff(failures: int) -> float:
 class Reconciler:
     def __init__(self, redis, settings) -> None:
         self._redis = redis
+        self._ranker = Ranker()
         self._settings = settings
         self._windows: dict[str, WantWindow] = {}
         self._crashes: dict[tuple[str, int], tuple[int, float]] = {}   # -> (failures, not before)
@@ -174,7 +175,7 @@ class Reconciler:
         req = Request(cpu=int(round(spec.resources.cpu * 1000)), memory=spec.resources.memory,
                       gpus=spec.resources.gpu)
         for _ in range(count):
-            node = await place(self._redis, fn.name, nodes, req)
+            node = await place(self._redis, fn.name, nodes, req, self._ranker)
             if node is None:
                 reason = no_capacity_reason(nodes, req)
                 log.warning("function %s v%d: %s", fn.name, version, reason)

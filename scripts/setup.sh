@@ -27,6 +27,12 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
   step "starting dockerd in the background (log: $STATE/dockerd.log)"
+  # A daemon killed without cleaning up leaves its pid file; dockerd refuses to start
+  # while the pid in it names a live process, so drop it unless that process is dockerd.
+  pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+  if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" != dockerd ]; then
+    as_root rm -f /var/run/docker.pid
+  fi
   as_root sh -c "nohup dockerd >'$STATE/dockerd.log' 2>&1 &"
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { tail -20 "$STATE/dockerd.log" >&2; echo "dockerd did not start" >&2; exit 1; }

@@ -148,3 +148,32 @@ def test_deleted_functions_instances_are_drained_and_reaped(redis_client, redis_
         assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 500
         await r.aclose()
     run(main())
+
+
+def test_an_instance_unhealthy_too_long_is_drained_and_replaced(redis_client, redis_url):
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        await deploy(r, "echo", min_instances=1)
+        s, w = scheduler(r, unhealthy_timeout=10.0), FakeWorker(r, "n1")
+        t0 = time.time()
+        await settle(s, [w], t0)
+        [sick] = await instances(r, "echo")
+        await state.set_instance_state(r, sick.id, state.UNHEALTHY, "3 failed health checks")
+        await s._iteration(t0 + 1)
+        await s._iteration(t0 + 10.5)                       # 9.5 s unhealthy: still given a chance
+        assert [i.state for i in await instances(r, "echo")] == [state.UNHEALTHY]
+        await state.set_instance_state(r, sick.id, state.READY)      # recovered: the clock resets
+        await s._iteration(t0 + 11)
+        await state.set_instance_state(r, sick.id, state.UNHEALTHY, "3 failed health checks")
+        await s._iteration(t0 + 12)
+        await s._iteration(t0 + 21.5)                       # 9.5 s since it turned unhealthy again
+        assert [i.state for i in await instances(r, "echo")] == [state.UNHEALTHY]
+        await s._iteration(t0 + 22.5)                       # 10.5 s: drained, a replacement started
+        by_id = {i.id: i for i in await instances(r, "echo")}
+        assert by_id[sick.id].state == state.DRAINING and by_id[sick.id].reason == "unhealthy for 10s"
+        assert [i.state for i in by_id.values() if i.id != sick.id] == [state.PENDING]
+        ops = [(c["op"], c["instance"]) for c in await commands(r, "n1")]
+        assert ("stop", sick.id) in ops
+        await r.aclose()
+    run(main())

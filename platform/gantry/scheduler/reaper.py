@@ -8,7 +8,9 @@ still count for scaling.  Decisions, in order:
   is alive); the reconciler starts a replacement if the function still needs one;
 - ``pending`` for longer than start_timeout: failed ("did not start"), removed, reaped;
 - ``pending`` or ``draining`` under an older epoch: the previous leader's start or stop
-  may have been refused by the worker, so send it again under ours (both idempotent).
+  may have been refused by the worker, so send it again under ours (both idempotent);
+- ``unhealthy`` for longer than unhealthy_timeout (as seen by this leader): drained, so the
+  reconciler starts a replacement (the worker only reports health; it never restarts).
 """
 from __future__ import annotations
 
@@ -50,9 +52,23 @@ class Tended:
 
 
 async def tend(r, epoch: int, instances: list[Instance], live_nodes: set[str], now: float,
-               start_timeout: float) -> Tended:
+               start_timeout: float, unhealthy_since: dict[str, float] | None = None,
+               unhealthy_timeout: float = 30.0) -> Tended:
+    """``unhealthy_since`` (instance id -> when this leader first saw it unhealthy) is the
+    caller's memory across passes; None leaves unhealthy instances alone."""
     out = Tended()
     for inst in instances:
+        if unhealthy_since is not None and inst.node in live_nodes:
+            if inst.state != state.UNHEALTHY:
+                unhealthy_since.pop(inst.id, None)
+            elif now - unhealthy_since.setdefault(inst.id, now) >= unhealthy_timeout:
+                reason = f"unhealthy for {unhealthy_timeout:g}s"
+                if await writes.drain(r, epoch, inst, reason) == 0:
+                    out.stale_epoch = True
+                    return out
+                log.warning("instance %s of %s %s: replacing it", inst.id, inst.function, reason)
+                del unhealthy_since[inst.id]
+                continue
         action = triage(inst, live_nodes, now, epoch, start_timeout)
         if action is None:
             out.kept.append(inst)

@@ -43,6 +43,7 @@ class Scheduler:
         self.lease = LeaderLease(redis, settings.holder_id, settings.lease_ms)
         self.reconciler = Reconciler(redis, settings)
         self._dead_since: dict[str, float] = {}     # node id -> wall time first seen dead
+        self._unhealthy_since: dict[str, float] = {}  # instance id -> wall time first seen unhealthy
         self._hinted: set[str] = set()              # functions to reconcile at once
         self._wake: asyncio.Event | None = None
         self._full_now = False
@@ -88,7 +89,8 @@ class Scheduler:
                 if fn is None:
                     continue            # deleted or half-deployed: the full pass handles it
                 tended = await tend(r, epoch, await state.function_instances(r, name), live, now,
-                                    self.settings.start_timeout)
+                                    self.settings.start_timeout, self._unhealthy_since,
+                                    self.settings.unhealthy_timeout)
                 if tended.stale_epoch:
                     raise Deposed(name)
                 self.reconciler.note_failures(tended.failed, now)
@@ -108,7 +110,10 @@ class Scheduler:
         live = {n.id for n in nodes}
 
         instances = await self._all_instances(names, node_ids)
-        tended = await tend(r, epoch, instances, live, now, self.settings.start_timeout)
+        ids = {i.id for i in instances}
+        self._unhealthy_since = {k: v for k, v in self._unhealthy_since.items() if k in ids}
+        tended = await tend(r, epoch, instances, live, now, self.settings.start_timeout,
+                            self._unhealthy_since, self.settings.unhealthy_timeout)
         if tended.stale_epoch:
             raise Deposed("reaping")
         self.reconciler.note_failures(tended.failed, now)

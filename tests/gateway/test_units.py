@@ -103,3 +103,18 @@ def test_admission_sweeps_idle_keys_and_resolves_them_again():
     adm.check("k", now=0.0)
     assert adm.sweep(now=100.0) == 1 and adm._handles == {}
     adm.check("k", now=100.0)                             # a fresh handle, admitted
+
+
+def test_a_keys_rate_limit_holds_across_gateway_replicas(redis_url):
+    from .support import gateway
+
+    async def scenario():
+        async with gateway(redis_url, rate_limit=0.2, rate_burst=2) as a, \
+                gateway(redis_url, rate_limit=0.2, rate_burst=2) as b:
+            assert [(await a.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)).status
+                    for _ in range(2)] == [404, 404]          # replica A spends the key's burst
+            await asyncio.sleep(0.6)                          # both replicas sync (every 0.1 s)
+            resp = await b.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
+            assert resp.status == 429                         # replica B was charged A's admissions
+            assert int(resp.headers["Retry-After"]) >= 1
+    run(scenario())

@@ -1,15 +1,18 @@
 """Per-principal request admission through the hot-path GCRA rate limiter.
 
 Each principal (today the admin key; later each tenant key) gets a limiter handle once;
-the decision per request is one call with the event loop's clock passed in.  Idle keys
-are swept in the background so memory stays bounded.  Limits shared across gateway
-replicas reconcile through gantry.hotpath.shared_limit, off the request path.
+the decision per request is one call with the event loop's clock passed in.  Once
+:meth:`Admission.share` has given it Redis, a key's limit holds across every gateway
+replica: each still decides locally, and gantry.hotpath.shared_limit reconciles the
+replicas' admissions in the background (bound on over-admission in that module).  Without
+Redis, keys are local and idle ones are swept so memory stays bounded.
 """
 from __future__ import annotations
 
 import math
 
 from ..hotpath.ratelimit import RateLimiter, StaleHandle
+from ..hotpath.shared_limit import SharedLimits
 from .errors import ApiError
 
 SWEEP_BATCH = 10_000
@@ -18,8 +21,31 @@ SWEEP_BATCH = 10_000
 class Admission:
     def __init__(self, rate: float, burst: float) -> None:
         self.enabled = rate > 0
-        self._limiter = RateLimiter(rate, max(1.0, burst)) if self.enabled else None
+        self.rate, self.burst = rate, max(1.0, burst)
+        self._limiter = RateLimiter(rate, self.burst) if self.enabled else None
         self._handles: dict[str, int] = {}
+        self.shared: SharedLimits | None = None
+
+    def share(self, redis, interval: float = 0.1) -> SharedLimits | None:
+        """Share every key's limit with the other replicas through ``redis`` (run the
+        returned object's ``run()`` as a background task)."""
+        if self.enabled:
+            self.shared = SharedLimits(redis, self._limiter, interval=interval)
+        return self.shared
+
+    def track(self, key_id: str) -> None:
+        """Resolve a known principal's key ahead of its first request, so a shared limit
+        counts every replica's admissions from the start."""
+        if self.enabled and key_id not in self._handles:
+            self._resolve(key_id)
+
+    def _resolve(self, key_id: str) -> int:
+        if self.shared is not None:     # pinned in the limiter: never swept, never stale
+            handle = self.shared.add(f"key:{key_id}", self.rate, self.burst)
+        else:
+            handle = self._limiter.handle(key_id)
+        self._handles[key_id] = handle
+        return handle
 
     def check(self, key_id: str, now: float) -> None:
         """Admit one request of ``key_id`` at loop time ``now``, or raise 429 with Retry-After."""
@@ -27,12 +53,11 @@ class Admission:
             return
         handle = self._handles.get(key_id)
         if handle is None:
-            handle = self._handles[key_id] = self._limiter.handle(key_id)
+            handle = self._resolve(key_id)
         try:
             wait = self._limiter.allow(handle, now)
         except StaleHandle:            # swept while idle: resolve again
-            handle = self._handles[key_id] = self._limiter.handle(key_id)
-            wait = self._limiter.allow(handle, now)
+            wait = self._limiter.allow(self._resolve(key_id), now)
         if wait > 0:
             raise ApiError(429, "rate_limited", f"rate limit exceeded; retry in {wait:.3f}s",
                            {"Retry-After": str(max(1, math.ceil(wait)))})

@@ -16,7 +16,7 @@ from aiohttp import web
 from . import admin
 from .admission import Admission
 from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SESSION, SETTINGS
-from .auth import Authenticator
+from .auth import ADMIN, Authenticator
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
 from .errors import error_middleware
@@ -84,6 +84,10 @@ async def _state_ctx(app: web.Application):
         asyncio.create_task(run_every(settings.load_report_interval, LoadLoop(app[REPORTER])._iteration,
                                       "load report"), name="gantry-load-report"),
     ]
+    shared = app[ADMISSION].share(r)
+    app[ADMISSION].track(ADMIN.key_id)
+    if shared is not None:
+        tasks.append(asyncio.create_task(shared.run(), name="gantry-shared-limits"))
     yield
     for task in tasks:
         task.cancel()

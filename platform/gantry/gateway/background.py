@@ -8,7 +8,8 @@ from typing import Awaitable, Callable
 
 from .. import keys
 from .auth import Authenticator
-from .cache import FunctionCache, raise_if_cancelled
+from ..cancellation import raise_if_cancelled
+from .cache import FunctionCache
 from .load import LoadReporter
 
 log = logging.getLogger("gantry.gateway")

@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from ..cancellation import raise_if_cancelled
 from .. import keys, state
 from ..manifest import NAME_RE, FunctionSpec
 from .balancer import Balancer
@@ -208,11 +209,3 @@ async def listen_events(redis, cache: FunctionCache, on_reconnect=None) -> None:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-
-def raise_if_cancelled() -> None:
-    """Raise CancelledError if this task was cancelled but a library swallowed it: seen with
-    redis.asyncio (8.1) when the cancel lands while it opens a connection.  A loop or a
-    request must still end when cancelled."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError()

@@ -19,7 +19,8 @@ import aiohttp
 from aiohttp import web
 
 from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SESSION, SETTINGS
-from .cache import Entry, raise_if_cancelled
+from ..cancellation import raise_if_cancelled
+from .cache import Entry
 from .errors import ApiError, json_error
 from .metrics import UNKNOWN
 

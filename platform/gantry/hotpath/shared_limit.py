@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass
 
 from .. import keys
+from ..cancellation import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -111,4 +112,5 @@ class SharedLimits:
                 raise
             except Exception:  # Redis down: keep deciding locally, report later
                 log.warning("shared rate limit sync failed", exc_info=True)
+            raise_if_cancelled()
             await asyncio.sleep(self.interval)

@@ -174,6 +174,15 @@ def cmd_nodes(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench.__main__ import main_args
+
+    try:
+        return main_args(args)
+    except RuntimeError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="gateway URL (else GANTRY_URL, else the config file)")
@@ -215,6 +224,9 @@ def parser() -> argparse.ArgumentParser:
     sp = add("build", cmd_build, "build a function directory into an image; print its tag", ())
     sp.add_argument("directory", help="function directory holding gantry.toml")
     add("images", cmd_images, "build the base and runtime images if missing; print the runtime tag", ())
+    sp = add("bench", cmd_bench, "measure the platform on this machine (starts its own); write JSON, render BENCHMARKS.md", ())
+    from .bench.__main__ import add_arguments as bench_arguments
+    bench_arguments(sp)
     return p
 
 

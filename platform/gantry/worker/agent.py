@@ -205,11 +205,15 @@ class WorkerAgent:
                    and inst.id not in busy]
         for gone in set(self._counters) - {inst.id for inst in targets}:
             self._counters.pop(gone, None)
+        self.health_session()
+        await asyncio.gather(*(self._check(inst) for inst in targets))
+
+    def health_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             # A fresh loopback connection per probe: a kept-alive one that the runtime closed
             # would read as a failed check.
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
-        await asyncio.gather(*(self._check(inst) for inst in targets))
+        return self._session
 
     async def _check(self, inst: st.Instance) -> None:
         ok, error = await health.probe(self._session, f"http://{self.settings.host}:{inst.port}",

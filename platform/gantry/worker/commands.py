@@ -8,12 +8,13 @@ record or undoes a newer decision.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
 from .. import state as st
 from ..manifest import FunctionSpec
-from . import containers
+from . import containers, health
 
 if TYPE_CHECKING:
     from .agent import WorkerAgent
@@ -24,6 +25,8 @@ OPS = ("start", "stop", "remove")
 ANY_STATE = " ".join((st.PENDING, st.STARTING, st.READY, st.UNHEALTHY, st.DRAINING, st.STOPPING,
                       st.STOPPED, st.FAILED))
 RUNNING_STATES = (st.STARTING, st.READY, st.UNHEALTHY)
+FAST_PROBE = 0.01      # seconds between readiness probes of a fresh instance
+FAST_WINDOW = 10.0     # seconds of fast probing before the health loop takes over
 
 
 def decode(raw: bytes) -> dict[str, Any] | None:
@@ -87,10 +90,26 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
     if await agent.update(instance_id, (st.PENDING,), state=st.STARTING, reason="", **fields):
         agent.started_at(instance_id, reset=True)
         log.info("started", extra={"instance": instance_id, "port": port, "container": container_id[:12]})
+        await _await_ready(agent, instance_id, port)
     elif not await agent.update(instance_id, RUNNING_STATES, **fields):
         # Drained, stopped or reaped while we started it: a stop command follows, or the
         # orphan sweep removes the container once the record is gone.
         log.info("started an instance that is no longer wanted", extra={"instance": instance_id})
+
+
+async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int) -> None:
+    """Probe a fresh instance every FAST_PROBE seconds for up to FAST_WINDOW, so a request
+    waiting for a cold start is served as soon as the runtime is up, not at the next round
+    of the health loop.  After the window the health loop (and its start timeout) takes over."""
+    session = agent.health_session()
+    deadline = asyncio.get_running_loop().time() + FAST_WINDOW
+    while asyncio.get_running_loop().time() < deadline:
+        ok, _ = await health.probe(session, f"http://{agent.settings.host}:{port}", agent.settings.health_timeout)
+        if ok:
+            if await agent.update(instance_id, (st.STARTING,), state=st.READY, reason=""):
+                log.info("instance ready", extra={"instance": instance_id})
+            return
+        await asyncio.sleep(FAST_PROBE)
 
 
 async def stop(agent: "WorkerAgent", instance_id: str) -> None:

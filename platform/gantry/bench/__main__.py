@@ -1,0 +1,79 @@
+"""python -m gantry.bench [--quick] [--out FILE] [--no-render] [--render-only FILE]"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def default_out(quick: bool) -> str:
+    from .runner import repo_root
+
+    root = repo_root()
+    name = "quick.json" if quick else "latest.json"
+    if root:
+        return os.path.join(root, "benchmarks", "results", name)
+    return os.path.abspath(f"gantry-bench-{name}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="fewer and shorter repeats (under 2 minutes)")
+    p.add_argument("--out", metavar="FILE", help="results JSON (default: benchmarks/results/latest.json, "
+                                                  "or quick.json with --quick)")
+    p.add_argument("--no-render", action="store_true", help="do not write the tables into BENCHMARKS.md")
+    p.add_argument("--render-only", metavar="FILE", help="render an earlier results JSON; measure nothing")
+    p.add_argument("--markdown", metavar="FILE", help="the file to render into (default: the checkout's BENCHMARKS.md)")
+
+
+def _relative(path: str, root: str | None) -> str:
+    if root and os.path.abspath(path).startswith(root + os.sep):
+        return os.path.relpath(path, root)
+    return path
+
+
+def main_args(args) -> int:
+    from . import render
+    from .runner import repo_root, run
+
+    root = repo_root()
+    if args.render_only:
+        with open(args.render_only) as f:
+            results = json.load(f)
+        out = args.render_only
+    else:
+        results = run(quick=args.quick)
+        out = args.out or default_out(args.quick)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+        print(f"results: {out}", file=sys.stderr)
+    markdown = args.markdown or (os.path.join(root, "BENCHMARKS.md") if root else None)
+    if not args.no_render:
+        if markdown and os.path.isfile(markdown):
+            render.update_markdown(markdown, render.render(results, _relative(out, root)))
+            print(f"rendered into {markdown}", file=sys.stderr)
+        else:
+            print("no BENCHMARKS.md to render into (not a source checkout); use --markdown FILE", file=sys.stderr)
+    for goal in results.get("goals", []):
+        print(f"{goal['status']:>12}  {goal['goal']} ({goal['target']}): {goal['value']}  [{goal['why']}]")
+    if results.get("errors"):
+        for name, err in results["errors"].items():
+            print(f"gantry bench: error: {name}: {err.splitlines()[0]}", file=sys.stderr)
+        return 1
+    left = (results.get("cleanup") or {}).get("containers_left")
+    if left:
+        print(f"gantry bench: error: {left} containers were left behind", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="gantry bench", description=__doc__)
+    add_arguments(p)
+    return main_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

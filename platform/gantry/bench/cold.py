@@ -1,0 +1,100 @@
+"""2. Cold start, request to response.
+
+- from zero: the function has no instance (its image is present on the node); one request
+  through the gateway on a fresh connection, timed until the whole answer is in;
+- with a ready instance: the same request right after, again on a fresh connection;
+- from a warm-pool entry: the platform has no warm pool (no paused or pre-created
+  containers), so this is reported as not available;
+- the breakdown of each cold start on one wall clock, in ms after the request was sent:
+  instance placed (the scheduler's record appears in Redis), container created and started
+  (Docker's events), runtime listening and handler imported (the runtime's own log lines),
+  instance marked ready (the worker's health check, seen in Redis) and the response.
+  Instance states are polled every 5 ms, so those two milestones are late by up to 5 ms.
+
+Between repeats the function scales back to zero by itself (idle_timeout 1 s)."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from . import functions, probes
+from .stats import ratio, summary
+
+NAME = "bench-cold"
+BODY = b'{"msg": "hello"}'
+MILESTONES = ("placed", "created", "started", "listening", "imported", "ready", "response")
+
+
+def measure(ctx) -> dict:
+    stack = ctx.stack
+    repeats = 3 if ctx.quick else 7
+    directory = functions.write_echo(ctx.fn_dir, NAME, "cold", cpu=1.0, min_instances=0, max_instances=1,
+                                     concurrency=4, idle_timeout="1s", log_level="info")
+    result = functions.build(ctx.docker, directory)
+    ctx.images["cold"] = result.image
+    stack.deploy(functions.spec_dict(result), result.image)
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    path = f"/v1/invoke/{NAME}"
+    samples: list[dict] = []
+    warm: list[float] = []
+    for i in range(repeats):
+        if i and not ctx.budget.ok(10):
+            break
+        stack.wait(f"{NAME} at zero instances", lambda: stack.function(NAME)["total"] == 0 or None, 60, every=0.1)
+        stack.wait_no_containers(NAME)
+        with probes.InstanceWatcher(stack.redis.url, NAME) as watch:
+            t0 = time.time()
+            status, body, seconds = probes.post("127.0.0.1", stack.port, path, BODY, headers)
+            t_resp = t0 + seconds
+            if status != 200:
+                raise RuntimeError(f"cold invoke answered {status}: {body[:200]!r}")
+            for _ in range(5):
+                s, _b, sec = probes.post("127.0.0.1", stack.port, path, BODY, headers)
+                if s == 200:
+                    warm.append(sec)
+        events = probes.docker_events(ctx.docker, t0 - 1, time.time(), [f"gantry.node={stack.node_id}",
+                                                                        f"gantry.function={NAME}"])
+        created = [e for e in events if e.get("Action") == "create" and probes.event_time(e) >= t0 - 0.01]
+        sample = {"total_s": seconds, "instances": len(watch.instances())}
+        marks = {"placed": watch.first("pending"), "ready": watch.first("ready"), "response": t_resp}
+        if created:
+            cid = created[0]["id"]
+            marks["created"] = probes.event_time(created[0])
+            started = [e for e in events if e.get("Action") == "start" and e.get("id") == cid]
+            marks["started"] = probes.event_time(started[0]) if started else None
+            try:
+                logs = probes.runtime_log_times(ctx.docker.containers.get(cid))
+            except Exception:  # noqa: BLE001 - the container may already be gone
+                logs = {}
+            marks["listening"] = logs.get("start")
+            marks["imported"] = logs.get("ready")
+            sample["import_ms"] = logs.get("import_ms")
+        sample["at_ms"] = {k: (round((marks[k] - t0) * 1000, 1) if marks.get(k) else None) for k in MILESTONES}
+        samples.append(sample)
+    at = {k: summary([s["at_ms"].get(k) for s in samples], 1) for k in MILESTONES}
+    steps = {}
+    prev = None
+    for k in MILESTONES:
+        if prev is not None:
+            steps[f"{prev}->{k}"] = summary([s["at_ms"][k] - s["at_ms"][prev] for s in samples
+                                             if s["at_ms"].get(k) is not None and s["at_ms"].get(prev) is not None], 1)
+        prev = k
+    stack.delete(NAME)
+    from_zero = summary([s["total_s"] * 1000 for s in samples], 1)
+    ready_ms = summary([w * 1000 for w in warm], 2)
+    return {
+        "function": {"name": NAME, "handler": "async JSON echo", "cpu": 1.0, "memory": "128Mi",
+                     "idle_timeout": "1s", "image": "present on the node (built before the run)"},
+        "repeats": len(samples), "repeats_planned": repeats,
+        "from_zero_ms": from_zero,
+        "ready_instance_ms": ready_ms,
+        "ready_instance_note": "5 requests after each cold start, each on a fresh connection (like the cold one)",
+        "from_zero_vs_ready": ratio(from_zero["median"], ready_ms["median"], 1),
+        "warm_pool": {"available": False,
+                      "why": "the platform keeps no warm pool (no paused or pre-created containers) yet"},
+        "breakdown_at_ms": at,
+        "breakdown_steps_ms": steps,
+        "import_ms": summary([s.get("import_ms") for s in samples], 1),
+        "instances_started": summary([s["instances"] for s in samples], 0),
+        "samples": samples,
+    }

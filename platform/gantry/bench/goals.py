@@ -1,0 +1,49 @@
+"""The issue's goals, each judged met / not met from the run's own figures, with the figures
+that decide it (a goal whose figure is missing is "not measured", never met)."""
+from __future__ import annotations
+
+
+def _get(d: dict | None, *path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _goal(name: str, value, target: str, met: bool | None, why: str) -> dict:
+    status = "not measured" if met is None else ("met" if met else "not met")
+    return {"goal": name, "value": value, "target": target, "status": status, "why": why}
+
+
+def evaluate(sections: dict) -> list[dict]:
+    warm, cold, rd = sections.get("warm"), sections.get("cold_start"), _get(sections, "deploy", "redeploy")
+    goals = []
+    for q, limit in (("p50", 1.0), ("p99", 3.0)):
+        over = _get(warm, "ratios", "1", f"gateway_over_direct_{q}_ms", "median")
+        g = _get(warm, "paths", "gateway", "1", f"{q}_ms", "median")
+        d = _get(warm, "paths", "direct", "1", f"{q}_ms", "median")
+        goals.append(_goal(f"gateway overhead over the direct call, 1 client, {q}", over, f"<= {limit:g} ms",
+                           None if over is None else over <= limit,
+                           f"gateway {g} ms vs direct {d} ms, median of per-round differences {over} ms"))
+    rps = _get(warm, "ratios", "64", "gateway_rps_vs_nginx", "median")
+    g_rps, n_rps = _get(warm, "paths", "gateway", "64", "rps", "median"), _get(warm, "paths", "nginx", "64", "rps", "median")
+    goals.append(_goal("gateway throughput at 64 clients vs nginx in front of the same container", rps, ">= 0.7x",
+                       None if rps is None else rps >= 0.7, f"median of per-round ratios; medians: gateway {g_rps} req/s, nginx {n_rps} req/s"))
+    p99 = _get(warm, "ratios", "64", "gateway_p99_vs_nginx", "median")
+    g99, n99 = _get(warm, "paths", "gateway", "64", "p99_ms", "median"), _get(warm, "paths", "nginx", "64", "p99_ms", "median")
+    goals.append(_goal("gateway p99 at 64 clients vs nginx's", p99, "<= 1.5x", None if p99 is None else p99 <= 1.5,
+                       f"median of per-round ratios; medians: gateway {g99} ms, nginx {n99} ms"))
+    cz = _get(cold, "from_zero_ms", "median")
+    ready_at = _get(cold, "breakdown_at_ms", "ready", "median")
+    goals.append(_goal("cold start from zero (image present), p50", cz, "< 1000 ms", None if cz is None else cz < 1000,
+                       f"request to response {cz} ms; the worker marked the instance ready at {ready_at} ms"))
+    pool = _get(cold, "warm_pool")
+    goals.append(_goal("cold start from a warm-pool entry", None, "< 50 ms", None,
+                       "not available: " + (pool or {}).get("why", "no warm pool")))
+    total = _get(rd, "total_ms", "median")
+    goals.append(_goal("code-only redeploy until traffic has moved", total, "< 10000 ms",
+                       None if total is None else total < 10000,
+                       f"build {_get(rd, 'build_ms', 'median')} ms + register {_get(rd, 'register_ms', 'median')} ms "
+                       f"+ until moved {_get(rd, 'until_moved_ms', 'median')} ms"))
+    return goals

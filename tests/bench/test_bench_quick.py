@@ -1,0 +1,121 @@
+"""`gantry bench --quick` as a smoke test: it runs end to end on the real Docker engine (and
+its own redis-server), writes a complete results file, renders, and leaves no container
+behind.  No thresholds: the figures must only be there and be positive.  A missing Docker
+engine, redis-server, wrk or nginx makes the run (and so this test) fail, never skip."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gantry.bench import render
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def positive(summary: dict, what: str) -> None:
+    assert isinstance(summary, dict) and summary.get("n", 0) >= 1, f"{what}: no samples ({summary!r})"
+    for key in ("median", "min", "max"):
+        assert isinstance(summary[key], (int, float)) and summary[key] > 0, f"{what}.{key} = {summary[key]!r}"
+    assert summary["min"] <= summary["median"] <= summary["max"], f"{what}: {summary!r}"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, docker_client):
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "gantry.cli", "bench", "--quick", "--out", str(out), "--no-render"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"gantry bench --quick exited {proc.returncode}\n{proc.stderr[-6000:]}"
+    with open(out) as f:
+        data = json.load(f)
+    data["_stderr"] = proc.stderr
+    return data
+
+
+@pytest.mark.timeout(300)
+def test_machine_named_and_run_bounded(results):
+    m = results["machine"]
+    assert results["mode"] == "quick" and results["schema"] == 1
+    assert m["cpu_model"] and m["cpu_model"] != "unknown"
+    assert m["cores"] >= 1 and m["cores_usable"] >= 1 and m["memory_gib"] > 0
+    assert m["docker"] and m["wrk"] and m["nginx"]
+    assert results["errors"] == {}
+    assert 0 < results["elapsed_s"] < 150, results["elapsed_s"]
+
+
+def test_every_section_present_with_positive_figures(results):
+    s = results["sections"]
+    assert set(s) >= {"hotpath", "deploy", "warm", "streaming", "cold_start", "scale"}
+    w = s["warm"]
+    for path in ("direct", "nginx", "gateway"):
+        for conns in ("1", "64"):
+            x = w["paths"][path][conns]
+            for key in ("rps", "p50_ms", "p99_ms", "wrk_cpu_cores"):
+                positive(x[key], f"warm.{path}.{conns}.{key}")
+            assert x["requests"] > 0 and x["errors"] == 0, x
+            if path != "direct":
+                positive(x["proxy_cpu_cores"], f"warm.{path}.{conns}.proxy_cpu_cores")
+    assert set(w["ratios"]) == {"1", "64"}
+    assert "proxy_pass http://fn" in w["nginx_config"] and "keepalive" in w["nginx_config"]
+
+    c = s["cold_start"]
+    positive(c["from_zero_ms"], "cold.from_zero_ms")
+    positive(c["ready_instance_ms"], "cold.ready_instance_ms")
+    assert c["warm_pool"]["available"] is False and c["warm_pool"]["why"]
+    for milestone in ("placed", "created", "started", "listening", "imported", "ready", "response"):
+        positive(c["breakdown_at_ms"][milestone], f"cold.breakdown.{milestone}")
+    assert c["breakdown_at_ms"]["response"]["median"] >= c["breakdown_at_ms"]["placed"]["median"]
+
+    st = s["streaming"]
+    for path in ("direct", "gateway"):
+        positive(st["paths"][path]["first_chunk_ms"], f"stream.{path}.first")
+        positive(st["paths"][path]["last_chunk_ms"], f"stream.{path}.last")
+        # the last chunk comes after the generator's delays: it was streamed, not faked
+        assert st["paths"][path]["last_chunk_ms"]["min"] >= st["ideal_last_ms"] * 0.9
+
+    b, rd = s["deploy"]["builds"], s["deploy"]["redeploy"]
+    for key in ("cold_build_ms", "code_only_rebuild_ms", "start_until_ready_ms"):
+        positive(b[key], f"deploy.builds.{key}")
+    for key in ("total_ms", "build_ms", "until_moved_ms"):
+        positive(rd[key], f"deploy.redeploy.{key}")
+    assert rd["requests_during"]["ok"] > 0
+
+    sc = s["scale"]
+    positive(sc["all_answered_ms"], "scale.all_answered_ms")
+    positive(sc["instances_placed"], "scale.instances_placed")
+    positive(sc["containers_started"], "scale.containers_started")
+    assert sc["instances_placed"]["max"] <= sc["function"]["max_instances"]
+
+    h = s["hotpath"]
+    for group, names in (("ratelimit", ("c", "py", "limits")), ("router", ("c", "py", "random.choices")),
+                         ("placement", ("c", "py", "uhashring"))):
+        for name in names:
+            positive(h[group][name], f"hotpath.{group}.{name}")
+
+
+def test_goals_stated(results):
+    goals = results["goals"]
+    assert len(goals) == 7
+    for goal in goals:
+        assert goal["status"] in ("met", "not met", "not measured"), goal
+        assert goal["why"]
+    assert [g["status"] for g in goals if "warm-pool" in g["goal"]] == ["not measured"]
+
+
+def test_no_containers_left(results, docker_client):
+    assert results["cleanup"]["containers_left"] == 0
+    left = docker_client.api.containers(all=True, filters={"label": f"gantry.node={results['node_id']}"})
+    assert left == [], [c["Names"] for c in left]
+
+
+def test_renders_every_section(results):
+    text = render.render(results, "results.json")
+    assert text.startswith("<!-- bench:begin") and text.rstrip().endswith(render.END)
+    for heading in ("### Goals", "### 1. Warm", "### 2. Cold", "### 3. Streaming", "### 4. Deploy", "### 5. Scale",
+                    "### 6. Hot path"):
+        assert heading in text
+    assert results["machine"]["cpu_model"] in text

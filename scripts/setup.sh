@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of a fresh Debian bookworm machine for Gantry:
-#   1. Debian packages: docker.io, redis-server, debootstrap (apt-get update first)
+#   1. Debian packages: docker.io, redis-server, debootstrap, nginx-light, wrk (apt-get update first)
 #   2. dockerd in the background and a Redis server on loopback, if not already answering
 #   3. a virtual environment in .venv with Gantry (Cython extensions built) and its dev tools
 #   4. the base image (offline debootstrap) and the runtime image
@@ -19,6 +19,9 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+# the benchmark harness (`gantry bench`): nginx as the reverse-proxy baseline, wrk as the load generator
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]} from Debian"

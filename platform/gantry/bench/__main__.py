@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 
@@ -37,6 +38,10 @@ def main_args(args) -> int:
     from .runner import repo_root, run
 
     root = repo_root()
+
+    def _interrupt(signum, frame):  # SIGTERM: unwind through the run's cleanup like Ctrl-C
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.render_only:
         with open(args.render_only) as f:
             results = json.load(f)

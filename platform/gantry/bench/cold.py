@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from . import functions, probes
+from . import deploy, functions, probes
 from .stats import ratio, summary
 
 NAME = "bench-cold"
@@ -37,6 +37,8 @@ def measure(ctx) -> dict:
     path = f"/v1/invoke/{NAME}"
     samples: list[dict] = []
     warm: list[float] = []
+    floor: list[float] = []
+    build_times = deploy.load_build_times(ctx.repo_root)
     for i in range(repeats):
         if i and not ctx.budget.ok(10):
             break
@@ -71,6 +73,8 @@ def measure(ctx) -> dict:
             sample["import_ms"] = logs.get("import_ms")
         sample["at_ms"] = {k: (round((marks[k] - t0) * 1000, 1) if marks.get(k) else None) for k in MILESTONES}
         samples.append(sample)
+        if build_times is not None:  # the floor: the same image and spec, `docker run` until /healthz
+            floor.append(build_times.start_until_ready(ctx.docker, result.image, directory))
     at = {k: summary([s["at_ms"].get(k) for s in samples], 1) for k in MILESTONES}
     steps = {}
     prev = None
@@ -90,6 +94,11 @@ def measure(ctx) -> dict:
         "ready_instance_ms": ready_ms,
         "ready_instance_note": "5 requests after each cold start, each on a fresh connection (like the cold one)",
         "from_zero_vs_ready": ratio(from_zero["median"], ready_ms["median"], 1),
+        "docker_run_floor_ms": summary([f * 1000 for f in floor], 1),
+        "docker_run_floor_note": ("the same image and container spec started directly (`docker run`, then GET "
+                                  "/healthz every 5 ms until 200): benchmarks/build_times.py start_until_ready(), "
+                                  "one after each cold start"),
+        "from_zero_vs_docker_run": summary([s["total_s"] / f for s, f in zip(samples, floor)], 2),
         "warm_pool": {"available": False,
                       "why": "the platform keeps no warm pool (no paused or pre-created containers) yet"},
         "breakdown_at_ms": at,

@@ -99,13 +99,21 @@ def _warm(w: dict | None) -> list[str]:
     out.append(table(["clients", "gateway − direct p50 ms", "gateway − direct p99 ms", "nginx − direct p50 ms",
                       "nginx − direct p99 ms", "gateway/direct req/s", "nginx/direct req/s", "gateway/nginx req/s",
                       "gateway/nginx p99"], rows))
-    d64 = g(w, "paths", "direct", "64")
-    gw64 = g(w, "paths", "gateway", "64")
-    if d64 and gw64:
-        out += ["", f"Load generator headroom: at 64 clients wrk used {fmt(gw64['wrk_cpu_cores'], 2)} cores against the "
-                f"gateway and drove the direct path to {fmt(d64['rps'], 0)} req/s, "
-                f"{g(w, 'ratios', '64', 'gateway_rps_vs_direct', 'median') and round(1 / w['ratios']['64']['gateway_rps_vs_direct']['median'], 1)}x "
-                "the gateway's, so the gateway path was not limited by wrk. All processes share the same cores."]
+    lines = []
+    for conns in ("1", "64"):
+        worst = max((w["paths"][p][conns] for p in ("direct", "nginx", "gateway")),
+                    key=lambda x: (x["wrk_cpu_cores"]["max"] or 0))
+        threads = worst.get("wrk_threads") or 1
+        busy = worst["wrk_cpu_cores"]["max"] or 0
+        lines.append(f"{conns} client{'s' if conns != '1' else ''}: at most {busy:.2f} cores for {threads} wrk "
+                     f"thread{'s' if threads > 1 else ''} ({'saturated' if busy >= 0.8 * threads else 'not saturated'})")
+    d, gw = g(w, "paths", "direct", "64", "rps", "median"), g(w, "paths", "gateway", "64", "rps", "median")
+    out += ["", "Load generator: " + "; ".join(lines) + (
+        f". The same wrk drove the direct path to {d:,.0f} req/s at 64 clients against the gateway's {gw:,.0f}."
+        if d and gw else ".") + " All processes (wrk, nginx, gateway, container, the rest of the platform) share the "
+        "machine's cores; proxy CPU is the gateway's (or nginx's master and worker) CPU time over the run's wall time."]
+    rows = [[p, c, fmt(w["paths"][p][c].get("proxy_cpu_us_per_request"), 0)] for c in ("1", "64") for p in ("nginx", "gateway")]
+    out += ["", table(["proxy", "clients", "proxy CPU µs per request"], rows)]
     return out
 
 
@@ -121,12 +129,13 @@ def _cold(c: dict | None, builds: dict | None) -> list[str]:
     rows = [["from zero instances (image present)", fmt(c["from_zero_ms"], 1)],
             ["from a warm-pool entry", "not available: " + c["warm_pool"]["why"]],
             ["with a ready instance (fresh connection each)", fmt(c["ready_instance_ms"], 2)]]
-    if builds and builds.get("start_until_ready_ms"):
-        rows.append(["floor: `docker run` of the same hardened container spec until `/healthz` answers "
-                     "(build_times.py, wordcount)", fmt(builds["start_until_ready_ms"], 1)])
+    if g(c, "docker_run_floor_ms", "n"):
+        rows.append(["floor: the same image and spec started with `docker run` until `/healthz` answers",
+                     fmt(c["docker_run_floor_ms"], 1)])
     out.append(table(["case", "ms"], rows))
     out.append("")
-    out.append(f"From zero vs ready instance: {c.get('from_zero_vs_ready')}x. Breakdown of the cold starts on one wall "
+    out.append(f"From zero vs ready instance: {c.get('from_zero_vs_ready')}x; from zero vs the `docker run` floor "
+               f"(paired per repeat): {fmt(c.get('from_zero_vs_docker_run'), 2)}x. Breakdown of the cold starts on one wall "
                "clock (instance states polled in Redis every 5 ms; container events from Docker; runtime milestones "
                "from its own log lines):")
     out.append("")

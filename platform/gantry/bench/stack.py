@@ -34,6 +34,17 @@ class BenchError(RuntimeError):
     pass
 
 
+def _term_with_parent() -> None:
+    """In the child before exec: SIGTERM when the bench process dies, however it dies, so
+    the worker agent still stops and removes its containers."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 @dataclass
 class Stack:
     run_id: str
@@ -82,7 +93,8 @@ class Stack:
         full_env = {**os.environ, "GANTRY_REDIS_URL": self.redis.url, "PYTHONUNBUFFERED": "1", **env}
         full_env.pop("GANTRY_API_KEY", None)
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "gantry.daemons", component], env=full_env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_term_with_parent)
         log.close()
 
     def pid(self, name: str) -> int:

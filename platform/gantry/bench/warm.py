@@ -77,6 +77,9 @@ def measure(ctx) -> dict:
                 "requests": sum(x["requests"] for x in rs),
                 "wrk_cpu_cores": summary([x["wrk_cpu_cores"] for x in rs], 2),
                 "proxy_cpu_cores": summary([x["proxy_cpu_cores"] for x in rs if x["proxy_cpu_cores"] is not None], 2),
+                "proxy_cpu_us_per_request": summary([x["proxy_cpu_cores"] / x["rps"] * 1e6 for x in rs
+                                                     if x["proxy_cpu_cores"] is not None and x["rps"]], 1),
+                "wrk_threads": rs[0]["wrk_threads"] if rs else None,
             }
     p = out["paths"]
     out["ratios"] = {}

@@ -37,6 +37,7 @@ min_instances = 1
 max_instances = 10
 concurrency = 4
 idle_timeout = "60s"
+keep_paused = "2m"
 [limits]
 timeout = "1.5m"
 [env]
@@ -45,6 +46,7 @@ DEBUG = true
 '''))
     assert spec.resources.memory == 512 * 2**20
     assert spec.scaling.idle_timeout == 60.0
+    assert spec.scaling.keep_paused == 120.0
     assert spec.limits.timeout == 90.0
     assert spec.env == {"LOG_LEVEL": "info", "DEBUG": "true"}
     assert FunctionSpec.from_dict(spec.to_toml_dict()) == spec
@@ -60,6 +62,8 @@ DEBUG = true
     ('name = "x"\nhandler = "main:handle"\n[scaling]\nmin_instances = 5\nmax_instances = 2',
      "scaling.min_instances", "at most max_instances"),
     ('name = "x"\nhandler = "main:handle"\n[limits]\ntimeout = "soon"', "limits.timeout", "duration"),
+    ('name = "x"\nhandler = "main:handle"\n[scaling]\nkeep_paused = "a while"', "scaling.keep_paused", "duration"),
+    ('name = "x"\nhandler = "main:handle"\n[scaling]\nkeep_paused = "-5s"', "scaling.keep_paused", "duration"),
     ('name = "x"\nhandler = "main:handle"\nruntime = "node"', "runtime", "python3.11"),
     ('name = "x"\nhandler = "main:handle"\n[env]\nGANTRY_PORT = "1"', "env.GANTRY_PORT", "reserved"),
 ])
@@ -70,6 +74,17 @@ def test_bad_manifest_names_file_field_and_expectation(tmp_path, body, field, ex
     assert err.field == field
     assert expected in err.message
     assert str(err).startswith(os.path.join(str(tmp_path), "gantry.toml") + f": {field}: ")
+
+
+def test_keep_paused_defaults_to_five_minutes_and_zero_disables_pausing(tmp_path):
+    base = 'name = "x"\nhandler = "main:handle"\n'
+    assert load_manifest(write(tmp_path, base)).scaling.keep_paused == 300.0
+    spec = load_manifest(write(tmp_path, base + '[scaling]\nkeep_paused = "0s"'))
+    assert spec.scaling.keep_paused == 0.0
+    assert FunctionSpec.from_dict(spec.to_toml_dict()) == spec
+    old = spec.to_dict()                  # a spec stored before the field existed
+    del old["scaling"]["keep_paused"]
+    assert FunctionSpec.from_dict(old).scaling.keep_paused == 300.0
 
 
 def test_missing_handler_file(tmp_path):

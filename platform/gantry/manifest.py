@@ -42,6 +42,7 @@ class Scaling:
     max_instances: int = 10
     concurrency: int = 4             # requests in flight per instance
     idle_timeout: float = 60.0       # seconds
+    keep_paused: float = 300.0       # seconds a scaled-down instance stays paused (0: never paused)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class FunctionSpec:
         d = self.to_dict()
         d["resources"]["memory"] = format_size(self.resources.memory)
         d["scaling"]["idle_timeout"] = f"{self.scaling.idle_timeout:g}s"
+        d["scaling"]["keep_paused"] = f"{self.scaling.keep_paused:g}s"
         d["limits"]["timeout"] = f"{self.limits.timeout:g}s"
         return d
 
@@ -82,7 +84,7 @@ class FunctionSpec:
 _TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env"}
 _SECTIONS = {
     "resources": {"cpu", "memory", "gpu"},
-    "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout"},
+    "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused"},
     "limits": {"timeout"},
 }
 
@@ -163,6 +165,7 @@ def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
         max_instances=number(sc, "scaling", "max_instances", 10, int, 1),
         concurrency=number(sc, "scaling", "concurrency", 4, int, 1),
         idle_timeout=quantity(sc, "scaling", "idle_timeout", "60s", parse_duration),
+        keep_paused=quantity(sc, "scaling", "keep_paused", "5m", parse_duration),
     )
     if scaling.min_instances > scaling.max_instances:
         raise fail("scaling.min_instances",

@@ -71,7 +71,8 @@ def function_logs(name: str) -> str:
 
 
 def instance(instance_id: str) -> str:
-    """HASH: id, function, version, node, state, host, port, cpu, memory, created, epoch, reason."""
+    """HASH: id, function, version, node, state, host, port, cpu, memory, created, epoch, reason,
+    paused_at (fields of state.Instance)."""
     return f"{PREFIX}inst:{instance_id}"
 
 

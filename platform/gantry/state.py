@@ -7,7 +7,8 @@ read-modify-write.  Who writes what:
   scheduler moves ``active`` to ``latest`` once the new version is ready.
 - instance:  the scheduler creates it (state PENDING, with node, cpu, memory, epoch); the
   worker on that node sets host, port and state as the container starts, turns healthy or
-  unhealthy, and stops; the scheduler sets DRAINING and deletes records it has reaped.
+  unhealthy, pauses, resumes and stops; the scheduler sets DRAINING, PAUSING (with
+  ``paused_at``) and RESUMING, and deletes records it has reaped.
 - node:  the worker registers it and refreshes node_alive (TTL) as its heartbeat.
 - function_load:  each gateway replica reports its in-flight and waiting requests.
 """
@@ -31,7 +32,15 @@ DRAINING = "draining"      # no new traffic; the scheduler will stop it
 STOPPING = "stopping"      # the worker is stopping the container (SIGTERM, drain, remove)
 STOPPED = "stopped"        # container gone; the scheduler reaps the record
 FAILED = "failed"          # container exited or could not start; the scheduler replaces it
-LIVE_STATES = (PENDING, STARTING, READY, UNHEALTHY)
+# The warm pool (docs/control-plane.md "Scaling"): a scaled-down instance is frozen instead
+# of stopped, and thawed when demand comes back.  None of these take traffic; all of them
+# keep their node capacity reserved.
+PAUSING = "pausing"        # no new traffic; the worker waits for in-flight work, then `docker pause`
+PAUSED = "paused"          # frozen (cgroup freezer); drained once older than the spec's keep_paused
+RESUMING = "resuming"      # the worker unpauses it and probes /healthz; then READY
+# Instances that count towards a function's wanted number (RESUMING is on its way to READY).
+LIVE_STATES = (PENDING, STARTING, READY, UNHEALTHY, RESUMING)
+WARM_STATES = (PAUSING, PAUSED)   # the paused pool: resumed before anything new is started
 
 
 def pack(value: Any) -> bytes:
@@ -62,6 +71,7 @@ class Instance:
     created: float = 0.0
     epoch: int = 0          # the scheduler epoch that placed it
     reason: str = ""        # why it failed or is unhealthy
+    paused_at: float = 0.0  # wall time the scheduler decided to pause it (0: never paused)
 
     @property
     def url(self) -> str:
@@ -122,7 +132,8 @@ class Function:
 
 
 def command(op: str, instance_id: str, epoch: int, **extra: Any) -> bytes:
-    """A worker command: op is "start", "stop" or "remove"; start carries image and spec."""
+    """A worker command: op is "start", "stop", "remove", "pause" or "unpause"; start carries
+    image and spec."""
     return pack({"op": op, "instance": instance_id, "epoch": epoch, "sent": time.time(), **extra})
 
 

@@ -1,7 +1,8 @@
 """Test helpers: nodes, deploys, load reports and a fake worker, all straight in Redis.
 
 The fake worker pops commands from a node's list and moves instance states the way the
-real worker does (through state.set_instance_state), refusing stale epochs; the real
+real worker does (through state.set_instance_state; pause and unpause compare-and-set from
+pausing and resuming), refusing stale epochs; the real
 worker is tested elsewhere."""
 from __future__ import annotations
 
@@ -51,12 +52,13 @@ async def kill_node(r, node_id: str) -> None:
 
 async def deploy(r, name: str, version: int = 1, image: str | None = None, cpu: float = 0.5,
                  memory: int = 512 * MiB, min_instances: int = 0, max_instances: int = 10,
-                 concurrency: int = 4, idle_timeout: float = 60.0) -> FunctionSpec:
+                 concurrency: int = 4, idle_timeout: float = 60.0, keep_paused: float = 300.0) -> FunctionSpec:
     """What the gateway's deploy does: a version record, then latest (active on first deploy)."""
     spec = FunctionSpec(name=name, handler="main:handle",
                         resources=Resources(cpu=cpu, memory=memory),
                         scaling=Scaling(min_instances=min_instances, max_instances=max_instances,
-                                        concurrency=concurrency, idle_timeout=idle_timeout))
+                                        concurrency=concurrency, idle_timeout=idle_timeout,
+                                        keep_paused=keep_paused))
     await r.hset(keys.function_version(name, version),
                  mapping={"image": image or f"gantry/{name}:v{version}", "spec": state.pack(spec.to_dict()),
                           "created": str(time.time())})
@@ -131,9 +133,19 @@ class FakeWorker:
                                                    host="127.0.0.1", port=9000)
             elif cmd["op"] in ("stop", "remove"):
                 await state.set_instance_state(self.r, cmd["instance"], state.STOPPED)
+            elif cmd["op"] == "pause":
+                await self._move(cmd["instance"], state.PAUSING, state.PAUSED, "scaled down")
+            elif cmd["op"] == "unpause":
+                await self._move(cmd["instance"], state.RESUMING, state.READY, "")
             done.append(cmd)
         self.handled += done
         return done
+
+
+    async def _move(self, instance_id: str, from_state: str, to_state: str, reason: str) -> None:
+        """Compare-and-set, as the real worker does: a pause that a drain overtook stays drained."""
+        await self.r.eval(keys.UPDATE_INSTANCE_FROM, 2, keys.instance(instance_id), keys.EVENTS,
+                          from_state, "state", to_state, "reason", reason)
 
 
 async def settle(sched, workers, now: float | None = None, rounds: int = 3) -> None:

@@ -81,7 +81,8 @@ def test_scale_down_to_zero_after_idle_timeout(redis_client, redis_url):
     async def main():
         r = client(redis_url)
         await add_node(r, "n1")
-        await deploy(r, "echo", concurrency=1, idle_timeout=10.0)
+        # keep_paused 0: no warm pool, scaled-down instances are drained (test_warm_pool.py pauses)
+        await deploy(r, "echo", concurrency=1, idle_timeout=10.0, keep_paused=0.0)
         s, w = scheduler(r), FakeWorker(r, "n1")
         t0 = time.time()
         await report(r, "echo", inflight=3, now=t0)

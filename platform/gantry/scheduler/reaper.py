@@ -7,8 +7,9 @@ still count for scaling.  Decisions, in order:
 - ``stopped`` or ``failed``: reap (a failed one's container is removed first, if its node
   is alive); the reconciler starts a replacement if the function still needs one;
 - ``pending`` for longer than start_timeout: failed ("did not start"), removed, reaped;
-- ``pending`` or ``draining`` under an older epoch: the previous leader's start or stop
-  may have been refused by the worker, so send it again under ours (both idempotent);
+- ``pending``, ``draining``, ``pausing`` or ``resuming`` under an older epoch: the previous
+  leader's start, stop, pause or unpause may have been refused by the worker, so send it
+  again under ours (all idempotent);
 - ``unhealthy`` for longer than unhealthy_timeout (as seen by this leader): drained, so the
   reconciler starts a replacement (the worker only reports health; it never restarts).
 """
@@ -28,6 +29,8 @@ REAP = "reap"
 TIMED_OUT = "timed_out"
 RESEND_START = "resend_start"
 RESEND_STOP = "resend_stop"
+RESEND_PAUSE = "resend_pause"
+RESEND_UNPAUSE = "resend_unpause"
 
 
 def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_timeout: float) -> str | None:
@@ -41,6 +44,10 @@ def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_t
         return RESEND_START
     if inst.state == state.DRAINING and inst.epoch < epoch:
         return RESEND_STOP
+    if inst.state == state.PAUSING and inst.epoch < epoch:
+        return RESEND_PAUSE
+    if inst.state == state.RESUMING and inst.epoch < epoch:
+        return RESEND_UNPAUSE
     return None
 
 
@@ -101,6 +108,10 @@ async def tend(r, epoch: int, instances: list[Instance], live_nodes: set[str], n
                 out.kept.append(inst)
                 continue
             done = await writes.resend_start(r, epoch, inst, *version)
+        elif action == RESEND_PAUSE:
+            done = await writes.resend_pause(r, epoch, inst)
+        elif action == RESEND_UNPAUSE:
+            done = await writes.resend_unpause(r, epoch, inst)
         else:
             done = await writes.resend_stop(r, epoch, inst)
         if done == 0:

@@ -10,6 +10,13 @@ demand), capped at max_instances; once that many are ready, ``active`` moves to
 ``latest`` (PROMOTE_VERSION, only if neither changed meanwhile) and every other version is
 drained.  With no live instance of the active version, ``active`` moves at once.  During
 a rollout the active version still scales up with demand but is not scaled down.
+
+Warm pool (docs/control-plane.md "Scaling"): when the active version (== latest) scales
+down and the spec's ``keep_paused`` is above zero, its surplus ready instances are paused
+instead of drained; scaling up resumes paused instances of the version first (most
+recently paused first) and places new ones only for the rest.  A paused (or pausing)
+instance older than ``keep_paused`` is drained, and so is every paused instance of a
+version that is no longer kept (a rollout) or of a deleted function.
 """
 from __future__ import annotations
 
@@ -26,7 +33,9 @@ from .placement import Ranker, Request, no_capacity_reason, place, unreserve
 log = logging.getLogger(__name__)
 
 # Drain order when scaling down: what serves nobody goes first, then the newest.
-_DRAIN_FIRST = {state.UNHEALTHY: 0, state.PENDING: 1, state.STARTING: 2, state.READY: 3}
+_DRAIN_FIRST = {state.UNHEALTHY: 0, state.PENDING: 1, state.STARTING: 2, state.RESUMING: 3, state.READY: 4}
+# What a scale-down may pause (anything else in the surplus is drained).
+_PAUSABLE = (state.READY, state.RESUMING)
 
 
 class Deposed(Exception):
@@ -38,6 +47,9 @@ class Plan:
     start: dict[int, int] = field(default_factory=dict)    # version -> instances to start
     drain: list[Instance] = field(default_factory=list)
     promote: bool = False                                   # move active to latest first
+    pause: list[Instance] = field(default_factory=list)     # scaled down into the paused pool
+    resume: list[Instance] = field(default_factory=list)    # back from the pool, before any start
+    expire: list[Instance] = field(default_factory=list)    # paused longer than keep_paused: drained
 
 
 def surplus(instances: list[Instance], count: int) -> list[Instance]:
@@ -46,37 +58,55 @@ def surplus(instances: list[Instance], count: int) -> list[Instance]:
 
 
 def plan(active: int, latest: int, target: int, demand: int, maximum: int,
-         instances: list[Instance]) -> Plan:
-    """What to do for one function.  ``instances`` are its records after reaping; only
-    live ones (pending, starting, ready, unhealthy) count."""
+         instances: list[Instance], keep_paused: float = 0.0, now: float = 0.0) -> Plan:
+    """What to do for one function.  ``instances`` are its records after reaping; live
+    ones (pending, starting, ready, unhealthy, resuming) count towards ``target``; pausing
+    and paused ones are the warm pool, kept while younger than ``keep_paused`` seconds
+    (their ``paused_at`` against ``now``).  ``keep_paused`` 0 pauses nothing."""
     out = Plan()
     by_version: dict[int, list[Instance]] = {}
+    pooled: dict[int, list[Instance]] = {}
     for inst in instances:
         if inst.state in state.LIVE_STATES:
             by_version.setdefault(inst.version, []).append(inst)
+        elif inst.state in state.WARM_STATES:
+            if now - inst.paused_at >= keep_paused:
+                out.expire.append(inst)
+            else:
+                pooled.setdefault(inst.version, []).append(inst)
     if active != latest and not by_version.get(active):
         out.promote, active = True, latest              # nothing serves the old version
+
+    def grow(version: int, count: int) -> None:
+        """``count`` more of ``version``: resumed from the pool first, then started."""
+        warm = sorted(pooled.get(version, []), key=lambda i: (-i.paused_at, -i.created, i.id))[:count]
+        out.resume += warm
+        if count > len(warm):
+            out.start[version] = count - len(warm)
+
     current = by_version.get(active, [])
     if active == latest:
         if len(current) < target:
-            out.start[latest] = target - len(current)
-        out.drain += surplus(current, len(current) - target)
+            grow(latest, target - len(current))
+        for inst in surplus(current, len(current) - target):
+            (out.pause if keep_paused > 0 and inst.state in _PAUSABLE else out.drain).append(inst)
         keep = {latest}
     else:
         fresh = by_version.get(latest, [])
         need = min(maximum, max(len(current), target, 1 if demand > 0 else 0))
         if len(fresh) < need:
-            out.start[latest] = need - len(fresh)
+            grow(latest, need - len(fresh))
         if sum(1 for i in fresh if i.state == state.READY) >= need:
             out.promote = True
             keep = {latest}
         else:
             if len(current) < target:
-                out.start[active] = target - len(current)
+                grow(active, target - len(current))
             keep = {active, latest}
-    for version, insts in by_version.items():
-        if version not in keep:
-            out.drain += insts
+    for group in (by_version, pooled):
+        for version, insts in group.items():
+            if version not in keep:
+                out.drain += insts
     return out
 
 
@@ -133,25 +163,38 @@ class Reconciler:
             live = sum(1 for i in instances if i.state in state.LIVE_STATES and i.version == fn.active)
             window.seed(now, max(minimum, min(maximum, live)))
         target = window.observe(now, want, spec.scaling.idle_timeout)
-        decided = plan(fn.active, fn.latest, target, demand, maximum, instances)
+        keep_paused = spec.scaling.keep_paused
+        decided = plan(fn.active, fn.latest, target, demand, maximum, instances, keep_paused, now)
         if decided.promote:
             if not await writes.promote(r, epoch, name, fn.latest, fn.active, now):
                 return Plan()   # a newer deploy, a delete or a newer leader: read again next pass
             log.info("function %s: version %d active (was %d)", name, fn.latest, fn.active)
+        for inst in decided.resume:
+            done = await writes.resume(r, epoch, inst)
+            if done == 0:
+                raise Deposed(name)
+            if done == 1:
+                log.info("function %s v%d: resuming paused %s", name, inst.version, inst.id)
         reason = ""
         for version, count in sorted(decided.start.items()):
             reason = await self._start(fn, version, count, nodes, now, epoch) or reason
         await self._set_reason(name, reason)
+        for inst in decided.pause:
+            if await writes.pause(r, epoch, inst, now) == 0:
+                raise Deposed(name)
         for inst in decided.drain:
             if await writes.drain(r, epoch, inst, "scaled down" if inst.version == fn.latest
                                   else "replaced by a newer version") == 0:
                 raise Deposed(name)
+        for inst in decided.expire:
+            if await writes.drain(r, epoch, inst, f"paused longer than keep_paused ({keep_paused:g}s)") == 0:
+                raise Deposed(name)
         return decided
 
     async def drain_all(self, name: str, instances: list[Instance], epoch: int) -> None:
-        """A deleted function: drain whatever of it still runs."""
+        """A deleted function: drain whatever of it still runs or is paused."""
         for inst in instances:
-            if inst.state in state.LIVE_STATES:
+            if inst.state in state.LIVE_STATES or inst.state in state.WARM_STATES:
                 if await writes.drain(self._redis, epoch, inst, "function deleted") == 0:
                     raise Deposed(name)
         self._windows.pop(name, None)

@@ -12,6 +12,9 @@ from ..manifest import FunctionSpec
 from ..state import Instance
 
 _LIVE = " ".join(state.LIVE_STATES)
+_DRAINABLE = " ".join((*state.LIVE_STATES, *state.WARM_STATES))
+_PAUSABLE = " ".join((state.READY, state.RESUMING))
+_RESUMABLE = " ".join(state.WARM_STATES)
 
 
 def start_command(inst: Instance, epoch: int, image: str, spec: FunctionSpec) -> bytes:
@@ -44,9 +47,36 @@ async def command_instance(r, epoch: int, inst: Instance, command: bytes, allowe
 
 async def drain(r, epoch: int, inst: Instance, why: str = "") -> int:
     """Set ``draining`` (the gateway stops routing to it) and send ``stop``; only while the
-    instance is live (a stopped or failed one is the reaper's)."""
-    return await command_instance(r, epoch, inst, state.command("stop", inst.id, epoch), _LIVE,
+    instance is live or in the paused pool (a stopped or failed one is the reaper's)."""
+    return await command_instance(r, epoch, inst, state.command("stop", inst.id, epoch), _DRAINABLE,
                                   {"state": state.DRAINING, "reason": why, "epoch": epoch})
+
+
+async def pause(r, epoch: int, inst: Instance, now: float) -> int:
+    """Set ``pausing`` (no new traffic) with ``paused_at`` and send ``pause``: the worker
+    freezes the container once its in-flight work is done.  Only from ready or resuming."""
+    return await command_instance(r, epoch, inst, state.command("pause", inst.id, epoch), _PAUSABLE,
+                                  {"state": state.PAUSING, "reason": "scaled down", "paused_at": repr(now),
+                                   "epoch": epoch})
+
+
+async def resume(r, epoch: int, inst: Instance) -> int:
+    """Set ``resuming`` and send ``unpause``; only from pausing or paused (a pause still in
+    progress finishes first: the worker runs one instance's commands in order)."""
+    return await command_instance(r, epoch, inst, state.command("unpause", inst.id, epoch), _RESUMABLE,
+                                  {"state": state.RESUMING, "reason": "", "epoch": epoch})
+
+
+async def resend_pause(r, epoch: int, inst: Instance) -> int:
+    """Send ``pause`` again under our epoch (idempotent on the worker's side)."""
+    return await command_instance(r, epoch, inst, state.command("pause", inst.id, epoch),
+                                  state.PAUSING, {"epoch": epoch})
+
+
+async def resend_unpause(r, epoch: int, inst: Instance) -> int:
+    """Send ``unpause`` again under our epoch (idempotent on the worker's side)."""
+    return await command_instance(r, epoch, inst, state.command("unpause", inst.id, epoch),
+                                  state.RESUMING, {"epoch": epoch})
 
 
 async def resend_stop(r, epoch: int, inst: Instance) -> int:

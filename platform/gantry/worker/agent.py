@@ -30,7 +30,7 @@ from .settings import WorkerSettings
 log = logging.getLogger("gantry.worker")
 
 POP_BATCH = 64           # commands taken per pass
-HEALTH_STATES = (st.STARTING, st.READY, st.UNHEALTHY)
+HEALTH_STATES = (st.STARTING, st.READY, st.UNHEALTHY)   # pausing, paused, resuming: the commands' own
 
 
 class WorkerAgent:
@@ -111,7 +111,7 @@ class WorkerAgent:
         for container in found:
             instance_id = container.labels.get(containers.LABEL_INSTANCE, "")
             inst = await self.read_instance(instance_id) if instance_id else None
-            if inst is not None and inst.node == self.node_id and container.status == "running":
+            if inst is not None and inst.node == self.node_id and container.status in ("running", "paused"):
                 self.adopt(instance_id, inst.function, container.id, since=now)
         self.registered = True
         log.info("registered", extra={"node": self.node_id, "cpu": self.node.cpu, "memory": self.node.memory})
@@ -219,13 +219,7 @@ class WorkerAgent:
         ok, error = await health.probe(self._session, f"http://{self.settings.host}:{inst.port}",
                                        self.settings.health_timeout)
         if not ok:
-            known = self._containers.get(inst.id)
-            container_id = known[1] if known else None
-            if container_id is None:
-                found = await self.blocking(containers.find, self.docker_client, self.node_id, inst.id)
-                container_id = found.id if found is not None else None
-            ended = (await self.blocking(containers.exited, self.docker_client, container_id)
-                     if container_id else containers.Exited("gone", None, False, ""))
+            ended = await self.container_ended(inst.id)
             if ended is not None:
                 await self._fail(inst, ended.reason())
                 return
@@ -239,6 +233,17 @@ class WorkerAgent:
             log.info("instance %s", new, extra={"instance": inst.id, "reason": counters.last_error})
             if new == st.READY:
                 self._starting.pop(inst.id, None)
+
+    async def container_ended(self, instance_id: str) -> containers.Exited | None:
+        """None while the instance's container runs (or is paused); otherwise how it ended."""
+        known = self._containers.get(instance_id)
+        container_id = known[1] if known else None
+        if container_id is None:
+            found = await self.blocking(containers.find, self.docker_client, self.node_id, instance_id)
+            container_id = found.id if found is not None else None
+        if container_id is None:
+            return containers.Exited("gone", None, False, "")
+        return await self.blocking(containers.exited, self.docker_client, container_id)
 
     async def _fail(self, inst: st.Instance, reason: str) -> None:
         if await self.update(inst.id, HEALTH_STATES, state=st.FAILED, reason=reason[:500]):

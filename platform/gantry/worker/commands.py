@@ -1,17 +1,25 @@
-"""The scheduler's commands, executed idempotently: start, stop, remove.
+"""The scheduler's commands, executed idempotently: start, stop, remove, pause, unpause.
 
 A command is msgpack ``{"op", "instance", "epoch", ...}`` (``gantry.state.command``); start
 also carries function, version, image and spec (a FunctionSpec dict).  Fencing (the epoch
 check) happens in the agent before a command gets here.  Every state change is a
 compare-and-set (``keys.UPDATE_INSTANCE_FROM``), so a command never resurrects a reaped
 record or undoes a newer decision.
+
+pause (the scheduler set ``pausing``: no traffic is routed to it any more) waits until the
+runtime reports no invocation in flight (GET /healthz "inflight", twice in a row, at most
+the drain grace), then freezes the container (`docker pause`) and sets ``paused``.  unpause
+(the scheduler set ``resuming``) thaws it and probes /healthz every FAST_PROBE until it
+answers, then sets ``ready``; a container that is gone or exited fails the instance.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
+from .. import keys
 from .. import state as st
 from ..manifest import FunctionSpec
 from . import containers, health
@@ -21,12 +29,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gantry.worker")
 
-OPS = ("start", "stop", "remove")
+OPS = ("start", "stop", "remove", "pause", "unpause")
 ANY_STATE = " ".join((st.PENDING, st.STARTING, st.READY, st.UNHEALTHY, st.DRAINING, st.STOPPING,
-                      st.STOPPED, st.FAILED))
+                      st.STOPPED, st.FAILED, st.PAUSING, st.PAUSED, st.RESUMING))
 RUNNING_STATES = (st.STARTING, st.READY, st.UNHEALTHY)
-FAST_PROBE = 0.01      # seconds between readiness probes of a fresh instance
+FAST_PROBE = 0.01      # seconds between readiness probes of a fresh or resumed instance
 FAST_WINDOW = 10.0     # seconds of fast probing before the health loop takes over
+IDLE_PROBE = 0.02      # seconds between in-flight checks of a pausing instance
+IDLE_CHECKS = 2        # "inflight": 0 this many times in a row before freezing
 
 
 def decode(raw: bytes) -> dict[str, Any] | None:
@@ -48,6 +58,10 @@ async def execute(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         await start(agent, cmd)
     elif op == "stop":
         await stop(agent, cmd["instance"])
+    elif op == "pause":
+        await pause(agent, cmd["instance"])
+    elif op == "unpause":
+        await unpause(agent, cmd["instance"])
     else:
         await remove(agent, cmd["instance"])
 
@@ -97,19 +111,21 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         log.info("started an instance that is no longer wanted", extra={"instance": instance_id})
 
 
-async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int) -> None:
-    """Probe a fresh instance every FAST_PROBE seconds for up to FAST_WINDOW, so a request
-    waiting for a cold start is served as soon as the runtime is up, not at the next round
-    of the health loop.  After the window the health loop (and its start timeout) takes over."""
+async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_state: str = st.STARTING) -> bool:
+    """Probe a fresh (or resumed) instance every FAST_PROBE seconds for up to FAST_WINDOW, so
+    a request waiting for it is served as soon as the runtime answers, not at the next round
+    of the health loop; then FROM_STATE -> ready.  False if it never answered in the window
+    (for a fresh one the health loop and its start timeout take over)."""
     session = agent.health_session()
     deadline = asyncio.get_running_loop().time() + FAST_WINDOW
     while asyncio.get_running_loop().time() < deadline:
         ok, _ = await health.probe(session, f"http://{agent.settings.host}:{port}", agent.settings.health_timeout)
         if ok:
-            if await agent.update(instance_id, (st.STARTING,), state=st.READY, reason=""):
+            if await agent.update(instance_id, (from_state,), state=st.READY, reason=""):
                 log.info("instance ready", extra={"instance": instance_id})
-            return
+            return True
         await asyncio.sleep(FAST_PROBE)
+    return False
 
 
 async def stop(agent: "WorkerAgent", instance_id: str) -> None:
@@ -135,3 +151,97 @@ async def remove(agent: "WorkerAgent", instance_id: str) -> None:
     agent.forget(instance_id)
     await agent.update(instance_id, ANY_STATE.split(), state=st.STOPPED, reason="")
     log.info("removed", extra={"instance": instance_id})
+
+
+async def pause(agent: "WorkerAgent", instance_id: str) -> None:
+    """pausing -> (in-flight work done, bounded by the drain grace) -> docker pause -> paused.
+    Idempotent: a paused container stays paused.  A drain or resume that overtakes it (the
+    state leaves pausing while it waits) ends it without freezing anything."""
+    inst = await agent.read_instance(instance_id)
+    if inst is None or inst.node != agent.node_id:
+        log.warning("pause ignored: no record of the instance on this node", extra={"instance": instance_id})
+        return
+    if inst.state not in (st.PAUSING, st.PAUSED):
+        log.info("pause ignored: instance is %s", inst.state, extra={"instance": instance_id})
+        return
+    if inst.state == st.PAUSING and inst.port and not await _await_idle(agent, instance_id, inst.port):
+        log.info("pause abandoned: the instance left pausing", extra={"instance": instance_id})
+        return
+    status, container_id = await agent.blocking(containers.pause, agent.docker_client, agent.node_id, instance_id)
+    if status != "paused":
+        await _fail_warm(agent, instance_id, (st.PAUSING, st.PAUSED), container_id)
+        return
+    if await agent.update(instance_id, (st.PAUSING,), state=st.PAUSED):
+        log.info("paused", extra={"instance": instance_id})
+    # else: a resume or a drain came in between; its own command (queued behind this one,
+    # or running next) thaws or stops the container
+
+
+async def _await_idle(agent: "WorkerAgent", instance_id: str, port: int) -> bool:
+    """Wait until the runtime reports no invocation in flight IDLE_CHECKS times in a row, or
+    the drain grace has passed (it is then frozen with its work: thawed by a resume, ended by
+    a stop).  False if the instance left ``pausing`` meanwhile."""
+    session = agent.health_session()
+    url = f"http://{agent.settings.host}:{port}"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + agent.settings.drain_grace
+    idle = 0
+    while True:
+        current = await agent.redis.hget(keys.instance(instance_id), "state")
+        if current is None or current.decode() != st.PAUSING:
+            return False
+        count = await health.inflight(session, url, agent.settings.health_timeout)
+        if count is None and await agent.container_ended(instance_id) is not None:
+            return True                  # nothing runs: containers.pause says what happened
+        idle = idle + 1 if count == 0 else 0
+        if idle >= IDLE_CHECKS:
+            return True
+        if loop.time() >= deadline:
+            log.warning("pausing with work still in flight after the drain grace",
+                        extra={"instance": instance_id, "inflight": count})
+            return True
+        await asyncio.sleep(IDLE_PROBE)
+
+
+async def unpause(agent: "WorkerAgent", instance_id: str) -> None:
+    """resuming -> docker unpause -> /healthz answers (probed every FAST_PROBE) -> ready.
+    Idempotent: a running container is only probed; a ready instance is left alone.  A
+    container that is gone or exited fails the instance; one that does not answer within
+    FAST_WINDOW turns unhealthy (the health loop and the scheduler take it from there)."""
+    inst = await agent.read_instance(instance_id)
+    if inst is None or inst.node != agent.node_id:
+        log.warning("unpause ignored: no record of the instance on this node", extra={"instance": instance_id})
+        return
+    if inst.state != st.RESUMING:
+        log.info("unpause ignored: instance is %s", inst.state, extra={"instance": instance_id})
+        return
+    t0 = time.perf_counter()
+    status, container_id = await agent.blocking(containers.unpause, agent.docker_client, agent.node_id, instance_id)
+    if status != "running" or container_id is None:
+        await _fail_warm(agent, instance_id, (st.RESUMING,), container_id)
+        return
+    if instance_id not in agent.followers:      # adopted after a restart: follow its logs from now
+        agent.adopt(instance_id, inst.function, container_id, since=time.time())
+    thawed = time.perf_counter()
+    if await _await_ready(agent, instance_id, inst.port, from_state=st.RESUMING):
+        log.info("resumed", extra={"instance": instance_id, "unpause_ms": round((thawed - t0) * 1000, 1),
+                                   "ready_ms": round((time.perf_counter() - t0) * 1000, 1)})
+        return
+    ended = await agent.container_ended(instance_id)
+    if ended is not None:
+        await agent.update(instance_id, (st.RESUMING,), state=st.FAILED, reason=ended.reason()[:500])
+        return
+    if await agent.update(instance_id, (st.RESUMING,), state=st.UNHEALTHY,
+                          reason=f"/healthz did not answer within {FAST_WINDOW:g}s of unpause"):
+        log.warning("resumed instance not healthy", extra={"instance": instance_id})
+
+
+async def _fail_warm(agent: "WorkerAgent", instance_id: str, from_states: tuple[str, ...],
+                     container_id: str | None) -> None:
+    """A pause or unpause found no container to act on: fail the instance with the reason
+    (the scheduler reaps it and, if still wanted, starts a replacement)."""
+    ended = (await agent.blocking(containers.exited, agent.docker_client, container_id)
+             if container_id else containers.Exited("gone", None, False, ""))
+    reason = ended.reason() if ended is not None else "container not running"
+    if await agent.update(instance_id, from_states, state=st.FAILED, reason=reason[:500]):
+        log.warning("instance failed", extra={"instance": instance_id, "reason": reason})

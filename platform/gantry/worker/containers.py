@@ -100,6 +100,53 @@ def stop(client, node: str, instance: str, grace: float):
     return container
 
 
+def pause(client, node: str, instance: str) -> tuple[str, str | None]:
+    """Freeze the instance's container (`docker pause`, the cgroup freezer); idempotent.
+    (status after, container id): "paused" when it is frozen now, else why not ("gone",
+    "exited", ...: nothing running to freeze)."""
+    container = find(client, node, instance)
+    if container is None:
+        return "gone", None
+    try:
+        if container.status == "running":
+            container.pause()
+            return "paused", container.id
+        return container.status, container.id
+    except docker.errors.NotFound:
+        return "gone", None
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:       # 409: paused or stopped in between: look again
+            raise
+    return _status(container)
+
+
+def unpause(client, node: str, instance: str) -> tuple[str, str | None]:
+    """Thaw the instance's container; idempotent.  (status after, container id): "running"
+    when it runs now, else why not ("gone", "exited", ...)."""
+    container = find(client, node, instance)
+    if container is None:
+        return "gone", None
+    try:
+        if container.status == "paused":
+            container.unpause()
+            return "running", container.id
+        return container.status, container.id
+    except docker.errors.NotFound:
+        return "gone", None
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:       # 409: not paused (any more): look again
+            raise
+    return _status(container)
+
+
+def _status(container) -> tuple[str, str | None]:
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return "gone", None
+    return container.status, container.id
+
+
 def force_remove(client, container_or_id) -> bool:
     try:
         container = (client.containers.get(container_or_id) if isinstance(container_or_id, str)

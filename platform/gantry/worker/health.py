@@ -39,6 +39,18 @@ def transition(state: str, counters: Counters, ok: bool, error: str = "") -> str
     return None
 
 
+async def inflight(session: aiohttp.ClientSession, url: str, timeout: float) -> int | None:
+    """The runtime's in-flight invocations from GET URL/healthz ("inflight", answered while
+    ready and while draining alike); None when it cannot be read."""
+    try:
+        async with session.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            body = await resp.json(content_type=None)
+    except (asyncio.TimeoutError, aiohttp.ClientError, ValueError):
+        return None
+    value = body.get("inflight") if isinstance(body, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 async def probe(session: aiohttp.ClientSession, url: str, timeout: float) -> tuple[bool, str]:
     """(ok, error) of one GET URL/healthz: ok means 200 within the timeout."""
     try:

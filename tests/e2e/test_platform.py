@@ -66,7 +66,8 @@ def _load(platform, name: str, payload: dict, threads: int, seconds: float, resu
 
 def test_scale_out_under_load_then_back_to_zero(platform, kinds_build):
     platform.deploy("burst-e2e", kinds_build.image,
-                    spec_of(kinds_build, "main:slow", concurrency=1, max_instances=3, idle_timeout="2s"))
+                    spec_of(kinds_build, "main:slow", concurrency=1, max_instances=3, idle_timeout="2s",
+                            keep_paused="0s"))             # no warm pool: zero means removed (test_warm_pool.py)
     results: list = []
     seen = set()
     workers = _load(platform, "burst-e2e", {"seconds": 0.4}, threads=5, seconds=8, results=results)

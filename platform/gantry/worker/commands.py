@@ -224,8 +224,8 @@ async def unpause(agent: "WorkerAgent", instance_id: str) -> None:
         agent.adopt(instance_id, inst.function, container_id, since=time.time())
     thawed = time.perf_counter()
     if await _await_ready(agent, instance_id, inst.port, from_state=st.RESUMING):
-        log.info("resumed", extra={"instance": instance_id, "unpause_ms": round((thawed - t0) * 1000, 1),
-                                   "ready_ms": round((time.perf_counter() - t0) * 1000, 1)})
+        log.info("resumed %s: ready %.1f ms after the command (docker unpause %.1f ms)", instance_id,
+                 (time.perf_counter() - t0) * 1000, (thawed - t0) * 1000, extra={"instance": instance_id})
         return
     ended = await agent.container_ended(instance_id)
     if ended is not None:

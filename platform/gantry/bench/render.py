@@ -127,14 +127,16 @@ def _cold(c: dict | None, builds: dict | None) -> list[str]:
                f"itself between them (idle_timeout {fn['idle_timeout']}).")
     out.append("")
     rows = [["from zero instances (image present)", fmt(c["from_zero_ms"], 1)],
-            ["from a warm-pool entry", "not available: " + c["warm_pool"]["why"]],
+            ["from a warm-pool entry (paused instance)", fmt(g(c, "warm_pool", "request_ms"), 1)
+             if g(c, "warm_pool", "available") else "not available: " + g(c, "warm_pool", "why")],
             ["with a ready instance (fresh connection each)", fmt(c["ready_instance_ms"], 2)]]
-    if g(c, "docker_run_floor_ms", "n"):
-        rows.append(["floor: the same image and spec started with `docker run` until `/healthz` answers",
-                     fmt(c["docker_run_floor_ms"], 1)])
+    if g(c, "docker_run_reference_ms", "n"):
+        rows.append(["reference: the same image and spec started with `docker run` until `/healthz` answers "
+                     "(build_times.py's start_until_ready: SDK `run`, then GET /healthz every 5 ms)",
+                     fmt(c["docker_run_reference_ms"], 1)])
     out.append(table(["case", "ms"], rows))
     out.append("")
-    out.append(f"From zero vs ready instance: {c.get('from_zero_vs_ready')}x; from zero vs the `docker run` floor "
+    out.append(f"From zero vs ready instance: {c.get('from_zero_vs_ready')}x; from zero vs that `docker run` reference "
                f"(paired per repeat): {fmt(c.get('from_zero_vs_docker_run'), 2)}x. Breakdown of the cold starts on one wall "
                "clock (instance states polled in Redis every 5 ms; container events from Docker; runtime milestones "
                "from its own log lines):")
@@ -152,6 +154,19 @@ def _cold(c: dict | None, builds: dict | None) -> list[str]:
     out.append(table(["milestone", "at ms after the request", "step ms (from the row above)"], rows))
     out.append("")
     out.append(f"Runtime's own import time (`import_ms`): {fmt(c.get('import_ms'), 1)} ms.")
+    pool = c.get("warm_pool") or {}
+    if pool.get("available"):
+        out += ["", f"From the warm pool ({pool['how']}; {pool['repeats']} repeats, "
+                f"{pool['new_containers_started']} of them started a new container):", ""]
+        labels = {"resuming": "scheduler resumes the instance (state `resuming` appears)",
+                  "unpaused": "container unpaused (Docker event)", "ready": "worker marks it ready (probe)",
+                  "response": "response received by the caller"}
+        rows, prev = [], None
+        for k in ("resuming", "unpaused", "ready", "response"):
+            rows.append([labels[k], fmt(pool["breakdown_at_ms"][k], 1),
+                         fmt(pool["breakdown_steps_ms"].get(f"{prev}->{k}"), 1) if prev else ""])
+            prev = k
+        out.append(table(["milestone", "at ms after the request", "step ms (from the row above)"], rows))
     return out
 
 

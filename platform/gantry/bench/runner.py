@@ -23,7 +23,7 @@ SCHEMA = 1
 LIMITS = {"full": 570.0, "quick": 115.0}          # seconds: stop starting repeats after this
 # Ceilings per section (seconds), full / quick: a section starts no new repeat past its own.
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
-            "cold_start": (90, 28), "redeploy": (60, 22), "scale": (120, 40)}
+            "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40)}
 
 
 def repo_root() -> str | None:

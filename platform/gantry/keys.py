@@ -220,7 +220,8 @@ return 1
 # ARGV[1] epoch, ARGV[2] the states the instance may be in, space-separated ("" for any),
 # ARGV[3] msgpack command, ARGV[4..] field, value, ... to set first (may be none)
 # Set fields of an instance (announced as "inst:FUNCTION") and queue a command for its
-# worker (stop, remove, or start again), only while the record exists in an allowed state.
+# worker (stop, remove, start again, pause, unpause), only while the record exists in an
+# allowed state.
 # Returns 1 if done, 0 if the epoch is stale, -1 if the record is gone or in another state.
 COMMAND_INSTANCE = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')

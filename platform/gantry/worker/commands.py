@@ -37,6 +37,10 @@ FAST_PROBE = 0.01      # seconds between readiness probes of a fresh or resumed 
 FAST_WINDOW = 10.0     # seconds of fast probing before the health loop takes over
 IDLE_PROBE = 0.02      # seconds between in-flight checks of a pausing instance
 IDLE_CHECKS = 2        # "inflight": 0 this many times in a row before freezing
+# Before counting in-flight work, let every gateway learn that the instance is pausing (the
+# pub/sub hint arrives in milliseconds; a gateway that missed it rereads within its cache
+# refresh interval, 1 s by default), so no request is sent after the count reached zero.
+PAUSE_SETTLE = 1.0
 
 
 def decode(raw: bytes) -> dict[str, Any] | None:
@@ -185,6 +189,7 @@ async def _await_idle(agent: "WorkerAgent", instance_id: str, port: int) -> bool
     url = f"http://{agent.settings.host}:{port}"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + agent.settings.drain_grace
+    await asyncio.sleep(PAUSE_SETTLE)
     idle = 0
     while True:
         current = await agent.redis.hget(keys.instance(instance_id), "state")

@@ -225,7 +225,7 @@ def _scale(sc: dict | None) -> list[str]:
                f"{sc['repeats']} repeats, a fresh function each.")
     out.append("")
     out.append(table(["all answered ms", "first answer ms", "first instance ready ms", "last instance ready ms",
-                      "instances placed", "containers started", "failed requests"],
+                      "instances placed", "containers started by the last answer", "failed requests"],
                      [[fmt(sc["all_answered_ms"], 0), fmt(sc["first_answer_ms"], 0), fmt(sc["first_instance_ready_ms"], 0),
                        fmt(sc["last_instance_ready_ms"], 0), fmt(sc["instances_placed"], 0),
                        fmt(sc["containers_started"], 0), sc["failed_requests"]]]))

@@ -73,6 +73,8 @@ def measure(ctx) -> dict:
         "last_instance_ready_ms": summary([s["last_ready_s"] * 1000 for s in samples if s["last_ready_s"]], 1),
         "instances_placed": summary([s["instances_placed"] for s in samples], 0),
         "containers_started": summary([s["containers_started"] for s in samples], 0),
+        "containers_started_note": "Docker start events until 0.3 s after the last answer (placed instances may "
+                                   "start later, or be drained before they start)",
         "failed_requests": sum(s["failed"] for s in samples),
         "samples": samples,
     }

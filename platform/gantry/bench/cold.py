@@ -17,7 +17,6 @@ Between repeats the function scales back to zero by itself (idle_timeout 1 s; fo
 from-zero case keep_paused 0 s, so nothing is kept paused)."""
 from __future__ import annotations
 
-import statistics
 import time
 
 from . import deploy, functions, probes

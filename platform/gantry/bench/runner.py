@@ -103,6 +103,18 @@ def _git_commit(root: str | None) -> str | None:
         return None
 
 
+def _git_changed(root: str | None) -> list[str] | None:
+    """Tracked files that differ from the commit (the run measured the working tree)."""
+    if not root:
+        return None
+    try:
+        out = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, timeout=10)
+        return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def run(quick: bool = False, only: set[str] | None = None) -> dict:
     """Measure; return the results dict (also when a section failed: see ``errors``)."""
     import docker
@@ -119,7 +131,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
     ctx = Context(quick=quick, docker=docker_client, budget=Budget(LIMITS[mode]), repo_root=root, fn_dir=work)
     results: dict = {"schema": SCHEMA, "mode": mode,
                      "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                     "git_commit": _git_commit(root), "machine": machine.describe(docker_client),
+                     "git_commit": _git_commit(root), "git_changed": _git_changed(root), "machine": machine.describe(docker_client),
                      "sections": {}, "errors": {}}
     sections = results["sections"]
 

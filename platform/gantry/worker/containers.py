@@ -104,37 +104,29 @@ def pause(client, node: str, instance: str) -> tuple[str, str | None]:
     """Freeze the instance's container (`docker pause`, the cgroup freezer); idempotent.
     (status after, container id): "paused" when it is frozen now, else why not ("gone",
     "exited", ...: nothing running to freeze)."""
-    container = find(client, node, instance)
-    if container is None:
-        return "gone", None
-    try:
-        if container.status == "running":
-            container.pause()
-            return "paused", container.id
-        return container.status, container.id
-    except docker.errors.NotFound:
-        return "gone", None
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409:       # 409: paused or stopped in between: look again
-            raise
-    return _status(container)
+    return _switch(client, node, instance, "running", "pause", "paused")
 
 
 def unpause(client, node: str, instance: str) -> tuple[str, str | None]:
     """Thaw the instance's container; idempotent.  (status after, container id): "running"
     when it runs now, else why not ("gone", "exited", ...)."""
+    return _switch(client, node, instance, "paused", "unpause", "running")
+
+
+def _switch(client, node: str, instance: str, when: str, action: str, after: str) -> tuple[str, str | None]:
+    """Call ``container.<action>()`` if the container's status is ``when``."""
     container = find(client, node, instance)
     if container is None:
         return "gone", None
     try:
-        if container.status == "paused":
-            container.unpause()
-            return "running", container.id
+        if container.status == when:
+            getattr(container, action)()
+            return after, container.id
         return container.status, container.id
     except docker.errors.NotFound:
         return "gone", None
     except docker.errors.APIError as exc:
-        if exc.status_code != 409:       # 409: not paused (any more): look again
+        if exc.status_code != 409:       # 409: its status changed in between: look again
             raise
     return _status(container)
 

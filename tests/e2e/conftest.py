@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from gantry import keys
+from gantry.up import free_port
 from gantry.build import build_function
 from gantry.client import APIError, Client
 
@@ -29,10 +29,6 @@ FAST_SCHEDULER = {"GANTRY_SCHEDULER_INTERVAL": "0.1", "GANTRY_SCHEDULER_LEASE_MS
                   "GANTRY_SCHEDULER_LOAD_FRESH": "3"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

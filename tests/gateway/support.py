@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import uvloop
 from aiohttp.test_utils import TestClient, TestServer
 
 from gantry import keys, state
+from gantry.up import free_port
 from gantry.gateway import GatewaySettings, create_app
 from gantry.manifest import FunctionSpec
 
@@ -32,10 +32,6 @@ ADMIN_HASH = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(coro, timeout: float = 30):

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from gantry.up import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,10 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Runtime:

@@ -9,21 +9,21 @@ import asyncio
 import logging
 from typing import Callable
 
-import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from . import admin
 from .admission import Admission
-from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SESSION, SETTINGS
+from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, UPSTREAM
 from .auth import ADMIN, Authenticator
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
 from .errors import error_middleware
-from .invoke import invoke
+from .invoke import CONNECT_TIMEOUT, invoke
 from .load import LoadReporter
 from .metrics import Metrics
 from .settings import GatewaySettings
+from .upstream import UpstreamPool
 
 log = logging.getLogger("gantry.gateway")
 
@@ -55,13 +55,21 @@ async def _redis_ctx(app: web.Application):
     await client.aclose()
 
 
-async def _session_ctx(app: web.Application):
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=15, enable_cleanup_closed=True)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                    timeout=aiohttp.ClientTimeout(total=None))
-    app[SESSION] = session
+async def _upstream_ctx(app: web.Application):
+    pool = UpstreamPool(connect_timeout=CONNECT_TIMEOUT, keepalive=UPSTREAM_KEEPALIVE)
+    app[UPSTREAM] = pool
+
+    async def sweep() -> None:
+        pool.sweep()
+    sweeper = asyncio.create_task(run_every(UPSTREAM_KEEPALIVE / 3, sweep, "idle connection sweep"),
+                                  name="gantry-upstream-sweep")
     yield
-    await session.close()
+    sweeper.cancel()
+    await asyncio.gather(sweeper, return_exceptions=True)
+    await pool.close()
+
+
+UPSTREAM_KEEPALIVE = 15.0   # seconds an idle connection to an instance is kept (the runtime keeps 75)
 
 
 async def _state_ctx(app: web.Application):
@@ -110,7 +118,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[AUTH] = Authenticator(settings.admin_key_hash)
     app[METRICS] = Metrics()
     app[ADMISSION] = Admission(settings.rate_limit, settings.rate_burst)
-    app.cleanup_ctx.extend([_redis_ctx, _session_ctx, _state_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx])
     app.router.add_post("/v1/invoke/{name}", invoke)
     admin.add_routes(app)
     app.router.add_get("/healthz", healthz)

@@ -1,7 +1,6 @@
 """Typed keys of the gateway's aiohttp application and requests (set up by app.create_app)."""
 from __future__ import annotations
 
-import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -11,10 +10,11 @@ from .cache import FunctionCache
 from .load import LoadReporter
 from .metrics import Metrics
 from .settings import GatewaySettings
+from .upstream import UpstreamPool
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
-SESSION = web.AppKey("session", aiohttp.ClientSession)       # pooled connections to instances
+UPSTREAM = web.AppKey("upstream", UpstreamPool)             # pooled connections to instances
 CACHE = web.AppKey("cache", FunctionCache)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)

@@ -15,14 +15,15 @@ import logging
 import time
 import uuid
 
-import aiohttp
 from aiohttp import web
 
-from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SESSION, SETTINGS
+from . import upstream
+from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
 from .cache import Entry
 from .errors import ApiError, json_error
 from .metrics import UNKNOWN
+from ..state import Instance
 
 log = logging.getLogger("gantry.gateway")
 
@@ -31,7 +32,8 @@ POLL_INTERVAL = 0.1           # a waiting request rereads the instance set at le
 CONNECT_TIMEOUT = 3.0         # seconds to open a connection to an instance
 RETRYABLE_503 = {"at_capacity": 0.05, "draining": 5.0, "starting": 1.0}   # code -> seconds to skip it
 CONNECT_SUSPEND = 2.0
-_PASS_HEADERS = ("Content-Type", "Content-Encoding", "Retry-After")
+_PASS_LOWER = frozenset(("content-type", "content-encoding", "retry-after"))
+SMALL_BODY = 64 * 1024        # an upstream body of known length up to this is answered in one piece
 
 
 class _Retry(Exception):
@@ -123,7 +125,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
                    "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
         entry.inflight += 1
         try:
-            return await _forward(request, entry, inst.id, inst.url + "/invoke", body, headers,
+            return await _forward(request, entry, inst, body, headers,
                                   timeout + settings.upstream_timeout_margin, ids)
         except _Retry as retry:
             last = retry
@@ -172,57 +174,57 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
         entry.waiting -= 1
 
 
-def _passthrough(up: aiohttp.ClientResponse) -> dict[str, str]:
+def _passthrough(headers: list[tuple[str, str]]) -> dict[str, str]:
     out = {}
-    for k, v in up.headers.items():
-        if k in _PASS_HEADERS or k.lower().startswith("x-gantry-"):
+    for k, v in headers:
+        lk = k.lower()
+        if lk in _PASS_LOWER or lk.startswith("x-gantry-"):
             out[k] = v
     return out
 
 
-async def _forward(request: web.Request, entry: Entry, inst_id: str, url: str, body: bytes,
+async def _forward(request: web.Request, entry: Entry, inst: Instance, body: bytes,
                    headers: dict[str, str], limit: float, ids: dict[str, str]) -> web.StreamResponse:
-    session = request.app[SESSION]
-    metrics = request.app[METRICS]
+    pool = request.app[UPSTREAM]
     out: web.StreamResponse | None = None
-    up: aiohttp.ClientResponse | None = None
+    up: upstream.Response | None = None
     try:
         async with asyncio.timeout(limit):
             try:
-                up = await session.post(url, data=body, headers=headers,
-                                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT))
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
-                    aiohttp.ClientOSError, aiohttp.ServerTimeoutError) as exc:
-                raise _Retry(f"{type(exc).__name__}: {exc}", connection=True) from None
-            except aiohttp.ClientError as exc:
-                raise ApiError(502, "function_crashed", f"instance answered badly: {type(exc).__name__}",
-                               ids) from None
+                up = await pool.post(inst.host, inst.port, "/invoke", headers, body)
+            except (upstream.ConnectFailed, upstream.Disconnected) as exc:
+                raise _Retry(str(exc), connection=True) from None
+            except upstream.BadResponse as exc:
+                raise ApiError(502, "function_crashed", f"instance answered badly: {exc}", ids) from None
             if up.status == 503:
                 data = await up.read()
-                up.release()
                 try:
                     code = json.loads(data)["error"]["code"]
                 except (ValueError, KeyError, TypeError):
                     code = ""
                 if code in RETRYABLE_503:
                     raise _Retry(code, connection=False)
-                return web.Response(status=503, body=data, headers=_passthrough(up))
-            out = web.StreamResponse(status=up.status, headers=_passthrough(up))
-            if up.content_length is not None:
-                out.content_length = up.content_length
+                return web.Response(status=503, body=data, headers=_passthrough(up.headers))
+            length = up.content_length
+            if length is not None and length <= SMALL_BODY:
+                # A small body of known length is not a stream: read it, answer it in one write.
+                data = await up.read()
+                return web.Response(status=up.status, body=data, headers=_passthrough(up.headers))
+            out = web.StreamResponse(status=up.status, headers=_passthrough(up.headers))
+            if length is not None:
+                out.content_length = length
             try:
                 await out.prepare(request)
             except ConnectionError:
                 return out           # the client is gone already
-            chunks = up.content.iter_any()
             while True:
                 try:
-                    chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                except (aiohttp.ClientError, ConnectionError) as exc:
-                    _abort(request, entry, metrics, f"upstream broke: {type(exc).__name__}")
+                    chunk = await up.read_chunk()
+                except upstream.UpstreamError as exc:
+                    _abort(request, entry, request.app[METRICS], f"upstream broke: {exc}")
                     return out
+                if not chunk:
+                    break
                 try:
                     await out.write(chunk)   # each chunk goes to the client as it arrives
                 except ConnectionError:
@@ -237,13 +239,14 @@ async def _forward(request: web.Request, entry: Entry, inst_id: str, url: str, b
     except TimeoutError:
         if out is None or not out.prepared:
             raise ApiError(504, "timeout", f"the instance did not answer within {limit:g}s", ids) from None
-        _abort(request, entry, metrics, "timeout")
+        _abort(request, entry, request.app[METRICS], "timeout")
         return out
-    except aiohttp.ClientError as exc:   # reading the 503 body failed
-        raise ApiError(502, "function_crashed", f"the instance broke off: {type(exc).__name__}", ids) from None
+    except upstream.UpstreamError as exc:   # reading a body before any header went out failed
+        raise ApiError(502, "function_crashed", f"the instance broke off: {exc}", ids) from None
     finally:
-        if up is not None and not up.closed:
-            up.close()   # anything but a complete read: drop the connection, cancelling upstream work
+        if up is not None:
+            up.release()   # a complete read returns the connection; anything else closes it,
+                           # cancelling upstream work
 
 
 def _abort(request: web.Request, entry: Entry, metrics, why: str) -> None:

@@ -37,14 +37,17 @@ class InstanceWatcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            now = time.time()
             try:
                 ids = self.r.smembers(keys.function_instances(self.function))
                 if ids:
                     pipe = self.r.pipeline(transaction=False)
                     for i in ids:
                         pipe.hgetall(keys.instance(i.decode()))
-                    for raw in pipe.execute():
+                    records = pipe.execute()
+                    # Stamped once the read has returned: a state is never dated before it
+                    # existed (a stamp taken before the read could precede the request).
+                    now = time.time()
+                    for raw in records:
                         inst = state.Instance.from_hash(raw) if raw else None
                         if inst is not None:
                             self.first_seen.setdefault((inst.id, inst.state), now)

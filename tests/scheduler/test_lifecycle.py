@@ -177,3 +177,32 @@ def test_an_instance_unhealthy_too_long_is_drained_and_replaced(redis_client, re
         assert ("stop", sick.id) in ops
         await r.aclose()
     run(main())
+
+
+def test_a_lost_stop_command_is_sent_again_after_the_command_timeout(redis_client, redis_url):
+    from gantry.scheduler.reaper import COMMAND_TIMEOUT
+
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        await deploy(r, "echo", min_instances=1, keep_paused=0.0)
+        s, w = scheduler(r), FakeWorker(r, "n1")
+        t0 = time.time()
+        await settle(s, [w], t0)
+        [inst] = await instances(r, "echo")
+        await delete_function(r, "echo")                              # no longer wanted: drained
+        await s._iteration(t0 + 1)
+        assert [i.state for i in await instances(r, "echo")] == [state.DRAINING]
+        await r.delete(keys.node_commands("n1"))                      # the worker lost the stop
+        await s._iteration(t0 + 2)                                    # first seen draining
+        await s._iteration(t0 + 1 + COMMAND_TIMEOUT)
+        assert await commands(r, "n1") == []                          # not yet: it may be draining
+        await s._iteration(t0 + 2 + COMMAND_TIMEOUT)
+        assert [(c["op"], c["instance"]) for c in await commands(r, "n1")] == [("stop", inst.id)]
+        await s._iteration(t0 + 3 + COMMAND_TIMEOUT)
+        assert len(await commands(r, "n1")) == 1                      # once per timeout, not every pass
+        await w.step()
+        await s._iteration(t0 + 4 + COMMAND_TIMEOUT)
+        assert not await r.exists(keys.instance(inst.id))             # stopped and reaped
+        await r.aclose()
+    run(main())

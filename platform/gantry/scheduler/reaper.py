@@ -33,7 +33,15 @@ RESEND_PAUSE = "resend_pause"
 RESEND_UNPAUSE = "resend_unpause"
 
 
-def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_timeout: float) -> str | None:
+# A command whose effect has not shown after COMMAND_TIMEOUT (the worker lost it: it crashed
+# between taking it and carrying it out) is sent again; all of them are idempotent.
+RESEND_STUCK = {state.DRAINING: RESEND_STOP, state.PAUSING: RESEND_PAUSE, state.RESUMING: RESEND_UNPAUSE}
+COMMAND_TIMEOUT = 60.0
+
+
+def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_timeout: float,
+           stuck: bool = False) -> str | None:
+    """What to do with one instance; ``stuck``: it has been in its state for COMMAND_TIMEOUT."""
     if inst.node not in live_nodes:
         return NODE_DEAD
     if inst.state in (state.STOPPED, state.FAILED):
@@ -48,6 +56,8 @@ def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_t
         return RESEND_PAUSE
     if inst.state == state.RESUMING and inst.epoch < epoch:
         return RESEND_UNPAUSE
+    if stuck:
+        return RESEND_STUCK.get(inst.state)
     return None
 
 
@@ -59,24 +69,32 @@ class Tended:
 
 
 async def tend(r, epoch: int, instances: list[Instance], live_nodes: set[str], now: float,
-               start_timeout: float, unhealthy_since: dict[str, float] | None = None,
+               start_timeout: float, state_since: dict[str, tuple[str, float]] | None = None,
                unhealthy_timeout: float = 30.0) -> Tended:
-    """``unhealthy_since`` (instance id -> when this leader first saw it unhealthy) is the
-    caller's memory across passes; None leaves unhealthy instances alone."""
+    """``state_since`` (instance id -> (state, when this leader first saw it in that state))
+    is the caller's memory across passes; None leaves unhealthy and stuck instances alone."""
     out = Tended()
     for inst in instances:
-        if unhealthy_since is not None and inst.node in live_nodes:
-            if inst.state != state.UNHEALTHY:
-                unhealthy_since.pop(inst.id, None)
-            elif now - unhealthy_since.setdefault(inst.id, now) >= unhealthy_timeout:
+        stuck = False
+        if state_since is not None and inst.node in live_nodes:
+            seen = state_since.get(inst.id)
+            if seen is None or seen[0] != inst.state:
+                seen = state_since[inst.id] = (inst.state, now)
+            age = now - seen[1]
+            if inst.state == state.UNHEALTHY and age >= unhealthy_timeout:
                 reason = f"unhealthy for {unhealthy_timeout:g}s"
                 if await writes.drain(r, epoch, inst, reason) == 0:
                     out.stale_epoch = True
                     return out
                 log.warning("instance %s of %s %s: replacing it", inst.id, inst.function, reason)
-                del unhealthy_since[inst.id]
+                del state_since[inst.id]
                 continue
-        action = triage(inst, live_nodes, now, epoch, start_timeout)
+            if inst.state in RESEND_STUCK and age >= COMMAND_TIMEOUT:
+                stuck = True
+                state_since[inst.id] = (inst.state, now)      # resend at most once a timeout
+                log.warning("instance %s of %s still %s after %gs: command sent again",
+                            inst.id, inst.function, inst.state, COMMAND_TIMEOUT)
+        action = triage(inst, live_nodes, now, epoch, start_timeout, stuck)
         if action is None:
             out.kept.append(inst)
             continue

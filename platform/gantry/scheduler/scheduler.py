@@ -43,7 +43,8 @@ class Scheduler:
         self.lease = LeaderLease(redis, settings.holder_id, settings.lease_ms)
         self.reconciler = Reconciler(redis, settings)
         self._dead_since: dict[str, float] = {}     # node id -> wall time first seen dead
-        self._unhealthy_since: dict[str, float] = {}  # instance id -> wall time first seen unhealthy
+        # instance id -> (state, wall time first seen in it): unhealthy and stuck-command clocks
+        self._state_since: dict[str, tuple[str, float]] = {}
         self._hinted: set[str] = set()              # functions to reconcile at once
         self._wake: asyncio.Event | None = None
         self._full_now = False
@@ -89,7 +90,7 @@ class Scheduler:
                 if fn is None:
                     continue            # deleted or half-deployed: the full pass handles it
                 tended = await tend(r, epoch, await state.function_instances(r, name), live, now,
-                                    self.settings.start_timeout, self._unhealthy_since,
+                                    self.settings.start_timeout, self._state_since,
                                     self.settings.unhealthy_timeout)
                 if tended.stale_epoch:
                     raise Deposed(name)
@@ -111,9 +112,9 @@ class Scheduler:
 
         instances = await self._all_instances(names, node_ids)
         ids = {i.id for i in instances}
-        self._unhealthy_since = {k: v for k, v in self._unhealthy_since.items() if k in ids}
+        self._state_since = {k: v for k, v in self._state_since.items() if k in ids}
         tended = await tend(r, epoch, instances, live, now, self.settings.start_timeout,
-                            self._unhealthy_since, self.settings.unhealthy_timeout)
+                            self._state_since, self.settings.unhealthy_timeout)
         if tended.stale_epoch:
             raise Deposed("reaping")
         self.reconciler.note_failures(tended.failed, now)

@@ -6,6 +6,8 @@ KEYS[n] and ARGV[n].  Sections belong to components; add to the section you own.
 """
 from __future__ import annotations
 
+from .state import TRANSITIONS
+
 PREFIX = "gantry:"
 
 # --- hot path: shared rate limits (gantry.hotpath) --------------------------------------
@@ -129,17 +131,6 @@ redis.call('HINCRBY', KEYS[1], 'memory', -mem)
 return 1
 """
 
-# KEYS[1] LEADER_EPOCH, KEYS[2] node commands list
-# ARGV[1] the sender's epoch, ARGV[2] the msgpack command
-# Enqueue a command only if the sender is still the current epoch: a deposed leader's
-# commands never reach a worker.  Returns 1 if queued, 0 if the epoch is stale.
-ENQUEUE_COMMAND = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) < current then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[2])
-return 1
-"""
-
 # KEYS[1] LEADER, KEYS[2] LEADER_EPOCH
 # ARGV[1] holder id, ARGV[2] lease ms
 # Acquire the lease if free (bumping the epoch) or renew it if we hold it.
@@ -161,44 +152,63 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS[1] instance hash, KEYS[2] EVENTS channel
-# ARGV: field, value, field, value, ...
-# Update fields of an instance only while its record exists (a reaped record is not
-# resurrected half-empty), and announce the change as "inst:FUNCTION".  Returns 1 or 0.
-UPDATE_INSTANCE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-redis.call('PUBLISH', KEYS[2], 'inst:' .. redis.call('HGET', KEYS[1], 'function'))
-return 1
+# --- instance states (gantry.state.TRANSITIONS) -------------------------------------------
+# Every change of an instance's state, the worker's and the scheduler's alike, is checked in
+# Redis against the one transition table in gantry.state, rendered into Lua here, so a move
+# the table does not list (a health result read before the scheduler set "draining" turning
+# the instance back to "ready", say) is refused where it would be written.
+
+
+def _lua_transitions() -> str:
+    rows = ", ".join(f"{to}={{{', '.join(f'{s}=true' for s in sorted(froms))}}}"
+                     for to, froms in sorted(TRANSITIONS.items()))
+    return f"local ALLOWED = {{{rows}}}\n"
+
+
+# may_enter(current, target, expected): target '' keeps the state (only the expected check
+# applies); expected '' means any state the table allows into target, else a space-separated
+# list the current state must also be in (a writer that read the state compares against it).
+_STATE_CHECK = _lua_transitions() + """
+local function may_enter(current, target, expected)
+  if expected ~= '' then
+    local found = false
+    for s in string.gmatch(expected, '%S+') do
+      if s == current then found = true end
+    end
+    if not found then return false end
+  end
+  if target == '' then return true end
+  local from = ALLOWED[target]
+  return from ~= nil and from[current] == true
+end
 """
 
-
-# --- worker (gantry.worker) --------------------------------------------------------------
-
 # KEYS[1] instance hash, KEYS[2] EVENTS channel
-# ARGV[1] the states the instance may be in now, space-separated; ARGV[2..] field, value, ...
-# Compare-and-set for the worker's state changes: update the instance only while its record
-# exists AND its state is one of ARGV[1], so a health result read before the scheduler set
-# "draining" never turns the instance back to "ready".  Announces "inst:FUNCTION".
-# Returns 1 if updated, 0 if the record is gone or in another state.
-UPDATE_INSTANCE_FROM = """
+# ARGV[1] target state ('' : fields only), ARGV[2] expected current states (see may_enter),
+# ARGV[3..] field, value, ...
+# The worker's compare-and-set: move the instance (and set fields) only while its record
+# exists and the move is allowed, so a reaped record is never resurrected half-empty and a
+# stale observation never undoes a newer decision.  Announces "inst:FUNCTION".
+# Returns 1 if updated, 0 if the record is gone or the move is not allowed.
+MOVE_INSTANCE = _STATE_CHECK + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local state = redis.call('HGET', KEYS[1], 'state') or ''
-local allowed = false
-for s in string.gmatch(ARGV[1], '%S+') do
-  if s == state then allowed = true end
-end
-if not allowed then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if not may_enter(redis.call('HGET', KEYS[1], 'state') or '', ARGV[1], ARGV[2]) then return 0 end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[1]) end
+if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
 redis.call('PUBLISH', KEYS[2], 'inst:' .. (redis.call('HGET', KEYS[1], 'function') or ''))
 return 1
 """
 
 
 # --- scheduler (gantry.scheduler) --------------------------------------------------------
-# The scheduler's writes that make a worker act are fenced like ENQUEUE_COMMAND: refused
-# when the sender's epoch is below LEADER_EPOCH, so a deposed leader changes nothing.  Each
-# is one script so a record never exists without its command (or the command without it).
+# The scheduler's writes that make a worker act are fenced: refused when the sender's epoch
+# (ARGV[1]) is below LEADER_EPOCH (KEYS[1]), so a deposed leader changes nothing.  Every
+# fenced script returns 0 for a stale epoch and nothing else (gantry.store raises Deposed
+# on it).  Each is one script so a record never exists without its command (or the command
+# without it).
+_FENCED = """
+if tonumber(ARGV[1]) < tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
+"""
 
 # KEYS[1] LEADER_EPOCH, KEYS[2] instance hash, KEYS[3] function instances set,
 # KEYS[4] node instances set, KEYS[5] node commands list
@@ -206,9 +216,7 @@ return 1
 # Create a placed instance's record (fields of state.Instance.to_hash()), add it to the
 # function's and node's sets, and queue its start command, all or nothing.
 # Returns 1 if created, 0 if the epoch is stale.
-CREATE_INSTANCE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) < current then return 0 end
+CREATE_INSTANCE = _FENCED + """
 redis.call('HSET', KEYS[2], unpack(ARGV, 4))
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
@@ -217,29 +225,21 @@ return 1
 """
 
 # KEYS[1] LEADER_EPOCH, KEYS[2] instance hash, KEYS[3] node commands list, KEYS[4] EVENTS
-# ARGV[1] epoch, ARGV[2] the states the instance may be in, space-separated ("" for any),
-# ARGV[3] msgpack command, ARGV[4..] field, value, ... to set first (may be none)
-# Set fields of an instance (announced as "inst:FUNCTION") and queue a command for its
-# worker (stop, remove, start again, pause, unpause), only while the record exists in an
-# allowed state.
-# Returns 1 if done, 0 if the epoch is stale, -1 if the record is gone or in another state.
-COMMAND_INSTANCE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) < current then return 0 end
+# ARGV[1] epoch, ARGV[2] target state ('' : keep it), ARGV[3] expected current states (see
+# may_enter), ARGV[4] msgpack command, ARGV[5..] field, value, ... to set first (may be none)
+# Move the instance (announced as "inst:FUNCTION") and queue a command for its worker
+# (stop, remove, start again, pause, unpause), only while the record exists and the move
+# is allowed.  Returns 1 if done, 0 if the epoch is stale, -1 if the record is gone or the
+# move is not allowed.
+COMMAND_INSTANCE = _FENCED + _STATE_CHECK + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if ARGV[2] ~= '' then
-  local state = redis.call('HGET', KEYS[2], 'state') or ''
-  local allowed = false
-  for s in string.gmatch(ARGV[2], '%S+') do
-    if s == state then allowed = true end
-  end
-  if not allowed then return -1 end
-end
-if #ARGV > 3 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+if not may_enter(redis.call('HGET', KEYS[2], 'state') or '', ARGV[2], ARGV[3]) then return -1 end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], 'state', ARGV[2]) end
+if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
+if ARGV[2] ~= '' or #ARGV > 4 then
   redis.call('PUBLISH', KEYS[4], 'inst:' .. (redis.call('HGET', KEYS[2], 'function') or ''))
 end
-redis.call('LPUSH', KEYS[3], ARGV[3])
+redis.call('LPUSH', KEYS[3], ARGV[4])
 return 1
 """
 
@@ -247,14 +247,13 @@ return 1
 # ARGV[1] epoch, ARGV[2] function name, ARGV[3] version rolled out (the latest it started),
 # ARGV[4] active version it replaces, ARGV[5] wall time
 # Move `active` to ARGV[3] only if `latest` is still ARGV[3] and `active` still ARGV[4] (a
-# newer deploy or a delete in between wins).  Returns 1 if moved, 0 otherwise.
-PROMOTE_VERSION = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) < current then return 0 end
+# newer deploy or a delete in between wins).  Returns 1 if moved, 0 if the epoch is stale,
+# -1 if either changed.
+PROMOTE_VERSION = _FENCED + """
 local latest = redis.call('HGET', KEYS[2], 'latest')
-if latest ~= ARGV[3] then return 0 end
+if latest ~= ARGV[3] then return -1 end
 local active = redis.call('HGET', KEYS[2], 'active') or latest
-if active ~= ARGV[4] then return 0 end
+if active ~= ARGV[4] then return -1 end
 redis.call('HSET', KEYS[2], 'active', ARGV[3], 'updated', ARGV[5])
 redis.call('PUBLISH', KEYS[3], 'fn:' .. ARGV[2])
 return 1

@@ -1,4 +1,5 @@
-"""The control plane's shared records and how they sit in Redis (keys in gantry.keys).
+"""The control plane's shared records, the instance state machine, and how records are
+encoded in Redis (keys in gantry.keys; every read and write through gantry.store).
 
 Records are HASHes of plain-string fields so that one writer can change one field without a
 read-modify-write.  Who writes what:
@@ -16,31 +17,72 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from typing import Any
 
 import msgpack
 
-from . import keys
 from .manifest import FunctionSpec
 
-# Instance states.  Only READY instances of the function's active version take traffic.
-PENDING = "pending"        # placed by the scheduler; the worker has not started it yet
-STARTING = "starting"      # container running, runtime not yet healthy
-READY = "ready"
-UNHEALTHY = "unhealthy"    # 3 failed health checks in a row; back to READY after 2 good ones
-DRAINING = "draining"      # no new traffic; the scheduler will stop it
-STOPPING = "stopping"      # the worker is stopping the container (SIGTERM, drain, remove)
-STOPPED = "stopped"        # container gone; the scheduler reaps the record
-FAILED = "failed"          # container exited or could not start; the scheduler replaces it
-# The warm pool (docs/control-plane.md "Scaling"): a scaled-down instance is frozen instead
-# of stopped, and thawed when demand comes back.  None of these take traffic; all of them
-# keep their node capacity reserved.
-PAUSING = "pausing"        # no new traffic; the worker waits for in-flight work, then `docker pause`
-PAUSED = "paused"          # frozen (cgroup freezer); drained once older than the spec's keep_paused
-RESUMING = "resuming"      # the worker unpauses it and probes /healthz; then READY
-# Instances that count towards a function's wanted number (RESUMING is on its way to READY).
-LIVE_STATES = (PENDING, STARTING, READY, UNHEALTHY, RESUMING)
-WARM_STATES = (PAUSING, PAUSED)   # the paused pool: resumed before anything new is started
+class InstanceState(StrEnum):
+    """Where an instance is in its life.  Only READY instances of the function's active
+    version take traffic.  The values are what Redis stores in the record's ``state``."""
+    PENDING = "pending"        # placed by the scheduler; the worker has not started it yet
+    STARTING = "starting"      # container running, runtime not yet healthy
+    READY = "ready"
+    UNHEALTHY = "unhealthy"    # 3 failed health checks in a row; back to READY after 2 good ones
+    DRAINING = "draining"      # no new traffic; the scheduler has sent stop
+    STOPPING = "stopping"      # the worker is stopping the container (SIGTERM, drain, remove)
+    STOPPED = "stopped"        # container gone; the scheduler reaps the record
+    FAILED = "failed"          # container exited or could not start; the scheduler replaces it
+    # The warm pool (docs/control-plane.md "Scaling"): a scaled-down instance is frozen
+    # instead of stopped and thawed when demand comes back.  None of these take traffic;
+    # all of them keep their node capacity reserved.
+    PAUSING = "pausing"        # the worker waits for in-flight work, then `docker pause`
+    PAUSED = "paused"          # frozen (cgroup freezer); drained once older than keep_paused
+    RESUMING = "resuming"      # the worker unpauses it and probes /healthz; then READY
+
+
+# Short names: state.READY is InstanceState.READY.
+PENDING = InstanceState.PENDING
+STARTING = InstanceState.STARTING
+READY = InstanceState.READY
+UNHEALTHY = InstanceState.UNHEALTHY
+DRAINING = InstanceState.DRAINING
+STOPPING = InstanceState.STOPPING
+STOPPED = InstanceState.STOPPED
+FAILED = InstanceState.FAILED
+PAUSING = InstanceState.PAUSING
+PAUSED = InstanceState.PAUSED
+RESUMING = InstanceState.RESUMING
+
+# Groups the scheduler and the worker reason with.
+LIVE_STATES = frozenset({PENDING, STARTING, READY, UNHEALTHY, RESUMING})  # count towards the wanted number
+WARM_STATES = frozenset({PAUSING, PAUSED})        # the paused pool: resumed before anything new starts
+RUNNING_STATES = frozenset({STARTING, READY, UNHEALTHY})   # the worker health-checks these
+ALL_STATES = frozenset(InstanceState)
+
+# The one transition table: the states an instance may ENTER each state from.  The worker's
+# and the scheduler's compare-and-set scripts (gantry.keys) are generated from it, so no
+# writer can make a move that is not listed here.  PENDING is only ever created.
+TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
+    PENDING: frozenset(),
+    STARTING: frozenset({PENDING}),
+    READY: frozenset({STARTING, UNHEALTHY, RESUMING}),
+    UNHEALTHY: frozenset({READY, RESUMING}),
+    PAUSING: frozenset({READY, RESUMING}),          # scaled down
+    PAUSED: frozenset({PAUSING}),
+    RESUMING: frozenset(WARM_STATES),               # scaled up again
+    DRAINING: LIVE_STATES | WARM_STATES,            # scaled down, replaced, deleted
+    FAILED: LIVE_STATES | WARM_STATES,              # exited, did not start, unhealthy for good
+    STOPPING: ALL_STATES,                           # stop is idempotent: any record may get one
+    STOPPED: ALL_STATES,                            # so is remove
+}
+
+
+def may_enter(current: str, target: str) -> bool:
+    """Whether an instance in ``current`` may move to ``target`` (the table above)."""
+    return current in TRANSITIONS.get(target, ())
 
 
 def pack(value: Any) -> bytes:
@@ -51,7 +93,7 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False)
 
 
-def _decode(raw: dict) -> dict[str, str]:
+def decode_hash(raw: dict) -> dict[str, str]:
     return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in raw.items()}
 
@@ -62,7 +104,7 @@ class Instance:
     function: str
     version: int
     node: str
-    state: str = PENDING
+    state: InstanceState = PENDING
     host: str = ""
     port: int = 0
     cpu: int = 0            # millicores reserved on the node
@@ -82,7 +124,7 @@ class Instance:
 
     @classmethod
     def from_hash(cls, raw: dict) -> "Instance | None":
-        data = _decode(raw)
+        data = decode_hash(raw)
         if "id" not in data or "function" not in data:
             return None      # a half-deleted record
         kwargs: dict[str, Any] = {}
@@ -91,6 +133,10 @@ class Instance:
                 value = data[f.name]
                 kwargs[f.name] = (int(value or 0) if f.type == "int" else
                                   float(value or 0) if f.type == "float" else value)
+        try:
+            kwargs["state"] = InstanceState(kwargs.get("state", PENDING))
+        except ValueError:
+            return None      # not a state this version knows: leave the record alone
         return cls(**kwargs)
 
 
@@ -108,7 +154,7 @@ class Node:
 
     @classmethod
     def from_hash(cls, raw: dict) -> "Node | None":
-        data = _decode(raw)
+        data = decode_hash(raw)
         if "id" not in data:
             return None
         return cls(id=data["id"], host=data.get("host", "127.0.0.1"), cpu=int(data.get("cpu", 0)),
@@ -125,6 +171,7 @@ class Function:
     image: str              # of the latest version
     updated: float = 0.0
     min_override: int = -1  # `gantry scale NAME N` pins min_instances (-1: the spec's)
+    pending_reason: str = ""  # why wanted instances cannot be placed ("" when they can)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "latest": self.latest, "active": self.active, "image": self.image,
@@ -135,65 +182,3 @@ def command(op: str, instance_id: str, epoch: int, **extra: Any) -> bytes:
     """A worker command: op is "start", "stop", "remove", "pause" or "unpause"; start carries
     image and spec."""
     return pack({"op": op, "instance": instance_id, "epoch": epoch, "sent": time.time(), **extra})
-
-
-async def get_function(r, name: str) -> Function | None:
-    """Read a function and its latest version's spec and image (None if not deployed)."""
-    raw = _decode(await r.hgetall(keys.function(name)))
-    if not raw or "latest" not in raw:
-        return None
-    latest = int(raw["latest"])
-    version = await r.hgetall(keys.function_version(name, latest))
-    if not version:
-        return None
-    spec = FunctionSpec.from_dict(unpack(version[b"spec"]))
-    return Function(name=name, latest=latest, active=int(raw.get("active", latest)), spec=spec,
-                    image=version[b"image"].decode(), updated=float(raw.get("updated", 0)),
-                    min_override=int(raw.get("min_override", -1)))
-
-
-async def get_version(r, name: str, version: int) -> tuple[str, FunctionSpec] | None:
-    raw = await r.hgetall(keys.function_version(name, version))
-    if not raw:
-        return None
-    return raw[b"image"].decode(), FunctionSpec.from_dict(unpack(raw[b"spec"]))
-
-
-async def get_instances(r, ids) -> list[Instance]:
-    ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
-    if not ids:
-        return []
-    pipe = r.pipeline(transaction=False)
-    for instance_id in ids:
-        pipe.hgetall(keys.instance(instance_id))
-    found = [Instance.from_hash(raw) for raw in await pipe.execute()]
-    return [inst for inst in found if inst is not None]
-
-
-async def function_instances(r, name: str) -> list[Instance]:
-    return await get_instances(r, await r.smembers(keys.function_instances(name)))
-
-
-async def live_nodes(r) -> list[Node]:
-    ids = sorted(i.decode() for i in await r.smembers(keys.NODES))
-    if not ids:
-        return []
-    pipe = r.pipeline(transaction=False)
-    for node_id in ids:
-        pipe.exists(keys.node_alive(node_id))
-        pipe.hgetall(keys.node(node_id))
-    results = await pipe.execute()
-    nodes = []
-    for alive, raw in zip(results[::2], results[1::2]):
-        node = Node.from_hash(raw) if alive else None
-        if node:
-            nodes.append(node)
-    return nodes
-
-
-async def set_instance_state(r, instance_id: str, state: str, reason: str = "", **extra: Any) -> bool:
-    """Set an instance's state (and other fields) if its record still exists; announce it."""
-    args: list[str] = ["state", state, "reason", reason]
-    for k, v in extra.items():
-        args += [k, str(v)]
-    return bool(await r.eval(keys.UPDATE_INSTANCE, 2, keys.instance(instance_id), keys.EVENTS, *args))

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gantry import keys, state
+from gantry.store import Store
 
 from .support import AUTH, add_instance, free_port, gateway, instance_record, register_function, run
 
@@ -120,7 +121,7 @@ def test_cold_wait_signals_demand_and_succeeds_when_an_instance_turns_ready(redi
                 await r.hset(keys.instance(inst.id), mapping=inst.to_hash())
                 await r.sadd(keys.function_instances("cold"), inst.id)
                 t_ready = time.monotonic()
-                assert await state.set_instance_state(r, inst.id, state.READY)
+                assert await Store(r).move_instance(inst.id, state.READY)
                 resp = await call
                 assert resp.status == 200 and (await resp.json())["event"] == {"x": 1}
                 assert time.monotonic() - t_ready < 1.0

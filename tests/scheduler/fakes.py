@@ -1,9 +1,9 @@
 """Test helpers: nodes, deploys, load reports and a fake worker, all straight in Redis.
 
 The fake worker pops commands from a node's list and moves instance states the way the
-real worker does (through state.set_instance_state; pause and unpause compare-and-set from
-pausing and resuming), refusing stale epochs; the real
-worker is tested elsewhere."""
+real worker does (Store.move_instance: compare-and-set against the transition table),
+refusing stale epochs; the real worker is tested elsewhere.  ``set_state`` writes a state
+directly, as a test's shortcut past the table."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from gantry import keys, state
 from gantry.manifest import FunctionSpec, Resources, Scaling
 from gantry.scheduler import Scheduler, SchedulerSettings
+from gantry.store import Store
 
 MiB = 2**20
 GiB = 2**30
@@ -84,8 +85,19 @@ async def report(r, name: str, inflight: int = 0, waiting: int = 0, now: float |
         await r.publish(keys.EVENTS, f"demand:{name}")
 
 
+async def set_state(r, instance_id: str, to: str, reason: str = "", **fields) -> bool:
+    """Write an instance's state (and fields) straight into its record, if it exists, and
+    announce it: a test's shortcut past the transition table."""
+    if not await r.exists(keys.instance(instance_id)):
+        return False
+    await r.hset(keys.instance(instance_id), mapping={"state": to, "reason": reason,
+                                                       **{k: str(v) for k, v in fields.items()}})
+    await r.publish(keys.EVENTS, "inst:" + (await r.hget(keys.instance(instance_id), "function")).decode())
+    return True
+
+
 async def instances(r, name: str, live_only: bool = False) -> list[state.Instance]:
-    found = await state.function_instances(r, name)
+    found = await Store(r).function_instances(name)
     if live_only:
         found = [i for i in found if i.state in state.LIVE_STATES]
     return sorted(found, key=lambda i: i.id)
@@ -104,6 +116,7 @@ async def commands(r, node_id: str) -> list[dict]:
 class FakeWorker:
     def __init__(self, r, node_id: str) -> None:
         self.r, self.node_id = r, node_id
+        self.store = Store(r)
         self.max_epoch = 0
         self.handled: list[dict] = []
         self.refused: list[dict] = []
@@ -127,12 +140,12 @@ class FakeWorker:
                 if self.ignore_starts:
                     continue
                 if self.fail_starts:
-                    await state.set_instance_state(self.r, cmd["instance"], state.FAILED, "exited with 1")
+                    await self.store.move_instance(cmd["instance"], state.FAILED, reason="exited with 1")
                 else:
-                    await state.set_instance_state(self.r, cmd["instance"], state.READY,
-                                                   host="127.0.0.1", port=9000)
+                    await self.store.move_instance(cmd["instance"], state.STARTING, host="127.0.0.1", port=9000)
+                    await self.store.move_instance(cmd["instance"], state.READY, reason="")
             elif cmd["op"] in ("stop", "remove"):
-                await state.set_instance_state(self.r, cmd["instance"], state.STOPPED)
+                await self.store.move_instance(cmd["instance"], state.STOPPED, reason="")
             elif cmd["op"] == "pause":
                 await self._move(cmd["instance"], state.PAUSING, state.PAUSED, "scaled down")
             elif cmd["op"] == "unpause":
@@ -144,8 +157,7 @@ class FakeWorker:
 
     async def _move(self, instance_id: str, from_state: str, to_state: str, reason: str) -> None:
         """Compare-and-set, as the real worker does: a pause that a drain overtook stays drained."""
-        await self.r.eval(keys.UPDATE_INSTANCE_FROM, 2, keys.instance(instance_id), keys.EVENTS,
-                          from_state, "state", to_state, "reason", reason)
+        await self.store.move_instance(instance_id, to_state, (from_state,), reason=reason)
 
 
 async def settle(sched, workers, now: float | None = None, rounds: int = 3) -> None:

@@ -8,7 +8,7 @@ import pytest
 from gantry import keys, state
 
 from .fakes import (FakeWorker, add_node, client, commands, delete_function, deploy, instances,
-                    kill_node, run, scheduler, settle)
+                    kill_node, run, scheduler, settle, set_state)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,7 +22,7 @@ def test_failed_instance_is_reaped_and_replaced(redis_client, redis_url):
         await settle(s, [w])
         before = {i.id for i in await instances(r, "echo")}
         victim = sorted(before)[0]
-        await state.set_instance_state(r, victim, state.FAILED, "exited with 137")
+        await set_state(r, victim, state.FAILED, "exited with 137")
         await s._iteration()
         after = await instances(r, "echo")
         assert victim not in {i.id for i in after} and len(after) == 2
@@ -159,13 +159,13 @@ def test_an_instance_unhealthy_too_long_is_drained_and_replaced(redis_client, re
         t0 = time.time()
         await settle(s, [w], t0)
         [sick] = await instances(r, "echo")
-        await state.set_instance_state(r, sick.id, state.UNHEALTHY, "3 failed health checks")
+        await set_state(r, sick.id, state.UNHEALTHY, "3 failed health checks")
         await s._iteration(t0 + 1)
         await s._iteration(t0 + 10.5)                       # 9.5 s unhealthy: still given a chance
         assert [i.state for i in await instances(r, "echo")] == [state.UNHEALTHY]
-        await state.set_instance_state(r, sick.id, state.READY)      # recovered: the clock resets
+        await set_state(r, sick.id, state.READY)      # recovered: the clock resets
         await s._iteration(t0 + 11)
-        await state.set_instance_state(r, sick.id, state.UNHEALTHY, "3 failed health checks")
+        await set_state(r, sick.id, state.UNHEALTHY, "3 failed health checks")
         await s._iteration(t0 + 12)
         await s._iteration(t0 + 21.5)                       # 9.5 s since it turned unhealthy again
         assert [i.state for i in await instances(r, "echo")] == [state.UNHEALTHY]

@@ -8,7 +8,10 @@ import pytest
 from gantry import keys, state
 from gantry.scheduler import writes
 
-from .fakes import FakeWorker, add_node, client, commands, deploy, field, instances, report, run, scheduler
+from gantry.store import Store
+
+from .fakes import (FakeWorker, add_node, client, commands, deploy, field, instances, report, run, scheduler,
+                    set_state)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,7 +38,7 @@ def test_rollout_starts_new_then_moves_active_then_drains_old(redis_client, redi
         assert [c["image"] for c in await commands(r, "n1")] == ["gantry/echo:v2"] * 2
         # one new instance ready: not enough
         first = await r.rpop(keys.node_commands("n1"))
-        await state.set_instance_state(r, state.unpack(first)["instance"], state.READY)
+        await set_state(r, state.unpack(first)["instance"], state.READY)
         await s._iteration()
         assert await field(r, "echo", "active") == "1"
         assert all(i.state == state.READY for i in (await _by_version(r, "echo"))[1])
@@ -92,12 +95,12 @@ def test_a_newer_deploy_wins_over_a_stale_promotion(redis_client, redis_url):
         await deploy(r, "echo", 1)
         await deploy(r, "echo", 2)
         await deploy(r, "echo", 3)                       # landed after we decided on 2
-        assert not await writes.promote(r, 1, "echo", latest=2, active=1)
+        assert not await writes.promote(Store(r), 1, "echo", latest=2, active=1)
         assert await field(r, "echo", "active") == "1"
-        assert await writes.promote(r, 1, "echo", latest=3, active=1)
+        assert await writes.promote(Store(r), 1, "echo", latest=3, active=1)
         assert await field(r, "echo", "active") == "3"
         await r.delete(keys.function("echo"))            # deleted meanwhile: not resurrected
-        assert not await writes.promote(r, 1, "echo", latest=3, active=3)
+        assert not await writes.promote(Store(r), 1, "echo", latest=3, active=3)
         assert not await r.exists(keys.function("echo"))
         await r.aclose()
     run(main())

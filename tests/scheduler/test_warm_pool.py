@@ -9,7 +9,8 @@ import pytest
 
 from gantry import keys, state
 from gantry.scheduler import writes
-from gantry.scheduler.reaper import RESEND_PAUSE, RESEND_UNPAUSE, triage
+from gantry.scheduler.reaper import RESEND, triage
+from gantry.store import Deposed, Store
 from gantry.scheduler.reconcile import plan
 from gantry.state import Instance
 
@@ -103,8 +104,9 @@ def test_plan_with_no_pausing_and_no_pool_is_what_it_was():
 
 def test_triage_resends_pause_and_unpause_of_an_older_epoch():
     live = {"n1"}
-    assert triage(inst("a", state.PAUSING, epoch=1), live, NOW, 2, 60) == RESEND_PAUSE
-    assert triage(inst("a", state.RESUMING, epoch=1), live, NOW, 2, 60) == RESEND_UNPAUSE
+    assert triage(inst("a", state.PAUSING, epoch=1), live, NOW, 2, 60) == RESEND
+    assert triage(inst("a", state.RESUMING, epoch=1), live, NOW, 2, 60) == RESEND
+    assert (writes.RESENT[state.PAUSING], writes.RESENT[state.RESUMING]) == ("pause", "unpause")
     assert triage(inst("a", state.PAUSING, epoch=2), live, NOW, 2, 60) is None
     assert triage(inst("a", state.PAUSED, epoch=1), live, NOW, 2, 60) is None
     assert triage(inst("a", state.PAUSED, epoch=1), set(), NOW, 2, 60) == "node_dead"
@@ -259,15 +261,18 @@ def test_pause_and_resume_are_fenced(redis_client, redis_url):
         await settle(s, [w])
         [ready] = await instances(r, "echo")
         await r.set(keys.LEADER_EPOCH, 5)
-        assert await writes.pause(r, 4, ready, time.time()) == 0          # a deposed leader: nothing
-        assert await writes.resume(r, 4, ready) == 0
+        store = Store(r)
+        with pytest.raises(Deposed):                                       # a deposed leader: nothing
+            await writes.pause(store, 4, ready, time.time())
+        with pytest.raises(Deposed):
+            await writes.resume(store, 4, ready)
         assert (await instances(r, "echo"))[0].state == state.READY and await commands(r, "n1") == []
-        assert await writes.resume(r, 5, ready) == -1                      # not paused: refused
-        assert await writes.pause(r, 5, ready, 123.0) == 1
+        assert await writes.resume(store, 5, ready) is False               # not paused: refused
+        assert await writes.pause(store, 5, ready, 123.0) is True
         [pausing] = await instances(r, "echo")
         assert (pausing.state, pausing.paused_at, pausing.epoch) == (state.PAUSING, 123.0, 5)
-        assert await writes.pause(r, 5, ready, 124.0) == -1                # already pausing
-        assert await writes.resume(r, 5, ready) == 1
+        assert await writes.pause(store, 5, ready, 124.0) is False         # already pausing
+        assert await writes.resume(store, 5, ready) is True
         assert (await instances(r, "echo"))[0].state == state.RESUMING
         assert [(c["op"], c["epoch"]) for c in await commands(r, "n1")] == [("pause", 5), ("unpause", 5)]
         await r.aclose()
@@ -287,7 +292,7 @@ def test_a_new_leader_resends_pause_and_unpause(redis_client, redis_url):
         await report(r1, "echo", inflight=0, now=t0 + 6)
         await old._iteration(t0 + 6)                                  # two pause commands, epoch 1
         await r1.delete(keys.node_commands("n1"))                     # ... lost (refused, say)
-        await writes.resume(r1, 1, a)                                 # one resumed since, unsent too
+        await writes.resume(Store(r1), 1, a)                          # one resumed since, unsent too
         await r1.delete(keys.node_commands("n1"))
         await r1.delete(keys.LEADER)
         new = scheduler(r2, "new")

@@ -2,7 +2,8 @@
 
 One holder at a time owns ``keys.LEADER`` (SET NX PX); each acquisition INCRs
 ``keys.LEADER_EPOCH``, and everything the leader makes others do carries that epoch, so a
-receiver can refuse a deposed leader (see ``keys.ENQUEUE_COMMAND``).
+receiver can refuse a deposed leader (the fenced scripts of keys.py, and the worker's own
+check of every command).
 
 The holder's own view is kept on the monotonic clock, never wall time: the deadline is the
 moment the last *confirmed* renewal was **sent** plus the lease length.  Redis starts its
@@ -16,16 +17,14 @@ import logging
 
 from redis.exceptions import RedisError
 
-from .. import keys
-
 log = logging.getLogger(__name__)
 
 
 class LeaderLease:
-    def __init__(self, redis, holder_id: str, lease_ms: int) -> None:
+    def __init__(self, store, holder_id: str, lease_ms: int) -> None:
         if lease_ms <= 0:
             raise ValueError("lease_ms must be positive")
-        self._redis = redis
+        self._store = store
         self.holder_id = holder_id
         self.lease_ms = int(lease_ms)
         self.epoch = 0                      # epoch of the lease held, 0 when not held
@@ -55,8 +54,7 @@ class LeaderLease:
         """
         self._last_try = now_monotonic
         try:
-            epoch = int(await self._redis.eval(keys.ACQUIRE_LEADER, 2, keys.LEADER, keys.LEADER_EPOCH,
-                                               self.holder_id, self.lease_ms))
+            epoch = await self._store.acquire_leader(self.holder_id, self.lease_ms)
         except (RedisError, OSError) as exc:
             log.warning("lease %s: renewal failed (%s); leader until the deadline at most",
                         self.holder_id, exc)
@@ -78,7 +76,7 @@ class LeaderLease:
         self.epoch = 0
         self._deadline = float("-inf")
         try:
-            return bool(await self._redis.eval(keys.RELEASE_LEADER, 1, keys.LEADER, self.holder_id))
+            return await self._store.release_leader(self.holder_id)
         except (RedisError, OSError) as exc:
             log.warning("lease %s: release failed (%s); it expires by itself", self.holder_id, exc)
             return False

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ..manifest import NAME_RE, FunctionSpec, ManifestError
 from . import registry
-from .appkeys import CACHE, PRINCIPAL, REDIS
+from .appkeys import CACHE, PRINCIPAL, STORE
 from .auth import require_admin
 from .errors import ApiError
 
@@ -17,7 +17,7 @@ MAX_LOG_ENTRIES = 1000
 
 def _admin(request: web.Request):
     require_admin(request[PRINCIPAL])
-    return request.app[REDIS]
+    return request.app[STORE]
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from . import admin
 from .admission import Admission
-from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, UPSTREAM
+from ..store import Store
+from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE, UPSTREAM
 from .auth import ADMIN, Authenticator
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
@@ -51,6 +52,7 @@ async def _redis_ctx(app: web.Application):
     client = aioredis.from_url(app[SETTINGS].redis_url, socket_connect_timeout=5,
                                health_check_interval=30)
     app[REDIS] = client
+    app[STORE] = Store(client)
     yield
     await client.aclose()
 

@@ -11,9 +11,11 @@ from .load import LoadReporter
 from .metrics import Metrics
 from .settings import GatewaySettings
 from .upstream import UpstreamPool
+from ..store import Store
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
+STORE = web.AppKey("store", Store)                          # every control-plane record read and write
 UPSTREAM = web.AppKey("upstream", UpstreamPool)             # pooled connections to instances
 CACHE = web.AppKey("cache", FunctionCache)
 AUTH = web.AppKey("auth", Authenticator)

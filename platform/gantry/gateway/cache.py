@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..cancellation import raise_if_cancelled
 from .. import keys, state
 from ..manifest import NAME_RE, FunctionSpec
+from ..store import Store
 from .balancer import Balancer
 from .errors import ApiError
 
@@ -78,6 +79,7 @@ class Entry:
 class FunctionCache:
     def __init__(self, redis, negative_ttl: float = 1.0) -> None:
         self.redis = redis
+        self.store = Store(redis)
         self.negative_ttl = negative_ttl
         self.entries: dict[str, Entry] = {}
         self._closed = False
@@ -151,7 +153,7 @@ class FunctionCache:
             version = int(raw.get(b"active") or raw[b"latest"])
             found = entry.versions.get(version)
             if found is None:
-                found = await state.get_version(r, entry.name, version)
+                found = await self.store.get_version(entry.name, version)
                 if found is not None:
                     entry.versions[version] = found
             if found is None:  # half-written or half-deleted: treat as absent for now
@@ -161,7 +163,7 @@ class FunctionCache:
                 image, spec = found
                 entry.exists = True
                 entry.active = Active(version, image, spec)
-                instances = await state.get_instances(r, ids)
+                instances = await self.store.get_instances(ids)
                 ready = [i for i in instances if i.state == state.READY and i.version == version
                          and i.host and i.port]
                 entry.balancer.update(ready, spec.scaling.concurrency)

@@ -1,12 +1,8 @@
-"""The admin API's reads and writes of functions, versions, nodes and logs in Redis.
-
-These would sit in gantry.state, which another component owns; they are here until they
-move.  Writes that touch several keys go through keys.DEPLOY_VERSION / keys.UPDATE_FUNCTION
-or WATCH/MULTI, never read-modify-write.
+"""What the admin API answers about functions, versions, nodes and logs, read and written
+through gantry.store (the delete is a WATCH/MULTI of its own, never read-modify-write).
 """
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
@@ -14,26 +10,22 @@ from redis.exceptions import WatchError
 
 from .. import keys, state
 from ..manifest import FunctionSpec
+from ..store import Store
 
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def deploy(r, spec: FunctionSpec, image: str) -> tuple[int, int]:
+async def deploy(store: Store, spec: FunctionSpec, image: str) -> tuple[int, int]:
     """Register a new version of spec.name: returns (version, active version)."""
-    version = int(await r.incr(keys.function_seq(spec.name)))
-    now = time.time()
-    await r.hset(keys.function_version(spec.name, version),
-                 mapping={"image": image, "spec": state.pack(spec.to_dict()), "created": str(now)})
-    active = await r.eval(keys.DEPLOY_VERSION, 3, keys.function(spec.name), keys.FUNCTIONS, keys.EVENTS,
-                          spec.name, str(version), str(now))
-    return version, int(active)
+    return await store.deploy_version(spec, image)
 
 
-async def delete(r, name: str) -> bool:
+async def delete(store: Store, name: str) -> bool:
     """Remove fn:NAME, its versions and its FUNCTIONS membership (the scheduler drains the
     instances it finds without a function).  False if there was no such function."""
+    r = store.redis
     key = keys.function(name)
     async with r.pipeline(transaction=True) as pipe:
         while True:
@@ -54,22 +46,20 @@ async def delete(r, name: str) -> bool:
                 continue
 
 
-async def set_min_override(r, name: str, n: int) -> bool:
-    return bool(await r.eval(keys.UPDATE_FUNCTION, 2, keys.function(name), keys.EVENTS,
-                             name, str(time.time()), "min_override", str(n)))
+async def set_min_override(store: Store, name: str, n: int) -> bool:
+    return await store.update_function(name, min_override=n)
 
 
-async def function_summary(r, name: str) -> tuple[dict[str, Any], list[state.Instance]] | None:
+async def function_summary(store: Store, name: str) -> tuple[dict[str, Any], list[state.Instance]] | None:
     """What GET /v1/functions lists (and the instances GET /v1/functions/NAME adds)."""
-    fn = await state.get_function(r, name)
+    fn = await store.get_function(name)
     if fn is None:
         return None
-    raw = await r.hgetall(keys.function(name))
-    instances = await state.function_instances(r, name)
+    instances = await store.function_instances(name)
     states = Counter(i.state for i in instances)
     active_spec = fn.spec
     if fn.active != fn.latest:
-        found = await state.get_version(r, name, fn.active)
+        found = await store.get_version(name, fn.active)
         if found is not None:
             active_spec = found[1]
     return {
@@ -79,40 +69,36 @@ async def function_summary(r, name: str) -> tuple[dict[str, Any], list[state.Ins
         "states": dict(sorted(states.items())),
         "spec": fn.spec.to_dict(), "active_spec": active_spec.to_dict(),
         "updated": fn.updated,
-        "pending_reason": _s(raw[b"pending_reason"]) if raw.get(b"pending_reason") else None,
+        "pending_reason": fn.pending_reason or None,
     }, instances
 
 
-async def function_names(r) -> list[str]:
-    return sorted(_s(n) for n in await r.smembers(keys.FUNCTIONS))
+async def function_names(store: Store) -> list[str]:
+    return await store.function_names()
 
 
-async def nodes(r) -> list[dict[str, Any]]:
-    found = await state.live_nodes(r)
-    if not found:
-        return []
-    pipe = r.pipeline(transaction=False)
-    for node in found:
-        pipe.hgetall(keys.node_alloc(node.id))
-        pipe.smembers(keys.node_instances(node.id))
-    results = await pipe.execute()
+async def nodes(store: Store) -> list[dict[str, Any]]:
+    found = await store.live_nodes()
+    ids = [n.id for n in found]
+    allocs = await store.node_allocations(ids)
+    members = await store.instance_sets([(None, node_id) for node_id in ids])
     out = []
-    for node, alloc, ids in zip(found, results[::2], results[1::2]):
-        insts = await state.get_instances(r, ids)
+    for node, (cpu, memory), instance_ids in zip(found, allocs, members):
+        insts = await store.get_instances(instance_ids)
         out.append({
             "id": node.id, "host": node.host, "gpus": node.gpus, "started": node.started,
             "capacity": {"cpu": node.cpu, "memory": node.memory},
-            "allocated": {"cpu": int(alloc.get(b"cpu", 0)), "memory": int(alloc.get(b"memory", 0))},
+            "allocated": {"cpu": cpu, "memory": memory},
             "instances": len(insts),
             "states": dict(sorted(Counter(i.state for i in insts).items())),
         })
     return out
 
 
-async def logs(r, name: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+async def logs(store: Store, name: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """Entries of keys.function_logs(name) strictly after the cursor, and the next cursor."""
     start = f"({after}" if after else "-"
-    entries = await r.xrange(keys.function_logs(name), min=start, max="+", count=limit)
+    entries = await store.redis.xrange(keys.function_logs(name), min=start, max="+", count=limit)
     out = []
     for entry_id, fields in entries:
         item = {"id": _s(entry_id)}

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import keys
 from ..hotpath.placement import Placement
 from ..state import Node
+from ..store import Store
 
 
 @dataclass(frozen=True)
@@ -69,52 +69,24 @@ def rank_nodes(function_name: str, candidates: list[Candidate], ranker: Ranker |
     return (ranker or Ranker()).rank(function_name, candidates)
 
 
-def _int(raw: dict, field: bytes) -> int:
-    try:
-        return int(raw.get(field, 0))
-    except (TypeError, ValueError):
-        return 0
-
-
-async def candidates(r, nodes: list[Node], req: Request) -> list[Candidate]:
+async def candidates(store: Store, nodes: list[Node], req: Request) -> list[Candidate]:
     """The live ``nodes`` whose free CPU and memory (capacity - alloc) fit ``req``, and
     that have at least ``req.gpus`` GPUs (GPU accounting is the worker's: see report)."""
-    if not nodes:
-        return []
-    pipe = r.pipeline(transaction=False)
-    for node in nodes:
-        pipe.hgetall(keys.node_alloc(node.id))
-    allocs = await pipe.execute()
     out = []
-    for node, alloc in zip(nodes, allocs):
-        free_cpu = node.cpu - _int(alloc, b"cpu")
-        free_mem = node.memory - _int(alloc, b"memory")
+    for node, (cpu, memory) in zip(nodes, await store.node_allocations([n.id for n in nodes])):
+        free_cpu, free_mem = node.cpu - cpu, node.memory - memory
         if free_cpu >= req.cpu and free_mem >= req.memory and node.gpus >= req.gpus:
             out.append(Candidate(node, free_cpu, free_mem))
     return out
 
 
-async def reserve(r, node_id: str, req: Request) -> bool:
-    """Reserve ``req`` on the node if it is alive and it fits (atomic in Redis)."""
-    return bool(await r.eval(keys.RESERVE_CAPACITY, 3, keys.node(node_id), keys.node_alloc(node_id),
-                             keys.node_alive(node_id), req.cpu, req.memory))
-
-
-async def unreserve(r, node_id: str, req: Request) -> None:
-    """Give back a reservation that no instance record took over (one key, MULTI)."""
-    pipe = r.pipeline(transaction=True)
-    pipe.hincrby(keys.node_alloc(node_id), "cpu", -req.cpu)
-    pipe.hincrby(keys.node_alloc(node_id), "memory", -req.memory)
-    await pipe.execute()
-
-
-async def place(r, function_name: str, nodes: list[Node], req: Request,
+async def place(store: Store, function_name: str, nodes: list[Node], req: Request,
                 ranker: Ranker | None = None) -> Node | None:
     """Reserve ``req`` on the best-ranked node that takes it; None if none does."""
     if ranker is not None:
         ranker.sync(n.id for n in nodes)
-    for cand in rank_nodes(function_name, await candidates(r, nodes, req), ranker):
-        if await reserve(r, cand.id, req):
+    for cand in rank_nodes(function_name, await candidates(store, nodes, req), ranker):
+        if await store.reserve(cand.id, req.cpu, req.memory):
             return cand.node
     return None
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from .. import state
 from ..state import Instance
+from ..store import Store
 from . import writes
 
 log = logging.getLogger(__name__)
@@ -27,15 +28,11 @@ log = logging.getLogger(__name__)
 NODE_DEAD = "node_dead"
 REAP = "reap"
 TIMED_OUT = "timed_out"
-RESEND_START = "resend_start"
-RESEND_STOP = "resend_stop"
-RESEND_PAUSE = "resend_pause"
-RESEND_UNPAUSE = "resend_unpause"
-
+RESEND = "resend"
 
 # A command whose effect has not shown after COMMAND_TIMEOUT (the worker lost it: it crashed
 # between taking it and carrying it out) is sent again; all of them are idempotent.
-RESEND_STUCK = {state.DRAINING: RESEND_STOP, state.PAUSING: RESEND_PAUSE, state.RESUMING: RESEND_UNPAUSE}
+RESEND_STUCK = frozenset({state.DRAINING, state.PAUSING, state.RESUMING})
 COMMAND_TIMEOUT = 60.0
 
 
@@ -48,16 +45,10 @@ def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_t
         return REAP
     if inst.state == state.PENDING and now - inst.created > start_timeout:
         return TIMED_OUT
-    if inst.state == state.PENDING and inst.epoch < epoch:
-        return RESEND_START
-    if inst.state == state.DRAINING and inst.epoch < epoch:
-        return RESEND_STOP
-    if inst.state == state.PAUSING and inst.epoch < epoch:
-        return RESEND_PAUSE
-    if inst.state == state.RESUMING and inst.epoch < epoch:
-        return RESEND_UNPAUSE
-    if stuck:
-        return RESEND_STUCK.get(inst.state)
+    if inst.state in writes.RESENT and inst.epoch < epoch:
+        return RESEND            # a previous leader's command may have been refused
+    if stuck and inst.state in RESEND_STUCK:
+        return RESEND
     return None
 
 
@@ -65,14 +56,14 @@ def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_t
 class Tended:
     kept: list[Instance] = field(default_factory=list)      # still count for their function
     failed: list[Instance] = field(default_factory=list)    # reaped as failed (crash backoff)
-    stale_epoch: bool = False                               # a fenced write was refused
 
 
-async def tend(r, epoch: int, instances: list[Instance], live_nodes: set[str], now: float,
+async def tend(store: Store, epoch: int, instances: list[Instance], live_nodes: set[str], now: float,
                start_timeout: float, state_since: dict[str, tuple[str, float]] | None = None,
                unhealthy_timeout: float = 30.0) -> Tended:
     """``state_since`` (instance id -> (state, when this leader first saw it in that state))
-    is the caller's memory across passes; None leaves unhealthy and stuck instances alone."""
+    is the caller's memory across passes; None leaves unhealthy and stuck instances alone.
+    Raises Deposed (from the store) if our epoch is stale."""
     out = Tended()
     for inst in instances:
         stuck = False
@@ -83,9 +74,7 @@ async def tend(r, epoch: int, instances: list[Instance], live_nodes: set[str], n
             age = now - seen[1]
             if inst.state == state.UNHEALTHY and age >= unhealthy_timeout:
                 reason = f"unhealthy for {unhealthy_timeout:g}s"
-                if await writes.drain(r, epoch, inst, reason) == 0:
-                    out.stale_epoch = True
-                    return out
+                await writes.drain(store, epoch, inst, reason)
                 log.warning("instance %s of %s %s: replacing it", inst.id, inst.function, reason)
                 del state_since[inst.id]
                 continue
@@ -100,41 +89,29 @@ async def tend(r, epoch: int, instances: list[Instance], live_nodes: set[str], n
             continue
         if action == NODE_DEAD:
             log.info("reaping %s (%s): node %s is dead", inst.id, inst.state, inst.node)
-            await writes.reap(r, inst, release=False)      # the node's alloc is dropped whole
+            await store.reap(inst, release=False)      # the node's alloc is dropped whole
             continue
         if action == TIMED_OUT:
             reason = f"did not start within {start_timeout:g}s"
-            done = await writes.fail_and_remove(r, epoch, inst, reason)
-            if done == 0:
-                out.stale_epoch = True
-                return out
+            await writes.fail_and_remove(store, epoch, inst, reason)
             log.warning("instance %s of %s %s", inst.id, inst.function, reason)
             inst.state, inst.reason = state.FAILED, reason
             action = REAP
         elif inst.state == state.FAILED:
-            if await writes.send_remove(r, epoch, inst) == 0:
-                out.stale_epoch = True
-                return out
+            await writes.send_remove(store, epoch, inst)
         if action == REAP:
-            await writes.reap(r, inst)
+            await store.reap(inst)
             if inst.state == state.FAILED:
                 out.failed.append(inst)
             continue
-        if action == RESEND_START:
-            version = await state.get_version(r, inst.function, inst.version)
+        image, spec = "", None
+        if inst.state == state.PENDING:
+            version = await store.get_version(inst.function, inst.version)
             if version is None:        # the function was deleted: let it time out and go
                 out.kept.append(inst)
                 continue
-            done = await writes.resend_start(r, epoch, inst, *version)
-        elif action == RESEND_PAUSE:
-            done = await writes.resend_pause(r, epoch, inst)
-        elif action == RESEND_UNPAUSE:
-            done = await writes.resend_unpause(r, epoch, inst)
-        else:
-            done = await writes.resend_stop(r, epoch, inst)
-        if done == 0:
-            out.stale_epoch = True
-            return out
+            image, spec = version
+        await writes.resend(store, epoch, inst, image, spec)
         inst.epoch = epoch
         out.kept.append(inst)
     return out

@@ -24,22 +24,19 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from .. import keys, state
+from .. import state
 from ..state import Function, Instance, Node
+from ..store import Deposed, Store
 from . import writes
 from .autoscale import WantWindow, compute_want, demand_from_reports
-from .placement import Ranker, Request, no_capacity_reason, place, unreserve
+from .placement import Ranker, Request, no_capacity_reason, place
 
 log = logging.getLogger(__name__)
 
 # Drain order when scaling down: what serves nobody goes first, then the newest.
 _DRAIN_FIRST = {state.UNHEALTHY: 0, state.PENDING: 1, state.STARTING: 2, state.RESUMING: 3, state.READY: 4}
 # What a scale-down may pause (anything else in the surplus is drained).
-_PAUSABLE = (state.READY, state.RESUMING)
-
-
-class Deposed(Exception):
-    """A fenced write was refused: a newer leader exists; stop acting at once."""
+_PAUSABLE = state.TRANSITIONS[state.PAUSING]
 
 
 @dataclass
@@ -121,8 +118,8 @@ def crash_backoff(failures: int) -> float:
 
 
 class Reconciler:
-    def __init__(self, redis, settings) -> None:
-        self._redis = redis
+    def __init__(self, store: Store, settings) -> None:
+        self._store = store
         self._ranker = Ranker()
         self._settings = settings
         self._windows: dict[str, WantWindow] = {}
@@ -148,12 +145,11 @@ class Reconciler:
     async def reconcile(self, fn: Function, instances: list[Instance], nodes: list[Node],
                         now: float, epoch: int) -> Plan:
         """One pass for a deployed function.  Raises Deposed if our epoch is stale."""
-        r, name, spec = self._redis, fn.name, fn.spec
+        store, name, spec = self._store, fn.name, fn.spec
         for inst in instances:
             if inst.state == state.READY:
                 self._crashes.pop((name, inst.version), None)
-        demand = demand_from_reports(await r.hgetall(keys.function_load(name)), now,
-                                     self._settings.load_fresh)
+        demand = demand_from_reports(await store.load_reports(name), now, self._settings.load_fresh)
         minimum = fn.min_override if fn.min_override >= 0 else spec.scaling.min_instances
         maximum = max(minimum, spec.scaling.max_instances)
         want = compute_want(demand, spec.scaling.concurrency, minimum, maximum)
@@ -166,37 +162,30 @@ class Reconciler:
         keep_paused = spec.scaling.keep_paused
         decided = plan(fn.active, fn.latest, target, demand, maximum, instances, keep_paused, now)
         if decided.promote:
-            if not await writes.promote(r, epoch, name, fn.latest, fn.active, now):
+            if not await writes.promote(store, epoch, name, fn.latest, fn.active, now):
                 return Plan()   # a newer deploy, a delete or a newer leader: read again next pass
             log.info("function %s: version %d active (was %d)", name, fn.latest, fn.active)
         for inst in decided.resume:
-            done = await writes.resume(r, epoch, inst)
-            if done == 0:
-                raise Deposed(name)
-            if done == 1:
+            if await writes.resume(store, epoch, inst):
                 log.info("function %s v%d: resuming paused %s", name, inst.version, inst.id)
         reason = ""
         for version, count in sorted(decided.start.items()):
             reason = await self._start(fn, version, count, nodes, now, epoch) or reason
         await self._set_reason(name, reason)
         for inst in decided.pause:
-            if await writes.pause(r, epoch, inst, now) == 0:
-                raise Deposed(name)
+            await writes.pause(store, epoch, inst, now)
         for inst in decided.drain:
-            if await writes.drain(r, epoch, inst, "scaled down" if inst.version == fn.latest
-                                  else "replaced by a newer version") == 0:
-                raise Deposed(name)
+            await writes.drain(store, epoch, inst, "scaled down" if inst.version == fn.latest
+                               else "replaced by a newer version")
         for inst in decided.expire:
-            if await writes.drain(r, epoch, inst, f"paused longer than keep_paused ({keep_paused:g}s)") == 0:
-                raise Deposed(name)
+            await writes.drain(store, epoch, inst, f"paused longer than keep_paused ({keep_paused:g}s)")
         return decided
 
     async def drain_all(self, name: str, instances: list[Instance], epoch: int) -> None:
         """A deleted function: drain whatever of it still runs or is paused."""
         for inst in instances:
-            if inst.state in state.LIVE_STATES or inst.state in state.WARM_STATES:
-                if await writes.drain(self._redis, epoch, inst, "function deleted") == 0:
-                    raise Deposed(name)
+            if inst.state in state.TRANSITIONS[state.DRAINING]:
+                await writes.drain(self._store, epoch, inst, "function deleted")
         self._windows.pop(name, None)
 
     async def _start(self, fn: Function, version: int, count: int, nodes: list[Node],
@@ -210,7 +199,7 @@ class Reconciler:
         if version == fn.latest:
             image, spec = fn.image, fn.spec
         else:
-            found = await state.get_version(self._redis, fn.name, version)
+            found = await self._store.get_version(fn.name, version)
             if found is None:
                 log.warning("function %s: version %d has no record; not starting it", fn.name, version)
                 return ""
@@ -218,7 +207,7 @@ class Reconciler:
         req = Request(cpu=int(round(spec.resources.cpu * 1000)), memory=spec.resources.memory,
                       gpus=spec.resources.gpu)
         for _ in range(count):
-            node = await place(self._redis, fn.name, nodes, req, self._ranker)
+            node = await place(self._store, fn.name, nodes, req, self._ranker)
             if node is None:
                 reason = no_capacity_reason(nodes, req)
                 log.warning("function %s v%d: %s", fn.name, version, reason)
@@ -226,14 +215,16 @@ class Reconciler:
             inst = Instance(id=new_instance_id(fn.name), function=fn.name, version=version, node=node.id,
                             state=state.PENDING, cpu=req.cpu, memory=req.memory,
                             concurrency=spec.scaling.concurrency, created=now, epoch=epoch)
-            if not await writes.create_instance(self._redis, epoch, inst, image, spec):
-                await unreserve(self._redis, node.id, req)
-                raise Deposed(fn.name)
+            try:
+                await writes.create_instance(self._store, epoch, inst, image, spec)
+            except Deposed:
+                await self._store.unreserve(node.id, req.cpu, req.memory)
+                raise
             log.info("function %s v%d: starting %s on %s", fn.name, version, inst.id, node.id)
         return ""
 
     async def _set_reason(self, name: str, reason: str) -> None:
         if self._reasons.get(name) == reason == "":
             return
-        await writes.set_pending_reason(self._redis, name, reason)
+        await self._store.set_pending_reason(name, reason)
         self._reasons[name] = reason

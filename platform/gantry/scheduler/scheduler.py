@@ -19,12 +19,12 @@ import time
 
 from redis.exceptions import RedisError
 
-from .. import keys, state
+from .. import keys
 from ..coord import LeaderLease
 from ..state import Instance
-from . import writes
+from ..store import Deposed, Store
 from .reaper import tend
-from .reconcile import Deposed, Reconciler
+from .reconcile import Reconciler
 from .settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,10 @@ def _text(value) -> str:
 class Scheduler:
     def __init__(self, settings: SchedulerSettings, redis) -> None:
         self.settings = settings
-        self._redis = redis
-        self.lease = LeaderLease(redis, settings.holder_id, settings.lease_ms)
-        self.reconciler = Reconciler(redis, settings)
+        self._redis = redis                          # for the events subscription
+        self.store = Store(redis)
+        self.lease = LeaderLease(self.store, settings.holder_id, settings.lease_ms)
+        self.reconciler = Reconciler(self.store, settings)
         self._dead_since: dict[str, float] = {}     # node id -> wall time first seen dead
         # instance id -> (state, wall time first seen in it): unhealthy and stuck-command clocks
         self._state_since: dict[str, tuple[str, float]] = {}
@@ -81,42 +82,34 @@ class Scheduler:
         if not epoch:
             return
         now = time.time() if now is None else now
-        r = self._redis
+        store = self.store
         try:
-            nodes = await state.live_nodes(r)
+            nodes = await store.live_nodes()
             live = {n.id for n in nodes}
             for name in names:
-                fn = await state.get_function(r, name)
+                fn = await store.get_function(name)
                 if fn is None:
                     continue            # deleted or half-deployed: the full pass handles it
-                tended = await tend(r, epoch, await state.function_instances(r, name), live, now,
+                tended = await tend(store, epoch, await store.function_instances(name), live, now,
                                     self.settings.start_timeout, self._state_since,
                                     self.settings.unhealthy_timeout)
-                if tended.stale_epoch:
-                    raise Deposed(name)
                 self.reconciler.note_failures(tended.failed, now)
                 await self.reconciler.reconcile(fn, tended.kept, nodes, now, epoch)
         except Deposed as exc:
             await self._deposed(exc)
 
     async def _full_pass(self, now: float, epoch: int) -> None:
-        r = self._redis
-        pipe = r.pipeline(transaction=False)
-        pipe.smembers(keys.FUNCTIONS)
-        pipe.smembers(keys.NODES)
-        raw_names, raw_nodes = await pipe.execute()
-        names = sorted(_text(n) for n in raw_names)
-        node_ids = sorted(_text(n) for n in raw_nodes)
-        nodes = await state.live_nodes(r)
+        store = self.store
+        names = await store.function_names()
+        node_ids = await store.node_ids()
+        nodes = await store.live_nodes()
         live = {n.id for n in nodes}
 
         instances = await self._all_instances(names, node_ids)
         ids = {i.id for i in instances}
         self._state_since = {k: v for k, v in self._state_since.items() if k in ids}
-        tended = await tend(r, epoch, instances, live, now, self.settings.start_timeout,
+        tended = await tend(store, epoch, instances, live, now, self.settings.start_timeout,
                             self._state_since, self.settings.unhealthy_timeout)
-        if tended.stale_epoch:
-            raise Deposed("reaping")
         self.reconciler.note_failures(tended.failed, now)
         by_function: dict[str, list[Instance]] = {}
         for inst in tended.kept:
@@ -125,7 +118,7 @@ class Scheduler:
         for name in names:
             if not self.lease.is_leader(time.monotonic()):
                 return                  # renewal overdue: stop acting mid-pass
-            fn = await state.get_function(r, name)
+            fn = await store.get_function(name)
             instances_of = by_function.pop(name, [])
             if fn is not None:
                 await self.reconciler.reconcile(fn, instances_of, nodes, now, epoch)
@@ -137,23 +130,16 @@ class Scheduler:
     async def _all_instances(self, names: list[str], node_ids: list[str]) -> list[Instance]:
         """Every instance record any node or function set names (a deleted function's
         instances are found through their nodes); ids without a record leave the sets."""
-        r = self._redis
-        pipe = r.pipeline(transaction=False)
-        owners: list[tuple[str | None, str | None]] = []
-        for node_id in node_ids:
-            pipe.smembers(keys.node_instances(node_id))
-            owners.append((None, node_id))
-        for name in names:
-            pipe.smembers(keys.function_instances(name))
-            owners.append((name, None))
+        store = self.store
+        owners = [(None, node_id) for node_id in node_ids] + [(name, None) for name in names]
         seen: dict[str, list[tuple[str | None, str | None]]] = {}
-        for owner, members in zip(owners, await pipe.execute()):
+        for owner, members in zip(owners, await store.instance_sets(owners)):
             for member in members:
-                seen.setdefault(_text(member), []).append(owner)
-        found = await state.get_instances(r, sorted(seen))
+                seen.setdefault(member, []).append(owner)
+        found = await store.get_instances(sorted(seen))
         for missing in set(seen) - {i.id for i in found}:
             for function, node in seen[missing]:
-                await writes.forget_ids(r, function, node, [missing])
+                await store.forget_ids(function, node, [missing])
         return found
 
     async def _tend_nodes(self, node_ids: list[str], live: set[str], now: float) -> None:
@@ -165,9 +151,9 @@ class Scheduler:
             elif node_id not in self._dead_since:
                 log.warning("node %s is dead: its instances are reaped and replaced", node_id)
                 self._dead_since[node_id] = now
-                await writes.forget_node(self._redis, node_id, everything=False)
+                await self.store.forget_node(node_id, everything=False)
             elif now - self._dead_since[node_id] >= self.settings.node_grace:
-                if await writes.forget_node(self._redis, node_id, everything=True):
+                if await self.store.forget_node(node_id, everything=True):
                     log.info("node %s forgotten after %gs dead", node_id, self.settings.node_grace)
                 del self._dead_since[node_id]
         for node_id in set(self._dead_since) - set(node_ids):

@@ -15,12 +15,12 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import aiohttp
 
-from .. import keys
 from .. import state as st
+from ..store import Store
 from . import commands, containers, health
 from .capacity import detect_cpu_millis, detect_memory
 from .logship import LogFollower, LogShipper
@@ -30,12 +30,12 @@ from .settings import WorkerSettings
 log = logging.getLogger("gantry.worker")
 
 POP_BATCH = 64           # commands taken per pass
-HEALTH_STATES = (st.STARTING, st.READY, st.UNHEALTHY)   # pausing, paused, resuming: the commands' own
 
 
 class WorkerAgent:
     def __init__(self, settings: WorkerSettings, redis, docker_client) -> None:
         self.settings, self.redis, self.docker_client = settings, redis, docker_client
+        self.store = Store(redis)
         self.node_id = settings.node_id
         self.node = st.Node(id=self.node_id, host=settings.host,
                             cpu=settings.cpu_millis or detect_cpu_millis(),
@@ -62,17 +62,6 @@ class WorkerAgent:
 
     async def blocking(self, fn: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    async def read_instance(self, instance_id: str) -> st.Instance | None:
-        return st.Instance.from_hash(await self.redis.hgetall(keys.instance(instance_id)))
-
-    async def update(self, instance_id: str, from_states: Iterable[str], **fields: Any) -> bool:
-        """Set fields of the instance if its record exists and its state is one of FROM_STATES."""
-        args: list[Any] = [" ".join(from_states)]
-        for k, v in fields.items():
-            args += [k, str(v)]
-        return bool(await self.redis.eval(keys.UPDATE_INSTANCE_FROM, 2, keys.instance(instance_id),
-                                          keys.EVENTS, *args))
 
     def adopt(self, instance_id: str, function: str, container_id: str, since: float | None) -> None:
         """Track the instance's container and follow its logs (from SINCE, or its beginning)."""
@@ -105,12 +94,12 @@ class WorkerAgent:
         """Announce the node with its capacity and adopt the containers already running for it
         (after an agent restart): their logs are followed from now on."""
         await self.heartbeat()
-        await self.redis.publish(keys.EVENTS, f"node:{self.node_id}")
+        await self.store.announce_node(self.node_id)
         found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
         now = time.time()
         for container in found:
             instance_id = container.labels.get(containers.LABEL_INSTANCE, "")
-            inst = await self.read_instance(instance_id) if instance_id else None
+            inst = await self.store.get_instance(instance_id) if instance_id else None
             if inst is not None and inst.node == self.node_id and container.status in ("running", "paused"):
                 self.adopt(instance_id, inst.function, container.id, since=now)
         self.registered = True
@@ -118,36 +107,22 @@ class WorkerAgent:
 
     async def heartbeat(self) -> None:
         """Refresh node_alive (and the node record, so a pruned node comes back whole)."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.node(self.node_id), mapping=self.node.to_hash())
-        pipe.sadd(keys.NODES, self.node_id)
-        pipe.set(keys.node_alive(self.node_id), str(time.time()),
-                 px=max(1, int(self.settings.heartbeat_ttl * 1000)))
-        await pipe.execute()
+        await self.store.heartbeat(self.node, self.settings.heartbeat_ttl)
 
     async def deregister(self) -> None:
-        await self.redis.delete(keys.node_alive(self.node_id))
-        await self.redis.publish(keys.EVENTS, f"node:{self.node_id}")
+        await self.store.deregister_node(self.node_id)
         self.registered = False
 
     # --- commands ----------------------------------------------------------------------------
 
     async def _pop(self, block: float) -> list[bytes]:
-        key = keys.node_commands(self.node_id)
-        raws: list[bytes] = []
-        if block > 0:
-            got = await self.redis.brpop([key], timeout=block)
-            if not got:
-                return []
-            raws.append(got[1])
-        more = await self.redis.rpop(key, POP_BATCH - len(raws))
-        return raws + list(more or [])
+        return await self.store.pop_commands(self.node_id, block, POP_BATCH)
 
     async def _dispatch(self, raws: list[bytes]) -> list[asyncio.Task]:
         """Fence the commands by epoch and start a task for each accepted one, in order."""
         if not raws:
             return []
-        leader = int(await self.redis.get(keys.LEADER_EPOCH) or 0)
+        leader = await self.store.leader_epoch()
         tasks = []
         for raw in raws:
             cmd = commands.decode(raw)
@@ -197,11 +172,10 @@ class WorkerAgent:
 
     async def check_health(self) -> None:
         """One GET /healthz of every starting/ready/unhealthy instance of this node, at once."""
-        ids = {i.decode() for i in await self.redis.smembers(keys.node_instances(self.node_id))}
-        ids |= set(self._containers)
+        ids = await self.store.instance_ids(node=self.node_id) | set(self._containers)
         busy = self.busy
-        targets = [inst for inst in await st.get_instances(self.redis, ids)
-                   if inst.node == self.node_id and inst.state in HEALTH_STATES and inst.port
+        targets = [inst for inst in await self.store.get_instances(ids)
+                   if inst.node == self.node_id and inst.state in st.RUNNING_STATES and inst.port
                    and inst.id not in busy]
         for gone in set(self._counters) - {inst.id for inst in targets}:
             self._counters.pop(gone, None)
@@ -228,8 +202,8 @@ class WorkerAgent:
                 return
         counters = self._counters.setdefault(inst.id, health.Counters())
         new = health.transition(inst.state, counters, ok, error)
-        if new is not None and await self.update(inst.id, (inst.state,), state=new,
-                                                 reason=counters.last_error if new == st.UNHEALTHY else ""):
+        if new is not None and await self.store.move_instance(
+                inst.id, new, (inst.state,), reason=counters.last_error if new == st.UNHEALTHY else ""):
             log.info("instance %s", new, extra={"instance": inst.id, "reason": counters.last_error})
             if new == st.READY:
                 self._starting.pop(inst.id, None)
@@ -246,7 +220,7 @@ class WorkerAgent:
         return await self.blocking(containers.exited, self.docker_client, container_id)
 
     async def _fail(self, inst: st.Instance, reason: str) -> None:
-        if await self.update(inst.id, HEALTH_STATES, state=st.FAILED, reason=reason[:500]):
+        if await self.store.move_instance(inst.id, st.FAILED, st.RUNNING_STATES, reason=reason[:500]):
             log.warning("instance failed", extra={"instance": inst.id, "reason": reason})
         self._counters.pop(inst.id, None)
         self._starting.pop(inst.id, None)
@@ -256,7 +230,7 @@ class WorkerAgent:
     async def sweep_orphans(self) -> int:
         """Force-remove this node's containers that no instance record owns; how many."""
         found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
-        orphans = await find_orphans(self.redis, self.node_id, found, self.busy)
+        orphans = await find_orphans(self.store, self.node_id, found, self.busy)
         for container in orphans:
             instance_id = container.labels.get(containers.LABEL_INSTANCE, "")
             log.info("removing orphan container", extra={"container": container.short_id, "instance": instance_id})

@@ -3,8 +3,8 @@
 A command is msgpack ``{"op", "instance", "epoch", ...}`` (``gantry.state.command``); start
 also carries function, version, image and spec (a FunctionSpec dict).  Fencing (the epoch
 check) happens in the agent before a command gets here.  Every state change is a
-compare-and-set (``keys.UPDATE_INSTANCE_FROM``), so a command never resurrects a reaped
-record or undoes a newer decision.
+compare-and-set against the transition table (``Store.move_instance``), so a command never
+resurrects a reaped record or undoes a newer decision.
 
 pause (the scheduler set ``pausing``: no traffic is routed to it any more) waits until the
 runtime reports no invocation in flight (GET /healthz "inflight", twice in a row, at most
@@ -19,7 +19,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import keys
 from .. import state as st
 from ..manifest import FunctionSpec
 from . import containers, health
@@ -30,9 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gantry.worker")
 
 OPS = ("start", "stop", "remove", "pause", "unpause")
-ANY_STATE = " ".join((st.PENDING, st.STARTING, st.READY, st.UNHEALTHY, st.DRAINING, st.STOPPING,
-                      st.STOPPED, st.FAILED, st.PAUSING, st.PAUSED, st.RESUMING))
-RUNNING_STATES = (st.STARTING, st.READY, st.UNHEALTHY)
 FAST_PROBE = 0.01      # seconds between readiness probes of a fresh or resumed instance
 FAST_WINDOW = 10.0     # seconds of fast probing before the health loop takes over
 IDLE_PROBE = 0.02      # seconds between in-flight checks of a pausing instance
@@ -76,7 +72,7 @@ async def _spec_and_image(agent: "WorkerAgent", cmd: dict, inst: st.Instance) ->
         spec = st.unpack(spec)
     if isinstance(spec, dict) and image:
         return FunctionSpec.from_dict(spec), image
-    found = await st.get_version(agent.redis, inst.function, int(cmd.get("version") or inst.version))
+    found = await agent.store.get_version(inst.function, int(cmd.get("version") or inst.version))
     if found is None:
         raise LookupError(f"function {inst.function!r} version {inst.version} is not deployed")
     image_found, spec_found = found
@@ -85,11 +81,11 @@ async def _spec_and_image(agent: "WorkerAgent", cmd: dict, inst: st.Instance) ->
 
 async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
     instance_id = cmd["instance"]
-    inst = await agent.read_instance(instance_id)
+    inst = await agent.store.get_instance(instance_id)
     if inst is None or inst.node != agent.node_id:
         log.warning("start ignored: no record of the instance on this node", extra={"instance": instance_id})
         return
-    if inst.state not in (st.PENDING, *RUNNING_STATES):
+    if inst.state not in (st.PENDING, *st.RUNNING_STATES):
         log.info("start ignored: instance is %s", inst.state, extra={"instance": instance_id})
         return
     try:
@@ -101,15 +97,15 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
     except Exception as exc:
         reason = f"start failed: {type(exc).__name__}: {exc}"[:500]
         log.error("start failed", extra={"instance": instance_id, "error": reason})
-        await agent.update(instance_id, (st.PENDING, *RUNNING_STATES), state=st.FAILED, reason=reason)
+        await agent.store.move_instance(instance_id, st.FAILED, (st.PENDING, *st.RUNNING_STATES), reason=reason)
         return
     agent.adopt(instance_id, inst.function, container_id, since=None)
     fields = {"host": agent.settings.host, "port": port}
-    if await agent.update(instance_id, (st.PENDING,), state=st.STARTING, reason="", **fields):
+    if await agent.store.move_instance(instance_id, st.STARTING, reason="", **fields):
         agent.started_at(instance_id, reset=True)
         log.info("started", extra={"instance": instance_id, "port": port, "container": container_id[:12]})
         await _await_ready(agent, instance_id, port)
-    elif not await agent.update(instance_id, RUNNING_STATES, **fields):
+    elif not await agent.store.move_instance(instance_id, None, st.RUNNING_STATES, **fields):
         # Drained, stopped or reaped while we started it: a stop command follows, or the
         # orphan sweep removes the container once the record is gone.
         log.info("started an instance that is no longer wanted", extra={"instance": instance_id})
@@ -125,7 +121,7 @@ async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_s
     while asyncio.get_running_loop().time() < deadline:
         ok, _ = await health.probe(session, f"http://{agent.settings.host}:{port}", agent.settings.health_timeout)
         if ok:
-            if await agent.update(instance_id, (from_state,), state=st.READY, reason=""):
+            if await agent.store.move_instance(instance_id, st.READY, (from_state,), reason=""):
                 log.info("instance ready", extra={"instance": instance_id})
             return True
         await asyncio.sleep(FAST_PROBE)
@@ -134,7 +130,7 @@ async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_s
 
 async def stop(agent: "WorkerAgent", instance_id: str) -> None:
     """stopping -> SIGTERM, the runtime drains within the grace -> remove -> stopped."""
-    await agent.update(instance_id, ANY_STATE.split(), state=st.STOPPING, reason="")
+    await agent.store.move_instance(instance_id, st.STOPPING, reason="")
     container = await agent.blocking(containers.stop, agent.docker_client, agent.node_id, instance_id,
                                    agent.settings.drain_grace)
     if container is not None:
@@ -143,7 +139,7 @@ async def stop(agent: "WorkerAgent", instance_id: str) -> None:
             await agent.blocking(follower.join, 1.0)
         await agent.blocking(containers.force_remove, agent.docker_client, container)
     agent.forget(instance_id)
-    await agent.update(instance_id, (st.STOPPING,), state=st.STOPPED, reason="")
+    await agent.store.move_instance(instance_id, st.STOPPED, (st.STOPPING,), reason="")
     log.info("stopped", extra={"instance": instance_id})
 
 
@@ -153,7 +149,7 @@ async def remove(agent: "WorkerAgent", instance_id: str) -> None:
     if container is not None:
         await agent.blocking(containers.force_remove, agent.docker_client, container)
     agent.forget(instance_id)
-    await agent.update(instance_id, ANY_STATE.split(), state=st.STOPPED, reason="")
+    await agent.store.move_instance(instance_id, st.STOPPED, reason="")
     log.info("removed", extra={"instance": instance_id})
 
 
@@ -161,7 +157,7 @@ async def pause(agent: "WorkerAgent", instance_id: str) -> None:
     """pausing -> (in-flight work done, bounded by the drain grace) -> docker pause -> paused.
     Idempotent: a paused container stays paused.  A drain or resume that overtakes it (the
     state leaves pausing while it waits) ends it without freezing anything."""
-    inst = await agent.read_instance(instance_id)
+    inst = await agent.store.get_instance(instance_id)
     if inst is None or inst.node != agent.node_id:
         log.warning("pause ignored: no record of the instance on this node", extra={"instance": instance_id})
         return
@@ -175,7 +171,7 @@ async def pause(agent: "WorkerAgent", instance_id: str) -> None:
     if status != "paused":
         await _fail_warm(agent, instance_id, (st.PAUSING, st.PAUSED), container_id)
         return
-    if await agent.update(instance_id, (st.PAUSING,), state=st.PAUSED):
+    if await agent.store.move_instance(instance_id, st.PAUSED):
         log.info("paused", extra={"instance": instance_id})
     # else: a resume or a drain came in between; its own command (queued behind this one,
     # or running next) thaws or stops the container
@@ -192,8 +188,7 @@ async def _await_idle(agent: "WorkerAgent", instance_id: str, port: int) -> bool
     await asyncio.sleep(PAUSE_SETTLE)
     idle = 0
     while True:
-        current = await agent.redis.hget(keys.instance(instance_id), "state")
-        if current is None or current.decode() != st.PAUSING:
+        if await agent.store.instance_state(instance_id) != st.PAUSING:
             return False
         count = await health.inflight(session, url, agent.settings.health_timeout)
         if count is None and await agent.container_ended(instance_id) is not None:
@@ -213,7 +208,7 @@ async def unpause(agent: "WorkerAgent", instance_id: str) -> None:
     Idempotent: a running container is only probed; a ready instance is left alone.  A
     container that is gone or exited fails the instance; one that does not answer within
     FAST_WINDOW turns unhealthy (the health loop and the scheduler take it from there)."""
-    inst = await agent.read_instance(instance_id)
+    inst = await agent.store.get_instance(instance_id)
     if inst is None or inst.node != agent.node_id:
         log.warning("unpause ignored: no record of the instance on this node", extra={"instance": instance_id})
         return
@@ -234,9 +229,9 @@ async def unpause(agent: "WorkerAgent", instance_id: str) -> None:
         return
     ended = await agent.container_ended(instance_id)
     if ended is not None:
-        await agent.update(instance_id, (st.RESUMING,), state=st.FAILED, reason=ended.reason()[:500])
+        await agent.store.move_instance(instance_id, st.FAILED, (st.RESUMING,), reason=ended.reason()[:500])
         return
-    if await agent.update(instance_id, (st.RESUMING,), state=st.UNHEALTHY,
+    if await agent.store.move_instance(instance_id, st.UNHEALTHY, (st.RESUMING,),
                           reason=f"/healthz did not answer within {FAST_WINDOW:g}s of unpause"):
         log.warning("resumed instance not healthy", extra={"instance": instance_id})
 
@@ -248,5 +243,5 @@ async def _fail_warm(agent: "WorkerAgent", instance_id: str, from_states: tuple[
     ended = (await agent.blocking(containers.exited, agent.docker_client, container_id)
              if container_id else containers.Exited("gone", None, False, ""))
     reason = ended.reason() if ended is not None else "container not running"
-    if await agent.update(instance_id, from_states, state=st.FAILED, reason=reason[:500]):
+    if await agent.store.move_instance(instance_id, st.FAILED, from_states, reason=reason[:500]):
         log.warning("instance failed", extra={"instance": instance_id, "reason": reason})

@@ -1,0 +1,309 @@
+"""The one owner of the control plane's Redis operations (arq's ``ArqRedis`` is the model).
+
+Every component builds one :class:`Store` over its Redis client and reads and writes the
+shared records only through it: callers never build Redis commands or evaluate scripts.
+``gantry.keys`` stays the specification of every key and Lua script; the store registers
+each script once and runs it by EVALSHA (redis-py loads it again after a Redis restart).
+
+Fenced writes (the scheduler's) raise :class:`Deposed` when Redis refuses the sender's epoch,
+so a stale epoch surfaces one way only: the caller stops acting.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from . import keys
+from .manifest import FunctionSpec
+from .state import Function, Instance, InstanceState, Node, decode_hash, pack, unpack
+
+
+class Deposed(Exception):
+    """A fenced write was refused: a newer leader exists; stop acting at once."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _flat(fields: dict[str, Any] | None) -> list[str]:
+    out: list[str] = []
+    for k, v in (fields or {}).items():
+        out += [k, str(v)]
+    return out
+
+
+def _states(states: Iterable[str] | None) -> str:
+    return " ".join(sorted(states)) if states else ""
+
+
+class Store:
+    def __init__(self, redis) -> None:
+        self.redis = redis
+        self._scripts: dict[str, Any] = {}
+
+    async def _run(self, script: str, keys_: list[str], args: list[Any]) -> Any:
+        """Run a script of gantry.keys by EVALSHA (registered on first use)."""
+        registered = self._scripts.get(script)
+        if registered is None:
+            registered = self._scripts[script] = self.redis.register_script(script)
+        return await registered(keys=keys_, args=args)
+
+    async def _fenced(self, script: str, keys_: list[str], args: list[Any], what: str) -> int:
+        result = int(await self._run(script, keys_, args))
+        if result == 0:
+            raise Deposed(what)
+        return result
+
+    # --- leadership (gantry.coord.LeaderLease) -------------------------------------------
+
+    async def acquire_leader(self, holder: str, lease_ms: int) -> int:
+        """Take the lease if free (a new epoch) or renew ours; the epoch held, or 0."""
+        return int(await self._run(keys.ACQUIRE_LEADER, [keys.LEADER, keys.LEADER_EPOCH], [holder, lease_ms]))
+
+    async def release_leader(self, holder: str) -> bool:
+        return bool(await self._run(keys.RELEASE_LEADER, [keys.LEADER], [holder]))
+
+    async def leader_epoch(self) -> int:
+        return int(await self.redis.get(keys.LEADER_EPOCH) or 0)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get_function(self, name: str) -> Function | None:
+        """A function and its latest version's spec and image (None if not deployed)."""
+        raw = decode_hash(await self.redis.hgetall(keys.function(name)))
+        if not raw or "latest" not in raw:
+            return None
+        latest = int(raw["latest"])
+        version = await self.get_version(name, latest)
+        if version is None:
+            return None
+        image, spec = version
+        return Function(name=name, latest=latest, active=int(raw.get("active", latest)), spec=spec, image=image,
+                        updated=float(raw.get("updated", 0)), min_override=int(raw.get("min_override", -1)),
+                        pending_reason=raw.get("pending_reason", ""))
+
+    async def get_version(self, name: str, version: int) -> tuple[str, FunctionSpec] | None:
+        raw = await self.redis.hgetall(keys.function_version(name, version))
+        if not raw:
+            return None
+        return raw[b"image"].decode(), FunctionSpec.from_dict(unpack(raw[b"spec"]))
+
+    async def function_names(self) -> list[str]:
+        return sorted(_text(n) for n in await self.redis.smembers(keys.FUNCTIONS))
+
+    async def load_reports(self, name: str) -> dict:
+        """Each gateway's last load report of the function (raw: gantry.scheduler.autoscale reads it)."""
+        return await self.redis.hgetall(keys.function_load(name))
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        return Instance.from_hash(await self.redis.hgetall(keys.instance(instance_id)))
+
+    async def get_instances(self, ids: Iterable[Any]) -> list[Instance]:
+        """The records of ``ids`` that exist, in order."""
+        ids = [_text(i) for i in ids]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for instance_id in ids:
+            pipe.hgetall(keys.instance(instance_id))
+        found = [Instance.from_hash(raw) for raw in await pipe.execute()]
+        return [inst for inst in found if inst is not None]
+
+    async def instance_ids(self, *, function: str | None = None, node: str | None = None) -> set[str]:
+        """The ids in the function's (or else the node's) instance set."""
+        return (await self.instance_sets([(function, node)]))[0]
+
+    async def instance_sets(self, owners: list[tuple[str | None, str | None]]) -> list[set[str]]:
+        """For each (function, node) pair: the function's instance set, or else the node's."""
+        pipe = self.redis.pipeline(transaction=False)
+        for function, node in owners:
+            pipe.smembers(keys.function_instances(function) if function is not None
+                          else keys.node_instances(node or ""))
+        return [{_text(i) for i in members} for members in await pipe.execute()] if owners else []
+
+    async def instance_state(self, instance_id: str) -> str | None:
+        raw = await self.redis.hget(keys.instance(instance_id), "state")
+        return None if raw is None else _text(raw)
+
+    async def instance_nodes(self, ids: list[str]) -> list[str | None]:
+        """The node each instance record is placed on (None: no record)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for instance_id in ids:
+            pipe.hget(keys.instance(instance_id), "node")
+        return [None if raw is None else _text(raw) for raw in await pipe.execute()] if ids else []
+
+    async def function_instances(self, name: str) -> list[Instance]:
+        return await self.get_instances(await self.instance_ids(function=name))
+
+    async def node_ids(self) -> list[str]:
+        return sorted(_text(i) for i in await self.redis.smembers(keys.NODES))
+
+    async def live_nodes(self) -> list[Node]:
+        ids = await self.node_ids()
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for node_id in ids:
+            pipe.exists(keys.node_alive(node_id))
+            pipe.hgetall(keys.node(node_id))
+        results = await pipe.execute()
+        nodes = []
+        for alive, raw in zip(results[::2], results[1::2]):
+            node = Node.from_hash(raw) if alive else None
+            if node:
+                nodes.append(node)
+        return nodes
+
+    async def node_allocations(self, node_ids: list[str]) -> list[tuple[int, int]]:
+        """(cpu millicores, memory bytes) the scheduler has reserved on each node."""
+        if not node_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for node_id in node_ids:
+            pipe.hgetall(keys.node_alloc(node_id))
+        out = []
+        for raw in await pipe.execute():
+            out.append((_int(raw, b"cpu"), _int(raw, b"memory")))
+        return out
+
+    # --- nodes (the worker) ------------------------------------------------------------------
+
+    async def heartbeat(self, node: Node, ttl: float) -> None:
+        """Refresh node_alive (and the node record, so a pruned node comes back whole)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.node(node.id), mapping=node.to_hash())
+        pipe.sadd(keys.NODES, node.id)
+        pipe.set(keys.node_alive(node.id), str(time.time()), px=max(1, int(ttl * 1000)))
+        await pipe.execute()
+
+    async def announce_node(self, node_id: str) -> None:
+        await self.redis.publish(keys.EVENTS, f"node:{node_id}")
+
+    async def deregister_node(self, node_id: str) -> None:
+        await self.redis.delete(keys.node_alive(node_id))
+        await self.announce_node(node_id)
+
+    async def pop_commands(self, node_id: str, block: float, batch: int) -> list[bytes]:
+        """Up to ``batch`` of the node's queued commands, oldest first, waiting up to ``block``
+        seconds for the first (0: no wait)."""
+        key = keys.node_commands(node_id)
+        raws: list[bytes] = []
+        if block > 0:
+            got = await self.redis.brpop([key], timeout=block)
+            if not got:
+                return []
+            raws.append(got[1])
+        more = await self.redis.rpop(key, batch - len(raws))
+        return raws + list(more or [])
+
+    # --- instance states (the worker's compare-and-set) -----------------------------------
+
+    async def move_instance(self, instance_id: str, to: InstanceState | None = None,
+                            expect: Iterable[str] | None = None, **fields: Any) -> bool:
+        """Move the instance to ``to`` (None: only set ``fields``) if its record exists, the
+        transition table allows the move and, with ``expect``, its state is one of those.
+        Announced on keys.EVENTS.  False if refused."""
+        return bool(await self._run(keys.MOVE_INSTANCE, [keys.instance(instance_id), keys.EVENTS],
+                                    [to or "", _states(expect), *_flat(fields)]))
+
+    # --- the scheduler's fenced writes (raise Deposed) -----------------------------------
+
+    async def create_instance(self, epoch: int, inst: Instance, start_command: bytes) -> None:
+        """The placed instance's record, its set memberships and its start command, at once."""
+        await self._fenced(
+            keys.CREATE_INSTANCE,
+            [keys.LEADER_EPOCH, keys.instance(inst.id), keys.function_instances(inst.function),
+             keys.node_instances(inst.node), keys.node_commands(inst.node)],
+            [epoch, inst.id, start_command, *_flat(inst.to_hash())], inst.function)
+
+    async def command_instance(self, epoch: int, inst: Instance, command: bytes, to: InstanceState | None = None,
+                               expect: Iterable[str] | None = None, fields: dict[str, Any] | None = None) -> bool:
+        """Move the instance to ``to`` (as move_instance) with ``fields`` and queue ``command``
+        on its node.  False if the record is gone or the move is not allowed."""
+        return await self._fenced(
+            keys.COMMAND_INSTANCE,
+            [keys.LEADER_EPOCH, keys.instance(inst.id), keys.node_commands(inst.node), keys.EVENTS],
+            [epoch, to or "", _states(expect), command, *_flat(fields)], inst.function) == 1
+
+    async def promote_version(self, epoch: int, name: str, latest: int, active: int, now: float) -> bool:
+        """Move ``active`` to ``latest`` if both are still what the caller decided on."""
+        return await self._fenced(
+            keys.PROMOTE_VERSION, [keys.LEADER_EPOCH, keys.function(name), keys.EVENTS],
+            [epoch, name, str(latest), str(active), repr(now)], name) == 1
+
+    # --- capacity --------------------------------------------------------------------------
+
+    async def reserve(self, node_id: str, cpu: int, memory: int) -> bool:
+        """Reserve capacity on a live node if it fits (atomic in Redis)."""
+        return bool(await self._run(keys.RESERVE_CAPACITY,
+                                    [keys.node(node_id), keys.node_alloc(node_id), keys.node_alive(node_id)],
+                                    [cpu, memory]))
+
+    async def unreserve(self, node_id: str, cpu: int, memory: int) -> None:
+        """Give back a reservation that no instance record took over (one key, MULTI)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(keys.node_alloc(node_id), "cpu", -cpu)
+        pipe.hincrby(keys.node_alloc(node_id), "memory", -memory)
+        await pipe.execute()
+
+    async def reap(self, inst: Instance, release: bool = True) -> None:
+        """Release the instance's capacity (once: RELEASE_CAPACITY's guard) and delete its
+        record and set memberships.  Safe to repeat after a crash between the two steps.
+        ``release=False`` on a dead node: its whole alloc record is dropped instead, and a
+        release after that drop would leave a negative allocation behind."""
+        if release:
+            await self._run(keys.RELEASE_CAPACITY, [keys.node_alloc(inst.node), keys.instance(inst.id)], [])
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.instance(inst.id))
+        pipe.srem(keys.function_instances(inst.function), inst.id)
+        pipe.srem(keys.node_instances(inst.node), inst.id)
+        await pipe.execute()
+
+    async def forget_ids(self, function: str | None, node: str | None, ids: list[str]) -> None:
+        """Drop set members whose instance record no longer exists."""
+        if not ids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        if function:
+            pipe.srem(keys.function_instances(function), *ids)
+        if node:
+            pipe.srem(keys.node_instances(node), *ids)
+        await pipe.execute()
+
+    async def forget_node(self, node_id: str, everything: bool) -> bool:
+        """Drop a dead node's capacity record (everything=False) or the node itself (True),
+        only while its alive key is still absent."""
+        return bool(await self._run(
+            keys.FORGET_NODE,
+            [keys.node_alive(node_id), keys.node_alloc(node_id), keys.NODES, keys.node(node_id),
+             keys.node_instances(node_id), keys.node_commands(node_id)],
+            [node_id, "all" if everything else "alloc"]))
+
+    async def set_pending_reason(self, name: str, reason: str) -> bool:
+        return bool(await self._run(keys.SET_PENDING_REASON, [keys.function(name), keys.EVENTS], [name, reason]))
+
+    # --- functions (the admin API) ---------------------------------------------------------
+
+    async def deploy_version(self, spec: FunctionSpec, image: str) -> tuple[int, int]:
+        """Register a new version of spec.name: returns (version, active version)."""
+        version = int(await self.redis.incr(keys.function_seq(spec.name)))
+        now = time.time()
+        await self.redis.hset(keys.function_version(spec.name, version),
+                              mapping={"image": image, "spec": pack(spec.to_dict()), "created": str(now)})
+        active = await self._run(keys.DEPLOY_VERSION, [keys.function(spec.name), keys.FUNCTIONS, keys.EVENTS],
+                                 [spec.name, str(version), str(now)])
+        return version, int(active)
+
+    async def update_function(self, name: str, **fields: Any) -> bool:
+        """Set fields of an existing function and announce it.  False if it does not exist."""
+        return bool(await self._run(keys.UPDATE_FUNCTION, [keys.function(name), keys.EVENTS],
+                                    [name, str(time.time()), *_flat(fields)]))
+
+
+def _int(raw: dict, field: bytes) -> int:
+    try:
+        return int(raw.get(field, 0))
+    except (TypeError, ValueError):
+        return 0

@@ -1,5 +1,6 @@
-"""The issue's goals, each judged met / not met from the run's own figures, with the figures
-that decide it (a goal whose figure is missing is "not measured", never met)."""
+"""The platform's goals (listed in docs/benchmarks.md), each judged met / not met from the
+run's own figures, with the figures that decide it (a goal whose figure is missing is "not
+measured", never met)."""
 from __future__ import annotations
 
 

@@ -24,7 +24,8 @@ _CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.ca
 
 
 def images_dir() -> str:
-    """images/ of the source tree (DESIGN.md's layout), or GANTRY_IMAGES_DIR."""
+    """images/ at the top of the source tree (docs/architecture.md, "Source layout"), or
+    GANTRY_IMAGES_DIR."""
     here = os.path.dirname(os.path.abspath(__file__))
     default = os.path.normpath(os.path.join(here, "..", "..", "..", "images"))
     path = os.environ.get("GANTRY_IMAGES_DIR", default)

@@ -1,5 +1,6 @@
-"""Every error the gateway answers is JSON ``{"error": {"code", "message"}}`` with DESIGN.md's
-status; the middleware here makes sure nothing else (an HTML page, a traceback) escapes."""
+"""Every error the gateway answers is JSON ``{"error": {"code", "message"}}`` with the status
+and code of the table in docs/architecture.md ("Errors"); the middleware here makes sure
+nothing else (an HTML page, a traceback) escapes."""
 from __future__ import annotations
 
 import json

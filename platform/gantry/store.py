@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from . import keys
 from .manifest import FunctionSpec
 from .state import Function, Instance, InstanceState, Node, decode_hash, pack, unpack
@@ -68,6 +70,14 @@ class Store:
     async def leader_epoch(self) -> int:
         return int(await self.redis.get(keys.LEADER_EPOCH) or 0)
 
+    def events(self):
+        """A pub/sub connection for keys.EVENTS hints (the caller subscribes and closes it)."""
+        return self.redis.pubsub(ignore_subscribe_messages=True)
+
+    async def admin_key_hash(self) -> str | None:
+        raw = await self.redis.get(keys.ADMIN_KEY_HASH)
+        return raw.decode().strip().lower() if raw else None
+
     # --- reads ---------------------------------------------------------------------------
 
     async def get_function(self, name: str) -> Function | None:
@@ -96,6 +106,11 @@ class Store:
     async def load_reports(self, name: str) -> dict:
         """Each gateway's last load report of the function (raw: gantry.scheduler.autoscale reads it)."""
         return await self.redis.hgetall(keys.function_load(name))
+
+    async def read_logs(self, name: str, after: str | None, limit: int) -> list:
+        """Entries of the function's log stream strictly after the cursor ``after``."""
+        return await self.redis.xrange(keys.function_logs(name), min=f"({after}" if after else "-",
+                                       max="+", count=limit)
 
     async def get_instance(self, instance_id: str) -> Instance | None:
         return Instance.from_hash(await self.redis.hgetall(keys.instance(instance_id)))
@@ -198,6 +213,14 @@ class Store:
         more = await self.redis.rpop(key, batch - len(raws))
         return raws + list(more or [])
 
+    async def append_logs(self, items: list[tuple[str, str, str]], maxlen: int) -> None:
+        """(function, instance, line) appended to each function's capped log stream."""
+        pipe = self.redis.pipeline(transaction=False)
+        for function, instance, line in items:
+            pipe.xadd(keys.function_logs(function), {"instance": instance, "line": line},
+                      maxlen=maxlen, approximate=True)
+        await pipe.execute()
+
     # --- instance states (the worker's compare-and-set) -----------------------------------
 
     async def move_instance(self, instance_id: str, to: InstanceState | None = None,
@@ -295,6 +318,28 @@ class Store:
         active = await self._run(keys.DEPLOY_VERSION, [keys.function(spec.name), keys.FUNCTIONS, keys.EVENTS],
                                  [spec.name, str(version), str(now)])
         return version, int(active)
+
+    async def delete_function(self, name: str) -> bool:
+        """Remove fn:NAME, its versions and its FUNCTIONS membership in one WATCH/MULTI (the
+        scheduler drains the instances it finds without a function).  False if absent."""
+        key = keys.function(name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    latest = await pipe.hget(key, "latest")
+                    if latest is None:
+                        await pipe.reset()
+                        await self.redis.srem(keys.FUNCTIONS, name)   # a stray membership
+                        return False
+                    pipe.multi()
+                    pipe.delete(key, *[keys.function_version(name, v) for v in range(1, int(latest) + 1)])
+                    pipe.srem(keys.FUNCTIONS, name)
+                    pipe.publish(keys.EVENTS, f"fn:{name}")
+                    await pipe.execute()
+                    return True
+                except WatchError:  # a deploy raced us: look again
+                    continue
 
     async def update_function(self, name: str, **fields: Any) -> bool:
         """Set fields of an existing function and announce it.  False if it does not exist."""

@@ -80,7 +80,7 @@ async def _state_ctx(app: web.Application):
     cache = FunctionCache(r, negative_ttl=settings.cache_refresh_interval)
     app[CACHE] = cache
     app[REPORTER] = LoadReporter(r, cache, settings.gateway_id)
-    refresher = CacheRefresher(r, cache, app[AUTH], fixed_admin_hash=settings.admin_key_hash is not None)
+    refresher = CacheRefresher(app[STORE], cache, app[AUTH], fixed_admin_hash=settings.admin_key_hash is not None)
     try:
         await refresher.refresh_admin_hash()
     except Exception as exc:  # the refresh loop retries; until then no key is accepted

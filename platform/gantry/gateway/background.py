@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
-from .. import keys
+from ..store import Store
 from .auth import Authenticator
 from ..cancellation import raise_if_cancelled
 from .cache import FunctionCache
@@ -29,15 +29,14 @@ async def run_every(interval: float, iteration: Callable[[], Awaitable[None]], w
 
 
 class CacheRefresher:
-    def __init__(self, redis, cache: FunctionCache, auth: Authenticator, fixed_admin_hash: bool) -> None:
-        self.redis, self.cache, self.auth = redis, cache, auth
+    def __init__(self, store: Store, cache: FunctionCache, auth: Authenticator, fixed_admin_hash: bool) -> None:
+        self.store, self.cache, self.auth = store, cache, auth
         self.fixed_admin_hash = fixed_admin_hash
 
     async def refresh_admin_hash(self) -> None:
         if self.fixed_admin_hash:
             return
-        raw = await self.redis.get(keys.ADMIN_KEY_HASH)
-        self.auth.admin_hash = raw.decode().strip().lower() if raw else None
+        self.auth.admin_hash = await self.store.admin_key_hash()
 
     async def _iteration(self) -> None:
         await self.refresh_admin_hash()

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from redis.exceptions import WatchError
 
-from .. import keys, state
+from .. import state
 from ..manifest import FunctionSpec
 from ..store import Store
 
@@ -25,25 +24,7 @@ async def deploy(store: Store, spec: FunctionSpec, image: str) -> tuple[int, int
 async def delete(store: Store, name: str) -> bool:
     """Remove fn:NAME, its versions and its FUNCTIONS membership (the scheduler drains the
     instances it finds without a function).  False if there was no such function."""
-    r = store.redis
-    key = keys.function(name)
-    async with r.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(key)
-                latest = await pipe.hget(key, "latest")
-                if latest is None:
-                    await pipe.reset()
-                    await r.srem(keys.FUNCTIONS, name)   # a stray membership
-                    return False
-                pipe.multi()
-                pipe.delete(key, *[keys.function_version(name, v) for v in range(1, int(latest) + 1)])
-                pipe.srem(keys.FUNCTIONS, name)
-                pipe.publish(keys.EVENTS, f"fn:{name}")
-                await pipe.execute()
-                return True
-            except WatchError:  # a deploy raced us: look again
-                continue
+    return await store.delete_function(name)
 
 
 async def set_min_override(store: Store, name: str, n: int) -> bool:
@@ -97,8 +78,7 @@ async def nodes(store: Store) -> list[dict[str, Any]]:
 
 async def logs(store: Store, name: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """Entries of keys.function_logs(name) strictly after the cursor, and the next cursor."""
-    start = f"({after}" if after else "-"
-    entries = await store.redis.xrange(keys.function_logs(name), min=start, max="+", count=limit)
+    entries = await store.read_logs(name, after, limit)
     out = []
     for entry_id, fields in entries:
         item = {"id": _s(entry_id)}

@@ -175,7 +175,7 @@ class Scheduler:
     async def _listen(self, stop_event: asyncio.Event) -> None:
         """Turn events into hints; reconnect after errors (every reader also polls)."""
         while not stop_event.is_set():
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.store.events()
             try:
                 await pubsub.subscribe(keys.EVENTS)
                 while not stop_event.is_set():

@@ -250,7 +250,7 @@ class WorkerAgent:
         if now >= self._due["health"]:
             self._due["health"] = now + self.settings.health_interval
             await self.check_health()
-        await self.logs.flush(self.redis)
+        await self.logs.flush(self.store)
         if now >= self._due["orphans"]:
             self._due["orphans"] = now + self.settings.orphan_interval
             await self.sweep_orphans()
@@ -321,7 +321,7 @@ class WorkerAgent:
             follower.stop()
         self.followers.clear()
         try:
-            await self.logs.flush(self.redis)
+            await self.logs.flush(self.store)
         finally:
             await self.deregister()
             if self._session is not None:

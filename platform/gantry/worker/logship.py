@@ -12,7 +12,6 @@ import logging
 import queue
 import threading
 
-from .. import keys
 
 log = logging.getLogger("gantry.worker")
 
@@ -139,8 +138,8 @@ class LogShipper:
             return
         self._queue.put((function, instance, line))
 
-    async def flush(self, redis, limit: int = 5000) -> int:
-        """XADD what is queued (at most LIMIT lines) to each function's stream; the count shipped."""
+    async def flush(self, store, limit: int = 5000) -> int:
+        """Append what is queued (at most LIMIT lines) to each function's log stream; the count shipped."""
         items = []
         while len(items) < limit:
             try:
@@ -149,11 +148,7 @@ class LogShipper:
                 break
         if not items:
             return 0
-        pipe = redis.pipeline(transaction=False)
-        for function, instance, line in items:
-            pipe.xadd(keys.function_logs(function), {"instance": instance, "line": line},
-                      maxlen=self.maxlen, approximate=True)
-        await pipe.execute()
+        await store.append_logs(items, self.maxlen)
         self.shipped += len(items)
         return len(items)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
+
+T = TypeVar("T")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]i?|B)?\s*$")
 _SIZE_UNITS = {
@@ -121,7 +123,7 @@ class Env:
             raise self._fail(name, f"a duration{bound} such as \"30s\", \"500ms\" or \"5m\"", raw)
         return value
 
-    def size(self, name: str, *, lo: int = 1, hi: int = 2**40) -> int | None:
+    def size(self, name: str, *, lo: int = 1, hi: int | None = None) -> int | None:
         raw = self.text(name)
         if raw is None:
             return None
@@ -129,9 +131,21 @@ class Env:
             value = parse_size(raw)
         except ValueError:
             value = lo - 1
-        if not lo <= value <= hi:
-            raise self._fail(name, f"{SIZE_EXAMPLE} from {format_size(lo)} to {format_size(hi)}", raw)
+        if value < lo or (hi is not None and value > hi):
+            bounds = f"of at least {format_size(lo)}" if hi is None else \
+                f"from {format_size(lo)} to {format_size(hi)}"
+            raise self._fail(name, f"{SIZE_EXAMPLE} {bounds}", raw)
         return value
+
+    def parsed(self, name: str, parse: Callable[[str], T], expected: str) -> T | None:
+        """A value of a kind only the caller knows (CPU millicores ...): ``parse`` raises ValueError."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        try:
+            return parse(raw)
+        except ValueError:
+            raise self._fail(name, expected, raw) from None
 
     def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
         raw = self.text(name)

@@ -86,7 +86,7 @@ def test_env_reads_each_kind():
 @pytest.mark.parametrize("read, message", [
     (lambda e: e.duration("X"), 'X: expected a duration above zero such as "30s", "500ms" or "5m", got \'abc\''),
     (lambda e: e.duration("Z"), "Z: expected a duration above zero"),
-    (lambda e: e.size("X"), 'X: expected a size such as "512Mi" or "2G" from 1 to 1024Gi, got \'abc\''),
+    (lambda e: e.size("X"), 'X: expected a size such as "512Mi" or "2G" of at least 1, got \'abc\''),
     (lambda e: e.integer("X", lo=1, hi=9), "X: expected a whole number from 1 to 9, got 'abc'"),
     (lambda e: e.number("X", what="requests per second"), "X: expected requests per second >= 0, got 'abc'"),
     (lambda e: e.choice("X", ("a", "b")), "X: expected one of a, b, got 'abc'"),

@@ -137,15 +137,16 @@ class Env:
             raise self._fail(name, f"{SIZE_EXAMPLE} {bounds}", raw)
         return value
 
-    def parsed(self, name: str, parse: Callable[[str], T], expected: str) -> T | None:
-        """A value of a kind only the caller knows (CPU millicores ...): ``parse`` raises ValueError."""
+    def parsed(self, name: str, parse: Callable[[str], T]) -> T | None:
+        """A value of a kind only the caller knows (CPU millicores ...). ``parse`` raises
+        ValueError("expected ..., got ..."), the variable's name is put in front."""
         raw = self.text(name)
         if raw is None:
             return None
         try:
             return parse(raw)
-        except ValueError:
-            raise self._fail(name, expected, raw) from None
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
 
     def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
         raw = self.text(name)

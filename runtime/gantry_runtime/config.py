@@ -24,7 +24,7 @@ _SIZE_UNITS = {
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-DURATION_EXAMPLE = 'a duration such as "30s", "500ms" or "5m"'
+_DURATIONS_SUCH_AS = 'such as "30s", "500ms" or "5m"'
 SIZE_EXAMPLE = 'a size such as "512Mi" or "2G"'
 
 
@@ -54,7 +54,7 @@ def parse_duration(value: str | int | float) -> float:
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"expected {DURATION_EXAMPLE}, got {value!r}")
+            raise ValueError(f"expected a duration {_DURATIONS_SUCH_AS}, got {value!r}")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if not 0 <= seconds < math.inf:
         raise ValueError(f"expected a finite, non-negative duration, got {value!r}")
@@ -83,63 +83,42 @@ class Env:
     def text(self, name: str) -> str | None:
         return self.env.get(name, "").strip() or None
 
-    def _fail(self, name: str, expected: str, raw: str) -> SettingsError:
-        return SettingsError(f"{name}: expected {expected}, got {raw!r}")
+    def _read(self, name: str, convert: Callable[[str], T], ok: Callable[[T], bool],
+              expected: str) -> T | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        try:
+            value = convert(raw)
+        except ValueError:
+            pass
+        else:
+            if ok(value):
+                return value
+        raise SettingsError(f"{name}: expected {expected}, got {raw!r}")
 
     def integer(self, name: str, *, lo: int, hi: int) -> int | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            value = lo - 1
-        if not lo <= value <= hi:
-            raise self._fail(name, f"a whole number from {lo} to {hi}", raw)
-        return value
+        return self._read(name, int, lambda v: lo <= v <= hi, f"a whole number from {lo} to {hi}")
 
     def number(self, name: str, *, what: str = "a number", lo: float = 0.0) -> float | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not lo <= value < math.inf:
-            raise self._fail(name, f"{what} >= {lo:g}", raw)
-        return value
+        return self._read(name, float, lambda v: lo <= v < math.inf, f"{what} >= {lo:g}")
 
     def duration(self, name: str, *, allow_zero: bool = False) -> float | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        try:
-            value = parse_duration(raw)
-        except ValueError:
-            value = -1.0
-        if value < 0 or (value == 0 and not allow_zero):
-            bound = "" if allow_zero else " above zero"
-            raise self._fail(name, f"a duration{bound} such as \"30s\", \"500ms\" or \"5m\"", raw)
-        return value
+        bound = "" if allow_zero else " above zero"
+        return self._read(name, parse_duration, lambda v: allow_zero or v > 0,
+                          f"a duration{bound} {_DURATIONS_SUCH_AS}")
 
     def size(self, name: str, *, lo: int = 1, hi: int | None = None) -> int | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        try:
-            value = parse_size(raw)
-        except ValueError:
-            value = lo - 1
-        if value < lo or (hi is not None and value > hi):
-            bounds = f"of at least {format_size(lo)}" if hi is None else \
-                f"from {format_size(lo)} to {format_size(hi)}"
-            raise self._fail(name, f"{SIZE_EXAMPLE} {bounds}", raw)
-        return value
+        bounds = f"of at least {format_size(lo)}" if hi is None else f"from {format_size(lo)} to {format_size(hi)}"
+        return self._read(name, parse_size, lambda v: lo <= v and (hi is None or v <= hi),
+                          f"{SIZE_EXAMPLE} {bounds}")
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        return self._read(name, str.lower, choices.__contains__, f"one of {', '.join(choices)}")
 
     def parsed(self, name: str, parse: Callable[[str], T]) -> T | None:
         """A value of a kind only the caller knows (CPU millicores ...). ``parse`` raises
-        ValueError("expected ..., got ..."), the variable's name is put in front."""
+        ValueError("expected ..., got ..."); the variable's name is put in front."""
         raw = self.text(name)
         if raw is None:
             return None
@@ -147,14 +126,6 @@ class Env:
             return parse(raw)
         except ValueError as exc:
             raise SettingsError(f"{name}: {exc}") from None
-
-    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        if raw.lower() not in choices:
-            raise self._fail(name, f"one of {', '.join(choices)}", raw)
-        return raw.lower()
 
 
 def given(values: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -114,3 +114,19 @@ def test_durations(text, value):
 def test_bad_sizes(bad):
     with pytest.raises(ValueError):
         parse_size(bad)
+
+
+@pytest.mark.parametrize("handler", ["main:handle", "main:App.handle", "pkg.main:handle"])
+def test_handler_specs_the_runtime_loads_are_accepted(tmp_path, handler):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "main.py").write_text("def handle(event, ctx):\n    return event\n")
+    spec = load_manifest(write(tmp_path, f'name = "x"\nhandler = "{handler}"'))
+    assert spec.handler == handler and FunctionSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("handler", ["main", "main:", "main:handle()", "main:obj.", "pkg..main:h", "a:b:c", 7])
+def test_handler_specs_the_runtime_refuses_are_refused(handler):
+    data = {"name": "x", "handler": handler}
+    with pytest.raises(ManifestError, match=r'handler: expected "module:callable"'):
+        FunctionSpec.from_dict(data)

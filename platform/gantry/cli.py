@@ -198,7 +198,8 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add("up", cmd_up, "run gateway, scheduler, worker (and Redis) for this machine, in the foreground", ())
     sp.add_argument("--host", default=os.environ.get("GANTRY_HOST", "127.0.0.1"))
-    sp.add_argument("--port", type=int, default=int(os.environ.get("GANTRY_PORT", "8000")))
+    # a string default goes through type=int too: a bad GANTRY_PORT is argparse's one-line error
+    sp.add_argument("--port", type=int, default=os.environ.get("GANTRY_PORT", "8000"))
     sp = add("deploy", cmd_deploy, "build a function directory and deploy it as a new version")
     sp.add_argument("directory")
     sp.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",

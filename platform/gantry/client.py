@@ -10,6 +10,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from gantry_runtime.wire import parse_error
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -61,11 +63,10 @@ class Client:
             return urllib.request.urlopen(req, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             raw = exc.read()
-            try:
-                err = json.loads(raw)["error"]
-                raise APIError(exc.code, err.get("code", "error"), err.get("message", "")) from None
-            except (ValueError, KeyError, TypeError):
-                raise APIError(exc.code, "http_error", raw.decode(errors="replace")[:200] or exc.reason) from None
+            err = parse_error(raw)
+            if err is not None:
+                raise APIError(exc.code, *err) from None
+            raise APIError(exc.code, "http_error", raw.decode(errors="replace")[:200] or exc.reason) from None
         except urllib.error.URLError as exc:
             raise APIError(0, "unreachable", f"cannot reach {self.url} ({exc.reason}); is `gantry up` running?") from None
 

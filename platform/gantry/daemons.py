@@ -1,53 +1,56 @@
 """One component per process, for a multi-node deployment (`gantry up` runs all three in
 one process instead): `gantry worker` on every Docker host, `gantry scheduler` (one or
 more: one leads), `gantry gateway` (any number).  Each reads its settings from the
-environment and GANTRY_REDIS_URL, and stops cleanly on SIGTERM or SIGINT."""
+environment and GANTRY_REDIS_URL, and stops cleanly on SIGTERM or SIGINT.  A bad setting
+prints one line `gantry: error: ...` and exits 2, before anything starts."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import sys
+from typing import Awaitable, Callable, TypeVar
 
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+from gantry_runtime.loop import run_until_signal
+
+from .settings import redis_url
+
+S = TypeVar("S")
+EXIT_CONFIG = 2
 
 
-def _run(coro_factory) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def configure(read_settings: Callable[[], S]) -> S:
+    """``read_settings()``; a bad setting prints one line and exits, never a traceback."""
     try:
-        import uvloop
-        factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        factory = None
+        return read_settings()
+    except ValueError as exc:   # SettingsError, or a settings class's own cross-check
+        print(f"gantry: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await coro_factory(stop)
 
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
+def run_daemon(read_settings: Callable[[], S], body: Callable[[S, asyncio.Event], Awaitable[None]]) -> int:
+    """Read the settings, then run ``body(settings, stop)`` until SIGTERM/SIGINT sets ``stop``."""
+    settings = configure(read_settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_until_signal(lambda stop: body(settings, stop))
     return 0
 
 
 def _redis():
     import redis.asyncio as aioredis
 
-    return aioredis.from_url(os.environ.get("GANTRY_REDIS_URL") or DEFAULT_REDIS)
+    return aioredis.from_url(redis_url())
 
 
 def worker(remove_on_exit: bool) -> int:
-    import docker
-
-    from .worker.agent import WorkerAgent
     from .worker.settings import WorkerSettings
 
-    async def body(stop: asyncio.Event) -> None:
+    async def body(settings: WorkerSettings, stop: asyncio.Event) -> None:
+        import docker
+
+        from .worker.agent import WorkerAgent
+
         r = _redis()
-        agent = WorkerAgent(WorkerSettings.from_env(), r, docker.from_env(timeout=300))
+        agent = WorkerAgent(settings, r, docker.from_env(timeout=300))
         await agent.register()
         try:
             await agent.run(stop)
@@ -55,23 +58,24 @@ def worker(remove_on_exit: bool) -> int:
             await agent.shutdown(remove_containers=remove_on_exit)
             await r.aclose()
 
-    return _run(body)
+    return run_daemon(WorkerSettings.from_env, body)
 
 
 def scheduler() -> int:
-    from .scheduler.scheduler import Scheduler
     from .scheduler.settings import SchedulerSettings
 
-    async def body(stop: asyncio.Event) -> None:
+    async def body(settings: SchedulerSettings, stop: asyncio.Event) -> None:
+        from .scheduler.scheduler import Scheduler
+
         r = _redis()
-        sched = Scheduler(SchedulerSettings.from_env(), r)
+        sched = Scheduler(settings, r)
         try:
             await sched.run(stop)
         finally:
             await sched.close()
             await r.aclose()
 
-    return _run(body)
+    return run_daemon(SchedulerSettings.from_env, body)
 
 
 def gateway() -> int:

@@ -12,11 +12,12 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from gantry_runtime.wire import parse_handler
+
 from .quantities import format_size, parse_duration, parse_size
 
 MANIFEST = "gantry.toml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 RUNTIMES = ("python3.11", "vllm")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -62,7 +63,7 @@ class FunctionSpec:
 
     @property
     def handler_module(self) -> str:
-        return self.handler.split(":", 1)[0]
+        return parse_handler(self.handler).module
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,8 +132,10 @@ def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise fail("name", f"expected [a-z][a-z0-9-]{{0,62}} (lower-case, starts with a letter), got {name!r}")
     handler = data.get("handler")
-    if not isinstance(handler, str) or not HANDLER_RE.match(handler):
-        raise fail("handler", f"expected \"module:callable\" such as \"main:handle\", got {handler!r}")
+    try:
+        parse_handler(handler)   # the runtime's own parse: what passes here, it can load
+    except ValueError as exc:
+        raise fail("handler", str(exc)) from None
     runtime = data.get("runtime", "python3.11")
     if runtime not in RUNTIMES:
         raise fail("runtime", f"expected one of {', '.join(RUNTIMES)}, got {runtime!r}")

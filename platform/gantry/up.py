@@ -8,11 +8,9 @@ function container of this node, and stops the Redis server it started.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +18,11 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 
+from gantry_runtime.config import Env
+from gantry_runtime.loop import run_until_signal
+
 from . import keys
+from .settings import hash_key
 
 STATE_DIR = os.environ.get("GANTRY_STATE_DIR", os.path.expanduser("~/.local/state/gantry"))
 
@@ -32,10 +34,6 @@ def say(line: str) -> None:
 def new_api_key() -> str:
     """192 random bits behind a readable prefix."""
     return "gk_" + secrets.token_urlsafe(24)
-
-
-def key_hash(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 def free_port() -> int:
@@ -86,34 +84,41 @@ class OwnRedis:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-async def run_platform(host: str, port: int, redis_url: str, api_key: str, node_id: str, ready: asyncio.Event | None = None,
-                       stop: asyncio.Event | None = None) -> None:
+def read_settings(host: str, port: int, node_id: str):
+    """The three components' settings, from the environment and these flags (the gateway's
+    Redis URL is filled in once Redis is known)."""
+    from .gateway.settings import GatewaySettings
+    from .scheduler.settings import SchedulerSettings
+    from .worker.settings import WorkerSettings
+
+    return (WorkerSettings.from_env(node_id=node_id),
+            SchedulerSettings.from_env(holder_id=f"{node_id}-{os.getpid()}"),
+            GatewaySettings.from_env(host=host, port=port))
+
+
+async def run_platform(settings, redis_url: str, api_key: str, stop: asyncio.Event,
+                       ready: asyncio.Event | None = None) -> None:
+    """Run the worker, scheduler and gateway (``settings`` from read_settings) until ``stop``."""
     import docker
     import redis.asyncio as aioredis
 
     from .build.images import ensure_runtime_image
     from .gateway.app import serve
-    from .gateway.settings import GatewaySettings
     from .scheduler.scheduler import Scheduler
-    from .scheduler.settings import SchedulerSettings
     from .worker.agent import WorkerAgent
-    from .worker.settings import WorkerSettings
 
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
+    worker_settings, scheduler_settings, gateway_settings = settings
+    gateway_settings = replace(gateway_settings, redis_url=redis_url)
+    host, port, node_id = gateway_settings.host, gateway_settings.port, worker_settings.node_id
     docker_client = docker.from_env(timeout=300)
     await asyncio.to_thread(docker_client.ping)
     runtime = await asyncio.to_thread(ensure_runtime_image, docker_client, say)
     say(f"runtime image {runtime}")
 
     r = aioredis.from_url(redis_url)
-    await r.set(keys.ADMIN_KEY_HASH, key_hash(api_key))
-    worker = WorkerAgent(replace(WorkerSettings.from_env(), node_id=node_id), r, docker_client)
-    scheduler = Scheduler(replace(SchedulerSettings.from_env(), holder_id=f"{node_id}-{os.getpid()}"), r)
-    gateway_settings = replace(GatewaySettings.from_env(), redis_url=redis_url, host=host, port=port)
+    await r.set(keys.ADMIN_KEY_HASH, hash_key(api_key))
+    worker = WorkerAgent(worker_settings, r, docker_client)
+    scheduler = Scheduler(scheduler_settings, r)
     await worker.register()
     tasks = [
         asyncio.create_task(worker.run(stop), name="worker"),
@@ -142,11 +147,14 @@ async def run_platform(host: str, port: int, redis_url: str, api_key: str, node_
 
 def main(host: str, port: int) -> int:
     from .client import write_config
+    from .daemons import configure
 
+    env = Env()
+    settings = configure(lambda: read_settings(host, port, env.text("GANTRY_NODE_ID") or socket.gethostname()))
     api_key = os.environ.get("GANTRY_API_KEY") or new_api_key()
     generated = "GANTRY_API_KEY" not in os.environ
     own = None
-    redis_url = os.environ.get("GANTRY_REDIS_URL")
+    redis_url = env.text("GANTRY_REDIS_URL")   # none: our own server, never the shared default
     if not redis_url:
         own = OwnRedis.start()
         redis_url = own.url
@@ -157,12 +165,7 @@ def main(host: str, port: int) -> int:
     else:
         say(f"admin API key from GANTRY_API_KEY; client settings saved to {path}")
     try:
-        try:
-            import uvloop
-            runner = uvloop.run
-        except ImportError:  # pragma: no cover - uvloop is a dependency
-            runner = asyncio.run
-        runner(run_platform(host, port, redis_url, api_key, os.environ.get("GANTRY_NODE_ID", socket.gethostname())))
+        run_until_signal(lambda stop: run_platform(settings, redis_url, api_key, stop))
     finally:
         if own:
             own.stop()

@@ -5,7 +5,6 @@ Exit codes: 0 stopped (after a drain), 1 cannot listen, 2 bad configuration,
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import threading
@@ -24,16 +23,10 @@ def main() -> int:
         return 2
     log = setup_logging(settings.function, settings.log_level)
 
+    from .loop import run_until_signal
     from .server import serve
 
-    try:
-        import uvloop
-        factory = uvloop.new_event_loop
-    except ImportError:  # the plain asyncio loop works, only slower
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        code = runner.run(serve(settings, log))
-    return code
+    return run_until_signal(lambda stop: serve(settings, log, stop))
 
 
 def _exit(code: int) -> None:

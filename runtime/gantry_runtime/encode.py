@@ -1,4 +1,4 @@
-"""Turn handler results and streamed items into bytes plus a content type; error bodies."""
+"""Turn handler results and streamed items into bytes plus a content type."""
 from __future__ import annotations
 
 import json
@@ -19,10 +19,6 @@ class BadResult(Exception):
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def error_body(code: str, message: str) -> bytes:
-    return dumps({"error": {"code": code, "message": message}})
 
 
 def _json(value: Any) -> bytes:

@@ -20,8 +20,10 @@ from typing import Any, Callable
 from aiohttp import web
 
 from .context import Context
-from .encode import TEXT, BadResult, encode_item, encode_result, error_body, stream_content_type
+from . import wire
+from .encode import TEXT, BadResult, encode_item, encode_result, stream_content_type
 from .logs import FUNCTION_LOGGER, InvocationLogger
+from .wire import DURATION_MS, INVOCATION_ID, STREAM, ErrorCode
 
 END = object()  # a generator's end, as a value (StopIteration cannot cross a Future)
 
@@ -42,8 +44,8 @@ def _quietly(fn: Callable[[], Any], log: logging.Logger) -> None:
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
                    ) -> web.Response:
-    return web.Response(status=status, body=error_body(code, message), headers=headers,
-                        content_type="application/json")
+    return web.Response(status=status, body=wire.error_body(code, message), headers=headers,
+                        content_type=wire.ERROR_CONTENT_TYPE)
 
 
 class _ClientGone(Exception):
@@ -159,11 +161,11 @@ class Invoker:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         t0 = time.monotonic()
-        inv_id = request.headers.get("X-Gantry-Invocation-Id") or ""
+        inv_id = request.headers.get(INVOCATION_ID) or ""
         if not inv_id or len(inv_id) > 128 or not inv_id.isprintable():
             inv_id = uuid.uuid4().hex
-        headers = {"X-Gantry-Invocation-Id": inv_id}
-        tenant = request.headers.get("X-Gantry-Tenant") or None
+        headers = {INVOCATION_ID: inv_id}
+        tenant = request.headers.get(wire.TENANT) or None
         fields = {"invocation_id": inv_id, "tenant": tenant}
 
         def fail(status: int, code: str, message: str, **extra_headers: str) -> web.Response:
@@ -171,34 +173,30 @@ class Invoker:
             self.log.info("invoke", extra={**fields, "status": status, "code": code,
                                            "duration_ms": round(ms, 3)})
             return error_response(status, code, message,
-                                  {**headers, **extra_headers, "X-Gantry-Duration-Ms": f"{ms:.3f}"})
+                                  {**headers, **extra_headers, DURATION_MS: f"{ms:.3f}"})
 
-        timeout = self.timeout
-        raw = request.headers.get("X-Gantry-Timeout")
-        if raw:
-            try:
-                asked = float(raw)
-                if not asked > 0 or asked != asked:
-                    raise ValueError
-            except ValueError:
-                return fail(400, "bad_request", f"X-Gantry-Timeout must be a positive number, got {raw!r}")
-            timeout = min(timeout, asked)
+        try:
+            asked = wire.parse_timeout(request.headers.get(wire.TIMEOUT))
+        except wire.BadTimeout as exc:
+            return fail(400, ErrorCode.BAD_REQUEST, str(exc))
+        timeout = self.timeout if asked is None else min(self.timeout, asked)
         if request.content_length is not None and request.content_length > self.max_body:
-            return fail(413, "too_large", f"request body exceeds {self.max_body} bytes")
+            return fail(413, ErrorCode.TOO_LARGE, f"request body exceeds {self.max_body} bytes")
         slot = self.admit()
         if slot is None:
-            return fail(503, "at_capacity", f"all {self.concurrency} slots are busy", **{"Retry-After": "1"})
+            return fail(503, ErrorCode.AT_CAPACITY, f"all {self.concurrency} slots are busy",
+                        **{"Retry-After": "1"})
         released = False
         try:
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                return fail(413, "too_large", f"request body exceeds {self.max_body} bytes")
+                return fail(413, ErrorCode.TOO_LARGE, f"request body exceeds {self.max_body} bytes")
             if request.content_type == "application/json" or request.content_type.endswith("+json"):
                 try:
                     event: Any = json.loads(body) if body else None
                 except ValueError as exc:
-                    return fail(400, "bad_request", f"invalid JSON body: {exc}")
+                    return fail(400, ErrorCode.BAD_REQUEST, f"invalid JSON body: {exc}")
             else:
                 event = body
             ctx = Context(inv_id, tenant, self.function, time.time() + timeout - (time.monotonic() - t0),
@@ -223,7 +221,7 @@ class Invoker:
                 body, ctype = encode_result(result)
             if tm.expired():  # the handler swallowed the cancellation and returned late
                 raise TimeoutError
-            headers["X-Gantry-Duration-Ms"] = f"{(time.monotonic() - t0) * 1000:.3f}"
+            headers[DURATION_MS] = f"{(time.monotonic() - t0) * 1000:.3f}"
             return web.Response(body=body, headers=headers, content_type=ctype,
                                 charset="utf-8" if ctype == TEXT else None)
         except asyncio.CancelledError:
@@ -235,13 +233,13 @@ class Invoker:
             return out.resp if out.resp is not None else web.StreamResponse()
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # sys.exit() in a handler must not stop us
             if isinstance(exc, TimeoutError) and tm.expired():
-                status, code, message = 504, "timeout", f"the invocation exceeded its {timeout:.3f}s timeout"
+                status, code, message = 504, ErrorCode.TIMEOUT, f"the invocation exceeded its {timeout:.3f}s timeout"
                 self.log.warning("invocation timed out", extra={**fields, "timeout": timeout})
             elif isinstance(exc, BadResult):
-                status, code, message = 500, "bad_result", str(exc)
+                status, code, message = 500, ErrorCode.BAD_RESULT, str(exc)
                 self.log.error("bad handler result", extra={**fields, "error": message})
             else:
-                status, code = 500, "function_error"
+                status, code = 500, ErrorCode.FUNCTION_ERROR
                 message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 self.log.error("function error", exc_info=exc, extra={**fields, "error": message})
             out.code = code
@@ -250,7 +248,7 @@ class Invoker:
                 self.log.error("stream aborted", extra={**fields, "code": code, "chunks": out.chunks})
                 return out.resp  # the transport is closed below, so no terminating chunk is sent
             out.status = status
-            headers["X-Gantry-Duration-Ms"] = f"{(time.monotonic() - t0) * 1000:.3f}"
+            headers[DURATION_MS] = f"{(time.monotonic() - t0) * 1000:.3f}"
             return error_response(status, code, message, headers)
         finally:
             cleanup = None
@@ -298,10 +296,9 @@ class Invoker:
         item = await step()
         if item is END:  # nothing streamed: headers are still ours, say so plainly
             return web.Response(body=b"", content_type="application/octet-stream", headers={
-                **headers, "X-Gantry-Stream": "1",
-                "X-Gantry-Duration-Ms": f"{(time.monotonic() - t0) * 1000:.3f}"})
+                **headers, STREAM: "1", DURATION_MS: f"{(time.monotonic() - t0) * 1000:.3f}"})
         ctype = stream_content_type(item)
-        resp = web.StreamResponse(headers={**headers, "X-Gantry-Stream": "1"})
+        resp = web.StreamResponse(headers={**headers, STREAM: "1"})
         resp.content_type = ctype
         if ctype == TEXT:
             resp.charset = "utf-8"

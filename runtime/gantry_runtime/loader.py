@@ -5,14 +5,17 @@ import importlib
 import sys
 from typing import Any, Callable
 
+from .wire import parse_handler
+
 
 def load_handler(code_dir: str, spec: str) -> Callable[..., Any]:
     """Return the callable named by ``spec`` ("module:callable", the callable may be dotted).
 
     Errors are the original ones (ModuleNotFoundError, SyntaxError, AttributeError for a
-    missing callable, TypeError for a non-callable) so the caller can log them as they are.
+    missing callable, TypeError for a non-callable) so the caller can log them as they are;
+    a malformed spec is a ValueError.
     """
-    module_name, _, attr = spec.partition(":")
+    module_name, attr = parse_handler(spec)
     if code_dir and code_dir not in sys.path:
         sys.path.insert(0, code_dir)
     obj: Any = importlib.import_module(module_name)

@@ -1,11 +1,10 @@
 """The aiohttp app (``/invoke``, ``/healthz``) and the process lifecycle: listen, import the
-handler, serve, drain on SIGTERM/SIGINT, stop."""
+handler, serve, drain once told to stop (``__main__`` sets ``stop`` on SIGTERM/SIGINT), stop."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import signal
 import threading
 import time
 import traceback
@@ -16,6 +15,7 @@ from aiohttp import web
 from .invoke import Invoker, error_response
 from .loader import load_handler
 from .settings import Settings
+from .wire import ErrorCode
 
 EXIT_OK, EXIT_LISTEN, EXIT_IMPORT = 0, 1, 3
 
@@ -37,9 +37,11 @@ STATE = web.AppKey("state", State)
 async def _invoke(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     if state.phase != "ready" or state.invoker is None:
-        message = ("the handler is still being imported" if state.phase == "starting"
-                   else "this instance is shutting down")
-        return error_response(503, state.phase, message, {"Retry-After": "1"})
+        if state.phase == "starting":
+            code, message = ErrorCode.STARTING, "the handler is still being imported"
+        else:
+            code, message = ErrorCode.DRAINING, "this instance is shutting down"
+        return error_response(503, code, message, {"Retry-After": "1"})
     return await state.invoker.handle(request)
 
 
@@ -53,7 +55,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _not_found(request: web.Request) -> web.Response:
-    return error_response(404, "not_found", f"no route {request.method} {request.path}; "
+    return error_response(404, ErrorCode.NOT_FOUND, f"no route {request.method} {request.path}; "
                           "use POST /invoke or GET /healthz")
 
 
@@ -101,18 +103,14 @@ def _import_in_thread(settings: Settings) -> asyncio.Future:
     return fut
 
 
-async def serve(settings: Settings, log: logging.Logger) -> int:
-    """Run until stopped; return the process exit code."""
+async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) -> int:
+    """Run until ``stop`` is set, then drain; return the process exit code."""
     app = create_app(settings)
     state = app[STATE]
     # handler_cancellation: a client that disconnects cancels its invocation.
     # shutdown_timeout is short because the drain grace has already been waited out.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         try:
             await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
@@ -150,8 +148,6 @@ async def serve(settings: Settings, log: logging.Logger) -> int:
                         extra={"inflight": inv.inflight, "stuck": inv.stuck})
         return EXIT_OK
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await runner.cleanup()
         log.info("stopped")
 

@@ -4,7 +4,6 @@ deployment), with a node id unique to the run so that every container it starts 
 the label ``gantry.node=<node id>`` and can be found and removed afterwards."""
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .. import keys, state
 from ..client import APIError, Client
+from ..settings import hash_key
 from ..up import OwnRedis, free_port
 
 LABEL_NODE = "gantry.node"
@@ -79,7 +79,7 @@ class Stack:
         self.redis = OwnRedis.start()
         self.api_key = "gk_bench_" + uuid.uuid4().hex
         r = redis.Redis.from_url(self.redis.url)
-        r.set(keys.ADMIN_KEY_HASH, hashlib.sha256(self.api_key.encode()).hexdigest())
+        r.set(keys.ADMIN_KEY_HASH, hash_key(self.api_key))
         r.close()
         self.port = free_port()
         self.client = Client(self.url, self.api_key, timeout=120)

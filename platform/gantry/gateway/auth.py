@@ -6,12 +6,12 @@ settings or keys.ADMIN_KEY_HASH); tenant keys plug in as further lookups in ``re
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from ..settings import hash_key
 from .errors import ApiError
 
 ADMIN_TENANT = "default"
@@ -29,10 +29,6 @@ class Principal:
 
 
 ADMIN = Principal(kind="admin", tenant=ADMIN_TENANT, key_id="admin")
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class Authenticator:

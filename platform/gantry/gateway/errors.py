@@ -1,19 +1,20 @@
-"""Every error the gateway answers is JSON ``{"error": {"code", "message"}}`` with the status
-and code of the table in docs/architecture.md ("Errors"); the middleware here makes sure
-nothing else (an HTML page, a traceback) escapes."""
+"""Every error the gateway answers is JSON ``{"error": {"code", "message"}}`` (the body the
+runtime sends too: gantry_runtime.wire) with the status and code of the table in
+docs/architecture.md ("Errors"); the middleware here makes sure nothing else (an HTML page,
+a traceback) escapes."""
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
+from gantry_runtime.wire import ERROR_CONTENT_TYPE, ErrorCode, error_body
 
 log = logging.getLogger("gantry.gateway")
 
 # aiohttp's own HTTP exceptions (no route, wrong method, body too large) -> our codes
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 413: "too_large", 429: "rate_limited",
-          502: "function_crashed", 503: "no_capacity", 504: "timeout"}
+_CODES = {400: ErrorCode.BAD_REQUEST, 401: "unauthorized", 403: "forbidden", 404: ErrorCode.NOT_FOUND,
+          405: "method_not_allowed", 413: ErrorCode.TOO_LARGE, 429: "rate_limited",
+          502: "function_crashed", 503: "no_capacity", 504: ErrorCode.TIMEOUT}
 
 
 class ApiError(Exception):
@@ -24,13 +25,9 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-def error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
-
-
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=error_body(code, message), headers=headers,
-                        content_type="application/json")
+                        content_type=ERROR_CONTENT_TYPE)
 
 
 @web.middleware
@@ -42,7 +39,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and the like are not errors
             raise
-        code = _CODES.get(exc.status, "internal" if exc.status >= 500 else "bad_request")
+        code = _CODES.get(exc.status, "internal" if exc.status >= 500 else ErrorCode.BAD_REQUEST)
         message = exc.reason
         if exc.status == 404:
             message = f"no route {request.method} {request.path}"

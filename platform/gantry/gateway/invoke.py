@@ -10,13 +10,14 @@ connection is closed without the final chunk, so a truncated body never looks co
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import itertools
 import os
 import time
 
 from aiohttp import web
+from gantry_runtime import wire
+from gantry_runtime.wire import ErrorCode
 
 from . import upstream
 from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
@@ -31,7 +32,8 @@ log = logging.getLogger("gantry.gateway")
 READ_CHUNK = 64 * 1024
 POLL_INTERVAL = 0.1           # a waiting request rereads the instance set at least this often
 CONNECT_TIMEOUT = 3.0         # seconds to open a connection to an instance
-RETRYABLE_503 = {"at_capacity": 0.05, "draining": 5.0, "starting": 1.0}   # code -> seconds to skip it
+RETRYABLE_503 = {ErrorCode.AT_CAPACITY: 0.05, ErrorCode.DRAINING: 5.0,   # the runtime's code ->
+                 ErrorCode.STARTING: 1.0}                                # seconds to skip it
 CONNECT_SUSPEND = 2.0
 _PASS_LOWER = frozenset(("content-type", "content-encoding", "retry-after"))
 SMALL_BODY = 64 * 1024        # an upstream body of known length up to this is answered in one piece
@@ -67,16 +69,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 def _asked_timeout(request: web.Request) -> float | None:
     """The caller's X-Gantry-Timeout (it may lower the function's timeout, never raise it)."""
-    raw = request.headers.get("X-Gantry-Timeout")
-    if not raw:
-        return None
     try:
-        asked = float(raw)
-    except ValueError:
-        asked = float("nan")
-    if not 0 < asked < float("inf"):
-        raise ApiError(400, "bad_request", f"X-Gantry-Timeout must be a positive number of seconds, got {raw!r}")
-    return asked
+        return wire.parse_timeout(request.headers.get(wire.TIMEOUT))
+    except wire.BadTimeout as exc:
+        raise ApiError(400, ErrorCode.BAD_REQUEST, str(exc)) from None
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
@@ -111,7 +107,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     asked = _asked_timeout(request)
     body = await read_body(request, settings.max_body)
     inv_id = f"{_ID_PREFIX}{next(_ids):016x}"
-    ids = {"X-Gantry-Invocation-Id": inv_id}
+    ids = {wire.INVOCATION_ID: inv_id}
     cold_deadline = t0 + settings.cold_start_timeout
     exclude: set[str] = set()
     last: _Retry | None = None
@@ -128,7 +124,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
             entry.release(inst.id)
             raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
         timeout = active.spec.limits.timeout if asked is None else min(active.spec.limits.timeout, asked)
-        headers = {**ids, "X-Gantry-Timeout": f"{timeout:g}", "X-Gantry-Tenant": request[PRINCIPAL].tenant,
+        headers = {**ids, wire.TIMEOUT: wire.format_timeout(timeout), wire.TENANT: request[PRINCIPAL].tenant,
                    "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
         entry.inflight += 1
         try:
@@ -185,7 +181,7 @@ def _passthrough(headers: list[tuple[str, str]]) -> dict[str, str]:
     out = {}
     for k, v in headers:
         lk = k.lower()
-        if lk in _PASS_LOWER or lk.startswith("x-gantry-"):
+        if lk in _PASS_LOWER or lk.startswith(wire.HEADER_PREFIX):
             out[k] = v
     return out
 
@@ -205,10 +201,7 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, body: byt
                 raise ApiError(502, "function_crashed", f"instance answered badly: {exc}", ids) from None
             if up.status == 503:
                 data = await up.read()
-                try:
-                    code = json.loads(data)["error"]["code"]
-                except (ValueError, KeyError, TypeError):
-                    code = ""
+                code, _ = wire.parse_error(data) or ("", "")
                 if code in RETRYABLE_503:
                     raise _Retry(code, connection=False)
                 return web.Response(status=503, body=data, headers=_passthrough(up.headers))

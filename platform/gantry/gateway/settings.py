@@ -1,15 +1,15 @@
 """The gateway's configuration: a frozen dataclass built from the environment or passed in."""
 from __future__ import annotations
 
-import math
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from gantry_runtime.config import Env, SettingsError, given
 
-class SettingsError(ValueError):
-    """A bad environment value (names the variable and what was expected)."""
+from ..settings import redis_url as env_redis_url
+
+__all__ = ["GatewaySettings", "SettingsError"]
 
 
 def _random_id() -> str:
@@ -35,49 +35,19 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
         """GANTRY_REDIS_URL, GANTRY_GATEWAY_HOST, GANTRY_GATEWAY_PORT, GANTRY_GATEWAY_ID,
-        GANTRY_MAX_BODY, GANTRY_COLD_START_TIMEOUT, GANTRY_ADMIN_KEY_HASH; keyword
-        arguments (flags) win over the environment."""
-        env = os.environ if env is None else env
-        values: dict = {"redis_url": env.get("GANTRY_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"}
-        if env.get("GANTRY_GATEWAY_HOST", "").strip():
-            values["host"] = env["GANTRY_GATEWAY_HOST"].strip()
-        if env.get("GANTRY_GATEWAY_PORT", "").strip():
-            values["port"] = _int(env, "GANTRY_GATEWAY_PORT", lo=0, hi=65535)
-        if env.get("GANTRY_GATEWAY_ID", "").strip():
-            values["gateway_id"] = env["GANTRY_GATEWAY_ID"].strip()
-        if env.get("GANTRY_MAX_BODY", "").strip():
-            values["max_body"] = _int(env, "GANTRY_MAX_BODY", lo=1, hi=2**40)
-        if env.get("GANTRY_COLD_START_TIMEOUT", "").strip():
-            values["cold_start_timeout"] = _seconds(env, "GANTRY_COLD_START_TIMEOUT")
-        for var, name in (("GANTRY_RATE_LIMIT", "rate_limit"), ("GANTRY_RATE_BURST", "rate_burst")):
-            if env.get(var, "").strip():
-                try:
-                    values[name] = float(env[var])
-                except ValueError:
-                    raise SettingsError(f"{var}: expected a number of requests per second, got {env[var]!r}") from None
-        if env.get("GANTRY_ADMIN_KEY_HASH", "").strip():
-            values["admin_key_hash"] = env["GANTRY_ADMIN_KEY_HASH"].strip().lower()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-def _int(env: Mapping[str, str], name: str, *, lo: int, hi: int) -> int:
-    raw = env[name].strip()
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def _seconds(env: Mapping[str, str], name: str) -> float:
-    raw = env[name].strip()
-    try:
-        value = float(raw[:-1] if raw.endswith("s") else raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise SettingsError(f"{name} must be a finite number of seconds > 0, got {raw!r}")
-    return value
+        GANTRY_MAX_BODY ("6Mi", or bytes), GANTRY_COLD_START_TIMEOUT ("30s", or seconds),
+        GANTRY_RATE_LIMIT, GANTRY_RATE_BURST, GANTRY_ADMIN_KEY_HASH; keyword arguments (flags)
+        win over the environment."""
+        e = Env(env)
+        key_hash = e.text("GANTRY_ADMIN_KEY_HASH")
+        return cls(**given({
+            "redis_url": env_redis_url(e.env),
+            "host": e.text("GANTRY_GATEWAY_HOST"),
+            "port": e.integer("GANTRY_GATEWAY_PORT", lo=0, hi=65535),
+            "gateway_id": e.text("GANTRY_GATEWAY_ID"),
+            "max_body": e.size("GANTRY_MAX_BODY", lo=1, hi=2**40),
+            "cold_start_timeout": e.duration("GANTRY_COLD_START_TIMEOUT"),
+            "rate_limit": e.number("GANTRY_RATE_LIMIT", what="a number of requests per second"),
+            "rate_burst": e.number("GANTRY_RATE_BURST", what="a number of requests"),
+            "admin_key_hash": key_hash.lower() if key_hash else None,
+        }, overrides))

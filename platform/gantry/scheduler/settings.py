@@ -5,6 +5,9 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from typing import Mapping
+
+from gantry_runtime.config import Env, given
 
 
 @dataclass(frozen=True)
@@ -20,32 +23,26 @@ class SchedulerSettings:
     def __post_init__(self) -> None:
         if not self.holder_id:
             raise ValueError("holder_id must not be empty")
-        for name in ("interval", "load_fresh", "start_timeout", "node_grace", "unhealthy_timeout"):
+        for name in _DURATIONS:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.lease_ms < 3 * self.interval * 1000:
-            raise ValueError("lease_ms must be at least three intervals")
+            raise ValueError(f"lease_ms (GANTRY_SCHEDULER_LEASE_MS) must be at least three intervals "
+                             f"({3 * self.interval * 1000:g}), got {self.lease_ms}")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> "SchedulerSettings":
-        """GANTRY_SCHEDULER_ID (default host-pid-random), GANTRY_SCHEDULER_INTERVAL,
-        GANTRY_SCHEDULER_LEASE_MS, GANTRY_SCHEDULER_LOAD_FRESH, GANTRY_SCHEDULER_START_TIMEOUT,
-        GANTRY_SCHEDULER_NODE_GRACE, GANTRY_SCHEDULER_UNHEALTHY_TIMEOUT; keyword overrides (flags) win."""
-        env = os.environ if environ is None else environ
-        values: dict = {
-            "holder_id": env.get("GANTRY_SCHEDULER_ID")
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "SchedulerSettings":
+        """GANTRY_SCHEDULER_ID (default host-pid-random), GANTRY_SCHEDULER_LEASE_MS (whole
+        milliseconds), and as durations ("250ms", "30s", or seconds) GANTRY_SCHEDULER_INTERVAL,
+        GANTRY_SCHEDULER_LOAD_FRESH, GANTRY_SCHEDULER_START_TIMEOUT, GANTRY_SCHEDULER_NODE_GRACE,
+        GANTRY_SCHEDULER_UNHEALTHY_TIMEOUT; keyword overrides (flags) win."""
+        e = Env(environ)
+        return cls(**given({
+            "holder_id": e.text("GANTRY_SCHEDULER_ID")
             or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-        }
-        for field, var, kind in (("interval", "INTERVAL", float), ("lease_ms", "LEASE_MS", int),
-                                 ("load_fresh", "LOAD_FRESH", float),
-                                 ("start_timeout", "START_TIMEOUT", float),
-                                 ("node_grace", "NODE_GRACE", float),
-                                 ("unhealthy_timeout", "UNHEALTHY_TIMEOUT", float)):
-            raw = env.get(f"GANTRY_SCHEDULER_{var}")
-            if raw:
-                try:
-                    values[field] = kind(raw)
-                except ValueError:
-                    raise ValueError(f"GANTRY_SCHEDULER_{var}: expected {kind.__name__}, got {raw!r}") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+            "lease_ms": e.integer("GANTRY_SCHEDULER_LEASE_MS", lo=1, hi=2**31),
+            **{field: e.duration(f"GANTRY_SCHEDULER_{field.upper()}") for field in _DURATIONS},
+        }, overrides))
+
+
+_DURATIONS = ("interval", "load_fresh", "start_timeout", "node_grace", "unhealthy_timeout")

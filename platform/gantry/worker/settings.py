@@ -1,10 +1,11 @@
 """The worker agent's settings: a frozen dataclass built from the environment or flags."""
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from typing import Mapping
+
+from gantry_runtime.config import Env, SettingsError, given
 
 from .capacity import parse_cpu, parse_memory
 
@@ -31,32 +32,21 @@ class WorkerSettings:
         """GANTRY_NODE_ID (default: the hostname), GANTRY_NODE_HOST, GANTRY_NODE_CPU (cores or
         "1500m"), GANTRY_NODE_MEMORY ("8Gi" or bytes), GANTRY_HEARTBEAT_INTERVAL,
         GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
-        (seconds); keyword overrides (flags) win over the environment."""
-        env = os.environ if env is None else env
-        values: dict = {"node_id": env.get("GANTRY_NODE_ID", "").strip() or socket.gethostname()}
-        if env.get("GANTRY_NODE_HOST", "").strip():
-            values["host"] = env["GANTRY_NODE_HOST"].strip()
-        if env.get("GANTRY_NODE_CPU", "").strip():
-            values["cpu_millis"] = parse_cpu(env["GANTRY_NODE_CPU"])
-        if env.get("GANTRY_NODE_MEMORY", "").strip():
-            values["memory"] = parse_memory(env["GANTRY_NODE_MEMORY"])
-        for name, field in (("GANTRY_HEARTBEAT_INTERVAL", "heartbeat_interval"),
-                            ("GANTRY_HEARTBEAT_TTL", "heartbeat_ttl"),
-                            ("GANTRY_HEALTH_INTERVAL", "health_interval"),
-                            ("GANTRY_DRAIN_GRACE", "drain_grace"),
-                            ("GANTRY_ORPHAN_INTERVAL", "orphan_interval")):
-            raw = env.get(name, "").strip()
-            if raw:
-                try:
-                    seconds = float(raw)
-                except ValueError:
-                    raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-                if seconds < 0:
-                    raise ValueError(f"{name} must not be negative, got {raw!r}")
-                values[field] = seconds
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
+        ("30s", "500ms", or seconds); keyword overrides (flags) win over the environment."""
+        e = Env(env)
+        settings = cls(**given({
+            "node_id": e.text("GANTRY_NODE_ID") or socket.gethostname(),
+            "host": e.text("GANTRY_NODE_HOST"),
+            "cpu_millis": e.parsed("GANTRY_NODE_CPU", parse_cpu),
+            "memory": e.parsed("GANTRY_NODE_MEMORY", parse_memory),
+            **{field: e.duration(name, allow_zero=True) for name, field in _DURATIONS},
+        }, overrides))
         if settings.heartbeat_ttl <= settings.heartbeat_interval:
-            raise ValueError("the heartbeat TTL must be longer than the heartbeat interval "
-                             f"({settings.heartbeat_ttl:g}s <= {settings.heartbeat_interval:g}s)")
+            raise SettingsError("GANTRY_HEARTBEAT_TTL: expected a duration longer than the heartbeat "
+                                f"interval ({settings.heartbeat_interval:g}s), got {settings.heartbeat_ttl:g}s")
         return settings
+
+
+_DURATIONS = (("GANTRY_HEARTBEAT_INTERVAL", "heartbeat_interval"), ("GANTRY_HEARTBEAT_TTL", "heartbeat_ttl"),
+              ("GANTRY_HEALTH_INTERVAL", "health_interval"), ("GANTRY_DRAIN_GRACE", "drain_grace"),
+              ("GANTRY_ORPHAN_INTERVAL", "orphan_interval"))

@@ -1,0 +1,99 @@
+"""The contract between the gateway and the runtime, written once: header names, the timeout
+header, the JSON error body and its codes, and the handler spec.
+
+Both sides import this module: the runtime inside the container (which cannot import
+``gantry``), the gateway and the manifest on the host. It uses the standard library only.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from enum import StrEnum
+from typing import NamedTuple
+
+# -- headers ---------------------------------------------------------------------------------
+
+HEADER_PREFIX = "x-gantry-"               # lower-case: the gateway passes these back to callers
+INVOCATION_ID = "X-Gantry-Invocation-Id"  # both ways: the gateway's id, echoed by the runtime
+TENANT = "X-Gantry-Tenant"                # gateway -> runtime: the caller's tenant
+TIMEOUT = "X-Gantry-Timeout"              # caller -> gateway -> runtime: seconds; may only lower the limit
+DURATION_MS = "X-Gantry-Duration-Ms"      # runtime -> caller: time spent in the runtime
+STREAM = "X-Gantry-Stream"                # runtime -> caller: "1" when the body is a stream
+
+
+class BadTimeout(ValueError):
+    """An ``X-Gantry-Timeout`` that is not a positive, finite number; answered 400 bad_request."""
+
+
+def parse_timeout(raw: str | None) -> float | None:
+    """Seconds from an ``X-Gantry-Timeout`` value; None when absent or empty."""
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise BadTimeout(f"{TIMEOUT} must be a positive number of seconds, got {raw!r}")
+    return seconds
+
+
+def format_timeout(seconds: float) -> str:
+    return f"{seconds:g}"
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+class ErrorCode(StrEnum):
+    """``error.code`` values that both sides send or act on."""
+
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    TIMEOUT = "timeout"
+    FUNCTION_ERROR = "function_error"   # the handler raised
+    BAD_RESULT = "bad_result"           # the handler returned something the runtime cannot send
+    # 503s of the runtime that the gateway retries on another instance
+    AT_CAPACITY = "at_capacity"
+    STARTING = "starting"
+    DRAINING = "draining"
+
+
+ERROR_CONTENT_TYPE = "application/json"
+
+
+def error_body(code: str, message: str) -> bytes:
+    """``{"error": {"code": ..., "message": ...}}``, compact UTF-8 JSON."""
+    return json.dumps({"error": {"code": str(code), "message": message}},
+                      ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def parse_error(body: bytes | str) -> tuple[str, str] | None:
+    """(code, message) from an error body; None when the body is not one."""
+    try:
+        err = json.loads(body)["error"]
+        code, message = err["code"], err.get("message", "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return (code, message) if isinstance(code, str) and isinstance(message, str) else None
+
+
+# -- handler spec ----------------------------------------------------------------------------
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+HANDLER_RE = re.compile(rf"^{_DOTTED}:{_DOTTED}$")
+HANDLER_EXPECTED = '"module:callable" such as "main:handle" (the callable may be dotted: "main:App.handle")'
+
+
+class Handler(NamedTuple):
+    module: str   # "pkg.mod", imported
+    attr: str     # "obj.method", looked up part by part on the module
+
+
+def parse_handler(spec: str) -> Handler:
+    """Split a handler spec; ValueError naming the expected form when it is not one."""
+    if not isinstance(spec, str) or not HANDLER_RE.match(spec):
+        raise ValueError(f"expected {HANDLER_EXPECTED}, got {spec!r}")
+    module, _, attr = spec.partition(":")
+    return Handler(module, attr)

@@ -78,6 +78,9 @@ class Store:
         raw = await self.redis.get(keys.ADMIN_KEY_HASH)
         return raw.decode().strip().lower() if raw else None
 
+    async def set_admin_key_hash(self, key_hash: str) -> None:
+        await self.redis.set(keys.ADMIN_KEY_HASH, key_hash)
+
     # --- reads ---------------------------------------------------------------------------
 
     async def get_function(self, name: str) -> Function | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from gantry_runtime.config import Env
 from gantry_runtime.loop import run_until_signal
 
-from . import keys
+from .store import Store
 from .settings import hash_key
 
 STATE_DIR = os.environ.get("GANTRY_STATE_DIR", os.path.expanduser("~/.local/state/gantry"))
@@ -116,7 +116,7 @@ async def run_platform(settings, redis_url: str, api_key: str, stop: asyncio.Eve
     say(f"runtime image {runtime}")
 
     r = aioredis.from_url(redis_url)
-    await r.set(keys.ADMIN_KEY_HASH, hash_key(api_key))
+    await Store(r).set_admin_key_hash(hash_key(api_key))
     worker = WorkerAgent(worker_settings, r, docker_client)
     scheduler = Scheduler(scheduler_settings, r)
     await worker.register()

@@ -17,7 +17,7 @@ from ..cancellation import raise_if_cancelled
 from .. import keys, state
 from ..manifest import NAME_RE, FunctionSpec
 from ..store import Store
-from .balancer import Balancer
+from .balancer import Balancer, Ticket
 from .errors import ApiError
 
 log = logging.getLogger("gantry.gateway")
@@ -71,8 +71,8 @@ class Entry:
         self.last_request = 0.0       # wall time
         self.demand_signalled = 0.0   # monotonic
 
-    def release(self, instance_id: str) -> None:
-        self.balancer.release(instance_id)
+    def release(self, ticket: Ticket) -> None:
+        self.balancer.release(ticket)
         self.changed.notify()
 
 

@@ -21,6 +21,7 @@ from aiohttp import web
 from . import upstream
 from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
+from .balancer import Ticket
 from .cache import Entry
 from .errors import ApiError, json_error
 from .metrics import UNKNOWN
@@ -116,16 +117,17 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     exclude: set[str] = set()
     last: _Retry | None = None
     for attempt in range(settings.max_tries):
-        inst = entry.balancer.pick(exclude)
-        if inst is None:
-            inst = await _wait_for_slot(request, entry, exclude, cold_deadline)
-        if inst is None:
+        ticket = entry.balancer.pick(exclude)
+        if ticket is None:
+            ticket = await _wait_for_slot(request, entry, exclude, cold_deadline)
+        if ticket is None:
             if not entry.exists:
                 raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
             break
+        inst = ticket.instance
         active = entry.active
         if active is None:   # cannot happen: a deleted function has no live instance to pick
-            entry.release(inst.id)
+            entry.release(ticket)
             raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
         timeout = active.spec.limits.timeout if asked is None else min(active.spec.limits.timeout, asked)
         headers = {**ids, "X-Gantry-Timeout": f"{timeout:g}", "X-Gantry-Tenant": request[PRINCIPAL].tenant,
@@ -145,7 +147,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
                 "attempt": attempt + 1, "invocation_id": inv_id})
         finally:
             entry.inflight -= 1
-            entry.release(inst.id)
+            entry.release(ticket)
     if last is not None and last.connection:
         raise ApiError(502, "function_crashed",
                        f"no instance of {entry.name!r} could be reached ({last.reason})", ids)
@@ -154,7 +156,8 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     raise ApiError(503, "no_capacity", why, {**ids, "Retry-After": "1"})
 
 
-async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], deadline: float):
+async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], deadline: float
+                         ) -> Ticket | None:
     """Signal demand and wait for a free slot on a ready instance; None at the deadline."""
     app = request.app
     cache, reporter = app[CACHE], app[REPORTER]
@@ -166,9 +169,9 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
         while True:
             if not entry.exists:
                 return None
-            inst = entry.balancer.pick(exclude)
-            if inst is not None:
-                return inst
+            ticket = entry.balancer.pick(exclude)
+            if ticket is not None:
+                return ticket
             now = time.monotonic()
             if now >= deadline:
                 return None

@@ -104,6 +104,30 @@ def test_a_balancer_ticket_gives_back_exactly_its_own_slot():
     assert lb.inflight == 0 and lb.pick(now=0).instance.id == "a"
 
 
+def test_the_cache_forgets_an_unknown_name_only_when_no_request_holds_it(redis_client, redis_url):
+    import redis.asyncio as aioredis
+
+    from gantry.gateway.cache import FunctionCache
+
+    async def scenario():
+        r = aioredis.from_url(redis_url)
+        cache = FunctionCache(r, negative_ttl=0.0)
+        try:
+            assert await cache.get("ghost") is None                # not deployed: a negative entry
+            entry = cache.entries["ghost"]
+            assert not entry.known.exists and entry.known.fetched > 0
+            entry.load.waiting = 1                                 # a request waits on the name
+            await cache.refresh_all()
+            assert cache.entries["ghost"] is entry
+            entry.load.waiting = 0
+            await cache.refresh_all()
+            assert "ghost" not in cache.entries
+        finally:
+            await cache.close()
+            await r.aclose()
+    run(scenario())
+
+
 def test_invocations_beyond_the_key_rate_get_429_with_retry_after(redis_url):
     from .support import gateway
 

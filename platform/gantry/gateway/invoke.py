@@ -140,7 +140,8 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
             last = retry
             if retry.reason != "at_capacity":
                 exclude.add(inst.id)
-            entry.routing.balancer.suspend(inst.id, CONNECT_SUSPEND if retry.connection else RETRYABLE_503[retry.reason])
+            entry.routing.balancer.suspend(
+                inst.id, CONNECT_SUSPEND if retry.connection else RETRYABLE_503[retry.reason])
             app[METRICS].retries[entry.name] += 1
             log.info("retrying on another instance", extra={
                 "function": entry.name, "instance": inst.id, "reason": retry.reason,

@@ -19,28 +19,35 @@ def test_balancer_picks_spreads_caps_and_suspends():
     lb = Balancer()
     lb.update([a, b], capacity=2)
     first, second = lb.pick(now=0), lb.pick(now=0)
-    assert {first.id, second.id} == {"a", "b"}          # idle instances share the load
-    assert lb.pick(now=0) and lb.pick(now=0)
+    assert {first.instance.id, second.instance.id} == {"a", "b"}   # idle instances share the load
+    third, fourth = lb.pick(now=0), lb.pick(now=0)
+    assert third and fourth
     assert lb.pick(now=0) is None                       # 2 x capacity 2: full
-    lb.release("a")
-    assert lb.pick(now=0).id == "a"
-    lb.release("a")
-    lb.release("b")
-    assert lb.pick(exclude={"a"}, now=0).id == "b"
-    lb.release("b")
+    on_a, on_b = ([t for t in (first, second, third, fourth) if t.instance.id == i] for i in "ab")
+    lb.release(on_a[0])
+    again = lb.pick(now=0)
+    assert again.instance.id == "a"
+    lb.release(again)
+    lb.release(on_b[0])
+    excluded = lb.pick(exclude={"a"}, now=0)
+    assert excluded.instance.id == "b"
+    lb.release(excluded)
     lb.suspend("b", 5, now=0)
-    assert lb.pick(now=1).id == "a" and lb.pick(now=1) is None   # b is skipped while suspended ...
-    lb.release("a")
-    assert lb.pick(now=6).id in ("a", "b")                        # ... and back after
+    one = lb.pick(now=1)
+    assert one.instance.id == "a" and lb.pick(now=1) is None   # b is skipped while suspended ...
+    lb.release(one)
+    assert lb.pick(now=6).instance.id in ("a", "b")              # ... and back after
     # an instance that left the ready set keeps its count until released, and is not picked
     lb = Balancer()
     lb.update([a, b], capacity=1)
-    assert lb.pick(exclude={"b"}, now=0).id == "a"
+    on_a = lb.pick(exclude={"b"}, now=0)
+    assert on_a.instance.id == "a"
     lb.update([b], capacity=1)
     assert lb.inflight == 1 and lb.ready == 1
-    assert lb.pick(now=0).id == "b" and lb.pick(now=0) is None
-    lb.release("a")
-    lb.release("b")
+    on_b = lb.pick(now=0)
+    assert on_b.instance.id == "b" and lb.pick(now=0) is None
+    lb.release(on_a)
+    lb.release(on_b)
     assert lb.inflight == 0 and lb.ready == 1
 
 
@@ -74,10 +81,51 @@ def test_balancer_runs_on_the_hot_path_router_and_survives_churn():
     assert lb.inflight == 1 and lb.ready == 2
     again = lb.pick(now=0)
     assert again is not None
-    lb.release(first.id)
-    lb.release(again.id)
+    lb.release(first)
+    lb.release(again)
     assert lb.inflight == 0
-    assert {lb.pick(now=0).id, lb.pick(now=0).id} == {"a", "b"}
+    assert {lb.pick(now=0).instance.id, lb.pick(now=0).instance.id} == {"a", "b"}
+
+
+def test_a_balancer_ticket_gives_back_exactly_its_own_slot():
+    a = instance_record("f", 1, inst_id="a")
+    lb = Balancer()
+    lb.update([a], capacity=1)
+    old = lb.pick(now=0)
+    lb.update([], capacity=1)                              # a leaves with a request in flight ...
+    lb.update([a], capacity=1)                             # ... and comes back in a fresh slot
+    new = lb.pick(now=0)
+    assert new.instance.id == "a" and new.slot != old.slot
+    lb.release(old)                                        # the old slot drains; the new one stays full
+    assert lb.pick(now=0) is None and lb.inflight == 1
+    lb.release(old)                                        # a second release changes nothing
+    assert lb.inflight == 1
+    lb.release(new)
+    assert lb.inflight == 0 and lb.pick(now=0).instance.id == "a"
+
+
+def test_the_cache_forgets_an_unknown_name_only_when_no_request_holds_it(redis_client, redis_url):
+    import redis.asyncio as aioredis
+
+    from gantry.gateway.cache import FunctionCache
+
+    async def scenario():
+        r = aioredis.from_url(redis_url)
+        cache = FunctionCache(r, negative_ttl=0.0)
+        try:
+            assert await cache.get("ghost") is None                # not deployed: a negative entry
+            entry = cache.entries["ghost"]
+            assert not entry.known.exists and entry.known.fetched > 0
+            entry.load.waiting = 1                                 # a request waits on the name
+            await cache.refresh_all()
+            assert cache.entries["ghost"] is entry
+            entry.load.waiting = 0
+            await cache.refresh_all()
+            assert "ghost" not in cache.entries
+        finally:
+            await cache.close()
+            await r.aclose()
+    run(scenario())
 
 
 def test_invocations_beyond_the_key_rate_get_429_with_retry_after(redis_url):

@@ -142,6 +142,77 @@ def test_router_twins_agree(seed, ops):
     assert c == py
 
 
+# The gateway's balancer treats the slot from pick_acquire as a ticket that release(slot) takes
+# back exactly: tickets on a removed slot stay good, and no slot is reused while any is out.
+ticket_op = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 3), st.integers(0, 3), st.integers(1, 3)),
+    st.tuples(st.just("take")),
+    st.tuples(st.just("give"), st.integers(0, 20)),
+    st.tuples(st.just("remove"), st.integers(0, 3)),
+    st.tuples(st.just("healthy"), st.integers(0, 3), st.booleans()),
+)
+
+
+class _Tickets:
+    def __init__(self, mod, seed):
+        self.r = mod.Router(seed)
+        self.live = {}     # instance id -> its live slot
+        self.out = []      # (slot, instance id) per ticket not yet given back
+
+    def check(self):
+        for slot in {s for s, _ in self.out}:
+            held = [i for s, i in self.out if s == slot]
+            assert self.r.in_flight(slot) == len(held) and {self.r.instance(slot)} == set(held)
+
+
+def _ticket_apply(t, op):
+    kind, *a = op
+    r = t.r
+    name = f"i{a[0]}" if kind in ("add", "remove", "healthy") else None
+    if kind == "add":
+        if name in t.live:
+            return None
+        slot = r.add(name, a[1], a[2])
+        assert slot not in {s for s, _ in t.out}, "a slot was reused while tickets were out"
+        t.live[name] = slot
+    elif kind == "take":
+        slot = r.pick_acquire()
+        if slot >= 0:
+            t.out.append((slot, r.instance(slot)))
+    elif kind == "give":
+        if not t.out:
+            return None
+        slot, _ = t.out.pop(a[0] % len(t.out))
+        r.release(slot)
+    elif kind == "remove":
+        if name not in t.live:
+            return None
+        r.remove(slot := t.live.pop(name))
+    else:
+        if name not in t.live:
+            return None
+        r.set_healthy(slot := t.live[name], a[1])
+    t.check()
+    return slot, len(r)
+
+
+@SETTINGS
+@given(st.integers(0, 2**64 - 1), st.lists(ticket_op, max_size=80))
+def test_router_slots_are_tickets_and_twins_agree(seed, ops):
+    results = {}
+    for impl in ("c", "py"):
+        t = _Tickets(twin("router", impl), seed)
+        results[impl] = [_ticket_apply(t, op) for op in ops]
+        draining = {s for s, _ in t.out} - set(t.live.values())
+        for slot, _ in t.out:         # giving every ticket back frees every removed slot
+            t.r.release(slot)
+        assert all(t.r.in_flight(s) == 0 for s in t.live.values())
+        for slot in draining:
+            with pytest.raises(KeyError):
+                t.r.instance(slot)
+    assert results["c"] == results["py"]
+
+
 # -- placement --------------------------------------------------------------------------------
 NODES = st.sampled_from([f"node-{i}" for i in range(8)] + ["é-node", ""])
 PKEYS = st.one_of(st.text(max_size=12), st.binary(max_size=12))

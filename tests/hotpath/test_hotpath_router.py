@@ -111,3 +111,19 @@ def test_weight_and_capacity_change_without_rebuild(rt):
 def test_empty_router_picks_nothing(rt):
     r = rt.Router()
     assert r.pick() == -1 and r.pick_acquire() == -1 and len(r) == 0
+
+
+def test_a_picked_slot_is_a_ticket_that_outlives_removal(rt):
+    r = rt.Router(seed=7)
+    old = r.add("a", 1, 2)
+    assert r.pick_acquire() == old and r.pick_acquire() == old
+    r.remove(old)
+    new = r.add("a", 1, 2)              # the same instance back, in a fresh slot
+    assert new != old and r.pick_acquire() == new
+    r.release(old)
+    assert r.instance(old) == "a" and r.in_flight(old) == 1   # one ticket still out on it
+    assert r.add("b", 1, 1) not in (old, new)
+    r.release(old)
+    with pytest.raises(KeyError):
+        r.in_flight(old)
+    assert r.in_flight(new) == 1

@@ -42,8 +42,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     entries = request.app[CACHE].entries.values()
-    text = request.app[METRICS].render({e.name: e.inflight for e in entries if e.exists},
-                                       {e.name: e.waiting for e in entries if e.exists})
+    text = request.app[METRICS].render({e.name: e.load.inflight for e in entries if e.known.exists},
+                                       {e.name: e.load.waiting for e in entries if e.known.exists})
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 

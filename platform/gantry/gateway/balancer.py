@@ -8,6 +8,11 @@ add or remove slots without rebuilding.  Per-request exclusions (instances a ret
 tried) and short suspensions (an instance answered "draining" or refused the connection)
 are applied as health flags around the pick.
 
+The router alone counts requests in flight, per slot.  ``pick`` hands out a :class:`Ticket`
+naming the slot it counted on, and ``release`` gives exactly that count back: the router
+keeps a removed slot (and never reuses its number) until its last request is released, so a
+ticket stays good when its instance leaves the ready set, even if it comes back meanwhile.
+
 In-flight counts are this gateway's own: with several gateway replicas an instance can still
 be full, and then it answers 503 at_capacity and the request is retried elsewhere.
 """
@@ -24,19 +29,27 @@ DEFAULT_WEIGHT = 100
 _seeds = itertools.count(1)
 
 
+class Ticket:
+    """One request's place on an instance, from ``Balancer.pick`` until ``Balancer.release``."""
+
+    __slots__ = ("slot", "instance")
+
+    def __init__(self, slot: int, instance: Instance) -> None:
+        self.slot = slot            # the router slot counted; -1 once released
+        self.instance = instance
+
+
 class Balancer:
     def __init__(self, capacity: int = 1) -> None:
         self.capacity = max(1, capacity)
         self._router = Router(next(_seeds))
-        self._slots: dict[str, int] = {}          # instance id -> its live router slot
-        self._live: dict[str, int] = {}           # instance id -> requests in flight on that slot
-        # instance id -> [[slot, requests], ...]: slots removed with requests still in flight
-        self._leaving: dict[str, list[list[int]]] = {}
-        self._instances: dict[str, Instance] = {}
+        self._slots: dict[str, int] = {}          # ready instance id -> its router slot
+        self._instances: dict[str, Instance] = {}  # ready instance id -> its latest record
         self._suspended: dict[str, float] = {}    # instance id -> monotonic time it may be picked again
+        self._tickets = 0                         # tickets out: requests in flight
 
     def update(self, instances: Iterable[Instance], capacity: int) -> None:
-        """Replace the ready set.  Instances that left keep their counts until released."""
+        """Replace the ready set.  Tickets on instances that left stay good until released."""
         capacity = max(1, capacity)
         seen = set()
         for inst in instances:
@@ -50,53 +63,41 @@ class Balancer:
                 self._router.set_capacity(slot, capacity)
         self.capacity = capacity
         for inst_id in [i for i in self._slots if i not in seen]:
-            slot = self._slots.pop(inst_id)
-            self._router.remove(slot)
+            self._router.remove(self._slots.pop(inst_id))
+            del self._instances[inst_id]
             self._suspended.pop(inst_id, None)
-            count = self._live.pop(inst_id, 0)
-            if count:
-                self._leaving.setdefault(inst_id, []).append([slot, count])
-            elif inst_id not in self._leaving:
-                self._instances.pop(inst_id, None)
 
     def pick(self, exclude: frozenset[str] | set[str] = frozenset(), now: float | None = None
-             ) -> Instance | None:
-        """The instance for the next request (one slot taken on it), or None if all are full."""
+             ) -> Ticket | None:
+        """A ticket for the next request (one slot taken on its instance), or None if all are
+        full.  Give it back with ``release``."""
         if self._suspended:
             self._resume(time.monotonic() if now is None else now)
+        if exclude:
+            slot = self._pick_without(exclude)
+        else:
+            slot = self._router.pick_acquire()
+        if slot < 0:
+            return None
+        self._tickets += 1
+        return Ticket(slot, self._instances[self._router.instance(slot)])
+
+    def _pick_without(self, exclude: frozenset[str] | set[str]) -> int:
         hidden = [self._slots[i] for i in exclude if i in self._slots and i not in self._suspended]
         for slot in hidden:
             self._router.set_healthy(slot, False)
         try:
-            slot = self._router.pick_acquire()
+            return self._router.pick_acquire()
         finally:
             for s in hidden:
                 self._router.set_healthy(s, True)
-        if slot < 0:
-            return None
-        inst_id = self._router.instance(slot)
-        self._live[inst_id] = self._live.get(inst_id, 0) + 1
-        return self._instances[inst_id]
 
-    def release(self, instance_id: str) -> None:
-        """One request to the instance finished.  Requests are not told apart: a removed
-        slot's count drains first, which keeps every total exact."""
-        leaving = self._leaving.get(instance_id)
-        if leaving:
-            entry = leaving[0]
-            self._router.release(entry[0])
-            entry[1] -= 1
-            if not entry[1]:
-                leaving.pop(0)
-            if not leaving:
-                del self._leaving[instance_id]
-                if instance_id not in self._slots:
-                    self._instances.pop(instance_id, None)
-        elif self._live.get(instance_id):
-            self._router.release(self._slots[instance_id])
-            self._live[instance_id] -= 1
-            if not self._live[instance_id]:
-                del self._live[instance_id]
+    def release(self, ticket: Ticket) -> None:
+        """The ticket's request finished.  Releasing a ticket twice does nothing."""
+        if ticket.slot >= 0:
+            self._router.release(ticket.slot)
+            ticket.slot = -1
+            self._tickets -= 1
 
     def suspend(self, instance_id: str, seconds: float, now: float | None = None) -> None:
         """Skip an instance for a while (it said draining, or refused the connection)."""
@@ -119,4 +120,4 @@ class Balancer:
 
     @property
     def inflight(self) -> int:
-        return sum(self._live.values()) + sum(n for entries in self._leaving.values() for _, n in entries)
+        return self._tickets

@@ -1,6 +1,8 @@
 """The gateway's local view of functions and their ready instances.
 
-One ``Entry`` per function name that requests asked for.  It is refreshed from Redis when a
+One ``Entry`` per function name that requests asked for, split by concern: ``Known`` (what
+the cache knows of the function), ``Routing`` (its balancer and change signal) and
+gateway.load's ``Load`` (this gateway's load on it).  It is refreshed from Redis when a
 pub/sub hint names it (``fn:NAME``, ``inst:NAME`` on keys.EVENTS), when a waiting request
 polls (every 100 ms), and by the periodic full refresh, so a lost message only delays.
 Refreshes of one entry are coalesced: at most one runs, and a request that arrives meanwhile
@@ -17,8 +19,9 @@ from ..cancellation import raise_if_cancelled
 from .. import keys, state
 from ..manifest import NAME_RE, FunctionSpec
 from ..store import Store
-from .balancer import Balancer
+from .balancer import Balancer, Ticket
 from .errors import ApiError
+from .load import Load
 
 log = logging.getLogger("gantry.gateway")
 
@@ -53,27 +56,50 @@ class Active:
     spec: FunctionSpec
 
 
-class Entry:
-    def __init__(self, name: str) -> None:
-        self.name = name
+class Known:
+    """What the cache knows of the function, and the state of refreshing it from Redis."""
+
+    __slots__ = ("exists", "active", "versions", "fetched", "error", "task", "dirty")
+
+    def __init__(self) -> None:
         self.exists = False
         self.active: Active | None = None
-        self.balancer = Balancer()
-        self.changed = Signal()
+        self.versions: dict[int, tuple[str, FunctionSpec]] = {}   # immutable: kept for good
         self.fetched = 0.0            # monotonic time of the last completed refresh (0: never)
         self.error: Exception | None = None   # why the last refresh failed
-        self.versions: dict[int, tuple[str, FunctionSpec]] = {}
-        self._task: asyncio.Task | None = None
-        self._dirty = False
-        # load, reported to keys.function_load by the LoadReporter
-        self.inflight = 0
-        self.waiting = 0
-        self.last_request = 0.0       # wall time
-        self.demand_signalled = 0.0   # monotonic
+        self.task: asyncio.Task | None = None  # the refresh running now, if any
+        self.dirty = False            # asked for again while it ran: it runs once more
 
-    def release(self, instance_id: str) -> None:
-        self.balancer.release(instance_id)
+    def refreshing(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+class Routing:
+    """Where the function's requests go: the balancer over its ready instances, and the
+    signal that wakes waiting requests when a slot may have come free (a refresh, a release)."""
+
+    __slots__ = ("balancer", "changed")
+
+    def __init__(self) -> None:
+        self.balancer = Balancer()
+        self.changed = Signal()
+
+    def release(self, ticket: Ticket) -> None:
+        self.balancer.release(ticket)
         self.changed.notify()
+
+
+class Entry:
+    """One function name that requests asked for, by concern: what the cache knows of it,
+    how its requests are routed, and this gateway's load on it."""
+
+    __slots__ = ("name", "known", "routing", "load")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.known = Known()
+        self.routing = Routing()
+        self.load = Load()
 
 
 class FunctionCache:
@@ -91,88 +117,89 @@ class FunctionCache:
         entry = self.entries.get(name)
         if entry is None:
             entry = self.entries[name] = Entry(name)
-        if entry.fetched == 0.0 or (not entry.exists and time.monotonic() - entry.fetched > self.negative_ttl):
+        known = entry.known
+        if known.fetched == 0.0 or (not known.exists and time.monotonic() - known.fetched > self.negative_ttl):
             await asyncio.shield(self.refresh(entry))
-            if entry.fetched == 0.0:
+            if known.fetched == 0.0:
                 raise ApiError(503, "unavailable", "the gateway cannot read the function registry; retry shortly",
                                {"Retry-After": "1"})
-        return entry if entry.exists else None
+        return entry if known.exists else None
 
     def refresh(self, entry: Entry) -> asyncio.Task:
         """Start (or re-arm) the entry's refresh; the task ends once no request is pending."""
-        if self._task_running(entry):
-            entry._dirty = True
-            return entry._task  # type: ignore[return-value]
-        entry._task = asyncio.create_task(self._refresh_loop(entry), name=f"gantry-cache-{entry.name}")
-        return entry._task
+        known = entry.known
+        if known.refreshing():
+            known.dirty = True
+            return known.task  # type: ignore[return-value]
+        known.task = asyncio.create_task(self._refresh_loop(entry), name=f"gantry-cache-{entry.name}")
+        return known.task
 
     def refresh_name(self, name: str) -> None:
         entry = self.entries.get(name)
         if entry is not None:
             self.refresh(entry)
 
-    @staticmethod
-    def _task_running(entry: Entry) -> bool:
-        return entry._task is not None and not entry._task.done()
-
     async def refresh_all(self) -> None:
         now = time.monotonic()
         for name, entry in list(self.entries.items()):
             # forget unknown names once their negative answer is stale and nobody waits
-            if (not entry.exists and entry.waiting == 0 and entry.inflight == 0
-                    and now - entry.fetched > self.negative_ttl and not self._task_running(entry)):
+            known, load = entry.known, entry.load
+            if (not known.exists and not load.busy()
+                    and now - known.fetched > self.negative_ttl and not known.refreshing()):
                 del self.entries[name]
         tasks = [self.refresh(e) for e in self.entries.values()]
         if tasks:
             await asyncio.wait(tasks)
 
     async def _refresh_loop(self, entry: Entry) -> None:
+        known = entry.known
         while not self._closed:
-            entry._dirty = False
+            known.dirty = False
             try:
                 await self._fetch(entry)
             except Exception as exc:  # Redis trouble: keep the old view, the next refresh retries
                 log.warning("cache refresh failed", extra={"function": entry.name, "error": repr(exc)})
-                entry.error = exc
+                known.error = exc
                 return
-            entry.error = None
-            if not entry._dirty:
+            known.error = None
+            if not known.dirty:
                 return
 
     async def _fetch(self, entry: Entry) -> None:
         r = self.redis
+        known, balancer = entry.known, entry.routing.balancer
         pipe = r.pipeline(transaction=False)
         pipe.hgetall(keys.function(entry.name))
         pipe.smembers(keys.function_instances(entry.name))
         raw, ids = await pipe.execute()
         if not raw or b"active" not in raw and b"latest" not in raw:
-            entry.exists, entry.active = False, None
-            entry.versions.clear()
-            entry.balancer.update([], entry.balancer.capacity)
+            known.exists, known.active = False, None
+            known.versions.clear()
+            balancer.update([], balancer.capacity)
         else:
             version = int(raw.get(b"active") or raw[b"latest"])
-            found = entry.versions.get(version)
+            found = known.versions.get(version)
             if found is None:
                 found = await self.store.get_version(entry.name, version)
                 if found is not None:
-                    entry.versions[version] = found
+                    known.versions[version] = found
             if found is None:  # half-written or half-deleted: treat as absent for now
-                entry.exists, entry.active = False, None
-                entry.balancer.update([], entry.balancer.capacity)
+                known.exists, known.active = False, None
+                balancer.update([], balancer.capacity)
             else:
                 image, spec = found
-                entry.exists = True
-                entry.active = Active(version, image, spec)
+                known.exists = True
+                known.active = Active(version, image, spec)
                 instances = await self.store.get_instances(ids)
                 ready = [i for i in instances if i.state == state.READY and i.version == version
                          and i.host and i.port]
-                entry.balancer.update(ready, spec.scaling.concurrency)
-        entry.fetched = time.monotonic()
-        entry.changed.notify()
+                balancer.update(ready, spec.scaling.concurrency)
+        known.fetched = time.monotonic()
+        entry.routing.changed.notify()
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [e._task for e in self.entries.values() if self._task_running(e)]
+        tasks = [e.known.task for e in self.entries.values() if e.known.refreshing()]
         for t in tasks:
             t.cancel()
         if tasks:

@@ -22,6 +22,7 @@ from gantry_runtime.wire import ErrorCode
 from . import upstream
 from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
+from .balancer import Ticket
 from .cache import Entry
 from .errors import ApiError, json_error
 from .metrics import UNKNOWN
@@ -103,7 +104,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     t0 = time.monotonic()
-    entry.last_request = time.time()
+    entry.load.last_request = time.time()
     asked = _asked_timeout(request)
     body = await read_body(request, settings.max_body)
     inv_id = f"{_ID_PREFIX}{next(_ids):016x}"
@@ -112,21 +113,22 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     exclude: set[str] = set()
     last: _Retry | None = None
     for attempt in range(settings.max_tries):
-        inst = entry.balancer.pick(exclude)
-        if inst is None:
-            inst = await _wait_for_slot(request, entry, exclude, cold_deadline)
-        if inst is None:
-            if not entry.exists:
+        ticket = entry.routing.balancer.pick(exclude)
+        if ticket is None:
+            ticket = await _wait_for_slot(request, entry, exclude, cold_deadline)
+        if ticket is None:
+            if not entry.known.exists:
                 raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
             break
-        active = entry.active
+        inst = ticket.instance
+        active = entry.known.active
         if active is None:   # cannot happen: a deleted function has no live instance to pick
-            entry.release(inst.id)
+            entry.routing.release(ticket)
             raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
         timeout = active.spec.limits.timeout if asked is None else min(active.spec.limits.timeout, asked)
         headers = {**ids, wire.TIMEOUT: wire.format_timeout(timeout), wire.TENANT: request[PRINCIPAL].tenant,
                    "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
-        entry.inflight += 1
+        entry.load.inflight += 1
         try:
             return await _forward(request, entry, inst, body, headers,
                                   timeout + settings.upstream_timeout_margin, ids)
@@ -134,14 +136,15 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
             last = retry
             if retry.reason != "at_capacity":
                 exclude.add(inst.id)
-            entry.balancer.suspend(inst.id, CONNECT_SUSPEND if retry.connection else RETRYABLE_503[retry.reason])
+            entry.routing.balancer.suspend(
+                inst.id, CONNECT_SUSPEND if retry.connection else RETRYABLE_503[retry.reason])
             app[METRICS].retries[entry.name] += 1
             log.info("retrying on another instance", extra={
                 "function": entry.name, "instance": inst.id, "reason": retry.reason,
                 "attempt": attempt + 1, "invocation_id": inv_id})
         finally:
-            entry.inflight -= 1
-            entry.release(inst.id)
+            entry.load.inflight -= 1
+            entry.routing.release(ticket)
     if last is not None and last.connection:
         raise ApiError(502, "function_crashed",
                        f"no instance of {entry.name!r} could be reached ({last.reason})", ids)
@@ -150,31 +153,32 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     raise ApiError(503, "no_capacity", why, {**ids, "Retry-After": "1"})
 
 
-async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], deadline: float):
+async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], deadline: float
+                         ) -> Ticket | None:
     """Signal demand and wait for a free slot on a ready instance; None at the deadline."""
     app = request.app
     cache, reporter = app[CACHE], app[REPORTER]
     app[METRICS].cold_waits[entry.name] += 1
-    entry.waiting += 1
+    entry.load.waiting += 1
     try:
         await reporter.signal_demand(entry)
         raise_if_cancelled()
         while True:
-            if not entry.exists:
+            if not entry.known.exists:
                 return None
-            inst = entry.balancer.pick(exclude)
-            if inst is not None:
-                return inst
+            ticket = entry.routing.balancer.pick(exclude)
+            if ticket is not None:
+                return ticket
             now = time.monotonic()
             if now >= deadline:
                 return None
-            woke = await entry.changed.wait(min(POLL_INTERVAL, deadline - now))
-            if not woke and time.monotonic() - entry.fetched >= POLL_INTERVAL:
+            woke = await entry.routing.changed.wait(min(POLL_INTERVAL, deadline - now))
+            if not woke and time.monotonic() - entry.known.fetched >= POLL_INTERVAL:
                 cache.refresh(entry)       # the fallback poll; a pub/sub hint usually comes first
                 await reporter.signal_demand(entry)   # at most one per 100 ms per function
                 raise_if_cancelled()
     finally:
-        entry.waiting -= 1
+        entry.load.waiting -= 1
 
 
 def _passthrough(headers: list[tuple[str, str]]) -> dict[str, str]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from .. import keys, state
-from .cache import Entry, FunctionCache
+
+if TYPE_CHECKING:   # cache.py builds each Entry's Load from here
+    from .cache import Entry, FunctionCache
 
 log = logging.getLogger("gantry.gateway")
 
@@ -19,8 +22,23 @@ DEMAND_HINT_INTERVAL = 0.1   # seconds: waiting requests of one function share o
 LOAD_TTL = 60                # seconds: a gateway that dies leaves no report behind for long
 
 
-def load_record(entry: Entry, now: float) -> bytes:
-    return state.pack([entry.inflight, entry.waiting, entry.last_request, now])
+class Load:
+    """This gateway's load on one function: what the reports carry, and the last hint."""
+
+    __slots__ = ("inflight", "waiting", "last_request", "demand_signalled")
+
+    def __init__(self) -> None:
+        self.inflight = 0             # requests being forwarded
+        self.waiting = 0              # requests waiting for a free slot
+        self.last_request = 0.0       # wall time
+        self.demand_signalled = 0.0   # monotonic time of the last demand hint
+
+    def busy(self) -> bool:
+        return bool(self.inflight or self.waiting)
+
+
+def load_record(load: Load, now: float) -> bytes:
+    return state.pack([load.inflight, load.waiting, load.last_request, now])
 
 
 class LoadReporter:
@@ -31,26 +49,26 @@ class LoadReporter:
 
     async def report(self) -> None:
         """One periodic report of every function seen (one pipeline)."""
-        entries = [e for e in self.cache.entries.values() if e.exists or e.waiting or e.inflight]
+        entries = [e for e in self.cache.entries.values() if e.known.exists or e.load.busy()]
         if not entries:
             return
         now = time.time()
         pipe = self.redis.pipeline(transaction=False)
         for entry in entries:
             key = keys.function_load(entry.name)
-            pipe.hset(key, self.gateway_id, load_record(entry, now))
+            pipe.hset(key, self.gateway_id, load_record(entry.load, now))
             pipe.expire(key, LOAD_TTL)
         await pipe.execute()
 
     async def signal_demand(self, entry: Entry) -> None:
         """A request of ENTRY's function found no free instance: tell the scheduler now."""
         mono = time.monotonic()
-        if mono - entry.demand_signalled < DEMAND_HINT_INTERVAL:
+        if mono - entry.load.demand_signalled < DEMAND_HINT_INTERVAL:
             return
-        entry.demand_signalled = mono
+        entry.load.demand_signalled = mono
         key = keys.function_load(entry.name)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, self.gateway_id, load_record(entry, time.time()))
+        pipe.hset(key, self.gateway_id, load_record(entry.load, time.time()))
         pipe.expire(key, LOAD_TTL)
         pipe.publish(keys.EVENTS, f"demand:{entry.name}")
         try:

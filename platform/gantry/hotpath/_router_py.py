@@ -13,8 +13,10 @@ never chosen; with none eligible, ``pick`` returns -1.
 The seed feeds a xorshift64 generator that staggers each new instance's starting score, so
 gateway replicas started together do not all send their first requests to the same
 instance.  A slot number stays valid until ``remove(slot)`` and the release of its last
-in-flight request; only then is it reused.  Weights and capacities are integers in
-[0, 2**20] and [1, 2**20].
+in-flight request; only then is it reused.  So the slot ``pick_acquire`` returns is a ticket
+(gateway.balancer hands it out as one): ``release(slot)`` gives back exactly that request,
+even after the instance was removed or came back in another slot.  Weights and capacities
+are integers in [0, 2**20] and [1, 2**20].
 """
 from __future__ import annotations
 

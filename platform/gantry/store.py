@@ -115,6 +115,27 @@ class Store:
         return await self.redis.xrange(keys.function_logs(name), min=f"({after}" if after else "-",
                                        max="+", count=limit)
 
+    async def routing_view(self, name: str) -> tuple[int | None, set[str]]:
+        """The version that takes traffic (active, else latest; None while the function is
+        absent or half-written) and the function's instance ids, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.function(name))
+        pipe.smembers(keys.function_instances(name))
+        raw, ids = await pipe.execute()
+        pointer = raw.get(b"active") or raw.get(b"latest")
+        return (int(pointer) if pointer else None), {_text(i) for i in ids}
+
+    async def report_load(self, gateway: str, records: dict[str, bytes], ttl: int, demand: bool = False) -> None:
+        """This gateway's load record per function (expiring after ``ttl`` s); with ``demand``
+        also a "demand:NAME" hint per function, so the scheduler acts at once."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name, record in records.items():
+            pipe.hset(keys.function_load(name), gateway, record)
+            pipe.expire(keys.function_load(name), ttl)
+            if demand:
+                pipe.publish(keys.EVENTS, f"demand:{name}")
+        await pipe.execute()
+
     async def get_instance(self, instance_id: str) -> Instance | None:
         return Instance.from_hash(await self.redis.hgetall(keys.instance(instance_id)))
 

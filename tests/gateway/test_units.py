@@ -108,10 +108,11 @@ def test_the_cache_forgets_an_unknown_name_only_when_no_request_holds_it(redis_c
     import redis.asyncio as aioredis
 
     from gantry.gateway.cache import FunctionCache
+    from gantry.store import Store
 
     async def scenario():
         r = aioredis.from_url(redis_url)
-        cache = FunctionCache(r, negative_ttl=0.0)
+        cache = FunctionCache(Store(r), negative_ttl=0.0)
         try:
             assert await cache.get("ghost") is None                # not deployed: a negative entry
             entry = cache.entries["ghost"]

@@ -77,16 +77,16 @@ UPSTREAM_KEEPALIVE = 15.0   # seconds an idle connection to an instance is kept 
 async def _state_ctx(app: web.Application):
     settings = app[SETTINGS]
     r = app[REDIS]
-    cache = FunctionCache(r, negative_ttl=settings.cache_refresh_interval)
+    cache = FunctionCache(app[STORE], negative_ttl=settings.cache_refresh_interval)
     app[CACHE] = cache
-    app[REPORTER] = LoadReporter(r, cache, settings.gateway_id)
+    app[REPORTER] = LoadReporter(app[STORE], cache, settings.gateway_id)
     refresher = CacheRefresher(app[STORE], cache, app[AUTH], fixed_admin_hash=settings.admin_key_hash is not None)
     try:
         await refresher.refresh_admin_hash()
     except Exception as exc:  # the refresh loop retries; until then no key is accepted
         log.warning("cannot read the admin key hash yet", extra={"error": repr(exc)})
     tasks = [
-        asyncio.create_task(listen_events(r, cache, on_reconnect=cache.refresh_all), name="gantry-events"),
+        asyncio.create_task(listen_events(app[STORE], cache, on_reconnect=cache.refresh_all), name="gantry-events"),
         asyncio.create_task(run_every(settings.cache_refresh_interval, refresher._iteration, "cache refresh"),
                             name="gantry-cache-refresh"),
         asyncio.create_task(run_every(ADMISSION_SWEEP, _sweeper(app[ADMISSION]), "rate-limit sweep"),

@@ -103,9 +103,8 @@ class Entry:
 
 
 class FunctionCache:
-    def __init__(self, redis, negative_ttl: float = 1.0) -> None:
-        self.redis = redis
-        self.store = Store(redis)
+    def __init__(self, store: Store, negative_ttl: float = 1.0) -> None:
+        self.store = store
         self.negative_ttl = negative_ttl
         self.entries: dict[str, Entry] = {}
         self._closed = False
@@ -166,18 +165,13 @@ class FunctionCache:
                 return
 
     async def _fetch(self, entry: Entry) -> None:
-        r = self.redis
         known, balancer = entry.known, entry.routing.balancer
-        pipe = r.pipeline(transaction=False)
-        pipe.hgetall(keys.function(entry.name))
-        pipe.smembers(keys.function_instances(entry.name))
-        raw, ids = await pipe.execute()
-        if not raw or b"active" not in raw and b"latest" not in raw:
+        version, ids = await self.store.routing_view(entry.name)
+        if version is None:
             known.exists, known.active = False, None
             known.versions.clear()
             balancer.update([], balancer.capacity)
         else:
-            version = int(raw.get(b"active") or raw[b"latest"])
             found = known.versions.get(version)
             if found is None:
                 found = await self.store.get_version(entry.name, version)
@@ -212,12 +206,12 @@ class FunctionCache:
             self.refresh_name(name)
 
 
-async def listen_events(redis, cache: FunctionCache, on_reconnect=None) -> None:
+async def listen_events(store: Store, cache: FunctionCache, on_reconnect=None) -> None:
     """Follow keys.EVENTS until cancelled; resubscribe (and refresh everything) after errors."""
     backoff = 0.1
     while True:
         try:
-            async with redis.pubsub(ignore_subscribe_messages=True) as ps:
+            async with store.events() as ps:
                 await ps.subscribe(keys.EVENTS)
                 backoff = 0.1
                 if on_reconnect is not None:

@@ -24,7 +24,7 @@ from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, U
 from ..cancellation import raise_if_cancelled
 from .balancer import Ticket
 from .cache import Entry
-from .errors import ApiError, json_error
+from .errors import ApiError
 from .metrics import UNKNOWN
 from ..state import Instance
 

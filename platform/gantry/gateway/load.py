@@ -11,7 +11,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .. import keys, state
+from .. import state
+from ..store import Store
 
 if TYPE_CHECKING:   # cache.py builds each Entry's Load from here
     from .cache import Entry, FunctionCache
@@ -42,8 +43,8 @@ def load_record(load: Load, now: float) -> bytes:
 
 
 class LoadReporter:
-    def __init__(self, redis, cache: FunctionCache, gateway_id: str) -> None:
-        self.redis = redis
+    def __init__(self, store: Store, cache: FunctionCache, gateway_id: str) -> None:
+        self.store = store
         self.cache = cache
         self.gateway_id = gateway_id
 
@@ -53,12 +54,7 @@ class LoadReporter:
         if not entries:
             return
         now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        for entry in entries:
-            key = keys.function_load(entry.name)
-            pipe.hset(key, self.gateway_id, load_record(entry.load, now))
-            pipe.expire(key, LOAD_TTL)
-        await pipe.execute()
+        await self.store.report_load(self.gateway_id, {e.name: load_record(e.load, now) for e in entries}, LOAD_TTL)
 
     async def signal_demand(self, entry: Entry) -> None:
         """A request of ENTRY's function found no free instance: tell the scheduler now."""
@@ -66,12 +62,8 @@ class LoadReporter:
         if mono - entry.load.demand_signalled < DEMAND_HINT_INTERVAL:
             return
         entry.load.demand_signalled = mono
-        key = keys.function_load(entry.name)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, self.gateway_id, load_record(entry.load, time.time()))
-        pipe.expire(key, LOAD_TTL)
-        pipe.publish(keys.EVENTS, f"demand:{entry.name}")
         try:
-            await pipe.execute()
+            await self.store.report_load(self.gateway_id, {entry.name: load_record(entry.load, time.time())},
+                                         LOAD_TTL, demand=True)
         except Exception as exc:  # the periodic report will carry it
             log.warning("demand signal failed", extra={"function": entry.name, "error": repr(exc)})

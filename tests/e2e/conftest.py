@@ -26,7 +26,7 @@ FAST_WORKER = {"GANTRY_HEARTBEAT_INTERVAL": "0.3", "GANTRY_HEARTBEAT_TTL": "1.5"
                "GANTRY_DRAIN_GRACE": "5", "GANTRY_ORPHAN_INTERVAL": "1", "GANTRY_NODE_CPU": "8",
                "GANTRY_NODE_MEMORY": "8Gi"}
 FAST_SCHEDULER = {"GANTRY_SCHEDULER_INTERVAL": "0.1", "GANTRY_SCHEDULER_LEASE_MS": "1500",
-                  "GANTRY_SCHEDULER_LOAD_FRESH": "3"}
+                  "GANTRY_SCHEDULER_LOAD_FRESH": "3", "GANTRY_SCHEDULER_NODE_DEAD_AFTER": "3"}
 
 
 
@@ -49,6 +49,11 @@ class Platform:
 
     def worker(self, node: str) -> subprocess.Popen:
         return self.start(node, "worker", GANTRY_NODE_ID=node, **FAST_WORKER)
+
+    def restart_scheduler(self, **env: str) -> subprocess.Popen:
+        """Kill the scheduler and start it again with ``env`` over the fast test settings."""
+        self.kill("scheduler")
+        return self.start("scheduler", "scheduler", **{**FAST_SCHEDULER, **env})
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)

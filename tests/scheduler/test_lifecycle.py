@@ -87,7 +87,7 @@ def test_dead_nodes_instances_are_replaced_on_a_live_node(redis_client, redis_ur
         await add_node(r, "n1")
         await add_node(r, "n2")
         await deploy(r, "echo", min_instances=2)
-        s = scheduler(r, node_grace=30.0)
+        s = scheduler(r, node_grace=30.0, node_dead_after=10.0)
         w1, w2 = FakeWorker(r, "n1"), FakeWorker(r, "n2")
         t0 = time.time()
         await settle(s, [w1, w2], t0)
@@ -95,19 +95,51 @@ def test_dead_nodes_instances_are_replaced_on_a_live_node(redis_client, redis_ur
         assert len(placed) == 1                  # the function's hash-ring node takes both (affinity)
         dead = placed.pop()
         live = "n2" if dead == "n1" else "n1"
+        before = await instances(r, "echo")
         await kill_node(r, dead)
-        await s._iteration(t0 + 1)
+        await s._iteration(t0 + 1)               # heartbeat missed: suspect, nothing reaped or placed
+        await s._iteration(t0 + 10.5)
+        assert [(i.id, i.node, i.state) for i in await instances(r, "echo")] == \
+            [(i.id, i.node, i.state) for i in before]
+        assert int(await r.hget(keys.node_alloc(dead), "cpu")) == 1000
+        await s._iteration(t0 + 11.5)            # dead_after passed: reaped and replaced
         insts = await instances(r, "echo")
         assert len(insts) == 2 and {i.node for i in insts} == {live}
         assert not await r.exists(keys.node_alloc(dead))
         assert await r.scard(keys.node_instances(dead)) == 0
         assert int(await r.hget(keys.node_alloc(live), "cpu")) == 1000
         assert await r.sismember(keys.NODES, dead)                        # not forgotten yet
-        await s._iteration(t0 + 20)
+        await s._iteration(t0 + 30)
         assert await r.sismember(keys.NODES, dead)
-        await s._iteration(t0 + 31.5)
+        await s._iteration(t0 + 42)
         assert not await r.sismember(keys.NODES, dead) and not await r.exists(keys.node(dead))
         assert await r.sismember(keys.NODES, live)
+        await r.aclose()
+    run(main())
+
+
+def test_a_worker_back_within_dead_after_keeps_its_instances(redis_client, redis_url):
+    """A heartbeat gap shorter than node_dead_after (a worker restart, a Redis blip) reaps
+    nothing and places nothing: the same instances serve before, during and after."""
+    async def main():
+        r = client(redis_url)
+        await add_node(r, "n1")
+        await add_node(r, "n2")
+        await deploy(r, "echo", min_instances=2)
+        s = scheduler(r, node_dead_after=60.0)
+        w1, w2 = FakeWorker(r, "n1"), FakeWorker(r, "n2")
+        t0 = time.time()
+        await settle(s, [w1, w2], t0)
+        before = [(i.id, i.node, i.state) for i in await instances(r, "echo")]
+        node = before[0][1]
+        await kill_node(r, node)
+        for dt in (1, 20, 45, 59):                               # down for 59 s
+            await s._iteration(t0 + dt)
+            assert [(i.id, i.node, i.state) for i in await instances(r, "echo")] == before
+        await add_node(r, node)                                  # the restarted worker heartbeats
+        await s._iteration(t0 + 70)                              # past dead_after, but alive again
+        assert [(i.id, i.node, i.state) for i in await instances(r, "echo")] == before
+        assert not await commands(r, node) or all(c["op"] != "stop" for c in await commands(r, node))
         await r.aclose()
     run(main())
 

@@ -235,7 +235,7 @@ def test_paused_instances_on_a_dead_node_are_reaped(redis_client, redis_url):
         await add_node(r, "n1")
         await add_node(r, "n2")
         await deploy(r, "echo", concurrency=1, idle_timeout=5.0, keep_paused=60.0)
-        s, w1, w2 = scheduler(r), FakeWorker(r, "n1"), FakeWorker(r, "n2")
+        s, w1, w2 = scheduler(r, node_dead_after=1.0), FakeWorker(r, "n1"), FakeWorker(r, "n2")
         t0 = time.time()
         await report(r, "echo", inflight=1, now=t0)
         await settle(s, [w1, w2], t0)
@@ -245,7 +245,9 @@ def test_paused_instances_on_a_dead_node_are_reaped(redis_client, redis_url):
         assert paused.state == state.PAUSED
         await kill_node(r, paused.node)
         await report(r, "echo", waiting=1, now=t0 + 7)
-        await s._iteration(t0 + 7)
+        await s._iteration(t0 + 7)                                 # suspect: kept
+        assert [i.id for i in await instances(r, "echo")] == [paused.id]
+        await s._iteration(t0 + 8.5)                               # dead
         [fresh] = await instances(r, "echo")                       # reaped, then one new placed
         assert fresh.id != paused.id and fresh.state == state.PENDING and fresh.node != paused.node
         await r.aclose()

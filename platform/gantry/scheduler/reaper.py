@@ -3,7 +3,10 @@
 ``triage`` is the decision (pure); ``tend`` carries it out and returns the instances that
 still count for scaling.  Decisions, in order:
 
-- on a node whose alive key expired: reap (its capacity record is dropped with the node);
+- on a dead node (its heartbeat stopped longer than node_dead_after ago, or a node no longer
+  known): reap (its capacity record is dropped with the node).  On a *suspect* node (the
+  heartbeat stopped more recently) nothing is reaped for that reason: the containers may
+  well still serve, and a restarted worker adopts them;
 - ``stopped`` or ``failed``: reap (a failed one's container is removed first, if its node
   is alive); the reconciler starts a replacement if the function still needs one;
 - ``pending`` for longer than start_timeout: failed ("did not start"), removed, reaped;
@@ -37,9 +40,9 @@ COMMAND_TIMEOUT = 60.0
 
 
 def triage(inst: Instance, live_nodes: set[str], now: float, epoch: int, start_timeout: float,
-           stuck: bool = False) -> str | None:
+           stuck: bool = False, suspect_nodes: frozenset[str] | set[str] = frozenset()) -> str | None:
     """What to do with one instance; ``stuck``: it has been in its state for COMMAND_TIMEOUT."""
-    if inst.node not in live_nodes:
+    if inst.node not in live_nodes and inst.node not in suspect_nodes:
         return NODE_DEAD
     if inst.state in (state.STOPPED, state.FAILED):
         return REAP
@@ -60,7 +63,7 @@ class Tended:
 
 async def tend(store: Store, epoch: int, instances: list[Instance], live_nodes: set[str], now: float,
                start_timeout: float, state_since: dict[str, tuple[str, float]] | None = None,
-               unhealthy_timeout: float = 30.0) -> Tended:
+               unhealthy_timeout: float = 30.0, suspect_nodes: frozenset[str] | set[str] = frozenset()) -> Tended:
     """``state_since`` (instance id -> (state, when this leader first saw it in that state))
     is the caller's memory across passes; None leaves unhealthy and stuck instances alone.
     Raises Deposed (from the store) if our epoch is stale."""
@@ -83,7 +86,7 @@ async def tend(store: Store, epoch: int, instances: list[Instance], live_nodes: 
                 state_since[inst.id] = (inst.state, now)      # resend at most once a timeout
                 log.warning("instance %s of %s still %s after %gs: command sent again",
                             inst.id, inst.function, inst.state, COMMAND_TIMEOUT)
-        action = triage(inst, live_nodes, now, epoch, start_timeout, stuck)
+        action = triage(inst, live_nodes, now, epoch, start_timeout, stuck, suspect_nodes)
         if action is None:
             out.kept.append(inst)
             continue

@@ -21,8 +21,9 @@ from redis.exceptions import RedisError
 
 from .. import keys
 from ..coord import LeaderLease
-from ..state import Instance
+from ..state import Instance, Node
 from ..store import Deposed, Store
+from .nodes import NodeWatch
 from .reaper import tend
 from .reconcile import Reconciler
 from .settings import SchedulerSettings
@@ -43,7 +44,7 @@ class Scheduler:
         self.store = Store(redis)
         self.lease = LeaderLease(self.store, settings.holder_id, settings.lease_ms)
         self.reconciler = Reconciler(self.store, settings)
-        self._dead_since: dict[str, float] = {}     # node id -> wall time first seen dead
+        self.nodes = NodeWatch(settings.node_dead_after, settings.node_grace)
         # instance id -> (state, wall time first seen in it): unhealthy and stuck-command clocks
         self._state_since: dict[str, tuple[str, float]] = {}
         self._hinted: set[str] = set()              # functions to reconcile at once
@@ -84,15 +85,14 @@ class Scheduler:
         now = time.time() if now is None else now
         store = self.store
         try:
-            nodes = await store.live_nodes()
-            live = {n.id for n in nodes}
+            nodes, live, suspect, _ = await self._node_view(now)
             for name in names:
                 fn = await store.get_function(name)
                 if fn is None:
                     continue            # deleted or half-deployed: the full pass handles it
                 tended = await tend(store, epoch, await store.function_instances(name), live, now,
                                     self.settings.start_timeout, self._state_since,
-                                    self.settings.unhealthy_timeout)
+                                    self.settings.unhealthy_timeout, suspect)
                 self.reconciler.note_failures(tended.failed, now)
                 await self.reconciler.reconcile(fn, tended.kept, nodes, now, epoch)
         except Deposed as exc:
@@ -101,15 +101,13 @@ class Scheduler:
     async def _full_pass(self, now: float, epoch: int) -> None:
         store = self.store
         names = await store.function_names()
-        node_ids = await store.node_ids()
-        nodes = await store.live_nodes()
-        live = {n.id for n in nodes}
+        nodes, live, suspect, node_ids = await self._node_view(now)
 
         instances = await self._all_instances(names, node_ids)
         ids = {i.id for i in instances}
         self._state_since = {k: v for k, v in self._state_since.items() if k in ids}
         tended = await tend(store, epoch, instances, live, now, self.settings.start_timeout,
-                            self._state_since, self.settings.unhealthy_timeout)
+                            self._state_since, self.settings.unhealthy_timeout, suspect)
         self.reconciler.note_failures(tended.failed, now)
         by_function: dict[str, list[Instance]] = {}
         for inst in tended.kept:
@@ -125,7 +123,6 @@ class Scheduler:
         for name, leftover in sorted(by_function.items()):
             await self.reconciler.drain_all(name, leftover, epoch)     # deleted functions
         self.reconciler.forget(set(names))
-        await self._tend_nodes(node_ids, live, now)
 
     async def _all_instances(self, names: list[str], node_ids: list[str]) -> list[Instance]:
         """Every instance record any node or function set names (a deleted function's
@@ -142,22 +139,26 @@ class Scheduler:
                 await store.forget_ids(function, node, [missing])
         return found
 
-    async def _tend_nodes(self, node_ids: list[str], live: set[str], now: float) -> None:
-        """A dead node's capacity record goes at once (its instances were reaped); the node
-        itself is forgotten node_grace later, if it has not come back."""
-        for node_id in node_ids:
-            if node_id in live:
-                self._dead_since.pop(node_id, None)
-            elif node_id not in self._dead_since:
-                log.warning("node %s is dead: its instances are reaped and replaced", node_id)
-                self._dead_since[node_id] = now
-                await self.store.forget_node(node_id, everything=False)
-            elif now - self._dead_since[node_id] >= self.settings.node_grace:
-                if await self.store.forget_node(node_id, everything=True):
-                    log.info("node %s forgotten after %gs dead", node_id, self.settings.node_grace)
-                del self._dead_since[node_id]
-        for node_id in set(self._dead_since) - set(node_ids):
-            del self._dead_since[node_id]
+    async def _node_view(self, now: float) -> tuple[list[Node], set[str], set[str], list[str]]:
+        """The live nodes, their ids, the suspect ids and every known id; acts on what the
+        NodeWatch says changed (a dead node's capacity record dropped, a long-dead node forgotten)."""
+        store = self.store
+        node_ids = await store.node_ids()
+        nodes = await store.live_nodes()
+        live = {n.id for n in nodes}
+        changes = self.nodes.observe(node_ids, live, now)
+        for node_id in changes.newly_suspect:
+            log.warning("node %s missed its heartbeat: suspect; its instances are kept for %gs",
+                        node_id, self.settings.node_dead_after)
+        for node_id in changes.newly_dead:
+            log.warning("node %s is dead (no heartbeat for %gs): its instances are reaped and replaced",
+                        node_id, self.settings.node_dead_after)
+            await store.forget_node(node_id, everything=False)
+        for node_id in changes.forget:
+            if await store.forget_node(node_id, everything=True):
+                log.info("node %s forgotten", node_id)
+            self.nodes.forgotten(node_id)
+        return nodes, live, changes.suspect, node_ids
 
     # --- the loop ----------------------------------------------------------------------
 

@@ -17,7 +17,12 @@ class SchedulerSettings:
     lease_ms: int = 3000            # leader lease; renewed every lease/3
     load_fresh: float = 5.0         # gateway load reports older than this are ignored
     start_timeout: float = 60.0     # a pending instance not started by then is failed
-    node_grace: float = 30.0        # a dead node is forgotten this long after it was seen dead
+    # A node whose heartbeat stopped is *suspect* for node_dead_after: its instances keep their
+    # records (gateways keep routing to them, a restarted worker adopts them), nothing is
+    # placed on it.  Longer than a Redis blip or a worker restart; then it is dead: its
+    # instances are reaped and replaced elsewhere.
+    node_dead_after: float = 60.0
+    node_grace: float = 30.0        # a dead node is forgotten this long after it was declared dead
     unhealthy_timeout: float = 30.0  # an instance unhealthy this long is drained and replaced
 
     def __post_init__(self) -> None:
@@ -34,8 +39,8 @@ class SchedulerSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "SchedulerSettings":
         """GANTRY_SCHEDULER_ID (default host-pid-random), GANTRY_SCHEDULER_LEASE_MS (whole
         milliseconds), and as durations ("250ms", "30s", or seconds) GANTRY_SCHEDULER_INTERVAL,
-        GANTRY_SCHEDULER_LOAD_FRESH, GANTRY_SCHEDULER_START_TIMEOUT, GANTRY_SCHEDULER_NODE_GRACE,
-        GANTRY_SCHEDULER_UNHEALTHY_TIMEOUT; keyword overrides (flags) win."""
+        GANTRY_SCHEDULER_LOAD_FRESH, GANTRY_SCHEDULER_START_TIMEOUT, GANTRY_SCHEDULER_NODE_DEAD_AFTER,
+        GANTRY_SCHEDULER_NODE_GRACE, GANTRY_SCHEDULER_UNHEALTHY_TIMEOUT; keyword overrides (flags) win."""
         e = Env(environ)
         return cls(**given({
             "holder_id": e.text("GANTRY_SCHEDULER_ID")
@@ -45,4 +50,4 @@ class SchedulerSettings:
         }, overrides))
 
 
-_DURATIONS = ("interval", "load_fresh", "start_timeout", "node_grace", "unhealthy_timeout")
+_DURATIONS = ("interval", "load_fresh", "start_timeout", "node_dead_after", "node_grace", "unhealthy_timeout")

@@ -9,7 +9,7 @@ import pytest
 from gantry.gateway import GatewaySettings, serve
 from gantry.gateway.balancer import Balancer
 
-from .support import ADMIN_HASH, AUTH, instance_record, run
+from .support import ADMIN_HASH, AUTH, instance_record
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -44,21 +44,19 @@ def test_balancer_picks_spreads_caps_and_suspends():
     assert lb.inflight == 0 and lb.ready == 1
 
 
-def test_serve_runs_until_stopped(redis_url):
-    async def scenario():
-        stop = asyncio.Event()
-        started: asyncio.Future = asyncio.get_running_loop().create_future()
-        settings = GatewaySettings(redis_url=redis_url, port=0, admin_key_hash=ADMIN_HASH)
-        task = asyncio.create_task(serve(settings, stop, on_started=started.set_result))
-        port = await asyncio.wait_for(started, 10)
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                assert resp.status == 200 and (await resp.json())["status"] == "ok"
-            async with s.get(f"http://127.0.0.1:{port}/v1/functions", headers=AUTH) as resp:
-                assert resp.status == 200
-        stop.set()
-        await asyncio.wait_for(task, 10)
-    run(scenario())
+async def test_serve_runs_until_stopped(redis_url):
+    stop = asyncio.Event()
+    started: asyncio.Future = asyncio.get_running_loop().create_future()
+    settings = GatewaySettings(redis_url=redis_url, port=0, admin_key_hash=ADMIN_HASH)
+    task = asyncio.create_task(serve(settings, stop, on_started=started.set_result))
+    port = await asyncio.wait_for(started, 10)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "ok"
+        async with s.get(f"http://127.0.0.1:{port}/v1/functions", headers=AUTH) as resp:
+            assert resp.status == 200
+    stop.set()
+    await asyncio.wait_for(task, 10)
 
 
 def test_balancer_runs_on_the_hot_path_router_and_survives_churn():
@@ -80,20 +78,18 @@ def test_balancer_runs_on_the_hot_path_router_and_survives_churn():
     assert {lb.pick(now=0).id, lb.pick(now=0).id} == {"a", "b"}
 
 
-def test_invocations_beyond_the_key_rate_get_429_with_retry_after(redis_url):
+async def test_invocations_beyond_the_key_rate_get_429_with_retry_after(redis_url):
     from .support import gateway
 
-    async def scenario():
-        async with gateway(redis_url, rate_limit=0.5, rate_burst=2) as client:
-            statuses = []
-            for _ in range(3):
-                resp = await client.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
-                statuses.append(resp.status)
-                body = await resp.json()
-            assert statuses == [404, 404, 429]            # admission comes before the lookup
-            assert body["error"]["code"] == "rate_limited"
-            assert resp.headers["Retry-After"] == "2"     # GCRA: one token per 2 s, exactly
-    run(scenario())
+    async with gateway(redis_url, rate_limit=0.5, rate_burst=2) as client:
+        statuses = []
+        for _ in range(3):
+            resp = await client.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
+            statuses.append(resp.status)
+            body = await resp.json()
+        assert statuses == [404, 404, 429]            # admission comes before the lookup
+        assert body["error"]["code"] == "rate_limited"
+        assert resp.headers["Retry-After"] == "2"     # GCRA: one token per 2 s, exactly
 
 
 def test_admission_sweeps_idle_keys_and_resolves_them_again():
@@ -105,16 +101,14 @@ def test_admission_sweeps_idle_keys_and_resolves_them_again():
     adm.check("k", now=100.0)                             # a fresh handle, admitted
 
 
-def test_a_keys_rate_limit_holds_across_gateway_replicas(redis_url):
+async def test_a_keys_rate_limit_holds_across_gateway_replicas(redis_url):
     from .support import gateway
 
-    async def scenario():
-        async with gateway(redis_url, rate_limit=0.2, rate_burst=2) as a, \
-                gateway(redis_url, rate_limit=0.2, rate_burst=2) as b:
-            assert [(await a.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)).status
-                    for _ in range(2)] == [404, 404]          # replica A spends the key's burst
-            await asyncio.sleep(0.6)                          # both replicas sync (every 0.1 s)
-            resp = await b.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
-            assert resp.status == 429                         # replica B was charged A's admissions
-            assert int(resp.headers["Retry-After"]) >= 1
-    run(scenario())
+    async with gateway(redis_url, rate_limit=0.2, rate_burst=2) as a, \
+            gateway(redis_url, rate_limit=0.2, rate_burst=2) as b:
+        assert [(await a.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)).status
+                for _ in range(2)] == [404, 404]          # replica A spends the key's burst
+        await asyncio.sleep(0.6)                          # both replicas sync (every 0.1 s)
+        resp = await b.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
+        assert resp.status == 429                         # replica B was charged A's admissions
+        assert int(resp.headers["Retry-After"]) >= 1

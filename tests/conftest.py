@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import redis.asyncio as aioredis
 
 REDIS_URL = os.environ.get("GANTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -33,6 +34,31 @@ def redis_client(redis_url):
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+async def aredis(redis_url):
+    """An asyncio client on the test database, emptied before and after the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def new_aredis(redis_url):
+    """new_aredis() -> one more asyncio client on the test database (for calls that must really
+    interleave in Redis); each is closed after the test."""
+    clients = []
+
+    def connect() -> aioredis.Redis:
+        clients.append(aioredis.Redis.from_url(redis_url))
+        return clients[-1]
+
+    yield connect
+    for client in clients:
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ instances are real runtime processes (``python -m gantry_runtime``) registered i
 the scheduler and worker would, or small in-process fake upstreams.  Every wait is bounded."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -17,7 +16,6 @@ import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import uvloop
 from aiohttp.test_utils import TestClient, TestServer
 
 from gantry import keys, state
@@ -30,14 +28,6 @@ KINDS = ROOT / "tests" / "containers" / "functions" / "kinds"
 ADMIN_KEY = "gk_test_" + "5" * 32
 ADMIN_HASH = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-
-
-def run(coro, timeout: float = 30):
-    """Run one test scenario on uvloop, bounded."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(asyncio.wait_for(coro, timeout))
 
 
 class Runtime:

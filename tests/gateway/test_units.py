@@ -9,7 +9,7 @@ import pytest
 from gantry.gateway import GatewaySettings, serve
 from gantry.gateway.balancer import Balancer
 
-from .support import ADMIN_HASH, AUTH, instance_record, run
+from .support import ADMIN_HASH, AUTH, instance_record
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,21 +51,19 @@ def test_balancer_picks_spreads_caps_and_suspends():
     assert lb.inflight == 0 and lb.ready == 1
 
 
-def test_serve_runs_until_stopped(redis_url):
-    async def scenario():
-        stop = asyncio.Event()
-        started: asyncio.Future = asyncio.get_running_loop().create_future()
-        settings = GatewaySettings(redis_url=redis_url, port=0, admin_key_hash=ADMIN_HASH)
-        task = asyncio.create_task(serve(settings, stop, on_started=started.set_result))
-        port = await asyncio.wait_for(started, 10)
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                assert resp.status == 200 and (await resp.json())["status"] == "ok"
-            async with s.get(f"http://127.0.0.1:{port}/v1/functions", headers=AUTH) as resp:
-                assert resp.status == 200
-        stop.set()
-        await asyncio.wait_for(task, 10)
-    run(scenario())
+async def test_serve_runs_until_stopped(redis_url):
+    stop = asyncio.Event()
+    started: asyncio.Future = asyncio.get_running_loop().create_future()
+    settings = GatewaySettings(redis_url=redis_url, port=0, admin_key_hash=ADMIN_HASH)
+    task = asyncio.create_task(serve(settings, stop, on_started=started.set_result))
+    port = await asyncio.wait_for(started, 10)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "ok"
+        async with s.get(f"http://127.0.0.1:{port}/v1/functions", headers=AUTH) as resp:
+            assert resp.status == 200
+    stop.set()
+    await asyncio.wait_for(task, 10)
 
 
 def test_balancer_runs_on_the_hot_path_router_and_survives_churn():
@@ -104,45 +102,37 @@ def test_a_balancer_ticket_gives_back_exactly_its_own_slot():
     assert lb.inflight == 0 and lb.pick(now=0).instance.id == "a"
 
 
-def test_the_cache_forgets_an_unknown_name_only_when_no_request_holds_it(redis_client, redis_url):
-    import redis.asyncio as aioredis
-
+async def test_the_cache_forgets_an_unknown_name_only_when_no_request_holds_it(aredis):
     from gantry.gateway.cache import FunctionCache
     from gantry.store import Store
 
-    async def scenario():
-        r = aioredis.from_url(redis_url)
-        cache = FunctionCache(Store(r), negative_ttl=0.0)
-        try:
-            assert await cache.get("ghost") is None                # not deployed: a negative entry
-            entry = cache.entries["ghost"]
-            assert not entry.known.exists and entry.known.fetched > 0
-            entry.load.waiting = 1                                 # a request waits on the name
-            await cache.refresh_all()
-            assert cache.entries["ghost"] is entry
-            entry.load.waiting = 0
-            await cache.refresh_all()
-            assert "ghost" not in cache.entries
-        finally:
-            await cache.close()
-            await r.aclose()
-    run(scenario())
+    cache = FunctionCache(Store(aredis), negative_ttl=0.0)
+    try:
+        assert await cache.get("ghost") is None                # not deployed: a negative entry
+        entry = cache.entries["ghost"]
+        assert not entry.known.exists and entry.known.fetched > 0
+        entry.load.waiting = 1                                 # a request waits on the name
+        await cache.refresh_all()
+        assert cache.entries["ghost"] is entry
+        entry.load.waiting = 0
+        await cache.refresh_all()
+        assert "ghost" not in cache.entries
+    finally:
+        await cache.close()
 
 
-def test_invocations_beyond_the_key_rate_get_429_with_retry_after(redis_url):
+async def test_invocations_beyond_the_key_rate_get_429_with_retry_after(redis_url):
     from .support import gateway
 
-    async def scenario():
-        async with gateway(redis_url, rate_limit=0.5, rate_burst=2) as client:
-            statuses = []
-            for _ in range(3):
-                resp = await client.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
-                statuses.append(resp.status)
-                body = await resp.json()
-            assert statuses == [404, 404, 429]            # admission comes before the lookup
-            assert body["error"]["code"] == "rate_limited"
-            assert resp.headers["Retry-After"] == "2"     # GCRA: one token per 2 s, exactly
-    run(scenario())
+    async with gateway(redis_url, rate_limit=0.5, rate_burst=2) as client:
+        statuses = []
+        for _ in range(3):
+            resp = await client.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
+            statuses.append(resp.status)
+            body = await resp.json()
+        assert statuses == [404, 404, 429]            # admission comes before the lookup
+        assert body["error"]["code"] == "rate_limited"
+        assert resp.headers["Retry-After"] == "2"     # GCRA: one token per 2 s, exactly
 
 
 def test_admission_sweeps_idle_keys_and_resolves_them_again():
@@ -154,16 +144,14 @@ def test_admission_sweeps_idle_keys_and_resolves_them_again():
     adm.check("k", now=100.0)                             # a fresh handle, admitted
 
 
-def test_a_keys_rate_limit_holds_across_gateway_replicas(redis_url):
+async def test_a_keys_rate_limit_holds_across_gateway_replicas(redis_url):
     from .support import gateway
 
-    async def scenario():
-        async with gateway(redis_url, rate_limit=0.2, rate_burst=2) as a, \
-                gateway(redis_url, rate_limit=0.2, rate_burst=2) as b:
-            assert [(await a.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)).status
-                    for _ in range(2)] == [404, 404]          # replica A spends the key's burst
-            await asyncio.sleep(0.6)                          # both replicas sync (every 0.1 s)
-            resp = await b.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
-            assert resp.status == 429                         # replica B was charged A's admissions
-            assert int(resp.headers["Retry-After"]) >= 1
-    run(scenario())
+    async with gateway(redis_url, rate_limit=0.2, rate_burst=2) as a, \
+            gateway(redis_url, rate_limit=0.2, rate_burst=2) as b:
+        assert [(await a.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)).status
+                for _ in range(2)] == [404, 404]          # replica A spends the key's burst
+        await asyncio.sleep(0.6)                          # both replicas sync (every 0.1 s)
+        resp = await b.post("/v1/invoke/unknown-fn", json={}, headers=AUTH)
+        assert resp.status == 429                         # replica B was charged A's admissions
+        assert int(resp.headers["Retry-After"]) >= 1

@@ -6,11 +6,9 @@ refusing stale epochs; the real worker is tested elsewhere.  ``set_state`` write
 directly, as a test's shortcut past the table."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 import msgpack
-import redis.asyncio as aioredis
 
 from gantry import keys, state
 from gantry.manifest import FunctionSpec, Resources, Scaling
@@ -19,14 +17,6 @@ from gantry.store import Store
 
 MiB = 2**20
 GiB = 2**30
-
-
-def run(coro, timeout: float = 30.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def client(url: str):
-    return aioredis.Redis.from_url(url)
 
 
 def settings(holder: str = "s1", **kw) -> SchedulerSettings:

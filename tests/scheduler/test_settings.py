@@ -6,7 +6,7 @@ import pytest
 from gantry import keys
 from gantry.scheduler import SchedulerSettings
 
-from .fakes import add_node, client, deploy, instances, run, scheduler
+from .fakes import add_node, deploy, instances, scheduler
 
 
 def test_settings_from_env_and_overrides():
@@ -22,15 +22,13 @@ def test_settings_from_env_and_overrides():
         SchedulerSettings(holder_id="a", interval=1.0, lease_ms=1000)   # lease under 3 intervals
 
 
-def test_set_members_without_records_are_dropped(redis_client, redis_url):
-    async def main():
-        r = client(redis_url)
-        await add_node(r, "n1")
-        await deploy(r, "echo")
-        await r.sadd(keys.node_instances("n1"), "ghost")
-        await r.sadd(keys.function_instances("echo"), "ghost")
-        await scheduler(r)._iteration()
-        assert not await r.exists(keys.node_instances("n1"), keys.function_instances("echo"))
-        assert await instances(r, "echo") == []
-        await r.aclose()
-    run(main())
+@pytest.mark.timeout(30)
+async def test_set_members_without_records_are_dropped(aredis):
+    r = aredis
+    await add_node(r, "n1")
+    await deploy(r, "echo")
+    await r.sadd(keys.node_instances("n1"), "ghost")
+    await r.sadd(keys.function_instances("echo"), "ghost")
+    await scheduler(r)._iteration()
+    assert not await r.exists(keys.node_instances("n1"), keys.function_instances("echo"))
+    assert await instances(r, "echo") == []

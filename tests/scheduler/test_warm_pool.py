@@ -14,10 +14,10 @@ from gantry.store import Deposed, Store
 from gantry.scheduler.reconcile import plan
 from gantry.state import Instance
 
-from .fakes import (FakeWorker, add_node, client, commands, delete_function, deploy, field, instances,
-                    kill_node, report, run, scheduler, settle)
+from .fakes import (FakeWorker, add_node, commands, delete_function, deploy, field, instances,
+                    kill_node, report, scheduler, settle)
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(30)
 
 NOW = 1000.0
 
@@ -115,198 +115,176 @@ def test_triage_resends_pause_and_unpause_of_an_older_epoch():
 # --- through the scheduler, with Redis and the fake worker --------------------------------
 
 
-def test_scale_to_zero_pauses_then_demand_resumes_the_same_instance(redis_client, redis_url):
-    async def main():
-        r = client(redis_url)
-        await add_node(r, "n1")
-        await deploy(r, "echo", concurrency=1, idle_timeout=10.0, keep_paused=60.0)
-        s, w = scheduler(r), FakeWorker(r, "n1")
-        t0 = time.time()
-        await report(r, "echo", inflight=2, now=t0)
-        await settle(s, [w], t0)
-        first = {i.id for i in await instances(r, "echo")}
-        assert len(first) == 2
-        await report(r, "echo", inflight=0, now=t0 + 10.5)
-        await s._iteration(t0 + 10.5)
-        pausing = await instances(r, "echo")
-        assert [i.state for i in pausing] == [state.PAUSING] * 2
-        assert all(i.paused_at == t0 + 10.5 and i.reason == "scaled down" and i.epoch == 1 for i in pausing)
-        assert [c["op"] for c in await commands(r, "n1")] == ["pause", "pause"]
-        await w.step()
-        await s._iteration(t0 + 11)
-        assert [i.state for i in await instances(r, "echo")] == [state.PAUSED] * 2
-        assert await commands(r, "n1") == []
-        assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 1000   # paused: capacity held
+async def test_scale_to_zero_pauses_then_demand_resumes_the_same_instance(aredis):
+    r = aredis
+    await add_node(r, "n1")
+    await deploy(r, "echo", concurrency=1, idle_timeout=10.0, keep_paused=60.0)
+    s, w = scheduler(r), FakeWorker(r, "n1")
+    t0 = time.time()
+    await report(r, "echo", inflight=2, now=t0)
+    await settle(s, [w], t0)
+    first = {i.id for i in await instances(r, "echo")}
+    assert len(first) == 2
+    await report(r, "echo", inflight=0, now=t0 + 10.5)
+    await s._iteration(t0 + 10.5)
+    pausing = await instances(r, "echo")
+    assert [i.state for i in pausing] == [state.PAUSING] * 2
+    assert all(i.paused_at == t0 + 10.5 and i.reason == "scaled down" and i.epoch == 1 for i in pausing)
+    assert [c["op"] for c in await commands(r, "n1")] == ["pause", "pause"]
+    await w.step()
+    await s._iteration(t0 + 11)
+    assert [i.state for i in await instances(r, "echo")] == [state.PAUSED] * 2
+    assert await commands(r, "n1") == []
+    assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 1000   # paused: capacity held
 
-        await report(r, "echo", waiting=1, now=t0 + 20)                  # a request comes back
-        await s._iteration(t0 + 20)
-        cmds = await commands(r, "n1")
-        assert [c["op"] for c in cmds] == ["unpause"]                    # no start: resumed instead
-        [resuming] = [i for i in await instances(r, "echo") if i.state == state.RESUMING]
-        assert cmds[0]["instance"] == resuming.id
-        await w.step()
-        await s._iteration(t0 + 20.1)
-        after = await instances(r, "echo")
-        assert {i.id for i in after} == first
-        assert sorted(i.state for i in after) == [state.PAUSED, state.READY]
-        assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 1000
-        await r.aclose()
-    run(main())
+    await report(r, "echo", waiting=1, now=t0 + 20)                  # a request comes back
+    await s._iteration(t0 + 20)
+    cmds = await commands(r, "n1")
+    assert [c["op"] for c in cmds] == ["unpause"]                    # no start: resumed instead
+    [resuming] = [i for i in await instances(r, "echo") if i.state == state.RESUMING]
+    assert cmds[0]["instance"] == resuming.id
+    await w.step()
+    await s._iteration(t0 + 20.1)
+    after = await instances(r, "echo")
+    assert {i.id for i in after} == first
+    assert sorted(i.state for i in after) == [state.PAUSED, state.READY]
+    assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 1000
 
 
-def test_paused_longer_than_keep_paused_is_drained_and_reaped(redis_client, redis_url):
-    async def main():
-        r = client(redis_url)
-        await add_node(r, "n1")
-        await deploy(r, "echo", concurrency=1, idle_timeout=5.0, keep_paused=30.0)
-        s, w = scheduler(r), FakeWorker(r, "n1")
-        t0 = time.time()
-        await report(r, "echo", inflight=1, now=t0)
-        await settle(s, [w], t0)
-        await report(r, "echo", inflight=0, now=t0 + 6)
-        await settle(s, [w], t0 + 6)
-        [paused] = await instances(r, "echo")
-        assert paused.state == state.PAUSED and paused.paused_at == t0 + 6
-        await s._iteration(t0 + 35.9)
-        assert (await instances(r, "echo"))[0].state == state.PAUSED
-        await s._iteration(t0 + 36)
-        [drained] = await instances(r, "echo")
-        assert drained.state == state.DRAINING and drained.reason == "paused longer than keep_paused (30s)"
-        assert [c["op"] for c in await commands(r, "n1")] == ["stop"]
-        await w.step()
-        await s._iteration(t0 + 36.1)
-        assert await instances(r, "echo") == []
-        assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 0
-        await r.aclose()
-    run(main())
+async def test_paused_longer_than_keep_paused_is_drained_and_reaped(aredis):
+    r = aredis
+    await add_node(r, "n1")
+    await deploy(r, "echo", concurrency=1, idle_timeout=5.0, keep_paused=30.0)
+    s, w = scheduler(r), FakeWorker(r, "n1")
+    t0 = time.time()
+    await report(r, "echo", inflight=1, now=t0)
+    await settle(s, [w], t0)
+    await report(r, "echo", inflight=0, now=t0 + 6)
+    await settle(s, [w], t0 + 6)
+    [paused] = await instances(r, "echo")
+    assert paused.state == state.PAUSED and paused.paused_at == t0 + 6
+    await s._iteration(t0 + 35.9)
+    assert (await instances(r, "echo"))[0].state == state.PAUSED
+    await s._iteration(t0 + 36)
+    [drained] = await instances(r, "echo")
+    assert drained.state == state.DRAINING and drained.reason == "paused longer than keep_paused (30s)"
+    assert [c["op"] for c in await commands(r, "n1")] == ["stop"]
+    await w.step()
+    await s._iteration(t0 + 36.1)
+    assert await instances(r, "echo") == []
+    assert int(await r.hget(keys.node_alloc("n1"), "cpu")) == 0
 
 
-def test_keep_paused_zero_drains_on_scale_down(redis_client, redis_url):
-    async def main():
-        r = client(redis_url)
-        await add_node(r, "n1")
-        await deploy(r, "echo", concurrency=1, idle_timeout=5.0, keep_paused=0.0)
-        s, w = scheduler(r), FakeWorker(r, "n1")
-        t0 = time.time()
-        await report(r, "echo", inflight=1, now=t0)
-        await settle(s, [w], t0)
-        await report(r, "echo", inflight=0, now=t0 + 6)
-        await s._iteration(t0 + 6)
-        assert [i.state for i in await instances(r, "echo")] == [state.DRAINING]
-        assert [c["op"] for c in await commands(r, "n1")] == ["stop"]
-        await r.aclose()
-    run(main())
+async def test_keep_paused_zero_drains_on_scale_down(aredis):
+    r = aredis
+    await add_node(r, "n1")
+    await deploy(r, "echo", concurrency=1, idle_timeout=5.0, keep_paused=0.0)
+    s, w = scheduler(r), FakeWorker(r, "n1")
+    t0 = time.time()
+    await report(r, "echo", inflight=1, now=t0)
+    await settle(s, [w], t0)
+    await report(r, "echo", inflight=0, now=t0 + 6)
+    await s._iteration(t0 + 6)
+    assert [i.state for i in await instances(r, "echo")] == [state.DRAINING]
+    assert [c["op"] for c in await commands(r, "n1")] == ["stop"]
 
 
-def test_rollout_and_delete_drain_paused_instances(redis_client, redis_url):
-    async def main():
-        r = client(redis_url)
-        await add_node(r, "n1")
-        s, w = scheduler(r), FakeWorker(r, "n1")
-        t0 = time.time()
-        for name in ("roll", "gone"):
-            await deploy(r, name, concurrency=1, idle_timeout=5.0, keep_paused=60.0)
-            await report(r, name, inflight=1, now=t0)
-        await settle(s, [w], t0)
-        for name in ("roll", "gone"):
-            await report(r, name, inflight=0, now=t0 + 6)
-        await settle(s, [w], t0 + 6)
-        assert [i.state for i in await instances(r, "roll") + await instances(r, "gone")] == [state.PAUSED] * 2
+async def test_rollout_and_delete_drain_paused_instances(aredis):
+    r = aredis
+    await add_node(r, "n1")
+    s, w = scheduler(r), FakeWorker(r, "n1")
+    t0 = time.time()
+    for name in ("roll", "gone"):
+        await deploy(r, name, concurrency=1, idle_timeout=5.0, keep_paused=60.0)
+        await report(r, name, inflight=1, now=t0)
+    await settle(s, [w], t0)
+    for name in ("roll", "gone"):
+        await report(r, name, inflight=0, now=t0 + 6)
+    await settle(s, [w], t0 + 6)
+    assert [i.state for i in await instances(r, "roll") + await instances(r, "gone")] == [state.PAUSED] * 2
 
-        await deploy(r, "roll", 2, concurrency=1, idle_timeout=5.0, keep_paused=60.0)
-        await delete_function(r, "gone")
-        await s._iteration(t0 + 7)
-        assert await field(r, "roll", "active") == "2"                     # nothing live: moved at once
-        assert [(i.version, i.state, i.reason) for i in await instances(r, "roll")] == [
-            (1, state.DRAINING, "replaced by a newer version")]
-        [gone] = await instances(r, "gone")
-        assert (gone.state, gone.reason) == (state.DRAINING, "function deleted")
-        assert sorted(c["op"] for c in await commands(r, "n1")) == ["stop", "stop"]
-        await w.step()
-        await s._iteration(t0 + 7.1)
-        assert await instances(r, "roll") == [] and await instances(r, "gone") == []
-        await r.aclose()
-    run(main())
+    await deploy(r, "roll", 2, concurrency=1, idle_timeout=5.0, keep_paused=60.0)
+    await delete_function(r, "gone")
+    await s._iteration(t0 + 7)
+    assert await field(r, "roll", "active") == "2"                     # nothing live: moved at once
+    assert [(i.version, i.state, i.reason) for i in await instances(r, "roll")] == [
+        (1, state.DRAINING, "replaced by a newer version")]
+    [gone] = await instances(r, "gone")
+    assert (gone.state, gone.reason) == (state.DRAINING, "function deleted")
+    assert sorted(c["op"] for c in await commands(r, "n1")) == ["stop", "stop"]
+    await w.step()
+    await s._iteration(t0 + 7.1)
+    assert await instances(r, "roll") == [] and await instances(r, "gone") == []
 
 
-def test_paused_instances_on_a_dead_node_are_reaped(redis_client, redis_url):
-    async def main():
-        r = client(redis_url)
-        await add_node(r, "n1")
-        await add_node(r, "n2")
-        await deploy(r, "echo", concurrency=1, idle_timeout=5.0, keep_paused=60.0)
-        s, w1, w2 = scheduler(r, node_dead_after=1.0), FakeWorker(r, "n1"), FakeWorker(r, "n2")
-        t0 = time.time()
-        await report(r, "echo", inflight=1, now=t0)
-        await settle(s, [w1, w2], t0)
-        await report(r, "echo", inflight=0, now=t0 + 6)
-        await settle(s, [w1, w2], t0 + 6)
-        [paused] = await instances(r, "echo")
-        assert paused.state == state.PAUSED
-        await kill_node(r, paused.node)
-        await report(r, "echo", waiting=1, now=t0 + 7)
-        await s._iteration(t0 + 7)                                 # suspect: kept
-        assert [i.id for i in await instances(r, "echo")] == [paused.id]
-        await s._iteration(t0 + 8.5)                               # dead
-        [fresh] = await instances(r, "echo")                       # reaped, then one new placed
-        assert fresh.id != paused.id and fresh.state == state.PENDING and fresh.node != paused.node
-        await r.aclose()
-    run(main())
+async def test_paused_instances_on_a_dead_node_are_reaped(aredis):
+    r = aredis
+    await add_node(r, "n1")
+    await add_node(r, "n2")
+    await deploy(r, "echo", concurrency=1, idle_timeout=5.0, keep_paused=60.0)
+    s, w1, w2 = scheduler(r, node_dead_after=1.0), FakeWorker(r, "n1"), FakeWorker(r, "n2")
+    t0 = time.time()
+    await report(r, "echo", inflight=1, now=t0)
+    await settle(s, [w1, w2], t0)
+    await report(r, "echo", inflight=0, now=t0 + 6)
+    await settle(s, [w1, w2], t0 + 6)
+    [paused] = await instances(r, "echo")
+    assert paused.state == state.PAUSED
+    await kill_node(r, paused.node)
+    await report(r, "echo", waiting=1, now=t0 + 7)
+    await s._iteration(t0 + 7)                                 # suspect: kept
+    assert [i.id for i in await instances(r, "echo")] == [paused.id]
+    await s._iteration(t0 + 8.5)                               # dead
+    [fresh] = await instances(r, "echo")                       # reaped, then one new placed
+    assert fresh.id != paused.id and fresh.state == state.PENDING and fresh.node != paused.node
 
 
-def test_pause_and_resume_are_fenced(redis_client, redis_url):
-    async def main():
-        r = client(redis_url)
-        await add_node(r, "n1")
-        await deploy(r, "echo", min_instances=1)
-        s, w = scheduler(r), FakeWorker(r, "n1")
-        await settle(s, [w])
-        [ready] = await instances(r, "echo")
-        await r.set(keys.LEADER_EPOCH, 5)
-        store = Store(r)
-        with pytest.raises(Deposed):                                       # a deposed leader: nothing
-            await writes.pause(store, 4, ready, time.time())
-        with pytest.raises(Deposed):
-            await writes.resume(store, 4, ready)
-        assert (await instances(r, "echo"))[0].state == state.READY and await commands(r, "n1") == []
-        assert await writes.resume(store, 5, ready) is False               # not paused: refused
-        assert await writes.pause(store, 5, ready, 123.0) is True
-        [pausing] = await instances(r, "echo")
-        assert (pausing.state, pausing.paused_at, pausing.epoch) == (state.PAUSING, 123.0, 5)
-        assert await writes.pause(store, 5, ready, 124.0) is False         # already pausing
-        assert await writes.resume(store, 5, ready) is True
-        assert (await instances(r, "echo"))[0].state == state.RESUMING
-        assert [(c["op"], c["epoch"]) for c in await commands(r, "n1")] == [("pause", 5), ("unpause", 5)]
-        await r.aclose()
-    run(main())
+async def test_pause_and_resume_are_fenced(aredis):
+    r = aredis
+    await add_node(r, "n1")
+    await deploy(r, "echo", min_instances=1)
+    s, w = scheduler(r), FakeWorker(r, "n1")
+    await settle(s, [w])
+    [ready] = await instances(r, "echo")
+    await r.set(keys.LEADER_EPOCH, 5)
+    store = Store(r)
+    with pytest.raises(Deposed):                                       # a deposed leader: nothing
+        await writes.pause(store, 4, ready, time.time())
+    with pytest.raises(Deposed):
+        await writes.resume(store, 4, ready)
+    assert (await instances(r, "echo"))[0].state == state.READY and await commands(r, "n1") == []
+    assert await writes.resume(store, 5, ready) is False               # not paused: refused
+    assert await writes.pause(store, 5, ready, 123.0) is True
+    [pausing] = await instances(r, "echo")
+    assert (pausing.state, pausing.paused_at, pausing.epoch) == (state.PAUSING, 123.0, 5)
+    assert await writes.pause(store, 5, ready, 124.0) is False         # already pausing
+    assert await writes.resume(store, 5, ready) is True
+    assert (await instances(r, "echo"))[0].state == state.RESUMING
+    assert [(c["op"], c["epoch"]) for c in await commands(r, "n1")] == [("pause", 5), ("unpause", 5)]
 
 
-def test_a_new_leader_resends_pause_and_unpause(redis_client, redis_url):
-    async def main():
-        r1, r2 = client(redis_url), client(redis_url)
-        await add_node(r1, "n1")
-        await deploy(r1, "echo", concurrency=1, idle_timeout=5.0, keep_paused=60.0)
-        old, w = scheduler(r1, "old"), FakeWorker(r1, "n1")
-        t0 = time.time()
-        await report(r1, "echo", inflight=2, now=t0)
-        await settle(old, [w], t0)
-        a, b = await instances(r1, "echo")
-        await report(r1, "echo", inflight=0, now=t0 + 6)
-        await old._iteration(t0 + 6)                                  # two pause commands, epoch 1
-        await r1.delete(keys.node_commands("n1"))                     # ... lost (refused, say)
-        await writes.resume(Store(r1), 1, a)                          # one resumed since, unsent too
-        await r1.delete(keys.node_commands("n1"))
-        await r1.delete(keys.LEADER)
-        new = scheduler(r2, "new")
-        await report(r1, "echo", waiting=1, now=t0 + 7)
-        await new._iteration(t0 + 7)
-        assert new.lease.epoch == 2
-        assert sorted((c["op"], c["instance"], c["epoch"]) for c in await commands(r1, "n1")) == [
-            ("pause", b.id, 2), ("unpause", a.id, 2)]
-        await w.step()
-        assert [c["epoch"] for c in w.handled[-2:]] == [2, 2]
-        await new._iteration(t0 + 7.1)
-        assert sorted(i.state for i in await instances(r1, "echo")) == [state.PAUSED, state.READY]
-        await r1.aclose()
-        await r2.aclose()
-    run(main())
+async def test_a_new_leader_resends_pause_and_unpause(aredis, new_aredis):
+    r1, r2 = aredis, new_aredis()
+    await add_node(r1, "n1")
+    await deploy(r1, "echo", concurrency=1, idle_timeout=5.0, keep_paused=60.0)
+    old, w = scheduler(r1, "old"), FakeWorker(r1, "n1")
+    t0 = time.time()
+    await report(r1, "echo", inflight=2, now=t0)
+    await settle(old, [w], t0)
+    a, b = await instances(r1, "echo")
+    await report(r1, "echo", inflight=0, now=t0 + 6)
+    await old._iteration(t0 + 6)                                  # two pause commands, epoch 1
+    await r1.delete(keys.node_commands("n1"))                     # ... lost (refused, say)
+    await writes.resume(Store(r1), 1, a)                          # one resumed since, unsent too
+    await r1.delete(keys.node_commands("n1"))
+    await r1.delete(keys.LEADER)
+    new = scheduler(r2, "new")
+    await report(r1, "echo", waiting=1, now=t0 + 7)
+    await new._iteration(t0 + 7)
+    assert new.lease.epoch == 2
+    assert sorted((c["op"], c["instance"], c["epoch"]) for c in await commands(r1, "n1")) == [
+        ("pause", b.id, 2), ("unpause", a.id, 2)]
+    await w.step()
+    assert [c["epoch"] for c in w.handled[-2:]] == [2, 2]
+    await new._iteration(t0 + 7.1)
+    assert sorted(i.state for i in await instances(r1, "echo")) == [state.PAUSED, state.READY]

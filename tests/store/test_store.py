@@ -3,13 +3,11 @@ gantry.state.TRANSITIONS for every pair of states, fenced writes raise Deposed, 
 but the store evaluates scripts."""
 from __future__ import annotations
 
-import asyncio
 import itertools
 import pathlib
 import re
 
 import pytest
-import redis.asyncio as aioredis
 
 from gantry import keys, state
 from gantry.state import Instance, InstanceState
@@ -18,74 +16,61 @@ from gantry.store import Deposed, Store
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+pytestmark = pytest.mark.timeout(30)
 
 
-def test_every_move_in_redis_is_the_tables_decision(redis_client, redis_url):
-    async def main():
-        r = aioredis.Redis.from_url(redis_url)
-        store = Store(r)
-        allowed = refused = 0
-        for current, target in itertools.product(InstanceState, InstanceState):
-            inst = Instance(id=f"i-{current}-{target}", function="f", version=1, node="n1", state=current)
-            await r.hset(keys.instance(inst.id), mapping=inst.to_hash())
-            moved = await store.move_instance(inst.id, target, reason="x")
-            assert moved is state.may_enter(current, target), (current, target)
-            assert await store.instance_state(inst.id) == (target if moved else current)
-            allowed, refused = allowed + moved, refused + (not moved)
-        assert allowed and refused
-        await r.aclose()
-    run(main())
-
-
-def test_expected_states_narrow_the_table(redis_client, redis_url):
-    async def main():
-        r = aioredis.Redis.from_url(redis_url)
-        store = Store(r)
-        inst = Instance(id="i1", function="f", version=1, node="n1", state=state.READY)
+async def test_every_move_in_redis_is_the_tables_decision(aredis):
+    r = aredis
+    store = Store(r)
+    allowed = refused = 0
+    for current, target in itertools.product(InstanceState, InstanceState):
+        inst = Instance(id=f"i-{current}-{target}", function="f", version=1, node="n1", state=current)
         await r.hset(keys.instance(inst.id), mapping=inst.to_hash())
-        # the table allows ready -> unhealthy, but the writer saw "starting": refused
-        assert not await store.move_instance("i1", state.UNHEALTHY, (state.STARTING,))
-        assert await store.move_instance("i1", None, (state.READY,), port=9) is True   # fields only
-        assert (await store.get_instance("i1")).port == 9
-        assert not await store.move_instance("gone", state.STOPPED)                     # no record: none made
-        assert not await r.exists(keys.instance("gone"))
-        await r.aclose()
-    run(main())
+        moved = await store.move_instance(inst.id, target, reason="x")
+        assert moved is state.may_enter(current, target), (current, target)
+        assert await store.instance_state(inst.id) == (target if moved else current)
+        allowed, refused = allowed + moved, refused + (not moved)
+    assert allowed and refused
 
 
-def test_fenced_writes_raise_deposed_and_change_nothing(redis_client, redis_url):
-    async def main():
-        r = aioredis.Redis.from_url(redis_url)
-        store = Store(r)
-        await r.set(keys.LEADER_EPOCH, 3)
-        inst = Instance(id="i1", function="f", version=1, node="n1")
-        await store.create_instance(3, inst, state.command("start", "i1", 3))
-        for write in (lambda: store.create_instance(2, inst, b"x"),
-                      lambda: store.command_instance(2, inst, b"x", state.DRAINING),
-                      lambda: store.promote_version(2, "f", 2, 1, 0.0)):
-            with pytest.raises(Deposed):
-                await write()
-        assert (await store.get_instance("i1")).state == state.PENDING
-        assert await r.llen(keys.node_commands("n1")) == 1
-        # the current epoch: a move the table refuses is False, not Deposed
-        assert await store.command_instance(3, inst, b"x", state.PAUSED) is False
-        assert await store.command_instance(3, inst, b"x", state.DRAINING) is True
-        await r.aclose()
-    run(main())
+async def test_expected_states_narrow_the_table(aredis):
+    r = aredis
+    store = Store(r)
+    inst = Instance(id="i1", function="f", version=1, node="n1", state=state.READY)
+    await r.hset(keys.instance(inst.id), mapping=inst.to_hash())
+    # the table allows ready -> unhealthy, but the writer saw "starting": refused
+    assert not await store.move_instance("i1", state.UNHEALTHY, (state.STARTING,))
+    assert await store.move_instance("i1", None, (state.READY,), port=9) is True   # fields only
+    assert (await store.get_instance("i1")).port == 9
+    assert not await store.move_instance("gone", state.STOPPED)                     # no record: none made
+    assert not await r.exists(keys.instance("gone"))
 
 
-def test_scripts_survive_a_script_flush(redis_client, redis_url):
+async def test_fenced_writes_raise_deposed_and_change_nothing(aredis):
+    r = aredis
+    store = Store(r)
+    await r.set(keys.LEADER_EPOCH, 3)
+    inst = Instance(id="i1", function="f", version=1, node="n1")
+    await store.create_instance(3, inst, state.command("start", "i1", 3))
+    for write in (lambda: store.create_instance(2, inst, b"x"),
+                  lambda: store.command_instance(2, inst, b"x", state.DRAINING),
+                  lambda: store.promote_version(2, "f", 2, 1, 0.0)):
+        with pytest.raises(Deposed):
+            await write()
+    assert (await store.get_instance("i1")).state == state.PENDING
+    assert await r.llen(keys.node_commands("n1")) == 1
+    # the current epoch: a move the table refuses is False, not Deposed
+    assert await store.command_instance(3, inst, b"x", state.PAUSED) is False
+    assert await store.command_instance(3, inst, b"x", state.DRAINING) is True
+
+
+async def test_scripts_survive_a_script_flush(aredis):
     """EVALSHA after Redis lost its script cache (a restart): the script is loaded again."""
-    async def main():
-        r = aioredis.Redis.from_url(redis_url)
-        store = Store(r)
-        assert await store.acquire_leader("a", 3000) >= 1
-        await r.script_flush()
-        assert await store.acquire_leader("a", 3000) >= 1
-        await r.aclose()
-    run(main())
+    r = aredis
+    store = Store(r)
+    assert await store.acquire_leader("a", 3000) >= 1
+    await r.script_flush()
+    assert await store.acquire_leader("a", 3000) >= 1
 
 
 def test_no_module_but_the_store_evaluates_scripts():

@@ -1,10 +1,13 @@
 """Helpers of the worker-agent tests: instance records written the way the scheduler writes
-them, commands, and an async driver that runs the agent one iteration at a time."""
+them, commands, an async driver that runs the agent one iteration at a time, and a direct
+invocation."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
+import urllib.request
 import uuid
 from contextlib import asynccontextmanager
 
@@ -19,11 +22,6 @@ KINDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_LABEL = "gantry.test"
 FAST = dict(heartbeat_interval=0.2, heartbeat_ttl=1.0, health_interval=0.15, health_timeout=0.4,
             drain_grace=2.0, orphan_interval=3600.0, start_timeout=30.0, command_block=0.05)
-
-
-def arun(coro, timeout: float = 60.0):
-    """Run one async test body on a fresh loop, bounded."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 @asynccontextmanager
@@ -76,6 +74,14 @@ async def until(agent: WorkerAgent, check, what: str, timeout: float = 20.0, ste
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(step)
+
+
+def post(url: str, event, timeout: float = 20) -> tuple[int, dict]:
+    """(status, JSON body) of one invocation sent straight to an instance."""
+    req = urllib.request.Request(f"{url}/invoke", data=json.dumps(event).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, json.loads(resp.read())
 
 
 def node_containers(docker_client, node: str) -> list:

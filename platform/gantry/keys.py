@@ -44,6 +44,9 @@ EVENTS = PREFIX + "events"                       # pub/sub channel: "fn:NAME", "
 NODES = PREFIX + "nodes"                         # SET of node ids ever registered (pruned by the scheduler)
 LEADER = PREFIX + "leader"                       # STRING holder id, SET NX PX: the scheduler lease
 LEADER_EPOCH = PREFIX + "leader:epoch"           # STRING int, INCR on each acquisition (fencing token)
+# STRING: a random id written once, when absent.  It changes only when Redis lost its data,
+# and with it LEADER_EPOCH starts again at 1: a new series of epochs that a worker must accept.
+GENERATION = PREFIX + "generation"
 ADMIN_KEY_HASH = PREFIX + "admin:keyhash"        # STRING sha256 hex of the admin API key
 
 
@@ -144,6 +147,18 @@ end
 if holder then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return redis.call('INCR', KEYS[2])
+"""
+
+# KEYS[1] GENERATION, KEYS[2] LEADER_EPOCH
+# ARGV[1] a fresh random id, written as the generation if there is none
+# Returns {generation, leader epoch}: what a receiver of fenced commands compares against.
+FENCE_FLOOR = """
+local g = redis.call('GET', KEYS[1])
+if not g then
+  redis.call('SET', KEYS[1], ARGV[1])
+  g = ARGV[1]
+end
+return {g, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 
 # KEYS[1] LEADER   ARGV[1] holder id.  Release the lease only if we still hold it.

@@ -10,6 +10,7 @@ so a stale epoch surfaces one way only: the caller stops acting.
 """
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -67,8 +68,12 @@ class Store:
     async def release_leader(self, holder: str) -> bool:
         return bool(await self._run(keys.RELEASE_LEADER, [keys.LEADER], [holder]))
 
-    async def leader_epoch(self) -> int:
-        return int(await self.redis.get(keys.LEADER_EPOCH) or 0)
+    async def fence_floor(self) -> tuple[str, int]:
+        """(data generation, leader epoch): a command is current if its epoch is at least
+        the epoch, within the generation (which changes only when Redis lost its data)."""
+        generation, epoch = await self._run(keys.FENCE_FLOOR, [keys.GENERATION, keys.LEADER_EPOCH],
+                                            [secrets.token_hex(8)])
+        return _text(generation), int(epoch)
 
     def events(self):
         """A pub/sub connection for keys.EVENTS hints (the caller subscribes and closes it)."""

@@ -134,6 +134,30 @@ async def test_stale_epochs_are_refused(redis_url, redis_client, docker_client, 
         assert agent.malformed == 1
 
 
+async def test_after_redis_lost_its_data_the_new_epoch_series_is_accepted(redis_url, redis_client, docker_client,
+                                                                          node_id):
+    """Redis restarted empty: leader:epoch starts again at 1 while the worker remembers 6.
+    The new generation key tells it; a lower epoch within one series is still refused."""
+    async with agent_for(redis_url, docker_client, node_id) as agent:
+        await agent.register()
+        iid = place(redis_client, node_id, epoch=6)
+        redis_client.set(keys.LEADER_EPOCH, 6)
+        push(redis_client, node_id, st.command("remove", iid, 6))
+        await agent._iteration()
+        assert (agent.refused, agent.executed, agent.max_epoch) == (0, 1, 6)
+        redis_client.flushdb()                                            # data lost
+        redis_client.set(keys.LEADER_EPOCH, 1)                            # a new leader, epoch 1
+        fresh = place(redis_client, node_id, epoch=1)
+        push(redis_client, node_id, st.command("remove", fresh, 1))
+        await agent._iteration()
+        assert (agent.refused, agent.executed, agent.max_epoch) == (0, 2, 1)
+        assert record(redis_client, fresh).state == st.STOPPED
+        redis_client.set(keys.LEADER_EPOCH, 3)                            # same series: 2 < 3
+        push(redis_client, node_id, st.command("stop", fresh, 2))
+        await agent._iteration()
+        assert (agent.refused, agent.executed) == (1, 2)
+
+
 async def test_health_unhealthy_after_three_failures_ready_after_two_then_failed_when_killed(
         redis_url, redis_client, docker_client, node_id, kinds_image, kinds_spec):
     async with agent_for(redis_url, docker_client, node_id, health_timeout=0.3) as agent:

@@ -40,7 +40,8 @@ class WorkerAgent:
         self.node = st.Node(id=self.node_id, host=settings.host,
                             cpu=settings.cpu_millis or detect_cpu_millis(),
                             memory=settings.memory or detect_memory(), gpus=0, started=time.time())
-        self.max_epoch = 0          # the highest epoch of an accepted command
+        self.max_epoch = 0          # the highest epoch of an accepted command, in ...
+        self.generation: str | None = None   # ... this generation of Redis's data (keys.GENERATION)
         self.refused = 0            # commands refused for a stale epoch
         self.malformed = 0          # commands that could not be decoded
         self.executed = 0           # commands executed (successfully or not)
@@ -122,7 +123,17 @@ class WorkerAgent:
         """Fence the commands by epoch and start a task for each accepted one, in order."""
         if not raws:
             return []
-        leader = await self.store.leader_epoch()
+        generation, leader = await self.store.fence_floor()
+        if generation != self.generation:
+            if self.generation is not None:
+                # Redis lost its data: its epochs start again at 1.  Accept the new series
+                # (never a lower epoch within one series) and register the node again.
+                log.warning("Redis lost its data (a new generation): accepting its epochs from %d", leader,
+                            extra={"node": self.node_id, "was": self.max_epoch})
+                self.max_epoch = 0
+                await self.heartbeat()
+                await self.store.announce_node(self.node_id)
+            self.generation = generation
         tasks = []
         for raw in raws:
             cmd = commands.decode(raw)

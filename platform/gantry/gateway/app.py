@@ -23,6 +23,7 @@ from .errors import error_middleware
 from .invoke import CONNECT_TIMEOUT, invoke
 from .load import LoadReporter
 from .metrics import Metrics
+from .protocol import GatewayRunner
 from .settings import GatewaySettings
 from .upstream import UpstreamPool
 
@@ -133,8 +134,10 @@ async def serve(settings: GatewaySettings, stop_event: asyncio.Event,
     """Run the gateway until ``stop_event`` is set (``gantry up`` runs it in-process).
     ``on_started`` gets the bound port (useful with port 0)."""
     app = create_app(settings)
-    # handler_cancellation: a client that disconnects cancels its forwarded request
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+    # handler_cancellation: a client that disconnects cancels its forwarded request;
+    # GatewayRunner: the request-head deadline and JSON answers to malformed requests
+    runner = GatewayRunner(app, header_timeout=settings.header_timeout, keepalive_timeout=settings.keepalive_timeout,
+                           handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)

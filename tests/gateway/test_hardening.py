@@ -16,7 +16,7 @@ import pytest
 from gantry.gateway.app import serve
 from gantry.gateway.settings import GatewaySettings
 
-from .support import ADMIN_HASH, AUTH
+from .support import ADMIN_HASH, AUTH, gateway
 
 
 @asynccontextmanager
@@ -105,8 +105,7 @@ async def test_slow_request_heads_are_closed_and_others_still_served(redis_url):
                 assert resp.status == 200
 
 
-@pytest.mark.asyncio
-async def test_header_timeout_and_keepalive_settings():
+def test_header_timeout_and_keepalive_settings():
     s = GatewaySettings.from_env({"GANTRY_HEADER_TIMEOUT": "3s", "GANTRY_KEEPALIVE_TIMEOUT": "1m"})
     assert (s.header_timeout, s.keepalive_timeout) == (3.0, 60.0)
     assert GatewaySettings.from_env({}).header_timeout == 10.0
@@ -139,3 +138,72 @@ async def test_malformed_requests_get_a_json_400_and_one_log_line(redis_url, cap
     assert "Traceback" not in text
     assert len(records) == 1, [r.getMessage() for r in records]
     assert records[0].exc_info is None
+
+
+# -- key guessing and the admin API's rate ----------------------------------------------------
+
+def _bound(burst: float, rate: float, elapsed: float) -> int:
+    """The most a GCRA limit admits in ``elapsed`` seconds from a full bucket (+1 for the edge)."""
+    return int(burst + rate * elapsed) + 1
+
+
+@pytest.mark.asyncio
+async def test_wrong_keys_are_rate_limited_per_address(redis_url):
+    async with gateway(redis_url, auth_failure_rate=2.0, auth_failure_burst=5.0) as client:
+        statuses: dict[int, int] = {}
+        t0 = time.monotonic()
+        for i in range(300):
+            resp = await client.get("/v1/functions", headers={"Authorization": f"Bearer gk_guess_{i}"})
+            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+            if resp.status == 429:
+                assert int(resp.headers["Retry-After"]) >= 1
+                assert (await resp.json())["error"]["code"] == "rate_limited"
+            if time.monotonic() - t0 > 3:
+                break
+        elapsed = time.monotonic() - t0
+        assert set(statuses) == {401, 429}, statuses
+        assert statuses[401] <= _bound(5, 2, elapsed), (statuses, elapsed)
+        # while the address is held even the right key is refused: no oracle for guesses
+        assert (await client.get("/v1/functions", headers=AUTH)).status == 429
+        assert (await client.get("/healthz")).status == 200
+        await asyncio.sleep(0.6)     # one failure's worth refills at 2/s
+        assert (await client.get("/v1/functions", headers=AUTH)).status == 200
+
+
+@pytest.mark.asyncio
+async def test_admin_api_calls_are_rate_limited_per_key(redis_url):
+    async with gateway(redis_url, admin_rate_limit=5.0, admin_rate_burst=10.0) as client:
+        statuses: dict[int, int] = {}
+        t0 = time.monotonic()
+        for _ in range(200):
+            resp = await client.get("/v1/nodes", headers=AUTH)
+            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+            if resp.status == 429:
+                assert int(resp.headers["Retry-After"]) >= 1
+            if time.monotonic() - t0 > 3:
+                break
+        elapsed = time.monotonic() - t0
+        assert set(statuses) == {200, 429}, statuses
+        assert 10 <= statuses[200] <= _bound(10, 5, elapsed), (statuses, elapsed)
+
+
+@pytest.mark.asyncio
+async def test_metrics_needs_the_admin_key_unless_public(redis_url):
+    async with gateway(redis_url, metrics_public=False) as client:
+        assert (await client.get("/metrics")).status == 401
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer gk_wrong"})).status == 401
+        resp = await client.get("/metrics", headers=AUTH)
+        assert resp.status == 200 and "gantry_gateway_requests_total" in await resp.text()
+    async with gateway(redis_url, metrics_public=True) as client:
+        assert (await client.get("/metrics")).status == 200
+
+
+def test_security_settings_from_the_environment():
+    s = GatewaySettings.from_env({"GANTRY_METRICS_PUBLIC": "1", "GANTRY_AUTH_FAILURE_RATE": "0.5",
+                                  "GANTRY_AUTH_FAILURE_BURST": "3", "GANTRY_ADMIN_RATE_LIMIT": "7",
+                                  "GANTRY_ADMIN_RATE_BURST": "9"})
+    assert (s.metrics_public, s.auth_failure_rate, s.auth_failure_burst) == (True, 0.5, 3.0)
+    assert (s.admin_rate_limit, s.admin_rate_burst) == (7.0, 9.0)
+    d = GatewaySettings.from_env({})
+    assert (d.metrics_public, d.auth_failure_rate, d.admin_rate_limit) == (False, 1.0, 50.0)
+    assert GatewaySettings.from_env({"GANTRY_METRICS_PUBLIC": "no"}).metrics_public is False

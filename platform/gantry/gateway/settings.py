@@ -21,7 +21,7 @@ def _random_id() -> str:
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    redis_url: str
+    redis_url: str = field(repr=False)     # may carry a password (gantry up's own Redis)
     host: str = "127.0.0.1"
     port: int = 8000
     gateway_id: str = field(default_factory=_random_id)

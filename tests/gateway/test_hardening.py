@@ -205,5 +205,5 @@ def test_security_settings_from_the_environment():
     assert (s.metrics_public, s.auth_failure_rate, s.auth_failure_burst) == (True, 0.5, 3.0)
     assert (s.admin_rate_limit, s.admin_rate_burst) == (7.0, 9.0)
     d = GatewaySettings.from_env({})
-    assert (d.metrics_public, d.auth_failure_rate, d.admin_rate_limit) == (False, 1.0, 50.0)
+    assert (d.metrics_public, d.auth_failure_rate, d.admin_rate_limit) == (False, 1.0, 100.0)
     assert GatewaySettings.from_env({"GANTRY_METRICS_PUBLIC": "no"}).metrics_public is False

@@ -34,8 +34,8 @@ class GatewaySettings:
     max_tries: int = 3                     # instances tried per request (503 draining/at_capacity, refused)
     rate_limit: float = 1000.0             # requests/s per API key (0: no limit); more -> 429
     rate_burst: float = 2000.0             # requests a key may send at once
-    admin_rate_limit: float = 50.0         # admin API calls/s per key (0: no limit); more -> 429
-    admin_rate_burst: float = 100.0        # admin API calls a key may send at once
+    admin_rate_limit: float = 100.0        # admin API calls/s per key (0: no limit); more -> 429
+    admin_rate_burst: float = 200.0        # admin API calls a key may send at once
     auth_failure_rate: float = 1.0         # wrong keys/s per client address (0: no limit); more -> 429
     auth_failure_burst: float = 10.0       # wrong keys an address may send at once
     header_timeout: float = 10.0           # seconds for a request head (a new connection's first one

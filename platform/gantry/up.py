@@ -1,6 +1,7 @@
 """`gantry up`: the whole platform for one machine, in the foreground.
 
-Redis (our own redis-server on a loopback port unless GANTRY_REDIS_URL names one), then a
+Redis (our own redis-server on a loopback port, with a password kept in the state folder,
+unless GANTRY_REDIS_URL names one), then a
 worker agent for this node, a scheduler, and the gateway, all in one uvloop event loop.
 Ctrl-C (or SIGTERM) stops the gateway, the scheduler and the worker, removes every
 function container of this node, and stops the Redis server it started.
@@ -42,26 +43,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+REDIS_PASSWORD_FILE = "redis.password"
+
+
+def redis_password(state_dir: str) -> str:
+    """The password of ``gantry up``'s own Redis: read from STATE_DIR/redis.password, else
+    generated (256 random bits, URL-safe) and written there with mode 0600.  Other local
+    users must not reach Redis: whoever can write to it can deploy any image."""
+    path = os.path.join(state_dir, REDIS_PASSWORD_FILE)
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        with open(path) as f:
+            password = f.read().strip()
+        if not password:
+            raise RuntimeError(f"{path} is empty; remove it and a new password is made")
+        return password
+    password = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for printing."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
+
+
 @dataclass
 class OwnRedis:
-    """A redis-server this process started; stopped with it."""
+    """A redis-server this process started, with a password (``redis_password``); stopped
+    with it."""
     process: subprocess.Popen
-    url: str
+    url: str                  # carries the password: print ``redacted(url)``
     workdir: str
 
+    def __repr__(self) -> str:
+        return f"OwnRedis(url={redacted(self.url)!r}, workdir={self.workdir!r})"
+
     @classmethod
-    def start(cls) -> "OwnRedis":
+    def start(cls, state_dir: str | None = None) -> "OwnRedis":
         if not shutil.which("redis-server"):
             raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it) "
                                "and GANTRY_REDIS_URL names no server")
-        os.makedirs(STATE_DIR, exist_ok=True)
-        workdir = tempfile.mkdtemp(prefix="redis-", dir=STATE_DIR)
+        state_dir = state_dir or STATE_DIR
+        password = redis_password(state_dir)
+        workdir = tempfile.mkdtemp(prefix="redis-", dir=state_dir)
         port = free_port()
+        # the password goes in on stdin ("-": read config from stdin), never on the command
+        # line, where every local user could read it (ps)
         proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-             "--dir", workdir, "--logfile", os.path.join(workdir, "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        own = cls(proc, f"redis://127.0.0.1:{port}/0", workdir)
+             "--dir", workdir, "--logfile", os.path.join(workdir, "redis.log"), "-"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        with proc.stdin:
+            proc.stdin.write(f"requirepass {password}\n".encode())
+        own = cls(proc, f"redis://:{password}@127.0.0.1:{port}/0", workdir)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -125,7 +168,7 @@ async def run_platform(settings, redis_url: str, api_key: str, stop: asyncio.Eve
         asyncio.create_task(scheduler.run(stop), name="scheduler"),
         asyncio.create_task(serve(gateway_settings, stop), name="gateway"),
     ]
-    say(f"Gantry is up: gateway http://{host}:{port}, node {node_id}, Redis {redis_url}")
+    say(f"Gantry is up: gateway http://{host}:{port}, node {node_id}, Redis {redacted(redis_url)}")
     if ready:
         ready.set()
     try:

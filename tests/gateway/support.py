@@ -134,7 +134,8 @@ def add_instance(r, name: str, port: int, version: int = 1, st: str = state.READ
 async def gateway(redis_url: str, app_hook=None, **overrides):
     """A gateway on a loopback test server; yields the test client."""
     values = dict(redis_url=redis_url, admin_key_hash=ADMIN_HASH, load_report_interval=0.2,
-                  cache_refresh_interval=0.5, cold_start_timeout=5.0)
+                  cache_refresh_interval=0.5, cold_start_timeout=5.0,
+                  metrics_public=True)   # tests read counters; test_hardening checks the key
     values.update(overrides)
     app = create_app(GatewaySettings(**values))
     if app_hook is not None:

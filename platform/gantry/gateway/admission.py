@@ -1,6 +1,8 @@
 """Per-principal request admission through the hot-path GCRA rate limiter.
 
-Each principal (today the admin key; later each tenant key) gets a limiter handle once;
+The gateway keeps three: invocations per API key (shared across replicas, below), admin
+API calls per key, and failed authentications per client address (both local to one
+gateway).  Each principal (today the admin key; later each tenant key) gets a limiter handle once;
 the decision per request is one call with the event loop's clock passed in.  Once
 :meth:`Admission.share` has given it Redis, a key's limit holds across every gateway
 replica: each still decides locally, and gantry.hotpath.shared_limit reconciles the
@@ -19,7 +21,8 @@ SWEEP_BATCH = 10_000
 
 
 class Admission:
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, what: str = "rate limit exceeded") -> None:
+        self.what = what                # the 429's message, before "; retry in ..."
         self.enabled = rate > 0
         self.rate, self.burst = rate, max(1.0, burst)
         self._limiter = RateLimiter(rate, self.burst) if self.enabled else None
@@ -59,8 +62,24 @@ class Admission:
         except StaleHandle:            # swept while idle: resolve again
             wait = self._limiter.allow(self._resolve(key_id), now)
         if wait > 0:
-            raise ApiError(429, "rate_limited", f"rate limit exceeded; retry in {wait:.3f}s",
-                           {"Retry-After": str(max(1, math.ceil(wait)))})
+            raise self._refusal(wait)
+
+    def hold(self, key_id: str, now: float) -> None:
+        """Raise 429 if a request of ``key_id`` would be refused at ``now``, counting nothing
+        (a key never checked is never held, and costs no entry)."""
+        handle = self._handles.get(key_id) if self.enabled else None
+        if handle is None:
+            return
+        try:
+            wait = self._limiter.peek(handle, now)
+        except StaleHandle:            # swept: fully refilled
+            return
+        if wait > 0:
+            raise self._refusal(wait)
+
+    def _refusal(self, wait: float) -> ApiError:
+        return ApiError(429, "rate_limited", f"{self.what}; retry in {wait:.3f}s",
+                        {"Retry-After": str(max(1, math.ceil(wait)))})
 
     def sweep(self, now: float) -> int:
         """Forget fully refilled keys (their handles turn stale and are re-resolved on use)."""

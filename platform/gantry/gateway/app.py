@@ -15,24 +15,39 @@ from aiohttp import web
 from . import admin
 from .admission import Admission
 from ..store import Store
-from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE, UPSTREAM
-from .auth import ADMIN, Authenticator
+from .appkeys import ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE, UPSTREAM
+from .auth import ADMIN, Authenticator, require_admin
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
 from .errors import error_middleware
 from .invoke import CONNECT_TIMEOUT, invoke
 from .load import LoadReporter
 from .metrics import Metrics
+from .protocol import GatewayRunner
 from .settings import GatewaySettings
 from .upstream import UpstreamPool
 
 log = logging.getLogger("gantry.gateway")
 
 
+def _needs_key(request: web.Request) -> bool:
+    path = request.path
+    if path == "/metrics":
+        return not request.app[SETTINGS].metrics_public
+    return path.startswith("/v1/") or path == "/v1"
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    if request.path.startswith("/v1/") or request.path == "/v1":
-        request[PRINCIPAL] = request.app[AUTH].authenticate(request)
+    """The bearer key of every /v1 call and of /metrics (unless GANTRY_METRICS_PUBLIC); admin
+    API calls and /metrics then count against the key's admin limit (invocations are admitted
+    per key in invoke)."""
+    if _needs_key(request):
+        principal = request[PRINCIPAL] = request.app[AUTH].authenticate(request)
+        if request.path == "/metrics":
+            require_admin(principal)
+        if not request.path.startswith("/v1/invoke/"):
+            request.app[ADMIN_ADMISSION].check(principal.key_id, asyncio.get_running_loop().time())
     return await handler(request)
 
 
@@ -89,7 +104,8 @@ async def _state_ctx(app: web.Application):
         asyncio.create_task(listen_events(app[STORE], cache, on_reconnect=cache.refresh_all), name="gantry-events"),
         asyncio.create_task(run_every(settings.cache_refresh_interval, refresher._iteration, "cache refresh"),
                             name="gantry-cache-refresh"),
-        asyncio.create_task(run_every(ADMISSION_SWEEP, _sweeper(app[ADMISSION]), "rate-limit sweep"),
+        asyncio.create_task(run_every(ADMISSION_SWEEP, _sweeper(app[ADMISSION], app[ADMIN_ADMISSION],
+                                                                app[AUTH].failures), "rate-limit sweep"),
                             name="gantry-ratelimit-sweep"),
         asyncio.create_task(run_every(settings.load_report_interval, LoadLoop(app[REPORTER])._iteration,
                                       "load report"), name="gantry-load-report"),
@@ -108,18 +124,23 @@ async def _state_ctx(app: web.Application):
 ADMISSION_SWEEP = 10.0   # seconds between sweeps of idle rate-limit keys
 
 
-def _sweeper(admission: Admission):
+def _sweeper(*admissions: Admission):
     async def sweep() -> None:
-        admission.sweep(asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        for admission in admissions:
+            admission.sweep(now)
     return sweep
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body)
     app[SETTINGS] = settings
-    app[AUTH] = Authenticator(settings.admin_key_hash)
+    app[AUTH] = Authenticator(settings.admin_key_hash, Admission(
+        settings.auth_failure_rate, settings.auth_failure_burst, "too many wrong API keys from this address"))
     app[METRICS] = Metrics()
     app[ADMISSION] = Admission(settings.rate_limit, settings.rate_burst)
+    app[ADMIN_ADMISSION] = Admission(settings.admin_rate_limit, settings.admin_rate_burst,
+                                     "admin API rate limit exceeded")
     app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx])
     app.router.add_post("/v1/invoke/{name}", invoke)
     admin.add_routes(app)
@@ -133,8 +154,10 @@ async def serve(settings: GatewaySettings, stop_event: asyncio.Event,
     """Run the gateway until ``stop_event`` is set (``gantry up`` runs it in-process).
     ``on_started`` gets the bound port (useful with port 0)."""
     app = create_app(settings)
-    # handler_cancellation: a client that disconnects cancels its forwarded request
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+    # handler_cancellation: a client that disconnects cancels its forwarded request;
+    # GatewayRunner: the request-head deadline and JSON answers to malformed requests
+    runner = GatewayRunner(app, header_timeout=settings.header_timeout, keepalive_timeout=settings.keepalive_timeout,
+                           handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)

@@ -21,7 +21,8 @@ CACHE = web.AppKey("cache", FunctionCache)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 REPORTER = web.AppKey("reporter", LoadReporter)
-ADMISSION = web.AppKey("admission", Admission)
+ADMISSION = web.AppKey("admission", Admission)               # invocations per key
+ADMIN_ADMISSION = web.AppKey("admin_admission", Admission)   # admin API calls per key
 
 if hasattr(web, "RequestKey"):   # aiohttp >= 3.12
     PRINCIPAL = web.RequestKey("principal", Principal)

@@ -3,15 +3,22 @@
 Keys are never stored or logged: only their SHA-256 is kept and compared in constant time
 (``hmac.compare_digest``).  Today the only principal is the admin (its key hash comes from the
 settings or keys.ADMIN_KEY_HASH); tenant keys plug in as further lookups in ``resolve``.
+
+Guessing is rate-limited per client address (the connection's peer: behind a load balancer,
+the balancer's): each wrong key counts against ``failures`` (GANTRY_AUTH_FAILURE_RATE and
+_BURST), and an address over its limit is answered 429 with Retry-After before its key is
+looked at, so a right key can no more be told from a wrong one than checked faster.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from ..settings import hash_key
+from .admission import Admission
 from .errors import ApiError
 
 ADMIN_TENANT = "default"
@@ -35,8 +42,9 @@ class Authenticator:
     """Resolves a presented key to a principal.  ``admin_hash`` may change at run time (the
     cache refresh rereads it from Redis when the settings do not fix it)."""
 
-    def __init__(self, admin_hash: str | None = None) -> None:
+    def __init__(self, admin_hash: str | None = None, failures: Admission | None = None) -> None:
         self.admin_hash = admin_hash
+        self.failures = failures or Admission(0, 1)     # the default: wrong keys are not limited
 
     def resolve(self, key: str) -> Principal | None:
         digest = hash_key(key)
@@ -46,6 +54,9 @@ class Authenticator:
         return None
 
     def authenticate(self, request: web.Request) -> Principal:
+        client = request.remote or ""
+        now = asyncio.get_running_loop().time()
+        self.failures.hold(client, now)
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
         key = key.strip()
@@ -54,6 +65,7 @@ class Authenticator:
                            {"WWW-Authenticate": "Bearer"})
         principal = self.resolve(key)
         if principal is None:
+            self.failures.check(client, now)     # counts it (admitted: hold just passed)
             raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
         return principal
 

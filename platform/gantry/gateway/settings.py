@@ -12,13 +12,16 @@ from ..settings import redis_url as env_redis_url
 __all__ = ["GatewaySettings", "SettingsError"]
 
 
+_FLAGS = ("1", "0", "true", "false", "yes", "no")
+
+
 def _random_id() -> str:
     return "gw-" + uuid.uuid4().hex[:12]
 
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    redis_url: str
+    redis_url: str = field(repr=False)     # may carry a password (gantry up's own Redis)
     host: str = "127.0.0.1"
     port: int = 8000
     gateway_id: str = field(default_factory=_random_id)
@@ -31,15 +34,26 @@ class GatewaySettings:
     max_tries: int = 3                     # instances tried per request (503 draining/at_capacity, refused)
     rate_limit: float = 1000.0             # requests/s per API key (0: no limit); more -> 429
     rate_burst: float = 2000.0             # requests a key may send at once
+    admin_rate_limit: float = 100.0        # admin API calls/s per key (0: no limit); more -> 429
+    admin_rate_burst: float = 200.0        # admin API calls a key may send at once
+    auth_failure_rate: float = 1.0         # wrong keys/s per client address (0: no limit); more -> 429
+    auth_failure_burst: float = 10.0       # wrong keys an address may send at once
+    header_timeout: float = 10.0           # seconds for a request head (a new connection's first one
+                                           # from connect; later ones from their first byte); 0: none
+    keepalive_timeout: float = 75.0        # seconds an idle client connection is kept
+    metrics_public: bool = False           # serve /metrics without a key (else the admin key is needed)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
         """GANTRY_REDIS_URL, GANTRY_GATEWAY_HOST, GANTRY_GATEWAY_PORT, GANTRY_GATEWAY_ID,
         GANTRY_MAX_BODY ("6Mi", or bytes), GANTRY_COLD_START_TIMEOUT ("30s", or seconds),
-        GANTRY_RATE_LIMIT, GANTRY_RATE_BURST, GANTRY_ADMIN_KEY_HASH; keyword arguments (flags)
-        win over the environment."""
+        GANTRY_RATE_LIMIT, GANTRY_RATE_BURST, GANTRY_ADMIN_RATE_LIMIT, GANTRY_ADMIN_RATE_BURST,
+        GANTRY_AUTH_FAILURE_RATE, GANTRY_AUTH_FAILURE_BURST, GANTRY_HEADER_TIMEOUT ("10s"; "0s": none),
+        GANTRY_KEEPALIVE_TIMEOUT ("75s"), GANTRY_METRICS_PUBLIC ("1" or "0"), GANTRY_ADMIN_KEY_HASH;
+        keyword arguments (flags) win over the environment."""
         e = Env(env)
         key_hash = e.text("GANTRY_ADMIN_KEY_HASH")
+        public = e.choice("GANTRY_METRICS_PUBLIC", _FLAGS)
         return cls(**given({
             "redis_url": env_redis_url(e.env),
             "host": e.text("GANTRY_GATEWAY_HOST"),
@@ -49,5 +63,12 @@ class GatewaySettings:
             "cold_start_timeout": e.duration("GANTRY_COLD_START_TIMEOUT"),
             "rate_limit": e.number("GANTRY_RATE_LIMIT", what="a number of requests per second"),
             "rate_burst": e.number("GANTRY_RATE_BURST", what="a number of requests"),
+            "admin_rate_limit": e.number("GANTRY_ADMIN_RATE_LIMIT", what="a number of requests per second"),
+            "admin_rate_burst": e.number("GANTRY_ADMIN_RATE_BURST", what="a number of requests"),
+            "auth_failure_rate": e.number("GANTRY_AUTH_FAILURE_RATE", what="a number of failures per second"),
+            "auth_failure_burst": e.number("GANTRY_AUTH_FAILURE_BURST", what="a number of failures"),
+            "header_timeout": e.duration("GANTRY_HEADER_TIMEOUT", allow_zero=True),
+            "keepalive_timeout": e.duration("GANTRY_KEEPALIVE_TIMEOUT"),
+            "metrics_public": None if public is None else public in ("1", "true", "yes"),
             "admin_key_hash": key_hash.lower() if key_hash else None,
         }, overrides))

@@ -214,6 +214,9 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, body: byt
                     raise ApiError(502, "function_crashed", f"instance answered badly: {exc}", ids) from None
                 # It may be dead: keep the next requests off it until the worker reports.
                 entry.routing.balancer.suspend(inst.id, CONNECT_SUSPEND)
+                log.warning("instance broke off after the request was sent; not retried", extra={
+                    "function": entry.name, "instance": inst.id, "error": str(exc),
+                    "invocation_id": ids[wire.INVOCATION_ID]})
                 raise ApiError(502, ErrorCode.FUNCTION_OUTCOME_UNKNOWN,
                                f"the instance of {entry.name!r} broke off after the request was sent "
                                f"({exc}); the function may have run, so the gateway did not retry it",

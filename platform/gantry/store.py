@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from redis.exceptions import ConnectionError as _RedisConnectionError
+from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.exceptions import WatchError
 
 from . import keys
@@ -24,6 +26,11 @@ from .state import Function, Instance, InstanceState, Node, decode_hash, pack, u
 
 class Deposed(Exception):
     """A fenced write was refused: a newer leader exists; stop acting at once."""
+
+
+# What a Store method raises when Redis cannot be reached or does not answer in time: the
+# caller's answer is "unavailable, retry later" (the gateway's 503), never a crash.
+UNAVAILABLE: tuple[type[Exception], ...] = (_RedisConnectionError, _RedisTimeoutError)
 
 
 def _text(value: Any) -> str:

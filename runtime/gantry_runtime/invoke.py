@@ -197,6 +197,8 @@ class Invoker:
                     event: Any = json.loads(body) if body else None
                 except ValueError as exc:
                     return fail(400, ErrorCode.BAD_REQUEST, f"invalid JSON body: {exc}")
+                except RecursionError:
+                    return fail(400, ErrorCode.BAD_REQUEST, "invalid JSON body: nested too deeply")
             else:
                 event = body
             ctx = Context(inv_id, tenant, self.function, time.time() + timeout - (time.monotonic() - t0),

@@ -58,6 +58,9 @@ class ErrorCode(StrEnum):
     AT_CAPACITY = "at_capacity"
     STARTING = "starting"
     DRAINING = "draining"
+    # the gateway's 502 when an instance broke off after the request was sent: the function
+    # may have run once, and the gateway did not retry it (the runtime never sends this)
+    FUNCTION_OUTCOME_UNKNOWN = "function_outcome_unknown"
 
 
 ERROR_CONTENT_TYPE = "application/json"

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +15,10 @@ from .auth import require_admin
 from .errors import ApiError
 
 MAX_LOG_ENTRIES = 1000
+MAX_JSON_DEPTH = 32          # the deepest admin body (spec -> section -> field) is 3 levels
+MAX_JSON_INT = 2**63 - 1     # what Redis, msgpack and the scheduler's arithmetic can hold
+MAX_STREAM_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit number
+_STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?", re.ASCII)
 
 
 def _admin(request: web.Request):
@@ -20,13 +26,51 @@ def _admin(request: web.Request):
     return request.app[STORE]
 
 
+def _json_int(text: str) -> int:
+    if len(text) > 20 or abs(value := int(text)) > MAX_JSON_INT:
+        raise ValueError(f"the number {text[:24]}{'...' if len(text) > 24 else ''} is out of range "
+                         f"(whole numbers up to 2**63-1)")
+    return value
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:24]} is out of range")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number (JSON has no NaN or Infinity)")
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value (a scalar is 0), iteratively."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
 async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object whose numbers are finite and fit in 64 bits and whose nesting
+    is shallow: anything else is 400, decided here so that no handler meets NaN, 2**70 or a
+    RecursionError.  JSON is UTF-8 (RFC 8259): a charset in Content-Type is not consulted."""
+    raw = await request.read()       # bounded by the app's client_max_size: 413 beyond
     try:
-        data = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
+    except RecursionError:
+        raise ApiError(400, "bad_request", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    except ValueError as exc:        # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ApiError(400, "bad_request", f"the body must be a JSON object ({exc})") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ApiError(400, "bad_request", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
     return data
 
 
@@ -120,20 +164,21 @@ async def function_logs(request: web.Request) -> web.Response:
     name = _name(request)
     after = request.query.get("after") or None
     if after is not None and not _stream_id(after):
-        raise ApiError(400, "bad_request", f"after: expected a log cursor such as 1700000000000-0, got {after!r}")
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        raise ApiError(400, "bad_request", "limit: expected a whole number") from None
+        raise ApiError(400, "bad_request", f"after: expected a log cursor such as 1700000000000-0 "
+                       f"(each part at most 2**64-1), got {after[:60]!r}")
+    raw_limit = request.query.get("limit", "100")
+    limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4 else 0
     if not 1 <= limit <= MAX_LOG_ENTRIES:
-        raise ApiError(400, "bad_request", f"limit: expected 1 to {MAX_LOG_ENTRIES}, got {limit}")
+        raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to {MAX_LOG_ENTRIES}, "
+                       f"got {raw_limit[:30]!r}")
     entries, cursor = await registry.logs(r, name, after, limit)
     return web.json_response({"name": name, "entries": entries, "cursor": cursor})
 
 
 def _stream_id(value: str) -> bool:
-    ms, _, seq = value.partition("-")
-    return ms.isdigit() and (seq == "" or seq.isdigit()) and len(value) <= 41
+    """A Redis stream id, "MS" or "MS-SEQ", ASCII digits, each part an unsigned 64-bit number."""
+    found = _STREAM_ID.fullmatch(value)
+    return found is not None and all(int(part) <= MAX_STREAM_PART for part in found.groups("0"))
 
 
 async def list_nodes(request: web.Request) -> web.Response:

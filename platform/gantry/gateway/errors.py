@@ -9,6 +9,8 @@ import logging
 from aiohttp import web
 from gantry_runtime.wire import ERROR_CONTENT_TYPE, ErrorCode, error_body
 
+from ..store import UNAVAILABLE
+
 log = logging.getLogger("gantry.gateway")
 
 # aiohttp's own HTTP exceptions (no route, wrong method, body too large) -> our codes
@@ -49,6 +51,11 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             message = "request body too large"
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return json_error(exc.status, code, message, headers or None)
+    except UNAVAILABLE as exc:  # Redis is down or slow: the caller may retry, it is not our bug
+        log.warning("redis unavailable", extra={"method": request.method, "path": request.path,
+                                                "error": repr(exc)})
+        return json_error(503, "unavailable", "the gateway cannot reach its state store (Redis); retry shortly",
+                          {"Retry-After": "1"})
     except Exception:  # never a traceback to the caller; the log gets it
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return json_error(500, "internal", "internal error in the gateway")

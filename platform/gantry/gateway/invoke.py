@@ -1,11 +1,19 @@
 """``POST /v1/invoke/{name}``: read the body (bounded), pick a ready instance (or signal demand
 and wait, bounded), forward, and stream the answer back unbuffered.
 
-Retries: an instance that answers 503 (draining, at_capacity, starting) or whose connection
-fails before a response is skipped and the request goes to another, up to
-``settings.max_tries`` forwards.  Once the response headers have gone to the client nothing
-can be retried or reported as an error status: if the upstream breaks then, the client's
-connection is closed without the final chunk, so a truncated body never looks complete.
+Delivery: at most once per forward, and a request is forwarded again only when the instance
+cannot have started it.  That is when the instance answers 503 ``draining``, ``at_capacity``
+or ``starting`` (the runtime says so before it reads the body), refuses the connection, or a
+connection closed before any byte of the request was written; then the instance is skipped
+and the request goes to another, up to ``settings.max_tries`` forwards.  A connection that
+breaks once the request was sent (the handler crashed or exited, the container was killed or
+ran out of memory) is never retried: the function may have run, so the caller gets 502
+``function_outcome_unknown`` and decides.  Retrying it would run a side effect again, and a
+request that kills its instance would kill the next one too.
+
+Once the response headers have gone to the client nothing can be reported as an error status:
+if the upstream breaks then, the client's connection is closed without the final chunk, so a
+truncated body never looks complete.
 """
 from __future__ import annotations
 
@@ -199,10 +207,20 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, body: byt
         async with asyncio.timeout(limit):
             try:
                 up = await pool.post(inst.host, inst.port, "/invoke", headers, body)
-            except (upstream.ConnectFailed, upstream.Disconnected) as exc:
-                raise _Retry(str(exc), connection=True) from None
-            except upstream.BadResponse as exc:
-                raise ApiError(502, "function_crashed", f"instance answered badly: {exc}", ids) from None
+            except upstream.UpstreamError as exc:
+                if not exc.request_sent:      # the instance never saw it: safe elsewhere
+                    raise _Retry(str(exc), connection=True) from None
+                if isinstance(exc, upstream.BadResponse):
+                    raise ApiError(502, "function_crashed", f"instance answered badly: {exc}", ids) from None
+                # It may be dead: keep the next requests off it until the worker reports.
+                entry.routing.balancer.suspend(inst.id, CONNECT_SUSPEND)
+                log.warning("instance broke off after the request was sent; not retried", extra={
+                    "function": entry.name, "instance": inst.id, "error": str(exc),
+                    "invocation_id": ids[wire.INVOCATION_ID]})
+                raise ApiError(502, ErrorCode.FUNCTION_OUTCOME_UNKNOWN,
+                               f"the instance of {entry.name!r} broke off after the request was sent "
+                               f"({exc}); the function may have run, so the gateway did not retry it",
+                               ids) from None
             if up.status == 503:
                 data = await up.read()
                 code, _ = wire.parse_error(data) or ("", "")

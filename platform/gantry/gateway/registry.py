@@ -12,6 +12,9 @@ from ..manifest import FunctionSpec
 from ..store import Store
 
 
+_LAST_STREAM_ID = f"{2**64 - 1}-{2**64 - 1}"
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -78,6 +81,8 @@ async def nodes(store: Store) -> list[dict[str, Any]]:
 
 async def logs(store: Store, name: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """Entries of keys.function_logs(name) strictly after the cursor, and the next cursor."""
+    if after == _LAST_STREAM_ID:   # nothing can follow it (and Redis refuses it as an exclusive start)
+        return [], after
     entries = await store.read_logs(name, after, limit)
     out = []
     for entry_id, fields in entries:

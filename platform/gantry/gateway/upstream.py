@@ -26,20 +26,27 @@ _HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE, _DONE = range(5)
 
 
 class UpstreamError(Exception):
-    """Base class.  ``before_response``: no byte of a response arrived (safe to retry)."""
+    """Base class.  ``request_sent``: bytes of the request went to the instance, so it may have
+    started the work (only an error with ``request_sent`` false is safe to retry elsewhere).
+    ``before_response``: no byte of a response arrived, which says nothing about whether the
+    work ran: an instance that crashes after its side effects answers nothing either."""
     before_response = False
+    request_sent = True
 
 
 class ConnectFailed(UpstreamError):
+    """No connection: nothing was sent."""
     before_response = True
+    request_sent = False
 
 
 class Disconnected(UpstreamError):
-    """The connection closed (or reset) before the response was complete."""
+    """The connection closed (or reset) before the response was complete; ``request_sent`` is
+    false only for a pooled connection found closed before any byte of the request was written."""
 
-    def __init__(self, msg: str, before_response: bool) -> None:
+    def __init__(self, msg: str, before_response: bool, request_sent: bool = True) -> None:
         super().__init__(msg)
-        self.before_response = before_response
+        self.before_response, self.request_sent = before_response, request_sent
 
 
 class BadResponse(UpstreamError):
@@ -327,7 +334,8 @@ class _Conn(asyncio.Protocol):
         self.buffered = 0
         self.buf.clear()
         if self.closed:
-            raise Disconnected("connection closed by the instance", before_response=True)
+            raise Disconnected("connection closed by the instance before the request was sent",
+                               before_response=True, request_sent=False)
         self.head_waiter = asyncio.get_running_loop().create_future()
         if body:
             self.transport.writelines((head, body))
@@ -387,8 +395,9 @@ class UpstreamPool:
 
     async def post(self, host: str, port: int, path: str, headers: dict[str, str], body: bytes) -> Response:
         """Send one POST and return once the response head has arrived.  Raises ConnectFailed,
-        Disconnected (``before_response`` tells whether any of the answer came) or BadResponse.
-        If the caller is cancelled meanwhile, the connection is closed."""
+        Disconnected or BadResponse; only one whose ``request_sent`` is false proves that the
+        instance never saw the request.  If the caller is cancelled meanwhile, the connection is
+        closed."""
         key = (host, port)
         conn = self._get_idle(key)
         if conn is None:

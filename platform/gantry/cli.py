@@ -130,6 +130,8 @@ def cmd_ls(args) -> int:
     for fn in functions:
         states = fn.get("states") or {}
         status = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "scaled to zero"
+        if fn.get("pending_reason"):
+            status += f" ({fn['pending_reason']})"
         rows.append([fn["name"], fn["latest"], fn["active"], fn["ready"], fn["total"], status])
     print(_table(rows))
     return 0
@@ -165,11 +167,14 @@ def cmd_nodes(args) -> int:
     if not nodes:
         print("no live nodes")
         return 0
-    rows = [["NODE", "HOST", "CPU USED/TOTAL", "MEMORY USED/TOTAL (MiB)", "INSTANCES"]]
+    rows = [["NODE", "HOST", "CPU REQUESTED/ALLOCATABLE (IN USE/CORES)", "MEMORY MiB REQUESTED/ALLOCATABLE (IN USE)",
+             "INSTANCES"]]
     for n in nodes:
-        cap, used = n["capacity"], n["allocated"]
-        rows.append([n["id"], n["host"], f"{used['cpu'] / 1000:g}/{cap['cpu'] / 1000:g}",
-                     f"{used['memory'] >> 20}/{cap['memory'] >> 20}", n["instances"]])
+        cap, alloc, req, used = n["capacity"], n["allocatable"], n["allocated"], n["used"]
+        states = ", ".join(f"{k} {s}" for s, k in sorted((n.get("states") or {}).items())) or "none"
+        rows.append([n["id"], n["host"],
+                     f"{req['cpu'] / 1000:g}/{alloc['cpu'] / 1000:g} ({used['cpu'] / 1000:.2f}/{cap['cpu'] / 1000:g})",
+                     f"{req['memory'] >> 20}/{alloc['memory'] >> 20} ({used['memory'] >> 20})", states])
     print(_table(rows))
     return 0
 

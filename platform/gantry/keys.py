@@ -82,7 +82,8 @@ def instance(instance_id: str) -> str:
 
 
 def node(node_id: str) -> str:
-    """HASH: id, host (address the gateway dials), cpu (millicores), memory (bytes), gpus, started."""
+    """HASH: id, host (address the gateway dials), cpu (millicores), memory (bytes), gpus, started,
+    cpu_allocatable (millicores placement may reserve), used_cpu, used_memory (fields of state.Node)."""
     return f"{PREFIX}node:{node_id}"
 
 
@@ -111,7 +112,8 @@ def node_commands(node_id: str) -> str:
 # Reserve capacity on a live node atomically: 1 if reserved, 0 if it does not fit or is dead.
 RESERVE_CAPACITY = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-local cap_cpu = tonumber(redis.call('HGET', KEYS[1], 'cpu') or '0')
+local cap_cpu = tonumber(redis.call('HGET', KEYS[1], 'cpu_allocatable') or '0')
+if cap_cpu == 0 then cap_cpu = tonumber(redis.call('HGET', KEYS[1], 'cpu') or '0') end
 local cap_mem = tonumber(redis.call('HGET', KEYS[1], 'memory') or '0')
 local used_cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu') or '0')
 local used_mem = tonumber(redis.call('HGET', KEYS[2], 'memory') or '0')

@@ -32,9 +32,16 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Resources:
-    cpu: float = 0.5                 # cores
-    memory: int = 512 * 2**20        # bytes
+    cpu: float = 0.5                 # cores: the container's hard limit (CFS quota)
+    memory: int = 512 * 2**20        # bytes: the limit, and what placement reserves
     gpu: int = 0                     # whole GPUs
+    # cores placement reserves on a node (0: the same as cpu).  Nodes offer their CPUs times an
+    # overcommit factor (GANTRY_CPU_OVERCOMMIT), so idle functions do not hold cores they never use.
+    cpu_request: float = 0.0
+
+    @property
+    def cpu_request_millis(self) -> int:
+        return int(round((self.cpu_request or self.cpu) * 1000))
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ class FunctionSpec:
 
 _TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env"}
 _SECTIONS = {
-    "resources": {"cpu", "memory", "gpu"},
+    "resources": {"cpu", "cpu_request", "memory", "gpu"},
     "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused"},
     "limits": {"timeout"},
 }
@@ -160,7 +167,14 @@ def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
         cpu=number(res, "resources", "cpu", 0.5, float, 0.01),
         memory=quantity(res, "resources", "memory", "512Mi", parse_size),
         gpu=number(res, "resources", "gpu", 0, int, 0),
+        cpu_request=number(res, "resources", "cpu_request", 0.0, float, 0.0),
     )
+    if 0 < resources.cpu_request < 0.01:
+        raise fail("resources.cpu_request", f"expected 0 (the same as cpu) or at least 0.01, "
+                                            f"got {resources.cpu_request:g}")
+    if resources.cpu_request > resources.cpu:
+        raise fail("resources.cpu_request", f"expected at most resources.cpu ({resources.cpu:g}), "
+                                            f"got {resources.cpu_request:g}")
     if resources.memory < 6 * 2**20:
         raise fail("resources.memory", f"expected at least 6Mi (Docker's minimum), got {res.get('memory')!r}")
     scaling = Scaling(

@@ -144,10 +144,17 @@ class Instance:
 class Node:
     id: str
     host: str               # address the gateway dials to reach this node's instances
-    cpu: int                # millicores
+    cpu: int                # millicores the node has
     memory: int             # bytes
     gpus: int = 0
     started: float = 0.0
+    cpu_allocatable: int = 0   # millicores placement may reserve: cpu x the overcommit factor (0: cpu)
+    used_cpu: int = 0          # millicores busy over the last heartbeat interval (the whole node)
+    used_memory: int = 0       # bytes in use now (MemTotal - MemAvailable)
+
+    @property
+    def allocatable_cpu(self) -> int:
+        return self.cpu_allocatable or self.cpu
 
     def to_hash(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -157,9 +164,11 @@ class Node:
         data = decode_hash(raw)
         if "id" not in data:
             return None
-        return cls(id=data["id"], host=data.get("host", "127.0.0.1"), cpu=int(data.get("cpu", 0)),
-                   memory=int(data.get("memory", 0)), gpus=int(data.get("gpus", 0)),
-                   started=float(data.get("started", 0)))
+        kwargs: dict[str, Any] = {"id": data["id"], "host": data.get("host", "127.0.0.1"), "cpu": 0, "memory": 0}
+        for f in fields(cls):
+            if f.name in data and f.type in ("int", "float"):
+                kwargs[f.name] = (float if f.type == "float" else int)(data[f.name] or 0)
+        return cls(**kwargs)
 
 
 @dataclass

@@ -57,7 +57,7 @@ async def test_first_fit_ranking_and_filters(aredis):
     assert [c.id for c in gpu] == ["c"]
     await kill_node(r, "b")
     assert not await Store(r).reserve("b", 1, 1)   # dead: refused
-    assert "no live nodes" in placement.no_capacity_reason([], Request(cpu=500, memory=MiB))
+    assert "no live nodes" in placement.no_capacity_reason(Request(cpu=500, memory=MiB), [])
 
 
 def _ring(names):

@@ -72,7 +72,9 @@ async def nodes(store: Store) -> list[dict[str, Any]]:
         out.append({
             "id": node.id, "host": node.host, "gpus": node.gpus, "started": node.started,
             "capacity": {"cpu": node.cpu, "memory": node.memory},
-            "allocated": {"cpu": cpu, "memory": memory},
+            "allocatable": {"cpu": node.allocatable_cpu, "memory": node.memory},
+            "allocated": {"cpu": cpu, "memory": memory},          # requested by the instances placed there
+            "used": {"cpu": node.used_cpu, "memory": node.used_memory},   # really in use now (the whole node)
             "instances": len(insts),
             "states": dict(sorted(Counter(i.state for i in insts).items())),
         })

@@ -31,6 +31,17 @@ def demand_from_reports(reports: dict, now: float, fresh: float) -> int:
     return total
 
 
+def last_request(reports: dict) -> float:
+    """The latest last-request wall time over all gateways' reports (0.0: none)."""
+    latest = 0.0
+    for raw in reports.values():
+        try:
+            latest = max(latest, float(msgpack.unpackb(raw, raw=False)[2]))
+        except (ValueError, TypeError, IndexError, msgpack.UnpackException):
+            continue
+    return latest
+
+
 def compute_want(demand: int, concurrency: int, minimum: int, maximum: int) -> int:
     """ceil(demand / concurrency) clamped to [minimum, maximum]."""
     needed = math.ceil(demand / max(1, concurrency)) if demand > 0 else 0

@@ -74,7 +74,7 @@ async def candidates(store: Store, nodes: list[Node], req: Request) -> list[Cand
     that have at least ``req.gpus`` GPUs (GPU accounting is the worker's: see report)."""
     out = []
     for node, (cpu, memory) in zip(nodes, await store.node_allocations([n.id for n in nodes])):
-        free_cpu, free_mem = node.cpu - cpu, node.memory - memory
+        free_cpu, free_mem = node.allocatable_cpu - cpu, node.memory - memory
         if free_cpu >= req.cpu and free_mem >= req.memory and node.gpus >= req.gpus:
             out.append(Candidate(node, free_cpu, free_mem))
     return out
@@ -91,11 +91,20 @@ async def place(store: Store, function_name: str, nodes: list[Node], req: Reques
     return None
 
 
-def no_capacity_reason(nodes: list[Node], req: Request) -> str:
-    """What the gateway and CLI show while a wanted instance cannot be placed."""
-    need = f"{req.cpu / 1000:g} CPU, {req.memory // 2**20} MiB memory"
+def no_capacity_reason(req: Request, free: list[tuple[str, int, int]]) -> str:
+    """What the gateway and CLI show while a wanted instance cannot be placed and no room can
+    be made: what is asked, the most any live node has free, and which resource is short.
+    ``free``: (node id, free CPU millicores, free memory bytes) per live node."""
+    need = f"{req.cpu / 1000:g} CPU and {req.memory // 2**20} MiB memory"
     if req.gpus:
-        need += f", {req.gpus} GPU"
-    if not nodes:
-        return f"no capacity: no live nodes (need {need})"
-    return f"no capacity: none of {len(nodes)} live node(s) has {need} free"
+        need += f" and {req.gpus} GPU"
+    if not free:
+        return f"no capacity: no live nodes (asked for {need})"
+    node_cpu, most_cpu, _ = max(free, key=lambda f: f[1])
+    node_mem, _, most_mem = max(free, key=lambda f: f[2])
+    cpu_short, mem_short = most_cpu < req.cpu, most_mem < req.memory
+    short = ("CPU and memory are" if cpu_short and mem_short else "CPU is" if cpu_short
+             else "memory is" if mem_short else "no node has both CPU and memory")
+    return (f"no capacity: asked for {need}; the most free on any of {len(free)} live node(s) is "
+            f"{max(0, most_cpu) / 1000:g} CPU ({node_cpu}) and {max(0, most_mem) // 2**20} MiB memory "
+            f"({node_mem}): {short} short, and no paused or idle instance can be stopped for it")

@@ -28,7 +28,8 @@ from .. import state
 from ..state import Function, Instance, Node
 from ..store import Deposed, Store
 from . import writes
-from .autoscale import WantWindow, compute_want, demand_from_reports
+from . import reclaim
+from .autoscale import WantWindow, compute_want, demand_from_reports, last_request
 from .placement import Ranker, Request, no_capacity_reason, place
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,11 @@ class Reconciler:
             if await writes.resume(store, epoch, inst):
                 log.info("function %s v%d: resuming paused %s", name, inst.version, inst.id)
         reason = ""
+        # Stopping other functions' idle instances is for what is wanted now (waiting
+        # requests, min_instances), not for a target the idle window merely still holds.
+        urgent = want > sum(1 for i in instances if i.state in state.LIVE_STATES and i.version == fn.active)
         for version, count in sorted(decided.start.items()):
-            reason = await self._start(fn, version, count, nodes, now, epoch) or reason
+            reason = await self._start(fn, version, count, nodes, now, epoch, urgent) or reason
         await self._set_reason(name, reason)
         for inst in decided.pause:
             await writes.pause(store, epoch, inst, now)
@@ -189,7 +193,7 @@ class Reconciler:
         self._windows.pop(name, None)
 
     async def _start(self, fn: Function, version: int, count: int, nodes: list[Node],
-                     now: float, epoch: int) -> str:
+                     now: float, epoch: int, urgent: bool = True) -> str:
         """Place and start ``count`` instances of ``version``; returns the reason some could
         not be placed ("" if all were)."""
         failures, not_before = self._crashes.get((fn.name, version), (0, 0.0))
@@ -204,14 +208,12 @@ class Reconciler:
                 log.warning("function %s: version %d has no record; not starting it", fn.name, version)
                 return ""
             image, spec = found
-        req = Request(cpu=int(round(spec.resources.cpu * 1000)), memory=spec.resources.memory,
+        req = Request(cpu=spec.resources.cpu_request_millis, memory=spec.resources.memory,
                       gpus=spec.resources.gpu)
         for _ in range(count):
             node = await place(self._store, fn.name, nodes, req, self._ranker)
             if node is None:
-                reason = no_capacity_reason(nodes, req)
-                log.warning("function %s v%d: %s", fn.name, version, reason)
-                return reason
+                return await self._make_room(fn.name, req, nodes, now, epoch, urgent)
             inst = Instance(id=new_instance_id(fn.name), function=fn.name, version=version, node=node.id,
                             state=state.PENDING, cpu=req.cpu, memory=req.memory,
                             concurrency=spec.scaling.concurrency, created=now, epoch=epoch)
@@ -223,8 +225,53 @@ class Reconciler:
             log.info("function %s v%d: starting %s on %s", fn.name, version, inst.id, node.id)
         return ""
 
+    async def _make_room(self, name: str, req: Request, nodes: list[Node], now: float, epoch: int,
+                         urgent: bool) -> str:
+        """``req`` fits on no live node: stop what reclaim.choose picks (paused, then idle
+        instances of other functions; only when ``urgent``) and return why the function waits.
+        A function that loses idle instances is scaled down with them: its idle window
+        restarts from what it keeps, so it does not take the room straight back."""
+        store = self._store
+        ids = [n.id for n in nodes]
+        allocs = await store.node_allocations(ids)
+        rooms = [reclaim.NodeRoom(n.id, n.allocatable_cpu - cpu, n.memory - memory)
+                 for n, (cpu, memory) in zip(nodes, allocs)]
+        on_nodes = await store.get_instances(set().union(*await store.instance_sets([(None, i) for i in ids])))
+        holders = {}
+        for holder in sorted({i.function for i in on_nodes if i.function != name}):
+            holders[holder] = await self._holder(holder, on_nodes, now)
+        decision = reclaim.choose(req.cpu, req.memory, name, rooms, on_nodes,
+                                  {k: v for k, v in holders.items() if v is not None and urgent})
+        if decision.waiting:
+            return f"making room: instances are stopping on {decision.node}"
+        if not decision.victims:
+            return no_capacity_reason(req, [(r.node, r.free_cpu, r.free_memory) for r in rooms])
+        for victim in decision.victims:
+            await writes.drain(store, epoch, victim, f"stopped to make room for {name}")
+        for function in {v.function for v in decision.victims}:
+            kept = sum(1 for i in on_nodes if i.function == function and i.state in state.LIVE_STATES
+                       and i not in decision.victims)
+            self._windows.setdefault(function, WantWindow()).seed(now, kept)
+        log.info("function %s: making room on %s: stopping %s", name, decision.node,
+                 ", ".join(f"{v.id} ({v.state})" for v in decision.victims))
+        return f"making room: stopping {len(decision.victims)} idle instance(s) on {decision.node}"
+
+    async def _holder(self, name: str, instances: list[Instance], now: float) -> reclaim.Holder | None:
+        """What reclaim needs to know of a function holding instances (None: not deployed)."""
+        fn = await self._store.get_function(name)
+        if fn is None:
+            return None
+        reports = await self._store.load_reports(name)
+        minimum = fn.min_override if fn.min_override >= 0 else fn.spec.scaling.min_instances
+        live = sum(1 for i in instances if i.function == name and i.state in state.LIVE_STATES)
+        return reclaim.Holder(busy=demand_from_reports(reports, now, self._settings.load_fresh) > 0,
+                              spare=live - minimum, last_request=last_request(reports))
+
     async def _set_reason(self, name: str, reason: str) -> None:
-        if self._reasons.get(name) == reason == "":
+        """Record (and log, once per change) why the function's wanted instances wait."""
+        if self._reasons.get(name) == reason:
             return
+        if reason:
+            log.warning("function %s: %s", name, reason)
         await self._store.set_pending_reason(name, reason)
         self._reasons[name] = reason

@@ -22,7 +22,7 @@ import aiohttp
 from .. import state as st
 from ..store import Store
 from . import commands, containers, health
-from .capacity import detect_cpu_millis, detect_memory
+from .capacity import CpuMeter, detect_cpu_millis, detect_memory, memory_in_use
 from .logship import LogFollower, LogShipper
 from .orphans import find_orphans
 from .settings import WorkerSettings
@@ -37,9 +37,11 @@ class WorkerAgent:
         self.settings, self.redis, self.docker_client = settings, redis, docker_client
         self.store = Store(redis)
         self.node_id = settings.node_id
-        self.node = st.Node(id=self.node_id, host=settings.host,
-                            cpu=settings.cpu_millis or detect_cpu_millis(),
-                            memory=settings.memory or detect_memory(), gpus=0, started=time.time())
+        cpu = settings.cpu_millis or detect_cpu_millis()
+        self.node = st.Node(id=self.node_id, host=settings.host, cpu=cpu,
+                            memory=settings.memory or detect_memory(), gpus=0, started=time.time(),
+                            cpu_allocatable=int(round(cpu * settings.cpu_overcommit)))
+        self._cpu_meter = CpuMeter()
         self.max_epoch = 0          # the highest epoch of an accepted command, in ...
         self.generation: str | None = None   # ... this generation of Redis's data (keys.GENERATION)
         self.refused = 0            # commands refused for a stale epoch
@@ -107,7 +109,10 @@ class WorkerAgent:
         log.info("registered", extra={"node": self.node_id, "cpu": self.node.cpu, "memory": self.node.memory})
 
     async def heartbeat(self) -> None:
-        """Refresh node_alive (and the node record, so a pruned node comes back whole)."""
+        """Refresh node_alive and the node record (with what the node really uses now, and
+        whole, so a pruned node comes back)."""
+        self.node.used_cpu = self._cpu_meter.sample(self.node.cpu)
+        self.node.used_memory = memory_in_use()
         await self.store.heartbeat(self.node, self.settings.heartbeat_ttl)
 
     async def deregister(self) -> None:

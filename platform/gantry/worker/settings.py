@@ -7,7 +7,7 @@ from typing import Mapping
 
 from gantry_runtime.config import Env, SettingsError, given
 
-from .capacity import parse_cpu, parse_memory
+from .capacity import DEFAULT_CPU_OVERCOMMIT, parse_cpu, parse_memory
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,7 @@ class WorkerSettings:
     node_id: str
     host: str = "127.0.0.1"           # where instances' ports are published and the gateway dials
     cpu_millis: int | None = None     # None: detected (CPUs this process may use)
+    cpu_overcommit: float = DEFAULT_CPU_OVERCOMMIT   # placement may reserve cpu x this (capacity.py says why)
     memory: int | None = None         # bytes; None: MemTotal from /proc/meminfo
     heartbeat_interval: float = 1.0   # seconds between refreshes of node_alive
     heartbeat_ttl: float = 5.0        # node_alive's TTL: the node is dead this long after a stall
@@ -31,7 +32,7 @@ class WorkerSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "WorkerSettings":
         """GANTRY_NODE_ID (default: the hostname), GANTRY_NODE_HOST, GANTRY_NODE_CPU (cores or
         "1500m"), GANTRY_NODE_MEMORY ("8Gi" or bytes), GANTRY_HEARTBEAT_INTERVAL,
-        GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
+        GANTRY_CPU_OVERCOMMIT (at least 1, default 4), GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
         ("30s", "500ms", or seconds); keyword overrides (flags) win over the environment."""
         e = Env(env)
         settings = cls(**given({
@@ -39,6 +40,7 @@ class WorkerSettings:
             "host": e.text("GANTRY_NODE_HOST"),
             "cpu_millis": e.parsed("GANTRY_NODE_CPU", parse_cpu),
             "memory": e.parsed("GANTRY_NODE_MEMORY", parse_memory),
+            "cpu_overcommit": e.number("GANTRY_CPU_OVERCOMMIT", lo=1.0),
             **{field: e.duration(name, allow_zero=True) for name, field in _DURATIONS},
         }, overrides))
         if settings.heartbeat_ttl <= settings.heartbeat_interval:

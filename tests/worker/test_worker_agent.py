@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import pytest
+from gantry_runtime.wire import INSTANCE_KEY
 
 from gantry import keys
 from gantry import state as st
@@ -19,9 +20,10 @@ from worker_helpers import (TEST_LABEL, agent_for, arun, node_containers, place,
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
-def _post(url: str, event) -> tuple[int, dict]:
-    req = urllib.request.Request(f"{url}/invoke", data=json.dumps(event).encode(),
-                                 headers={"Content-Type": "application/json"})
+def _post(inst, event) -> tuple[int, dict]:
+    """POST /invoke straight to the instance's container, with its key (from its record)."""
+    req = urllib.request.Request(f"{inst.url}/invoke", data=json.dumps(event).encode(),
+                                 headers={"Content-Type": "application/json", INSTANCE_KEY: inst.key})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return resp.status, json.loads(resp.read())
 
@@ -87,7 +89,7 @@ def test_start_is_hardened_idempotent_ready_invokable_logged_then_stop_drains(
             inst = await until(agent, lambda: (r := record(redis_client, iid)) and r.state == st.READY and r,
                                "the instance to turn ready")
             assert inst.host == "127.0.0.1" and inst.port > 0
-            status, data = await asyncio.to_thread(_post, inst.url, {"hi": 1})
+            status, data = await asyncio.to_thread(_post, inst, {"hi": 1})
             assert status == 200 and data["event"] == {"hi": 1} and data["uid"] == 10001
 
             push(redis_client, node_id, cmd)               # a late duplicate changes nothing
@@ -123,7 +125,7 @@ def test_stop_lets_in_flight_work_finish(redis_url, redis_client, docker_client,
             iid = place(redis_client, node_id)
             push(redis_client, node_id, start_cmd(iid, slow, kinds_image))
             inst = await until(agent, lambda: (r := record(redis_client, iid)).state == st.READY and r, "ready")
-            call = asyncio.create_task(asyncio.to_thread(_post, inst.url, {"seconds": 1.0}))
+            call = asyncio.create_task(asyncio.to_thread(_post, inst, {"seconds": 1.0}))
             await asyncio.sleep(0.3)                       # the invocation is in flight
             push(redis_client, node_id, st.command("stop", iid, 1))
             await agent._iteration()

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+from gantry_runtime.wire import INSTANCE_KEY
 
 from gantry import keys
 from gantry import state as st
@@ -19,9 +20,10 @@ from worker_helpers import agent_for, arun, node_containers, place, push, record
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
-def _post(url: str, event) -> tuple[int, dict]:
-    req = urllib.request.Request(f"{url}/invoke", data=json.dumps(event).encode(),
-                                 headers={"Content-Type": "application/json"})
+def _post(inst, event) -> tuple[int, dict]:
+    """POST /invoke straight to the instance's container, with its key (from its record)."""
+    req = urllib.request.Request(f"{inst.url}/invoke", data=json.dumps(event).encode(),
+                                 headers={"Content-Type": "application/json", INSTANCE_KEY: inst.key})
     with urllib.request.urlopen(req, timeout=20) as resp:
         return resp.status, json.loads(resp.read())
 
@@ -51,7 +53,7 @@ def test_pause_waits_for_in_flight_work_then_unpause_serves_from_the_same_contai
             inst = await _ready(agent, redis_client, node_id, iid, slow, kinds_image)
             [container] = node_containers(docker_client, node_id)
 
-            call = asyncio.create_task(asyncio.to_thread(_post, inst.url, {"seconds": 1.0}))
+            call = asyncio.create_task(asyncio.to_thread(_post, inst, {"seconds": 1.0}))
             await asyncio.sleep(0.3)                          # the invocation is in flight
             _as_scheduler(redis_client, iid, st.PAUSING, paused_at=time.time())
             push(redis_client, node_id, st.command("pause", iid, 1))
@@ -81,7 +83,7 @@ def test_pause_waits_for_in_flight_work_then_unpause_serves_from_the_same_contai
             assert after.state == st.READY and after.reason == "" and after.port == inst.port
             assert _status(docker_client, container.id) == "running"
             assert [c.id for c in node_containers(docker_client, node_id)] == [container.id]
-            assert await asyncio.to_thread(_post, inst.url, {"seconds": 0}) == (200, {"slept": 0})
+            assert await asyncio.to_thread(_post, inst, {"seconds": 0}) == (200, {"slept": 0})
 
             push(redis_client, node_id, st.command("unpause", iid, 1))        # ready: left alone
             await agent._iteration()
@@ -105,7 +107,7 @@ def test_a_drain_overtaking_a_pause_stops_and_shutdown_removes_paused_containers
             inst_a = await _ready(agent, redis_client, node_id, a, slow, kinds_image)
             await _ready(agent, redis_client, node_id, b, slow, kinds_image)
 
-            call = asyncio.create_task(asyncio.to_thread(_post, inst_a.url, {"seconds": 1.0}))
+            call = asyncio.create_task(asyncio.to_thread(_post, inst_a, {"seconds": 1.0}))
             await asyncio.sleep(0.3)
             _as_scheduler(redis_client, a, st.PAUSING, paused_at=time.time())
             push(redis_client, node_id, st.command("pause", a, 1))

@@ -125,11 +125,10 @@ async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) ->
             log.error("cannot listen", extra={"host": settings.host, "port": settings.port,
                                               "error": f"{type(exc).__name__}: {exc}"})
             return EXIT_LISTEN
+        # instance_key false: /invoke answers anyone who reaches the port (the runtime run by hand)
         log.info("start", extra={"host": settings.host, "port": settings.port, "pid": os.getpid(),
                                  "handler": settings.handler, "concurrency": settings.concurrency,
                                  "timeout": settings.timeout, "instance_key": bool(settings.instance_key)})
-        if not settings.instance_key:
-            log.warning("no instance key: /invoke answers anyone who reaches the port")
         t0 = time.monotonic()
         loading = _import_in_thread(settings)
         stopping = asyncio.ensure_future(stop.wait())

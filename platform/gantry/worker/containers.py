@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import docker.errors
 
@@ -82,7 +83,7 @@ def ensure_network(client, name: str) -> str:
                            "containers reach each other; remove it (`docker network rm`) so Gantry can make its own")
     if not found:
         raise RuntimeError(f"Docker network {name!r} could not be created")
-    chosen, *extra = sorted(found, key=lambda n: (n.attrs.get("Created", ""), n.id))
+    chosen, *extra = sorted(found, key=_age)
     for network in extra:
         try:
             network.remove()
@@ -90,6 +91,15 @@ def ensure_network(client, name: str) -> str:
         except docker.errors.APIError:
             pass                         # in use or gone: harmless, it isolates just the same
     return chosen.id
+
+
+def _age(network) -> tuple[float, str]:
+    """Oldest first, then by id: the same order for every agent that lists the same networks."""
+    try:
+        created = datetime.fromisoformat(network.attrs.get("Created", "")).timestamp()
+    except ValueError:
+        created = 0.0
+    return created, network.id
 
 
 def _networks(client, name: str) -> list:

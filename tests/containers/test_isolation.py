@@ -9,6 +9,8 @@ import ipaddress
 import json
 import os
 import threading
+import urllib.error
+import urllib.request
 import uuid
 
 import docker.errors
@@ -17,10 +19,11 @@ import pytest
 from gantry.build import build_function
 from gantry.manifest import load_manifest
 from gantry.worker import containers
-from gantry.worker.containerspec import FUNCTION_NETWORK, NETWORK_OPTIONS, network_kwargs
+from gantry.worker.containerspec import (FUNCTION_NETWORK, NETWORK_OPTIONS, container_kwargs, network_kwargs,
+                                         network_name)
 from gantry_runtime.wire import INSTANCE_KEY, INSTANCE_KEY_ENV, ErrorCode, parse_error
 
-from .conftest import FUNCTIONS, http, wait_ready
+from .conftest import FUNCTIONS, wait_ready
 
 pytestmark = pytest.mark.docker
 KINDS = os.path.join(FUNCTIONS, "kinds")
@@ -55,11 +58,17 @@ def node(docker_client):
 
 
 def _post(url: str, body: dict, key: str | None, **headers: str):
+    """(status, headers, body) of POST /invoke with KEY (None: no key header at all; not
+    conftest.http, which sends the test containers' key)."""
     if key is not None:
         headers[INSTANCE_KEY] = key
-    headers.setdefault(INSTANCE_KEY, "")   # conftest.http would send the test key: send none
-    return http("POST", f"{url}/invoke", json.dumps(body).encode(),
-                {"Content-Type": "application/json", **headers}, timeout=30)
+    req = urllib.request.Request(f"{url}/invoke", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
 
 
 def test_runtime_answers_invoke_only_with_its_key(docker_client, kinds_image, node):
@@ -77,9 +86,19 @@ def test_runtime_answers_invoke_only_with_its_key(docker_client, kinds_image, no
     assert status == 200 and json.loads(body)["event"] == {"a": 1}
 
     # /healthz stays open for the worker's probes and tells nothing secret
-    status, _, body = http("GET", f"{url}/healthz", headers={INSTANCE_KEY: ""})
+    with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+        status, body = resp.status, resp.read()
     assert status == 200 and key not in body.decode()
     assert set(json.loads(body)) == {"status", "function", "inflight", "concurrency", "stuck"}
+
+
+def test_no_container_is_made_without_a_key():
+    spec = load_manifest(KINDS)
+    with pytest.raises(ValueError, match="needs its key"):
+        container_kwargs(spec, "img", "i1", key="", network=FUNCTION_NETWORK)
+    kwargs = container_kwargs(spec, "img", "i1", key="k", network="net-id", env={INSTANCE_KEY_ENV: "other"})
+    assert kwargs["environment"][INSTANCE_KEY_ENV] == "k" and kwargs["network"] == "net-id"
+    assert network_name(spec) == FUNCTION_NETWORK
 
 
 def test_the_key_is_kept_from_the_handlers_environment(docker_client, netprobe_image, node):
@@ -134,7 +153,7 @@ def test_a_function_cannot_reach_another_instance(docker_client, kinds_image, ne
 
 
 @pytest.fixture
-def network_name(docker_client):
+def scratch_network(docker_client):
     name = f"gantry-fn-test-{uuid.uuid4().hex[:8]}"
     yield name
     for network in docker_client.networks.list(names=[name]):
@@ -145,14 +164,14 @@ def network_name(docker_client):
                 pass
 
 
-def test_agents_creating_the_network_at_once_agree_on_one(docker_client, network_name):
+def test_agents_creating_the_network_at_once_agree_on_one(docker_client, scratch_network):
     ids, errors = [], []
     barrier = threading.Barrier(6)
 
     def ensure():
         try:
             barrier.wait(10)
-            ids.append(containers.ensure_network(docker_client, network_name))
+            ids.append(containers.ensure_network(docker_client, scratch_network))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -163,18 +182,18 @@ def test_agents_creating_the_network_at_once_agree_on_one(docker_client, network
         t.join(60)
     assert not errors, errors
     assert len(set(ids)) == 1, ids
-    assert containers.ensure_network(docker_client, network_name) == ids[0]   # idempotent
-    left = [n for n in docker_client.networks.list(names=[network_name]) if n.name == network_name]
+    assert containers.ensure_network(docker_client, scratch_network) == ids[0]   # idempotent
+    left = [n for n in docker_client.networks.list(names=[scratch_network]) if n.name == scratch_network]
     assert [n.id for n in left] == ids[:1]
     attrs = left[0].attrs
     assert attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
     assert attrs["Labels"]["gantry.managed"] == "1"
 
 
-def test_a_network_of_the_name_that_gantry_did_not_make_is_refused(docker_client, network_name):
-    kwargs = network_kwargs(network_name)
+def test_a_network_of_the_name_that_gantry_did_not_make_is_refused(docker_client, scratch_network):
+    kwargs = network_kwargs(scratch_network)
     kwargs["options"] = {}                     # inter-container traffic on, no labels
     kwargs["labels"] = {}
     docker_client.networks.create(**kwargs)
     with pytest.raises(RuntimeError, match="not made by Gantry"):
-        containers.ensure_network(docker_client, network_name)
+        containers.ensure_network(docker_client, scratch_network)

@@ -24,7 +24,9 @@ import docker
 
 from gantry.build import build_function
 from gantry.manifest import load_manifest
-from gantry.worker.containerspec import container_kwargs, published_port
+from gantry.worker.containers import ensure_network
+from gantry.worker.containerspec import container_kwargs, network_name, published_port
+from gantry_runtime.wire import new_instance_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +43,9 @@ def remove_images(client, repo: str) -> None:
 
 def start_until_ready(client, image: str, directory: str) -> float:
     spec = load_manifest(directory)
-    kwargs = container_kwargs(spec, image, uuid.uuid4().hex[:8], labels={"gantry.bench": "1"})
+    # as the worker starts an instance: on the function network (made before the clock starts), with a key
+    kwargs = container_kwargs(spec, image, uuid.uuid4().hex[:8], key=new_instance_key(),
+                              network=ensure_network(client, network_name(spec)), labels={"gantry.bench": "1"})
     started = time.monotonic()
     container = client.containers.run(**kwargs)
     try:

@@ -7,7 +7,7 @@ read-modify-write.  Who writes what:
 - function, function_version:  the gateway's admin API (deploy, delete, scale); the
   scheduler moves ``active`` to ``latest`` once the new version is ready.
 - instance:  the scheduler creates it (state PENDING, with node, cpu, memory, epoch); the
-  worker on that node sets host, port and state as the container starts, turns healthy or
+  worker on that node sets host, port, key and state as the container starts, turns healthy or
   unhealthy, pauses, resumes and stops; the scheduler sets DRAINING, PAUSING (with
   ``paused_at``) and RESUMING, and deletes records it has reaped.
 - node:  the worker registers it and refreshes node_alive (TTL) as its heartbeat.
@@ -16,7 +16,7 @@ read-modify-write.  Who writes what:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -114,6 +114,9 @@ class Instance:
     epoch: int = 0          # the scheduler epoch that placed it
     reason: str = ""        # why it failed or is unhealthy
     paused_at: float = 0.0  # wall time the scheduler decided to pause it (0: never paused)
+    # The runtime's secret (gantry_runtime.wire.INSTANCE_KEY): the worker writes it with host
+    # and port; the gateway sends it with every forward.  Never shown by the admin API.
+    key: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:

@@ -22,6 +22,10 @@ def main() -> int:
         print(f"gantry_runtime: configuration error: {exc}", file=sys.stderr)
         return 2
     log = setup_logging(settings.function, settings.log_level)
+    # The handler runs in this process: keep the key out of the environment it and its
+    # subprocesses see (it stays in /proc/1/environ, readable to the function's own user).
+    from .wire import INSTANCE_KEY_ENV
+    os.environ.pop(INSTANCE_KEY_ENV, None)
 
     from .loop import run_until_signal
     from .server import serve

@@ -15,7 +15,7 @@ from aiohttp import web
 from .invoke import Invoker, error_response
 from .loader import load_handler
 from .settings import Settings
-from .wire import ErrorCode
+from .wire import INSTANCE_KEY, ErrorCode, key_matches
 
 EXIT_OK, EXIT_LISTEN, EXIT_IMPORT = 0, 1, 3
 
@@ -36,6 +36,11 @@ STATE = web.AppKey("state", State)
 
 async def _invoke(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    key = state.settings.instance_key
+    if key and not key_matches(key, request.headers.get(INSTANCE_KEY)):
+        # Checked first: a caller without the key learns nothing, not even the phase.
+        return error_response(403, ErrorCode.FORBIDDEN, f"{INSTANCE_KEY} is missing or wrong: "
+                              "only the gateway invokes this instance")
     if state.phase != "ready" or state.invoker is None:
         if state.phase == "starting":
             code, message = ErrorCode.STARTING, "the handler is still being imported"
@@ -46,6 +51,8 @@ async def _invoke(request: web.Request) -> web.StreamResponse:
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    """Open to anyone who reaches the port (the worker probes it without the key): the phase,
+    the function's name and slot counts, nothing secret."""
     state = request.app[STATE]
     body: dict[str, Any] = {"status": state.phase, "function": state.settings.function}
     inv = state.invoker
@@ -118,9 +125,10 @@ async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) ->
             log.error("cannot listen", extra={"host": settings.host, "port": settings.port,
                                               "error": f"{type(exc).__name__}: {exc}"})
             return EXIT_LISTEN
+        # instance_key false: /invoke answers anyone who reaches the port (the runtime run by hand)
         log.info("start", extra={"host": settings.host, "port": settings.port, "pid": os.getpid(),
                                  "handler": settings.handler, "concurrency": settings.concurrency,
-                                 "timeout": settings.timeout})
+                                 "timeout": settings.timeout, "instance_key": bool(settings.instance_key)})
         t0 = time.monotonic()
         loading = _import_in_thread(settings)
         stopping = asyncio.ensure_future(stop.wait())

@@ -1,11 +1,11 @@
 """Runtime configuration, read once from the environment into a frozen dataclass."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from .config import Env, SettingsError, given
-from .wire import HANDLER_EXPECTED, parse_handler
+from .wire import HANDLER_EXPECTED, INSTANCE_KEY_ENV, parse_handler
 
 __all__ = ["Settings", "SettingsError"]
 
@@ -24,6 +24,10 @@ class Settings:
     drain_grace: float = 25.0        # seconds in-flight work may run on after SIGTERM
     max_body: int = 6 * 1024 * 1024  # request bytes; more -> 413
     log_level: str = "info"
+    # The instance's secret (wire.INSTANCE_KEY_ENV): /invoke answers only requests carrying it.
+    # Empty: /invoke is open to anyone who reaches the port (running the runtime by hand);
+    # the platform never starts a container without one.
+    instance_key: str = field(default="", repr=False)
 
     @property
     def module(self) -> str:
@@ -37,7 +41,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """GANTRY_HANDLER (required), GANTRY_FUNCTION, GANTRY_CODE_DIR, GANTRY_HOST, GANTRY_PORT,
         GANTRY_CONCURRENCY, GANTRY_TIMEOUT and GANTRY_DRAIN_GRACE ("30s", or seconds),
-        GANTRY_MAX_BODY ("6Mi", or bytes), GANTRY_LOG_LEVEL (or LOG_LEVEL)."""
+        GANTRY_MAX_BODY ("6Mi", or bytes), GANTRY_LOG_LEVEL (or LOG_LEVEL), GANTRY_INSTANCE_KEY."""
         e = Env(env)
         handler = e.text("GANTRY_HANDLER")
         if handler is None:
@@ -57,4 +61,5 @@ class Settings:
             "drain_grace": e.duration("GANTRY_DRAIN_GRACE", allow_zero=True),
             "max_body": e.size("GANTRY_MAX_BODY", lo=1, hi=2**40),
             "log_level": e.choice("GANTRY_LOG_LEVEL", _LEVELS) or e.choice("LOG_LEVEL", _LEVELS),
+            "instance_key": e.text(INSTANCE_KEY_ENV),
         }, overrides))

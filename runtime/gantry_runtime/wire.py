@@ -6,9 +6,11 @@ Both sides import this module: the runtime inside the container (which cannot im
 """
 from __future__ import annotations
 
+import hmac
 import json
 import math
 import re
+import secrets
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -20,6 +22,22 @@ TENANT = "X-Gantry-Tenant"                # gateway -> runtime: the caller's ten
 TIMEOUT = "X-Gantry-Timeout"              # caller -> gateway -> runtime: seconds; may only lower the limit
 DURATION_MS = "X-Gantry-Duration-Ms"      # runtime -> caller: time spent in the runtime
 STREAM = "X-Gantry-Stream"                # runtime -> caller: "1" when the body is a stream
+INSTANCE_KEY = "X-Gantry-Instance-Key"    # gateway -> runtime only: the instance's secret (never to callers)
+
+# The per-instance secret: the worker makes one at start (``new_instance_key``), hands it to
+# the runtime in this environment variable and to the gateway in the instance record; the
+# runtime answers /invoke only to requests that carry it in INSTANCE_KEY.
+INSTANCE_KEY_ENV = "GANTRY_INSTANCE_KEY"
+
+
+def new_instance_key() -> str:
+    """A fresh instance key: 32 random bytes, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def key_matches(expected: str, given: str | None) -> bool:
+    """Whether ``given`` is the instance key, compared in constant time."""
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 class BadTimeout(ValueError):
@@ -58,6 +76,7 @@ class ErrorCode(StrEnum):
     AT_CAPACITY = "at_capacity"
     STARTING = "starting"
     DRAINING = "draining"
+    FORBIDDEN = "forbidden"             # an /invoke without this instance's key
     # the gateway's 502 when an instance broke off after the request was sent: the function
     # may have run once, and the gateway did not retry it (the runtime never sends this)
     FUNCTION_OUTCOME_UNKNOWN = "function_outcome_unknown"

@@ -13,12 +13,15 @@ import pytest
 
 from gantry.build import build_function
 from gantry.manifest import load_manifest
-from gantry.worker.containerspec import container_kwargs, published_port
+from gantry.worker.containers import ensure_network
+from gantry.worker.containerspec import container_kwargs, network_name, published_port
+from gantry_runtime.wire import INSTANCE_KEY
 
 HERE = os.path.dirname(__file__)
 FUNCTIONS = os.path.join(HERE, "functions")
 EXAMPLES = os.path.join(HERE, "..", "..", "examples")
 TEST_LABEL = "gantry.test"
+KEY = "test-instance-key"   # the instance key of the containers ``start`` runs; ``http`` sends it
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Instance:
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 30):
     """(status, headers, body) of one request; HTTP errors are results, not exceptions."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    req = urllib.request.Request(url, data=body, method=method, headers={INSTANCE_KEY: KEY, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -76,7 +79,9 @@ def start(docker_client):
 
     def _start(image: str, directory: str, wait: bool = True, **env: str) -> Instance:
         spec = load_manifest(directory)
-        kwargs = container_kwargs(spec, image, uuid.uuid4().hex[:8], labels={TEST_LABEL: "1"}, env=env)
+        kwargs = container_kwargs(spec, image, uuid.uuid4().hex[:8], key=KEY,
+                                  network=ensure_network(docker_client, network_name(spec)),
+                                  labels={TEST_LABEL: "1"}, env=env)
         container = docker_client.containers.run(**kwargs)
         started.append(container)
         return Instance(container, wait_ready(container) if wait else "")

@@ -10,7 +10,9 @@ import urllib.request
 
 import pytest
 
-from .conftest import FUNCTIONS, http, invoke
+from gantry_runtime.wire import INSTANCE_KEY
+
+from .conftest import FUNCTIONS, KEY, http, invoke
 
 pytestmark = pytest.mark.docker
 KINDS = os.path.join(FUNCTIONS, "kinds")
@@ -44,7 +46,7 @@ def test_async_text_and_bytes(kinds_image, start):
 def test_generators_stream_first_chunk_before_the_end(kinds_image, start, handler, expected):
     inst = start(kinds_image, KINDS, GANTRY_HANDLER=handler)
     req = urllib.request.Request(f"{inst.url}/invoke", data=json.dumps({"n": 3, "every": 0.3}).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", INSTANCE_KEY: KEY})
     sent = time.monotonic()
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.headers["X-Gantry-Stream"] == "1"

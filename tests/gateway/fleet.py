@@ -12,7 +12,10 @@ from pathlib import Path
 
 from gantry.build import build_function
 from gantry.manifest import load_manifest
-from gantry.worker.containerspec import container_kwargs, published_port
+from gantry.worker.containers import ensure_network
+from gantry.worker.containerspec import container_kwargs, network_name, published_port
+
+from .support import INSTANCE_KEY
 
 FUNCTION_DIR = Path(__file__).parent / "functions" / "delivery"
 TEST_LABEL = "gantry.test"
@@ -36,8 +39,9 @@ class Fleet:
         ids = []
         for i in range(count):
             inst_id = f"{prefix}-{i}-{uuid.uuid4().hex[:6]}"
-            kwargs = container_kwargs(self.spec, self.image, inst_id, labels={TEST_LABEL: "1"},
-                                      env={"GANTRY_HANDLER": handler})
+            kwargs = container_kwargs(self.spec, self.image, inst_id, key=INSTANCE_KEY,
+                                      network=ensure_network(self.docker, network_name(self.spec)),
+                                      labels={TEST_LABEL: "1"}, env={"GANTRY_HANDLER": handler})
             self.containers[inst_id] = self.docker.containers.run(**kwargs)
             ids.append(inst_id)
         for inst_id in ids:

@@ -28,6 +28,7 @@ KINDS = ROOT / "tests" / "containers" / "functions" / "kinds"
 ADMIN_KEY = "gk_test_" + "5" * 32
 ADMIN_HASH = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+INSTANCE_KEY = "test-instance-key"   # every runtime here is started with it; every record carries it
 
 
 class Runtime:
@@ -37,7 +38,8 @@ class Runtime:
         self.log_path = tmp / f"runtime-{self.port}.log"
         full_env = {**os.environ, "PYTHONPATH": str(ROOT / "runtime"), "PYTHONUNBUFFERED": "1",
                     "GANTRY_CODE_DIR": str(KINDS), "GANTRY_HANDLER": handler, "GANTRY_FUNCTION": "kinds",
-                    "GANTRY_HOST": "127.0.0.1", "GANTRY_PORT": str(self.port), **env}
+                    "GANTRY_HOST": "127.0.0.1", "GANTRY_PORT": str(self.port),
+                    "GANTRY_INSTANCE_KEY": INSTANCE_KEY, **env}
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "gantry_runtime"], env=full_env,
                                          stdout=out, stderr=subprocess.STDOUT, cwd=str(tmp))
@@ -118,7 +120,8 @@ def register_function(r, name: str, version: int = 1, active: int | None = None,
 def instance_record(name: str, port: int, version: int = 1, st: str = state.READY,
                     inst_id: str | None = None) -> state.Instance:
     return state.Instance(id=inst_id or f"{name}-{uuid.uuid4().hex[:8]}", function=name, version=version,
-                          node="n1", state=st, host="127.0.0.1", port=port, created=time.time())
+                          node="n1", state=st, host="127.0.0.1", port=port, created=time.time(),
+                          key=INSTANCE_KEY)
 
 
 def add_instance(r, name: str, port: int, version: int = 1, st: str = state.READY,

@@ -19,13 +19,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gantry_runtime import wire
+
 from gantry import keys
 from gantry.gateway import upstream
 from gantry.gateway.appkeys import CACHE, UPSTREAM
 from gantry.up import free_port
 
 from .fleet import Fleet, build_image
-from .support import AUTH, add_instance, gateway, register_function
+from .support import AUTH, INSTANCE_KEY, add_instance, gateway, register_function
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -153,7 +155,8 @@ async def test_draining_at_capacity_and_refused_instances_are_retried_and_the_ha
         # busy: its one slot held by a request sent directly (the gateway thinks it idle);
         # draining: the same, then SIGTERM, so it answers new requests 503 draining
         hold = [asyncio.create_task(direct.post(f"http://127.0.0.1:{fleet.ports[i]}/invoke",
-                                                json={"tag": f"hold-{i}", "seconds": 6}))
+                                                json={"tag": f"hold-{i}", "seconds": 6},
+                                                headers={wire.INSTANCE_KEY: INSTANCE_KEY}))
                 for i in (busy, draining)]
         await _wait_for(lambda: all(fleet.side_effects(f"hold-{i}")[i] for i in (busy, draining)),
                         20, "the holding requests to start")

@@ -13,7 +13,9 @@ from aiohttp import web
 from gantry import keys, state
 from gantry.store import Store
 
-from .support import AUTH, add_instance, free_port, gateway, instance_record, register_function
+from gantry_runtime import wire
+
+from .support import AUTH, INSTANCE_KEY, add_instance, free_port, gateway, instance_record, register_function
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,7 +159,7 @@ async def test_retry_on_draining_and_refused_instances_fails_no_request(redis_ur
     async with aiohttp.ClientSession() as direct:
         # a slow request in flight on one runtime (sent directly, so the gateway thinks it idle) ...
         slow = asyncio.create_task(direct.post(f"http://127.0.0.1:{draining.port}/invoke",
-                                               json={"seconds": 1.5}))
+                                               json={"seconds": 1.5}, headers={wire.INSTANCE_KEY: INSTANCE_KEY}))
         await asyncio.sleep(0.2)
         draining.terminate()      # ... then SIGTERM: it drains, answering new requests 503 draining
         await asyncio.sleep(0.2)

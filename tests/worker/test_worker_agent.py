@@ -72,7 +72,7 @@ async def test_start_is_hardened_idempotent_ready_invokable_logged_then_stop_dra
         inst = await until(agent, lambda: (r := record(redis_client, iid)) and r.state == st.READY and r,
                            "the instance to turn ready")
         assert inst.host == "127.0.0.1" and inst.port > 0
-        status, data = await asyncio.to_thread(post, inst.url, {"hi": 1}, 10)
+        status, data = await asyncio.to_thread(post, inst, {"hi": 1}, 10)
         assert status == 200 and data["event"] == {"hi": 1} and data["uid"] == 10001
 
         push(redis_client, node_id, cmd)               # a late duplicate changes nothing
@@ -106,7 +106,7 @@ async def test_stop_lets_in_flight_work_finish(redis_url, redis_client, docker_c
         iid = place(redis_client, node_id)
         push(redis_client, node_id, start_cmd(iid, slow, kinds_image))
         inst = await until(agent, lambda: (r := record(redis_client, iid)).state == st.READY and r, "ready")
-        call = asyncio.create_task(asyncio.to_thread(post, inst.url, {"seconds": 1.0}, 10))
+        call = asyncio.create_task(asyncio.to_thread(post, inst, {"seconds": 1.0}, 10))
         await asyncio.sleep(0.3)                       # the invocation is in flight
         push(redis_client, node_id, st.command("stop", iid, 1))
         await agent._iteration()

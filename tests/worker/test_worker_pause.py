@@ -41,7 +41,7 @@ async def test_pause_waits_for_in_flight_work_then_unpause_serves_from_the_same_
         inst = await _ready(agent, redis_client, node_id, iid, slow, kinds_image)
         [container] = node_containers(docker_client, node_id)
 
-        call = asyncio.create_task(asyncio.to_thread(post, inst.url, {"seconds": 1.0}))
+        call = asyncio.create_task(asyncio.to_thread(post, inst, {"seconds": 1.0}))
         await asyncio.sleep(0.3)                          # the invocation is in flight
         _as_scheduler(redis_client, iid, st.PAUSING, paused_at=time.time())
         push(redis_client, node_id, st.command("pause", iid, 1))
@@ -71,7 +71,7 @@ async def test_pause_waits_for_in_flight_work_then_unpause_serves_from_the_same_
         assert after.state == st.READY and after.reason == "" and after.port == inst.port
         assert _status(docker_client, container.id) == "running"
         assert [c.id for c in node_containers(docker_client, node_id)] == [container.id]
-        assert await asyncio.to_thread(post, inst.url, {"seconds": 0}) == (200, {"slept": 0})
+        assert await asyncio.to_thread(post, inst, {"seconds": 0}) == (200, {"slept": 0})
 
         push(redis_client, node_id, st.command("unpause", iid, 1))        # ready: left alone
         await agent._iteration()
@@ -93,7 +93,7 @@ async def test_a_drain_overtaking_a_pause_stops_and_shutdown_removes_paused_cont
         inst_a = await _ready(agent, redis_client, node_id, a, slow, kinds_image)
         await _ready(agent, redis_client, node_id, b, slow, kinds_image)
 
-        call = asyncio.create_task(asyncio.to_thread(post, inst_a.url, {"seconds": 1.0}))
+        call = asyncio.create_task(asyncio.to_thread(post, inst_a, {"seconds": 1.0}))
         await asyncio.sleep(0.3)
         _as_scheduler(redis_client, a, st.PAUSING, paused_at=time.time())
         push(redis_client, node_id, st.command("pause", a, 1))

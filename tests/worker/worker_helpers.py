@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 
+from gantry_runtime import wire
+
 from gantry import keys
 from gantry import state as st
 from gantry.worker.agent import WorkerAgent
@@ -76,10 +78,11 @@ async def until(agent: WorkerAgent, check, what: str, timeout: float = 20.0, ste
         await asyncio.sleep(step)
 
 
-def post(url: str, event, timeout: float = 20) -> tuple[int, dict]:
-    """(status, JSON body) of one invocation sent straight to an instance."""
-    req = urllib.request.Request(f"{url}/invoke", data=json.dumps(event).encode(),
-                                 headers={"Content-Type": "application/json"})
+def post(inst: st.Instance, event, timeout: float = 20) -> tuple[int, dict]:
+    """(status, JSON body) of one invocation sent straight to an instance, with its key
+    (from its record), as the gateway sends it."""
+    req = urllib.request.Request(f"{inst.url}/invoke", data=json.dumps(event).encode(),
+                                 headers={"Content-Type": "application/json", wire.INSTANCE_KEY: inst.key})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return resp.status, json.loads(resp.read())
 

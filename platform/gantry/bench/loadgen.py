@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import time
 
+from gantry_runtime import wire
+
 MARK = "BENCHJSON "
 
 LUA = r'''
@@ -17,6 +19,8 @@ wrk.body = os.getenv("BENCH_BODY") or "{}"
 wrk.headers["Content-Type"] = "application/json"
 local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then wrk.headers["Authorization"] = auth end
+local key = os.getenv("BENCH_INSTANCE_KEY")
+if key and key ~= "" then wrk.headers[os.getenv("BENCH_KEY_HEADER")] = key end
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -50,12 +54,15 @@ def write_script(directory: str) -> str:
 
 
 def run_wrk(url: str, script: str, *, connections: int, duration: float, body: str,
-            auth: str | None = None, timeout_s: float = 10.0) -> dict:
-    """One wrk run; returns its summary plus throughput and wrk's CPU use (cores)."""
+            auth: str | None = None, instance_key: str | None = None, timeout_s: float = 10.0) -> dict:
+    """One wrk run; returns its summary plus throughput and wrk's CPU use (cores).  AUTH is
+    the Authorization header (for the gateway), INSTANCE_KEY the wire.INSTANCE_KEY header (for
+    a container called directly)."""
     threads = max(1, min(connections, os.cpu_count() or 1, 2))
     cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
            f"--timeout", f"{timeout_s:g}s", "-s", script, url]
-    env = {**os.environ, "BENCH_BODY": body, "BENCH_AUTH": auth or ""}
+    env = {**os.environ, "BENCH_BODY": body, "BENCH_AUTH": auth or "", "BENCH_INSTANCE_KEY": instance_key or "",
+           "BENCH_KEY_HEADER": wire.INSTANCE_KEY}
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out, err = proc.stdout.read(), proc.stderr.read()

@@ -139,6 +139,20 @@ class Stack:
         fn = self.function(name)
         return [i for i in fn["instances"] if i["state"] == state.READY and (version is None or i["version"] == version)]
 
+    def instance_key(self, instance_id: str) -> str:
+        """The instance's key (its record in Redis; the admin API never shows it): what a
+        direct call to its container must send in wire.INSTANCE_KEY."""
+        import redis
+
+        r = redis.Redis.from_url(self.redis.url)
+        try:
+            inst = state.Instance.from_hash(r.hgetall(keys.instance(instance_id)))
+        finally:
+            r.close()
+        if inst is None or not inst.key:
+            raise BenchError(f"instance {instance_id} has no record with a key")
+        return inst.key
+
     def delete(self, name: str) -> None:
         try:
             self.client.call("DELETE", f"/v1/functions/{name}")

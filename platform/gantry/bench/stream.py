@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from gantry_runtime import wire
+
 from . import functions, probes
 from .stats import summary
 
@@ -22,16 +24,18 @@ def measure(ctx) -> dict:
     inst = stack.wait(f"a ready {NAME} instance", lambda: stack.ready_instances(NAME), 90)[0]
     host, port = inst["address"].rsplit(":", 1)
     targets = {"gateway": ("127.0.0.1", stack.port, f"/v1/invoke/{NAME}"), "direct": (host, int(port), "/invoke")}
-    headers = {"Authorization": f"Bearer {stack.api_key}"}
-    for h, p, path in targets.values():  # warm-up
-        probes.post_stream(h, p, path, body, headers)
+    # The gateway checks the bearer key; the container checks its instance key.
+    headers = {"gateway": {"Authorization": f"Bearer {stack.api_key}"},
+               "direct": {wire.INSTANCE_KEY: stack.instance_key(inst["id"])}}
+    for name, (h, p, path) in targets.items():  # warm-up
+        probes.post_stream(h, p, path, body, headers[name])
     runs: dict[str, list[dict]] = {"gateway": [], "direct": []}
     for i in range(repeats):
         if i and not ctx.budget.ok(5):
             break
         for name in (("gateway", "direct") if i % 2 == 0 else ("direct", "gateway")):
             h, p, path = targets[name]
-            res = probes.post_stream(h, p, path, body, headers)
+            res = probes.post_stream(h, p, path, body, headers[name])
             if res["status"] != 200 or res["bytes"] == 0:
                 raise RuntimeError(f"stream through {name} answered {res}")
             runs[name].append(res)

@@ -36,13 +36,17 @@ def measure(ctx) -> dict:
     urls["nginx"] = f"http://127.0.0.1:{nginx.port}/invoke"
     script = loadgen.write_script(stack.tmp)
     auth = f"Bearer {stack.api_key}"
+    # The container answers only with its instance key: wrk sends it directly and through
+    # nginx (which passes it on), so the key never appears in nginx's config or the report.
+    key = stack.instance_key(inst["id"])
     pids = {"gateway": stack.pid("gateway"), "nginx": nginx.pid}
 
     def one(path: str, conns: int, seconds: float) -> dict:
         pid = pids.get(path)
         cpu0 = loadgen.tree_cpu_seconds(pid) if pid else None
         t0 = time.monotonic()
-        run = loadgen.run_wrk(urls[path], script, connections=conns, duration=seconds, body=BODY, auth=auth)
+        run = loadgen.run_wrk(urls[path], script, connections=conns, duration=seconds, body=BODY, auth=auth,
+                              instance_key=key if path != "gateway" else None)
         wall = time.monotonic() - t0
         cpu1 = loadgen.tree_cpu_seconds(pid) if pid else None
         run["proxy_cpu_cores"] = (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None

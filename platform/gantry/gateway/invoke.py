@@ -134,7 +134,10 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
             entry.routing.release(ticket)
             raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
         timeout = active.spec.limits.timeout if asked is None else min(active.spec.limits.timeout, asked)
+        # Built afresh: no header of the caller's but Content-Type reaches the runtime, so a
+        # caller cannot set the tenant, the invocation id or the instance key.
         headers = {**ids, wire.TIMEOUT: wire.format_timeout(timeout), wire.TENANT: request[PRINCIPAL].tenant,
+                   wire.INSTANCE_KEY: inst.key,
                    "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
         entry.load.inflight += 1
         try:

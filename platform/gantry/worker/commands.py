@@ -91,7 +91,7 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
     try:
         spec, image = await _spec_and_image(agent, cmd, inst)
         version = int(cmd.get("version") or inst.version)
-        container_id, port = await agent.blocking(
+        container_id, port, key = await agent.blocking(
             containers.start, agent.docker_client, agent.node_id, agent.settings.host, spec, image,
             instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace)
     except Exception as exc:
@@ -100,7 +100,7 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         await agent.store.move_instance(instance_id, st.FAILED, (st.PENDING, *st.RUNNING_STATES), reason=reason)
         return
     agent.adopt(instance_id, inst.function, container_id, since=None)
-    fields = {"host": agent.settings.host, "port": port}
+    fields = {"host": agent.settings.host, "port": port, "key": key}
     if await agent.store.move_instance(instance_id, st.STARTING, reason="", **fields):
         agent.started_at(instance_id, reset=True)
         log.info("started", extra={"instance": instance_id, "port": port, "container": container_id[:12]})

@@ -1,17 +1,22 @@
 """Blocking Docker calls of the worker agent (run in its thread pool, never on the loop).
 
 Every container the agent creates carries gantry.managed=1 and gantry.node=NODE, so a node
-only ever touches its own containers even when several agents share one engine.
+only ever touches its own containers even when several agents share one engine.  The function
+network (containerspec.network_name) is shared by every agent of the engine.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import docker.errors
 
+from gantry_runtime.wire import new_instance_key
+
 from ..manifest import FunctionSpec
-from .containerspec import LABEL_MANAGED, container_kwargs, published_port
+from .containerspec import (LABEL_MANAGED, container_kwargs, instance_key, is_function_network, network_kwargs,
+                            network_name, published_port)
 
 log = logging.getLogger("gantry.worker")
 
@@ -55,16 +60,66 @@ def find(client, node: str, instance: str):
     return found[0] if found else None
 
 
+def ensure_network(client, name: str) -> str:
+    """The id of the function network NAME, created if it is missing.
+
+    Agents sharing an engine may create it at once, and Docker's duplicate-name check is best
+    effort: two networks of the name can result.  Every caller then picks the same one (the
+    oldest, then the smallest id) and removes the others while they are still empty, so they
+    agree without talking to each other; containers are created on the id, never the
+    ambiguous name.  A network of the name that Gantry did not make (or whose inter-container
+    traffic is on) is refused, never used."""
+    found = _networks(client, name)
+    if not any(is_function_network(n.attrs, name) for n in found):
+        try:
+            client.networks.create(**network_kwargs(name))
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:   # 409: another agent's create won the race
+                raise
+        found = _networks(client, name)
+    foreign = [n for n in found if not is_function_network(n.attrs, name)]
+    if foreign:
+        raise RuntimeError(f"Docker network {name!r} ({foreign[0].short_id}) was not made by Gantry or lets "
+                           "containers reach each other; remove it (`docker network rm`) so Gantry can make its own")
+    if not found:
+        raise RuntimeError(f"Docker network {name!r} could not be created")
+    chosen, *extra = sorted(found, key=_age)
+    for network in extra:
+        try:
+            network.remove()
+            log.info("removed a duplicate function network", extra={"network": network.short_id})
+        except docker.errors.APIError:
+            pass                         # in use or gone: harmless, it isolates just the same
+    return chosen.id
+
+
+def _age(network) -> tuple[float, str]:
+    """Oldest first, then by id: the same order for every agent that lists the same networks."""
+    try:
+        created = datetime.fromisoformat(network.attrs.get("Created", "")).timestamp()
+    except ValueError:
+        created = 0.0
+    return created, network.id
+
+
+def _networks(client, name: str) -> list:
+    """Networks named exactly NAME (Docker's name filter matches substrings)."""
+    return [n for n in client.networks.list(names=[name]) if n.name == name]
+
+
 def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance: str, version: int,
-          epoch: int, drain_grace: float) -> tuple[str, int]:
-    """Create and start the instance's container, or reuse the one that exists; (id, port)."""
+          epoch: int, drain_grace: float) -> tuple[str, int, str]:
+    """Create and start the instance's container on its function network, or reuse the one
+    that exists; (id, port, the instance key its runtime accepts)."""
     container = find(client, node, instance)
-    if container is not None and container.status in ("exited", "dead"):
-        log.info("replacing exited container", extra={"instance": instance, "container": container.short_id})
+    if container is not None and (container.status in ("exited", "dead") or not instance_key(container)):
+        # exited, or made before instance keys (on the default bridge, answering anyone)
+        log.info("replacing %s container", container.status, extra={"instance": instance, "container": container.short_id})
         container.remove(force=True)
         container = None
     if container is None:
-        kwargs = container_kwargs(spec, image, instance, publish_host=host,
+        network = ensure_network(client, network_name(spec))
+        kwargs = container_kwargs(spec, image, instance, key=new_instance_key(), network=network, publish_host=host,
                                   labels={LABEL_NODE: node, LABEL_VERSION: str(version), LABEL_EPOCH: str(epoch)},
                                   env={"GANTRY_DRAIN_GRACE": f"{drain_grace:g}"})
         kwargs.pop("detach", None)
@@ -81,7 +136,7 @@ def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance
     port = published_port(container)
     if port is None:
         raise RuntimeError(f"container {container.short_id} has no published port for the runtime")
-    return container.id, port
+    return container.id, port, instance_key(container)
 
 
 def stop(client, node: str, instance: str, grace: float):

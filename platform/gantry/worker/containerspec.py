@@ -3,10 +3,19 @@
 Non-root, read-only root with a small tmpfs /tmp, every capability dropped,
 no-new-privileges, the default seccomp profile, pids/memory/CPU limits with swap equal to
 memory, never privileged, no host mounts and never the Docker socket.  The runtime port is
-published on the host's loopback only: the gateway on the same node reaches it there, and
-nothing else can.
+published on the node's address for instances (loopback by default): the gateway reaches it
+there.
+
+Isolation between instances: every instance joins a bridge network of Gantry's own with
+inter-container traffic off (``network_kwargs``), so one function cannot open a connection to
+another's container; and its runtime answers /invoke only to requests that carry the
+instance's own key (``wire.INSTANCE_KEY``), which the worker makes at start and gives the
+gateway through the instance record, so a connection that gets through anyway (the published
+port when it is on a non-loopback address, a misconfigured engine) still cannot invoke it.
 """
 from __future__ import annotations
+
+from gantry_runtime.wire import INSTANCE_KEY_ENV
 
 from ..manifest import FunctionSpec
 
@@ -15,16 +24,48 @@ FUNCTION_USER = "10001:10001"
 LABEL_MANAGED = "gantry.managed"
 PIDS_LIMIT = 256
 TMPFS_SIZE = "64m"
+LABEL_NETWORK = "gantry.network"
+FUNCTION_NETWORK = "gantry-fn"
+# Docker drops traffic between two containers of the bridge (iptables FORWARD -i br -o br
+# DROP); traffic out of the bridge (outbound, NATed) is as on the default bridge.
+NETWORK_OPTIONS = {"com.docker.network.bridge.enable_icc": "false",
+                   "com.docker.network.bridge.enable_ip_masquerade": "true"}
+
+
+def network_name(spec: FunctionSpec) -> str:
+    """The Docker network the function's instances join.  One for all functions today; per
+    tenant once functions have tenants (this function of the spec is the one place to change)."""
+    return FUNCTION_NETWORK
+
+
+def network_kwargs(name: str) -> dict:
+    """Keyword arguments for ``client.networks.create`` of a function network."""
+    return dict(name=name, driver="bridge", options=dict(NETWORK_OPTIONS), internal=False,
+                check_duplicate=True, labels={LABEL_MANAGED: "1", LABEL_NETWORK: name})
+
+
+def is_function_network(attrs: dict, name: str) -> bool:
+    """Whether a network (its ``attrs``) is a function network Gantry made under NAME, with
+    inter-container traffic off; a network of that name that is not must never be used."""
+    labels = attrs.get("Labels") or {}
+    options = attrs.get("Options") or {}
+    return (attrs.get("Name") == name and labels.get(LABEL_MANAGED) == "1" and labels.get(LABEL_NETWORK) == name
+            and attrs.get("Driver") == "bridge"
+            and all(options.get(k) == v for k, v in NETWORK_OPTIONS.items()))
 
 
 def instance_labels(function: str, instance: str, **extra: str) -> dict[str, str]:
     return {LABEL_MANAGED: "1", "gantry.function": function, "gantry.instance": instance, **extra}
 
 
-def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, labels: dict[str, str] | None = None,
-                     env: dict[str, str] | None = None, network: str | None = None,
+def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str, network: str,
+                     labels: dict[str, str] | None = None, env: dict[str, str] | None = None,
                      publish_host: str = "127.0.0.1") -> dict:
-    """Keyword arguments for ``client.containers.create`` (or ``run``) of one instance."""
+    """Keyword arguments for ``client.containers.create`` (or ``run``) of one instance.  KEY
+    is the instance's secret (never empty), NETWORK the id or name of its function network
+    (``containers.ensure_network``)."""
+    if not key:
+        raise ValueError("an instance needs its key: the runtime would answer anyone")
     memory = spec.resources.memory
     environment = {
         **spec.env,
@@ -35,8 +76,11 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, labels: d
         # GPUs are given by UUID when the scheduler assigns some; otherwise none at all.
         "NVIDIA_VISIBLE_DEVICES": "void",
         **(env or {}),
+        # Last, so nothing overrides it.  Visible in `docker inspect` (root on the node, who
+        # holds the Docker socket anyway) and to the function's own code (its own key only).
+        INSTANCE_KEY_ENV: key,
     }
-    kwargs = dict(
+    return dict(
         image=image,
         name=f"gantry-{spec.name}-{instance}",
         detach=True,
@@ -52,12 +96,20 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, labels: d
         mem_limit=memory,
         memswap_limit=memory,
         nano_cpus=int(spec.resources.cpu * 1e9),
+        network=network,
         ports={RUNTIME_PORT: (publish_host, None)},
         log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
     )
-    if network:
-        kwargs["network"] = network
-    return kwargs
+
+
+def instance_key(container) -> str:
+    """The key a container's runtime was started with ("" if none): a container that exists
+    already (a repeated start) keeps the key it has."""
+    prefix = f"{INSTANCE_KEY_ENV}="
+    for item in (container.attrs.get("Config") or {}).get("Env") or []:
+        if item.startswith(prefix):
+            return item[len(prefix):]
+    return ""
 
 
 def published_port(container) -> int | None:

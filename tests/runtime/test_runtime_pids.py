@@ -2,8 +2,11 @@
 files in a temporary directory (tests/containers/test_pid_exhaustion.py runs the real thing)."""
 from __future__ import annotations
 
+import json
 import os
-import time
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -13,6 +16,7 @@ from gantry_runtime.server import STATE, create_app
 from gantry_runtime.settings import Settings
 
 pytestmark = pytest.mark.timeout(30)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def counters(tmp_path, current, limit) -> str:
@@ -42,23 +46,36 @@ def test_exhausted_at_the_limit_and_reaping_lasts_a_while_after_pressure():
     assert not pressure.due(pids.Usage(7, 256), 10.0 + pids.REAP_FOR)
 
 
+REAP_SCRIPT = """
+import json, os, time
+from gantry_runtime import pids
+children = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    children.append(pid)
+deadline, reaped = time.monotonic() + 5, 0
+while reaped < 3 and time.monotonic() < deadline:
+    reaped += pids.reap()
+    time.sleep(0.01)
+again = pids.reap()
+gone = []
+for pid in children:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        gone.append(pid)
+print(json.dumps({"reaped": reaped, "again": again, "gone": len(gone)}))
+"""
+
+
 def test_reap_collects_exited_children_and_never_blocks():
-    children = []
-    for _ in range(3):
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        children.append(pid)
-    deadline = time.monotonic() + 5
-    reaped = 0
-    while reaped < 3 and time.monotonic() < deadline:
-        reaped += pids.reap()
-        time.sleep(0.01)
-    assert reaped == 3
-    assert pids.reap() == 0                                          # nothing left: returns at once
-    for pid in children:
-        with pytest.raises(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    # in a process of its own: reaping here would take other tests' children too
+    out = subprocess.run([sys.executable, "-c", REAP_SCRIPT], capture_output=True, text=True, timeout=20,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "runtime")})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"reaped": 3, "again": 0, "gone": 3}
 
 
 @pytest.mark.asyncio

@@ -49,12 +49,13 @@ def test_zombies_of_a_fork_bomb_are_reaped_and_the_instance_serves_on(forkbomb_i
     assert inst.container.attrs["HostConfig"]["Init"] is True
     assert health(inst.url)[1]["pids"]["max"] == PIDS_LIMIT
 
-    status, _, body = invoke(inst.url, {"seconds": 5})
+    # Forks until refused or 2x the limit's worth (bounded: 20 s at most, on a busy machine).
+    status, _, body = invoke(inst.url, {"most": 2 * PIDS_LIMIT, "seconds": 20}, timeout=40)
     bomb = json.loads(body)
     assert status == 200, body
-    # Enough children to fill every pid with zombies (the reaper may keep up with the forks:
-    # the limit is not always reached; the held test below reaches it for sure).
-    assert bomb["forked"] >= PIDS_LIMIT - 16, bomb
+    # Enough zombies to fill every pid: the limit was reached, or the reaper kept up with
+    # more forks than the limit (the held test below reaches it for sure).
+    assert bomb["refused"] >= 1 or bomb["forked"] == 2 * PIDS_LIMIT, bomb
 
     after = until(inst.url, lambda s, b: s == 200 and b["pids"]["current"] < 16, 15,
                   "the zombies reaped")
@@ -67,7 +68,8 @@ def test_zombies_of_a_fork_bomb_are_reaped_and_the_instance_serves_on(forkbomb_i
 
 def test_health_is_not_ready_while_every_pid_is_held(forkbomb_image, start):
     inst = start(forkbomb_image, FORKBOMB, GANTRY_HANDLER="main:hold")
-    status, _, body = invoke(inst.url, {"seconds": 5, "hold": 15})
+    # children live 30 s; forking them all may take a while on a busy machine (20 s at most)
+    status, _, body = invoke(inst.url, {"seconds": 20, "hold": 30}, timeout=40)
     held = json.loads(body)
     assert status == 200 and held["refused"] >= 1, body
 
@@ -75,9 +77,9 @@ def test_health_is_not_ready_while_every_pid_is_held(forkbomb_image, start):
     assert status == 503 and answer["status"] == "exhausted", answer
     assert answer["pids"] == {"current": PIDS_LIMIT, "max": PIDS_LIMIT} and "every pid" in answer["reason"]
 
-    # the children exit after 15 s; their zombies are reaped and the instance is ready again
+    # the children exit after 30 s; their zombies are reaped and the instance is ready again
     again = until(inst.url, lambda s, b: s == 200 and b["status"] == "ready" and b["pids"]["current"] < 16,
-                  40, "ready again with the zombies reaped")
+                  60, "ready again with the zombies reaped")
     status, _, body = invoke(inst.url, {"most": 2, "hold": 0})
     assert status == 200 and json.loads(body)["forked"] == 2, body
     print(f"\nheld: {held['forked']} children, /healthz 503 {answer['pids']}; "

@@ -58,7 +58,7 @@ DEBUG = true
     ('name = "x"\nhandler = "main:handle"\ncolour = "red"', "colour", "unknown key"),
     ('name = "x"\nhandler = "main:handle"\n[resources]\nmemory = "512Q"', "resources.memory", "512Mi"),
     ('name = "x"\nhandler = "main:handle"\n[resources]\ncpus = 1', "resources.cpus", "unknown key"),
-    ('name = "x"\nhandler = "main:handle"\n[scaling]\nconcurrency = 0', "scaling.concurrency", ">= 1"),
+    ('name = "x"\nhandler = "main:handle"\n[scaling]\nconcurrency = 0', "scaling.concurrency", "from 1 to 10000"),
     ('name = "x"\nhandler = "main:handle"\n[scaling]\nmin_instances = 5\nmax_instances = 2',
      "scaling.min_instances", "at most max_instances"),
     ('name = "x"\nhandler = "main:handle"\n[limits]\ntimeout = "soon"', "limits.timeout", "duration"),

@@ -21,6 +21,18 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 RUNTIMES = ("python3.11", "vllm")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# The range of every number a spec holds (README "Function manifest" lists them).  The upper
+# bounds are far above any real deployment; they exist so that a typo or a hostile value
+# (NaN, Infinity, 2**70) is refused here, with its field named, instead of overflowing
+# msgpack at deploy or making the scheduler raise on every pass.
+MAX_CPU = 1024                    # cores
+MIN_MEMORY = 6 * 2**20            # Docker's minimum
+MAX_MEMORY = 16 * 2**40           # 16Ti
+MAX_GPU = 64
+MAX_INSTANCES = 10_000            # min_instances, max_instances
+MAX_CONCURRENCY = 10_000
+MAX_DURATION = 30 * 86400.0       # 30 days: limits.timeout, scaling.idle_timeout, keep_paused
+
 
 class ManifestError(ValueError):
     """A manifest problem; str() reads "FILE: FIELD: what was expected"."""
@@ -149,25 +161,25 @@ def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
 
     res, sc, lim = data.get("resources", {}), data.get("scaling", {}), data.get("limits", {})
 
-    def number(table: dict, section: str, key: str, default: Any, kind: type, low: float):
+    def number(table: dict, section: str, key: str, default: Any, kind: type, low: float, high: float):
         value = table.get(key, default)
         ok_types = (int, float) if kind is float else (int,)
-        if isinstance(value, bool) or not isinstance(value, ok_types) or value < low:
-            what = "a number" if kind is float else "a whole number"
-            raise fail(f"{section}.{key}", f"expected {what} >= {low:g}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, ok_types) or not low <= value <= high:
+            what = "a number" if kind is float else "a whole number"     # (NaN fails both bounds)
+            raise fail(f"{section}.{key}", f"expected {what} from {low:g} to {high:g}, got {_shown(value)}")
         return kind(value)
 
-    def quantity(table: dict, section: str, key: str, default: Any, parse):
+    def quantity(table: dict, section: str, key: str, default: Any, parse, most):
         try:
-            return parse(table.get(key, default))
+            return parse(table.get(key, default), most=most)
         except ValueError as exc:
             raise fail(f"{section}.{key}", str(exc)) from None
 
     resources = Resources(
-        cpu=number(res, "resources", "cpu", 0.5, float, 0.01),
-        memory=quantity(res, "resources", "memory", "512Mi", parse_size),
-        gpu=number(res, "resources", "gpu", 0, int, 0),
-        cpu_request=number(res, "resources", "cpu_request", 0.0, float, 0.0),
+        cpu=number(res, "resources", "cpu", 0.5, float, 0.01, MAX_CPU),
+        memory=quantity(res, "resources", "memory", "512Mi", parse_size, MAX_MEMORY),
+        gpu=number(res, "resources", "gpu", 0, int, 0, MAX_GPU),
+        cpu_request=number(res, "resources", "cpu_request", 0.0, float, 0.0, MAX_CPU),
     )
     if 0 < resources.cpu_request < 0.01:
         raise fail("resources.cpu_request", f"expected 0 (the same as cpu) or at least 0.01, "
@@ -175,19 +187,19 @@ def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
     if resources.cpu_request > resources.cpu:
         raise fail("resources.cpu_request", f"expected at most resources.cpu ({resources.cpu:g}), "
                                             f"got {resources.cpu_request:g}")
-    if resources.memory < 6 * 2**20:
-        raise fail("resources.memory", f"expected at least 6Mi (Docker's minimum), got {res.get('memory')!r}")
+    if resources.memory < MIN_MEMORY:
+        raise fail("resources.memory", f"expected at least 6Mi (Docker's minimum), got {_shown(res.get('memory'))}")
     scaling = Scaling(
-        min_instances=number(sc, "scaling", "min_instances", 0, int, 0),
-        max_instances=number(sc, "scaling", "max_instances", 10, int, 1),
-        concurrency=number(sc, "scaling", "concurrency", 4, int, 1),
-        idle_timeout=quantity(sc, "scaling", "idle_timeout", "60s", parse_duration),
-        keep_paused=quantity(sc, "scaling", "keep_paused", "5m", parse_duration),
+        min_instances=number(sc, "scaling", "min_instances", 0, int, 0, MAX_INSTANCES),
+        max_instances=number(sc, "scaling", "max_instances", 10, int, 1, MAX_INSTANCES),
+        concurrency=number(sc, "scaling", "concurrency", 4, int, 1, MAX_CONCURRENCY),
+        idle_timeout=quantity(sc, "scaling", "idle_timeout", "60s", parse_duration, MAX_DURATION),
+        keep_paused=quantity(sc, "scaling", "keep_paused", "5m", parse_duration, MAX_DURATION),
     )
     if scaling.min_instances > scaling.max_instances:
         raise fail("scaling.min_instances",
                    f"expected at most max_instances ({scaling.max_instances}), got {scaling.min_instances}")
-    limits = Limits(timeout=quantity(lim, "limits", "timeout", "30s", parse_duration))
+    limits = Limits(timeout=quantity(lim, "limits", "timeout", "30s", parse_duration, MAX_DURATION))
     if limits.timeout <= 0:
         raise fail("limits.timeout", "expected a duration above zero")
     if runtime == "vllm" and resources.gpu < 1:
@@ -206,3 +218,9 @@ def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
     env = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in env.items()}
     return FunctionSpec(name=name, handler=handler, runtime=runtime, resources=resources,
                         scaling=scaling, limits=limits, env=env)
+
+
+def _shown(value: Any) -> str:
+    """repr(value), cut short: an error must not echo a kilobyte of hostile digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as _RedisTimeoutError
 from redis.exceptions import WatchError
 
 from . import keys
-from .manifest import FunctionSpec
+from .manifest import FunctionSpec, ManifestError
 from .state import Function, Instance, InstanceState, Node, decode_hash, pack, unpack
 
 
@@ -31,6 +31,12 @@ class Deposed(Exception):
 # What a Store method raises when Redis cannot be reached or does not answer in time: the
 # caller's answer is "unavailable, retry later" (the gateway's 503), never a crash.
 UNAVAILABLE: tuple[type[Exception], ...] = (_RedisConnectionError, _RedisTimeoutError)
+
+
+class UnreadableRecord(ValueError):
+    """A function's stored record cannot be decoded or no longer validates (corrupt bytes, a
+    spec written past validation or by an older Gantry).  It concerns that one function:
+    callers mark it and go on with the others.  str() names the function, version and field."""
 
 
 def _text(value: Any) -> str:
@@ -96,24 +102,35 @@ class Store:
     # --- reads ---------------------------------------------------------------------------
 
     async def get_function(self, name: str) -> Function | None:
-        """A function and its latest version's spec and image (None if not deployed)."""
-        raw = decode_hash(await self.redis.hgetall(keys.function(name)))
+        """A function and its latest version's spec and image (None if not deployed).
+        Raises UnreadableRecord if its record or that version's cannot be read."""
+        raw = await self.function_fields(name)
         if not raw or "latest" not in raw:
             return None
-        latest = int(raw["latest"])
+        try:
+            latest = int(raw["latest"])
+            active = int(raw.get("active", latest))
+            updated, min_override = float(raw.get("updated", 0)), int(raw.get("min_override", -1))
+        except ValueError as exc:
+            raise UnreadableRecord(f"{name}: function record: {exc}") from None
         version = await self.get_version(name, latest)
         if version is None:
             return None
         image, spec = version
-        return Function(name=name, latest=latest, active=int(raw.get("active", latest)), spec=spec, image=image,
-                        updated=float(raw.get("updated", 0)), min_override=int(raw.get("min_override", -1)),
-                        pending_reason=raw.get("pending_reason", ""))
+        return Function(name=name, latest=latest, active=active, spec=spec, image=image, updated=updated,
+                        min_override=min_override, pending_reason=raw.get("pending_reason", ""))
+
+    async def function_fields(self, name: str) -> dict[str, str]:
+        """The function's record as stored, undecoded beyond text (what is left to show of a
+        function whose spec is unreadable)."""
+        return decode_hash(await self.redis.hgetall(keys.function(name)))
 
     async def get_version(self, name: str, version: int) -> tuple[str, FunctionSpec] | None:
+        """A version's (image, spec); None if absent.  Raises UnreadableRecord."""
         raw = await self.redis.hgetall(keys.function_version(name, version))
         if not raw:
             return None
-        return raw[b"image"].decode(), FunctionSpec.from_dict(unpack(raw[b"spec"]))
+        return _decode_version(name, version, raw)
 
     async def function_names(self) -> list[str]:
         return sorted(_text(n) for n in await self.redis.smembers(keys.FUNCTIONS))
@@ -381,6 +398,21 @@ class Store:
         """Set fields of an existing function and announce it.  False if it does not exist."""
         return bool(await self._run(keys.UPDATE_FUNCTION, [keys.function(name), keys.EVENTS],
                                     [name, str(time.time()), *_flat(fields)]))
+
+
+def _decode_version(name: str, version: int, raw: dict) -> tuple[str, FunctionSpec]:
+    where = f"{name} v{version}"
+    if b"image" not in raw or b"spec" not in raw:
+        raise UnreadableRecord(f"{where}: version record without {'image' if b'spec' in raw else 'spec'}")
+    try:
+        image, data = raw[b"image"].decode(), unpack(raw[b"spec"])
+    except Exception as exc:    # msgpack raises a dozen kinds; any of them means unreadable bytes
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise UnreadableRecord(f"{where}: spec: not readable ({why})") from None
+    try:
+        return image, FunctionSpec.from_dict(data, source=where)
+    except ManifestError as exc:
+        raise UnreadableRecord(str(exc)) from None
 
 
 def _int(raw: dict, field: bytes) -> int:

@@ -27,43 +27,60 @@ _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATIONS_SUCH_AS = 'such as "30s", "500ms" or "5m"'
 SIZE_EXAMPLE = 'a size such as "512Mi" or "2G"'
 
+# Beyond these a value is a typo or an attack, never a setting: a larger size overflows the
+# 64-bit fields of msgpack, Redis and Docker once multiplied; a longer timeout overflows
+# the C timeouts of sockets and threads.  Callers bound their own fields far tighter.
+MAX_SIZE = 2**50                  # 1 PiB ("1024Ti")
+MAX_DURATION = 365 * 86400.0      # one year, in seconds
 
-def parse_size(value: str | int) -> int:
-    """Bytes from an int or a string such as "512Mi", "1.5G", "64k" (k = 1000, Ki = 1024)."""
+
+def _shown(value: Any) -> str:
+    """repr(value), cut short: an error message must not echo a megabyte of hostile input."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_size(value: str | int, most: int = MAX_SIZE) -> int:
+    """Bytes from an int or a string such as "512Mi", "1.5G", "64k" (k = 1000, Ki = 1024),
+    from 0 to ``most``."""
     if isinstance(value, bool):
         raise ValueError(f"expected a size such as \"512Mi\", got {value!r}")
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"expected a non-negative size, got {value}")
-        return value
-    match = _SIZE.match(str(value))
-    if not match:
-        raise ValueError(f"expected {SIZE_EXAMPLE}, got {value!r}")
-    number, unit = match.groups()
-    if unit and unit[0].islower():
-        unit = unit[0].upper() + unit[1:]
-    return int(float(number) * _SIZE_UNITS[unit])
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"expected {SIZE_EXAMPLE}, got {_shown(value)}")
+        number, unit = match.groups()
+        if unit and unit[0].islower():
+            unit = unit[0].upper() + unit[1:]
+        scaled = float(number) * _SIZE_UNITS[unit]      # inf for a string of 400 digits
+        size = int(scaled) if scaled <= most else most + 1
+    if not 0 <= size <= most:
+        raise ValueError(f"expected a size from 0 to {format_size(most)}, got {_shown(value)}")
+    return size
 
 
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from a number or a string such as "60s", "500ms", "5m", "1h"."""
+def parse_duration(value: str | int | float, most: float = MAX_DURATION) -> float:
+    """Seconds from a number or a string such as "60s", "500ms", "5m", "1h", from 0 to ``most``."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as \"30s\", got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = float(min(value, most + 1))        # float(10**400) would overflow
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"expected a duration {_DURATIONS_SUCH_AS}, got {value!r}")
+            raise ValueError(f"expected a duration {_DURATIONS_SUCH_AS}, got {_shown(value)}")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if not 0 <= seconds < math.inf:
-        raise ValueError(f"expected a finite, non-negative duration, got {value!r}")
+    if not 0 <= seconds <= most:            # also refuses NaN and infinities
+        longest = f"{most / 86400:g} days" if most >= 86400 else f"{most:g}s"
+        raise ValueError(f"expected a duration from 0 to {longest}, got {_shown(value)}")
     return seconds
 
 
 def format_size(n: int) -> str:
     """The shortest exact binary form: 536870912 -> "512Mi"."""
-    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
         if n >= size and n % size == 0:
             return f"{n // size}{unit}"
     return str(n)

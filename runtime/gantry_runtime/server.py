@@ -12,23 +12,26 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from . import pids
 from .invoke import Invoker, error_response
 from .loader import load_handler
 from .settings import Settings
 from .wire import INSTANCE_KEY, ErrorCode, key_matches
 
 EXIT_OK, EXIT_LISTEN, EXIT_IMPORT = 0, 1, 3
+REAP_EVERY = 1.0     # seconds between looks at the pids counters (gantry_runtime.pids)
 
 
 class State:
     """What the app knows about the process: its phase and, once imported, the handler."""
 
-    __slots__ = ("settings", "phase", "invoker")
+    __slots__ = ("settings", "phase", "invoker", "pids_at")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pids_at: str | None = None) -> None:
         self.settings = settings
         self.phase = "starting"  # -> "ready" -> "draining"
         self.invoker: Invoker | None = None
+        self.pids_at = pids_at   # the cgroup directory with pids.current/pids.max, if any
 
 
 STATE = web.AppKey("state", State)
@@ -58,7 +61,28 @@ async def _healthz(request: web.Request) -> web.Response:
     inv = state.invoker
     if inv is not None:
         body.update(inflight=inv.inflight, concurrency=inv.concurrency, stuck=inv.stuck)
-    return web.json_response(body, status=200 if state.phase == "ready" else 503)
+    ok = state.phase == "ready"
+    usage = pids.read(state.pids_at)
+    if usage is not None:
+        body["pids"] = {"current": usage.current, "max": usage.limit}
+        if ok and usage.exhausted:      # ready, but cannot start a thread or a process
+            ok, body["status"] = False, "exhausted"
+            body["reason"] = f"every pid is in use ({usage.current} of {usage.limit})"
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def _reap_under_pressure(place: str, log: logging.Logger) -> None:
+    """Reap the runtime's exited children after the pids came under pressure (see pids)."""
+    pressure = pids.Pressure()
+    while True:
+        await asyncio.sleep(REAP_EVERY)
+        usage = pids.read(place)
+        if pressure.due(usage, time.monotonic()):
+            reaped = pids.reap()
+            if reaped:
+                log.warning("reaped exited child processes nobody waited for",
+                            extra={"reaped": reaped, "pids": usage.current if usage else None,
+                                   "pids_max": usage.limit if usage else None})
 
 
 async def _not_found(request: web.Request) -> web.Response:
@@ -73,9 +97,9 @@ async def _close_invoker(app: web.Application) -> Any:
         inv.close()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, pids_at: str | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body)
-    app[STATE] = State(settings)
+    app[STATE] = State(settings, pids_at)
     app.router.add_post("/invoke", _invoke)
     app.router.add_get("/healthz", _healthz)
     app.router.add_route("*", "/{tail:.*}", _not_found)
@@ -112,8 +136,9 @@ def _import_in_thread(settings: Settings) -> asyncio.Future:
 
 async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) -> int:
     """Run until ``stop`` is set, then drain; return the process exit code."""
-    app = create_app(settings)
+    app = create_app(settings, pids.find())
     state = app[STATE]
+    reaper = asyncio.ensure_future(_reap_under_pressure(state.pids_at, log)) if state.pids_at else None
     # handler_cancellation: a client that disconnects cancels its invocation.
     # shutdown_timeout is short because the drain grace has already been waited out.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
@@ -156,6 +181,8 @@ async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) ->
                         extra={"inflight": inv.inflight, "stuck": inv.stuck})
         return EXIT_OK
     finally:
+        if reaper is not None:
+            reaper.cancel()
         await runner.cleanup()
         log.info("stopped")
 

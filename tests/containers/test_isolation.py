@@ -89,7 +89,8 @@ def test_runtime_answers_invoke_only_with_its_key(docker_client, kinds_image, no
     with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
         status, body = resp.status, resp.read()
     assert status == 200 and key not in body.decode()
-    assert set(json.loads(body)) == {"status", "function", "inflight", "concurrency", "stuck"}
+    # (inside a container with a pids limit the runtime adds its pids usage)
+    assert set(json.loads(body)) - {"pids"} == {"status", "function", "inflight", "concurrency", "stuck"}
 
 
 def test_no_container_is_made_without_a_key():

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import state
 from ..manifest import FunctionSpec
-from ..store import Store
+from ..store import Store, UnreadableRecord
 
 
 _LAST_STREAM_ID = f"{2**64 - 1}-{2**64 - 1}"
@@ -35,17 +35,22 @@ async def set_min_override(store: Store, name: str, n: int) -> bool:
 
 
 async def function_summary(store: Store, name: str) -> tuple[dict[str, Any], list[state.Instance]] | None:
-    """What GET /v1/functions lists (and the instances GET /v1/functions/NAME adds)."""
-    fn = await store.get_function(name)
-    if fn is None:
-        return None
+    """What GET /v1/functions lists (and the instances GET /v1/functions/NAME adds).  A
+    function whose stored record cannot be read is still listed, with ``error`` saying why
+    and no spec, so one bad record does not hide the others."""
+    try:
+        fn = await store.get_function(name)
+        if fn is None:
+            return None
+        active_spec = fn.spec
+        if fn.active != fn.latest:
+            found = await store.get_version(name, fn.active)
+            if found is not None:
+                active_spec = found[1]
+    except UnreadableRecord as exc:
+        return await _unreadable_summary(store, name, str(exc))
     instances = await store.function_instances(name)
     states = Counter(i.state for i in instances)
-    active_spec = fn.spec
-    if fn.active != fn.latest:
-        found = await store.get_version(name, fn.active)
-        if found is not None:
-            active_spec = found[1]
     return {
         "name": name, "latest": fn.latest, "active": fn.active, "image": fn.image,
         "min_override": fn.min_override if fn.min_override >= 0 else None,
@@ -54,6 +59,27 @@ async def function_summary(store: Store, name: str) -> tuple[dict[str, Any], lis
         "spec": fn.spec.to_dict(), "active_spec": active_spec.to_dict(),
         "updated": fn.updated,
         "pending_reason": fn.pending_reason or None,
+        "error": None,
+    }, instances
+
+
+async def _unreadable_summary(store: Store, name: str, error: str) -> tuple[dict[str, Any], list[state.Instance]]:
+    raw = await store.function_fields(name)
+    instances = await store.function_instances(name)
+    states = Counter(i.state for i in instances)
+
+    def number(key: str, kind: type = int):
+        try:
+            return kind(raw[key])
+        except (KeyError, ValueError):
+            return None
+
+    return {
+        "name": name, "latest": number("latest"), "active": number("active"), "image": None,
+        "min_override": None, "ready": states.get(state.READY, 0), "total": len(instances),
+        "states": dict(sorted(states.items())), "spec": None, "active_spec": None,
+        "updated": number("updated", float), "pending_reason": raw.get("pending_reason") or None,
+        "error": error,
     }, instances
 
 

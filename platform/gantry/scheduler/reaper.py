@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .. import state
 from ..state import Instance
-from ..store import Store
+from ..store import Store, UnreadableRecord
 from . import writes
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,11 @@ async def tend(store: Store, epoch: int, instances: list[Instance], live_nodes: 
             continue
         image, spec = "", None
         if inst.state == state.PENDING:
-            version = await store.get_version(inst.function, inst.version)
-            if version is None:        # the function was deleted: let it time out and go
+            try:
+                version = await store.get_version(inst.function, inst.version)
+            except UnreadableRecord:   # shown by the function's own reconcile; not ours to stop
+                version = None
+            if version is None:        # deleted or unreadable: let it time out and go
                 out.kept.append(inst)
                 continue
             image, spec = version

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from .. import state
 from ..state import Function, Instance, Node
-from ..store import Deposed, Store
+from ..store import Deposed, Store, UnreadableRecord
 from . import writes
 from . import reclaim
 from .autoscale import WantWindow, compute_want, demand_from_reports, last_request
@@ -126,6 +126,7 @@ class Reconciler:
         self._windows: dict[str, WantWindow] = {}
         self._crashes: dict[tuple[str, int], tuple[int, float]] = {}   # -> (failures, not before)
         self._reasons: dict[str, str] = {}                             # pending_reason last written
+        self._failing: dict[str, str] = {}                             # function -> its last failure
 
     def forget(self, keep: set[str]) -> None:
         """Drop memory of functions that no longer exist."""
@@ -133,6 +134,8 @@ class Reconciler:
             del self._windows[name]
         for name in [n for n in self._reasons if n not in keep]:
             del self._reasons[name]
+        for name in [n for n in self._failing if n not in keep]:
+            del self._failing[name]
         for key in [k for k in self._crashes if k[0] not in keep]:
             del self._crashes[key]
 
@@ -184,6 +187,21 @@ class Reconciler:
         for inst in decided.expire:
             await writes.drain(store, epoch, inst, f"paused longer than keep_paused ({keep_paused:g}s)")
         return decided
+
+    async def failed(self, name: str, exc: Exception) -> None:
+        """One function's pass raised (an unreadable record, a bug): log it once per distinct
+        error, not once per pass, and show it as the function's pending_reason."""
+        what = str(exc) if isinstance(exc, UnreadableRecord) else f"{type(exc).__name__}: {exc}"
+        if self._failing.get(name) != what:
+            self._failing[name] = what
+            # an unreadable record needs no traceback; anything else is a bug: show where
+            log.error("function %s: not reconciled, other functions go on: %s", name, what,
+                      exc_info=None if isinstance(exc, UnreadableRecord) else exc)
+        await self._set_reason(name, f"not reconciled: {what}"[:500])
+
+    def succeeded(self, name: str) -> None:
+        if self._failing.pop(name, None) is not None:
+            log.info("function %s: reconciled again", name)
 
     async def drain_all(self, name: str, instances: list[Instance], epoch: int) -> None:
         """A deleted function: drain whatever of it still runs or is paused."""

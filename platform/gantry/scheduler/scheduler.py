@@ -17,7 +17,9 @@ import asyncio
 import logging
 import time
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import keys
 from ..coord import LeaderLease
@@ -31,6 +33,9 @@ from .settings import SchedulerSettings
 log = logging.getLogger(__name__)
 
 _HINTS = ("demand", "fn")
+# What one function's failure must not swallow: they stop the whole pass (a newer leader,
+# Redis out of reach), as before.
+_NOT_ISOLATED = (Deposed, RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def _text(value) -> str:
@@ -83,20 +88,37 @@ class Scheduler:
         if not epoch:
             return
         now = time.time() if now is None else now
-        store = self.store
         try:
             nodes, live, suspect, _ = await self._node_view(now)
             for name in names:
-                fn = await store.get_function(name)
-                if fn is None:
-                    continue            # deleted or half-deployed: the full pass handles it
-                tended = await tend(store, epoch, await store.function_instances(name), live, now,
-                                    self.settings.start_timeout, self._state_since,
-                                    self.settings.unhealthy_timeout, suspect)
-                self.reconciler.note_failures(tended.failed, now)
-                await self.reconciler.reconcile(fn, tended.kept, nodes, now, epoch)
+                await self._isolated(name, self._reconcile_now(name, nodes, live, suspect, now, epoch))
         except Deposed as exc:
             await self._deposed(exc)
+
+    async def _reconcile_now(self, name: str, nodes, live: set[str], suspect: set[str], now: float,
+                             epoch: int) -> None:
+        store = self.store
+        fn = await store.get_function(name)
+        if fn is None:
+            return                      # deleted or half-deployed: the full pass handles it
+        tended = await tend(store, epoch, await store.function_instances(name), live, now,
+                            self.settings.start_timeout, self._state_since,
+                            self.settings.unhealthy_timeout, suspect)
+        self.reconciler.note_failures(tended.failed, now)
+        await self.reconciler.reconcile(fn, tended.kept, nodes, now, epoch)
+
+    async def _isolated(self, name: str, work) -> None:
+        """Await ``work``, one function's share of a pass.  Its own failure (an unreadable
+        record, a bug) is logged once and marked on it (Reconciler.failed); the pass goes on
+        with the others, so one bad spec cannot stop scheduling for everyone."""
+        try:
+            await work
+        except _NOT_ISOLATED:
+            raise
+        except Exception as exc:
+            await self.reconciler.failed(name, exc)
+        else:
+            self.reconciler.succeeded(name)
 
     async def _full_pass(self, now: float, epoch: int) -> None:
         store = self.store
@@ -116,13 +138,17 @@ class Scheduler:
         for name in names:
             if not self.lease.is_leader(time.monotonic()):
                 return                  # renewal overdue: stop acting mid-pass
-            fn = await store.get_function(name)
             instances_of = by_function.pop(name, [])
-            if fn is not None:
-                await self.reconciler.reconcile(fn, instances_of, nodes, now, epoch)
-        for name, leftover in sorted(by_function.items()):
-            await self.reconciler.drain_all(name, leftover, epoch)     # deleted functions
-        self.reconciler.forget(set(names))
+            await self._isolated(name, self._reconcile_kept(name, instances_of, nodes, now, epoch))
+        for name, leftover in sorted(by_function.items()):             # deleted functions
+            await self._isolated(name, self.reconciler.drain_all(name, leftover, epoch))
+        self.reconciler.forget(set(names) | set(by_function))
+
+    async def _reconcile_kept(self, name: str, instances: list[Instance], nodes, now: float,
+                              epoch: int) -> None:
+        fn = await self.store.get_function(name)
+        if fn is not None:
+            await self.reconciler.reconcile(fn, instances, nodes, now, epoch)
 
     async def _all_instances(self, names: list[str], node_ids: list[str]) -> list[Instance]:
         """Every instance record any node or function set names (a deleted function's

@@ -2,7 +2,10 @@
 
 Non-root, read-only root with a small tmpfs /tmp, every capability dropped,
 no-new-privileges, the default seccomp profile, pids/memory/CPU limits with swap equal to
-memory, never privileged, no host mounts and never the Docker socket.  The runtime port is
+memory, never privileged, no host mounts and never the Docker socket.  An init (Docker's
+``--init``: tini, the engine's docker-init) is PID 1 and reaps orphaned processes, which a
+runtime as PID 1 never did: zombies of a fork bomb kept every pid taken for good (the
+runtime reaps its own children under pressure, gantry_runtime.pids).  The runtime port is
 published on the node's address for instances (loopback by default): the gateway reaches it
 there.
 
@@ -92,6 +95,7 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges:true"],
         privileged=False,
+        init=True,
         pids_limit=PIDS_LIMIT,
         mem_limit=memory,
         memswap_limit=memory,

@@ -313,12 +313,20 @@ class WorkerAgent:
             await self.register()
         tick = max(0.05, min(self.settings.heartbeat_interval, self.settings.health_interval, 0.25))
         commands_task = asyncio.create_task(self._command_loop(stop_event))
+        down_since = None        # monotonic time Redis became unreachable (None: reachable)
         try:
             while not stop_event.is_set():
                 try:
                     await self._maintain()
+                    if down_since is not None:
+                        log.info("Redis reachable again after %.1fs", time.monotonic() - down_since,
+                                 extra={"node": self.node_id})
+                        down_since = None
                 except _UNREACHABLE as exc:   # heartbeats resume once Redis is back
-                    log.warning("maintenance pass: Redis unreachable (%r)", exc, extra={"node": self.node_id})
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        log.warning("Redis unreachable (%r); retrying every %gs", exc, tick,
+                                    extra={"node": self.node_id})
                 except Exception:
                     log.exception("maintenance pass", extra={"node": self.node_id})
                 await _wait(stop_event, tick)

@@ -3,14 +3,20 @@ print the results with their latency, and stop the platform leaving no container
 
 Run through `make demo` (which sets the machine up first).  Everything goes through the
 `gantry` CLI and the HTTP API, as a user would.
+
+The demo's platform keeps its state and CLI config in a folder of its own, removed at the
+end: the user's `gantry up` data (~/.local/state/gantry), API key and CLI config file
+(~/.config/gantry/config.toml) are neither read nor overwritten.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -65,6 +71,9 @@ def main() -> int:
     env = {**os.environ, "GANTRY_URL": url,
            "GANTRY_API_KEY": os.environ.get("GANTRY_API_KEY") or "gk_demo_" + os.urandom(16).hex()}
     env.pop("GANTRY_REDIS_URL", None)      # `gantry up` starts a Redis server of its own
+    scratch = tempfile.mkdtemp(prefix="gantry-demo-")
+    env["GANTRY_STATE_DIR"] = os.path.join(scratch, "state")   # not the user's functions and key
+    env["XDG_CONFIG_HOME"] = os.path.join(scratch, "config")   # nor the user's CLI config file
     node = env.setdefault("GANTRY_NODE_ID", f"demo-{os.getpid()}")
     print(f"==> gantry up (gateway {url})", flush=True)
     up = subprocess.Popen([GANTRY, "up", "--port", port], env=env)
@@ -86,7 +95,8 @@ def main() -> int:
             shown = out.replace("\n", " | ")
             shown = shown if len(shown) < 120 else shown[:117] + "..."
             print(f"{name:10s} cold {cold * 1000:7.0f} ms   warm {warm * 1000:6.0f} ms   {shown!s}")
-        print("\n==> to keep the platform running: .venv/bin/gantry up (prints the API key), then, as a user would:")
+        print("\n==> to keep the platform running: .venv/bin/gantry up (prints the API key on its first start and "
+              "keeps it, and what you deploy, across restarts), then, as a user would:")
         print(f"curl -H \"Authorization: Bearer $GANTRY_API_KEY\" -H 'Content-Type: application/json' "
               f"-d '{{\"name\": \"you\"}}' {url}/v1/invoke/hello")
         return 0
@@ -101,6 +111,7 @@ def main() -> int:
                                "--filter", f"label=gantry.node={node}"],
                               capture_output=True, text=True).stdout.split()
         print(f"==> containers left behind: {len(left)}")
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

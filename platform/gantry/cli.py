@@ -45,7 +45,31 @@ def _table(rows: list[list[str]]) -> str:
 def cmd_up(args) -> int:
     from .up import main
 
-    return main(args.host, args.port)
+    try:
+        return main(args.host, args.port, reset=args.reset)
+    except RuntimeError as exc:     # Redis cannot start, the state folder is in use, ...
+        raise CLIError(str(exc)) from None
+
+
+UP_EPILOG = """\
+settings (environment variables):
+  GANTRY_STATE_DIR     where gantry up keeps its Redis password and data
+                       (default ~/.local/state/gantry; the data in STATE/redis)
+  GANTRY_REDIS_URL     use this Redis server instead of starting one
+                       (redis://[:PASSWORD@]HOST:PORT/DB)
+  GANTRY_API_KEY       set the admin API key (else the one kept from the last
+                       start, or a new one printed once)
+  GANTRY_NODE_ID       this node's id (default: the hostname)
+  GANTRY_NODE_CPU      CPU this node offers, cores or millicores ("4", "3500m";
+                       default: the CPUs this process may use)
+  GANTRY_NODE_MEMORY   memory this node offers ("8Gi", or bytes; default: MemTotal)
+  GANTRY_CPU_OVERCOMMIT
+                       CPU overcommit factor (default 4)
+  GANTRY_HOST, GANTRY_PORT
+                       defaults of --host and --port
+
+Functions, versions, scaling overrides, logs and the admin key survive a stop
+and start; --reset wipes them."""
 
 
 def cmd_daemon(args) -> int:
@@ -202,9 +226,13 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("up", cmd_up, "run gateway, scheduler, worker (and Redis) for this machine, in the foreground", ())
-    sp.add_argument("--host", default=os.environ.get("GANTRY_HOST", "127.0.0.1"))
+    sp.epilog, sp.formatter_class = UP_EPILOG, argparse.RawDescriptionHelpFormatter
+    sp.add_argument("--host", default=os.environ.get("GANTRY_HOST", "127.0.0.1"), help="gateway address")
     # a string default goes through type=int too: a bad GANTRY_PORT is argparse's one-line error
-    sp.add_argument("--port", type=int, default=os.environ.get("GANTRY_PORT", "8000"))
+    sp.add_argument("--port", type=int, default=os.environ.get("GANTRY_PORT", "8000"), help="gateway port")
+    sp.add_argument("--reset", action="store_true",
+                    help="wipe the Redis data kept in the state folder first (every function, version, "
+                         "log and the admin key), then start afresh")
     sp = add("deploy", cmd_deploy, "build a function directory and deploy it as a new version")
     sp.add_argument("directory")
     sp.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",

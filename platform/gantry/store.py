@@ -99,6 +99,10 @@ class Store:
     async def set_admin_key_hash(self, key_hash: str) -> None:
         await self.redis.set(keys.ADMIN_KEY_HASH, key_hash)
 
+    async def claim_admin_key_hash(self, key_hash: str) -> bool:
+        """Set the admin key's hash only if there is none yet (SET NX); True if it was set."""
+        return bool(await self.redis.set(keys.ADMIN_KEY_HASH, key_hash, nx=True))
+
     # --- reads ---------------------------------------------------------------------------
 
     async def get_function(self, name: str) -> Function | None:

@@ -7,6 +7,11 @@ pub/sub hint names it (``fn:NAME``, ``inst:NAME`` on keys.EVENTS), when a waitin
 polls (every 100 ms), and by the periodic full refresh, so a lost message only delays.
 Refreshes of one entry are coalesced: at most one runs, and a request that arrives meanwhile
 makes it run once more.  Versions are immutable, so their specs are cached for good.
+
+While Redis cannot be reached the cache keeps its last view: a function with ready
+instances here keeps being served; one without (or one this gateway has not seen) is
+answered 503 ``unavailable`` at once rather than after the cold-start wait, since no
+instance could be started or learnt of meanwhile.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from ..cancellation import raise_if_cancelled
 from .. import keys, state
@@ -24,6 +31,13 @@ from .errors import ApiError
 from .load import Load
 
 log = logging.getLogger("gantry.gateway")
+
+# what a refresh fails with when Redis is down or restarting (not a bad record)
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _unavailable(what: str) -> ApiError:
+    return ApiError(503, "unavailable", f"{what}; retry shortly", {"Retry-After": "1"})
 
 
 class Signal:
@@ -73,6 +87,10 @@ class Known:
     def refreshing(self) -> bool:
         return self.task is not None and not self.task.done()
 
+    def unreachable(self) -> bool:
+        """Whether the last refresh failed because Redis could not be reached."""
+        return isinstance(self.error, _UNREACHABLE)
+
 
 class Routing:
     """Where the function's requests go: the balancer over its ready instances, and the
@@ -119,10 +137,21 @@ class FunctionCache:
         known = entry.known
         if known.fetched == 0.0 or (not known.exists and time.monotonic() - known.fetched > self.negative_ttl):
             await asyncio.shield(self.refresh(entry))
-            if known.fetched == 0.0:
-                raise ApiError(503, "unavailable", "the gateway cannot read the function registry; retry shortly",
-                               {"Retry-After": "1"})
-        return entry if known.exists else None
+            if known.fetched == 0.0 or (not known.exists and known.error is not None):
+                raise _unavailable("the gateway cannot read the function registry")
+        if not known.exists:
+            return None
+        if known.unreachable() and not entry.routing.balancer.ready:
+            await asyncio.shield(self.refresh(entry))   # Redis may be back: one try (fails fast if not)
+            self.raise_if_unreachable(entry)
+        return entry
+
+    def raise_if_unreachable(self, entry: Entry) -> None:
+        """503 ``unavailable`` when Redis is unreachable and the function has no ready
+        instance here: waiting could not help (no start can be ordered or seen).  With a
+        ready instance the request goes on to it from the cached view."""
+        if entry.known.unreachable() and not entry.routing.balancer.ready:
+            raise _unavailable(f"no instance of {entry.name!r} is ready and Redis cannot be reached")
 
     def refresh(self, entry: Entry) -> asyncio.Task:
         """Start (or re-arm) the entry's refresh; the task ends once no request is pending."""

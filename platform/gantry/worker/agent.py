@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import aiohttp
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from .. import state as st
 from ..store import Store
@@ -30,6 +31,9 @@ from .settings import WorkerSettings
 log = logging.getLogger("gantry.worker")
 
 POP_BATCH = 64           # commands taken per pass
+RETRY_MIN, RETRY_MAX = 0.1, 1.0   # seconds between tries while Redis is unreachable
+# what a Redis call fails with while Redis is down or restarting
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class WorkerAgent:
@@ -284,15 +288,28 @@ class WorkerAgent:
         await self._maintain()
 
     async def _command_loop(self, stop_event: asyncio.Event) -> None:
-        backoff = 0.1
+        """Pop and dispatch commands until STOP_EVENT.  While Redis is unreachable, retry
+        every RETRY_MAX at most; commands popped but not yet dispatched (the fence check
+        failed) are kept and dispatched first, never dropped."""
+        backoff = RETRY_MIN
+        popped: list[bytes] = []
         while not stop_event.is_set():
             try:
-                await self._dispatch(await self._pop(self.settings.command_block))
-                backoff = 0.1
+                if not popped:
+                    popped = await self._pop(self.settings.command_block)
+                await self._dispatch(popped)
+                popped = []
+                backoff = RETRY_MIN
+            except _UNREACHABLE as exc:
+                log.warning("command loop: Redis unreachable (%r); retrying in %.1fs", exc, backoff,
+                            extra={"node": self.node_id})
+                await _wait(stop_event, backoff)
+                backoff = min(backoff * 2, RETRY_MAX)
             except Exception:
+                popped = []          # a bug, not Redis: do not loop on the same commands
                 log.exception("command loop", extra={"node": self.node_id})
                 await _wait(stop_event, backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, RETRY_MAX)
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Run until STOP_EVENT is set (registering first if needed); in-flight commands are
@@ -301,10 +318,20 @@ class WorkerAgent:
             await self.register()
         tick = max(0.05, min(self.settings.heartbeat_interval, self.settings.health_interval, 0.25))
         commands_task = asyncio.create_task(self._command_loop(stop_event))
+        down_since = None        # monotonic time Redis became unreachable (None: reachable)
         try:
             while not stop_event.is_set():
                 try:
                     await self._maintain()
+                    if down_since is not None:
+                        log.info("Redis reachable again after %.1fs", time.monotonic() - down_since,
+                                 extra={"node": self.node_id})
+                        down_since = None
+                except _UNREACHABLE as exc:   # heartbeats resume once Redis is back
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        log.warning("Redis unreachable (%r); retrying every %gs", exc, tick,
+                                    extra={"node": self.node_id})
                 except Exception:
                     log.exception("maintenance pass", extra={"node": self.node_id})
                 await _wait(stop_event, tick)

@@ -124,23 +124,28 @@ def _epoch_seconds(stamp: str) -> float:
 
 
 class LogShipper:
-    """The queue the followers fill and the agent drains into Redis."""
+    """The queue the followers fill and the agent drains into Redis.  A batch Redis did not
+    take (it is down or restarting) is kept and sent first by the next flush, so an outage
+    delays lines but loses none (beyond MAX_QUEUED waiting in all)."""
 
     def __init__(self, maxlen: int) -> None:
         self.maxlen = maxlen
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._unsent: list[tuple[str, str, str]] = []   # the batch the last failed flush held
         self.dropped = 0
         self.shipped = 0
 
     def put(self, function: str, instance: str, line: str) -> None:
-        if self._queue.qsize() >= MAX_QUEUED:
+        if self._queue.qsize() + len(self._unsent) >= MAX_QUEUED:
             self.dropped += 1
             return
         self._queue.put((function, instance, line))
 
     async def flush(self, store, limit: int = 5000) -> int:
-        """Append what is queued (at most LIMIT lines) to each function's log stream; the count shipped."""
-        items = []
+        """Append what is queued (at most LIMIT lines, the unsent batch first) to each
+        function's log stream; the count shipped.  On a Redis error the batch is kept and the
+        error raised."""
+        items, self._unsent = self._unsent, []
         while len(items) < limit:
             try:
                 items.append(self._queue.get_nowait())
@@ -148,7 +153,10 @@ class LogShipper:
                 break
         if not items:
             return 0
-        await store.append_logs(items, self.maxlen)
+        try:
+            await store.append_logs(items, self.maxlen)
+        except BaseException:
+            self._unsent = items
+            raise
         self.shipped += len(items)
         return len(items)
-

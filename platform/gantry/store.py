@@ -148,15 +148,16 @@ class Store:
         return await self.redis.xrange(keys.function_logs(name), min=f"({after}" if after else "-",
                                        max="+", count=limit)
 
-    async def routing_view(self, name: str) -> tuple[int | None, set[str]]:
+    async def routing_view(self, name: str) -> tuple[int | None, set[str], str]:
         """The version that takes traffic (active, else latest; None while the function is
-        absent or half-written) and the function's instance ids, in one round trip."""
+        absent or half-written), the function's instance ids and why wanted instances wait
+        (pending_reason, "" when they do not), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(keys.function(name))
         pipe.smembers(keys.function_instances(name))
         raw, ids = await pipe.execute()
         pointer = raw.get(b"active") or raw.get(b"latest")
-        return (int(pointer) if pointer else None), {_text(i) for i in ids}
+        return (int(pointer) if pointer else None), {_text(i) for i in ids}, _text(raw.get(b"pending_reason", b""))
 
     async def report_load(self, gateway: str, records: dict[str, bytes], ttl: int, demand: bool = False) -> None:
         """This gateway's load record per function (expiring after ``ttl`` s); with ``demand``

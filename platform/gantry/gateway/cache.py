@@ -73,7 +73,7 @@ class Active:
 class Known:
     """What the cache knows of the function, and the state of refreshing it from Redis."""
 
-    __slots__ = ("exists", "active", "versions", "fetched", "error", "task", "dirty")
+    __slots__ = ("exists", "active", "versions", "fetched", "error", "task", "dirty", "pending_reason")
 
     def __init__(self) -> None:
         self.exists = False
@@ -83,6 +83,7 @@ class Known:
         self.error: Exception | None = None   # why the last refresh failed
         self.task: asyncio.Task | None = None  # the refresh running now, if any
         self.dirty = False            # asked for again while it ran: it runs once more
+        self.pending_reason = ""      # the scheduler's word on why wanted instances wait
 
     def refreshing(self) -> bool:
         return self.task is not None and not self.task.done()
@@ -195,7 +196,7 @@ class FunctionCache:
 
     async def _fetch(self, entry: Entry) -> None:
         known, balancer = entry.known, entry.routing.balancer
-        version, ids = await self.store.routing_view(entry.name)
+        version, ids, known.pending_reason = await self.store.routing_view(entry.name)
         if version is None:
             known.exists, known.active = False, None
             known.versions.clear()

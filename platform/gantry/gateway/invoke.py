@@ -160,7 +160,8 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
         raise ApiError(502, "function_crashed",
                        f"no instance of {entry.name!r} could be reached ({last.reason})", ids)
     why = (f"every instance tried was busy or draining ({last.reason})" if last is not None else
-           f"no instance of {entry.name!r} became free within {settings.cold_start_timeout:g}s")
+           f"no instance of {entry.name!r} became free within {settings.cold_start_timeout:g}s"
+           + (f": {entry.known.pending_reason}" if entry.known.pending_reason else ""))
     raise ApiError(503, "no_capacity", why, {**ids, "Retry-After": "1"})
 
 
@@ -177,6 +178,7 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
         while True:
             if not entry.known.exists:
                 return None
+            cache.raise_if_unreachable(entry)      # Redis went away while we waited: 503 now
             ticket = entry.routing.balancer.pick(exclude)
             if ticket is not None:
                 return ticket

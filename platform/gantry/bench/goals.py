@@ -54,4 +54,10 @@ def evaluate(sections: dict) -> list[dict]:
                        None if total is None else total < 10000,
                        f"build {_get(rd, 'build_ms', 'median')} ms + register {_get(rd, 'register_ms', 'median')} ms "
                        f"+ until moved {_get(rd, 'until_moved_ms', 'median')} ms"))
+    dense = sections.get("density")
+    failed = _get(dense, "failed_requests")
+    goals.append(_goal(f"{_get(dense, 'functions')} default functions on this node, each called twice in turn",
+                       failed, "0 failed requests", None if failed is None else failed == 0,
+                       f"first calls p50 {_get(dense, 'p50_ms')} ms, p99 {_get(dense, 'p99_ms')} ms "
+                       f"(warm, or reclaim + cold start); {_get(dense, 'containers_started')} containers started"))
     return goals

@@ -64,7 +64,7 @@ def render(results: dict, results_path: str | None = None) -> str:
                      [[x["goal"], x["target"], "–" if x["value"] is None else x["value"], f"**{x['status']}**", x["why"]]
                       for x in results.get("goals", [])]))
     out += _warm(s.get("warm")) + _cold(s.get("cold_start"), g(s, "deploy", "builds")) + _stream(s.get("streaming"))
-    out += _deploy(s.get("deploy")) + _scale(s.get("scale")) + _hotpath(s.get("hotpath"))
+    out += _deploy(s.get("deploy")) + _scale(s.get("scale")) + _density(s.get("density")) + _hotpath(s.get("hotpath"))
     out += ["", END]
     return "\n".join(out) + "\n"
 
@@ -234,8 +234,26 @@ def _scale(sc: dict | None) -> list[str]:
     return out
 
 
+def _density(d: dict | None) -> list[str]:
+    out = ["", "### 6. Density: functions with default manifests on this node", ""]
+    if not d:
+        return out + ["not measured in this run"]
+    node, man = d["node"], d["manifest"]
+    out.append(f"{d['functions']} functions ({man['cpu']:g} CPU, {man['memory']}, min_instances {man['min_instances']}, "
+               f"idle_timeout {man['idle_timeout']}) on a node of {node['cpu_cores']:g} cores "
+               f"({node['cpu_allocatable']:g} CPU allocatable) and {node['memory_gib']} GiB, each invoked once in "
+               f"turn, then all again, one request at a time on a fresh connection; a call finds its function "
+               f"warm, or waits for the least recently used idle instance to be stopped and its own to start.")
+    out.append("")
+    out.append(table(["requests", "failed", "first round ms", "second round ms", "all calls p50 ms", "all calls p99 ms",
+                      "containers started", "running at the end"],
+                     [[d["requests"], d["failed_requests"], fmt(d["first_round_ms"], 0), fmt(d["second_round_ms"], 0),
+                       d["p50_ms"], d["p99_ms"], d["containers_started"], d["containers_running_at_end"]]]))
+    return out
+
+
 def _hotpath(h: dict | None) -> list[str]:
-    out = ["", "### 6. Hot path (ns per operation)", ""]
+    out = ["", "### 7. Hot path (ns per operation)", ""]
     if not h:
         return out + ["not measured in this run"]
     if h.get("available") is False:

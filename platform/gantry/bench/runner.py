@@ -15,15 +15,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import cold, deploy, goals, machine, scale, stream, warm
+from . import cold, density, deploy, goals, machine, scale, stream, warm
 from .stack import Stack
 from .stats import summary
 
 SCHEMA = 1
-LIMITS = {"full": 570.0, "quick": 115.0}          # seconds: stop starting repeats after this
+LIMITS = {"full": 870.0, "quick": 175.0}          # seconds: stop starting repeats after this
 # Ceilings per section (seconds), full / quick: a section starts no new repeat past its own.
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
-            "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40)}
+            "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60)}
 
 
 def repo_root() -> str | None:
@@ -165,6 +165,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
         section("cold_start", cold.measure)
         section("redeploy", deploy.redeploy, lambda v: sections.setdefault("deploy", {}).__setitem__("redeploy", v))
         section("scale", scale.measure)
+        section("density", density.measure)
     except Exception as exc:  # noqa: BLE001 - the platform did not start
         results["errors"]["platform"] = f"{type(exc).__name__}: {exc}"[:4000]
         say(f"FAILED: {exc}")

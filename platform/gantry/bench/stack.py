@@ -56,12 +56,15 @@ class Stack:
     node_id: str = ""
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     client: Client | None = None
+    worker_env: dict[str, str] = field(default_factory=lambda: dict(WORKER_ENV))
 
     @classmethod
-    def create(cls, docker_client) -> "Stack":
+    def create(cls, docker_client, worker_env: dict[str, str] | None = None) -> "Stack":
+        """``worker_env`` replaces the worker's node settings (default: a node too large to
+        limit any measurement; {} for this machine's own cores and memory)."""
         run_id = uuid.uuid4().hex[:8]
         return cls(run_id=run_id, tmp=tempfile.mkdtemp(prefix=f"gantry-bench-{run_id}-"), docker=docker_client,
-                   node_id=f"bench-{run_id}")
+                   node_id=f"bench-{run_id}", worker_env=dict(WORKER_ENV if worker_env is None else worker_env))
 
     @property
     def url(self) -> str:
@@ -69,7 +72,7 @@ class Stack:
 
     @property
     def settings(self) -> dict:
-        return {"worker": WORKER_ENV, "gateway": GATEWAY_ENV, "scheduler": SCHEDULER_ENV,
+        return {"worker": self.worker_env, "gateway": GATEWAY_ENV, "scheduler": SCHEDULER_ENV,
                 "processes": "scheduler, gateway, worker: one process each (python -m gantry.daemons)",
                 "redis": "own redis-server on a loopback port"}
 
@@ -85,7 +88,7 @@ class Stack:
         self.client = Client(self.url, self.api_key, timeout=120)
         self._spawn("scheduler", "scheduler", SCHEDULER_ENV)
         self._spawn("gateway", "gateway", {**GATEWAY_ENV, "GANTRY_GATEWAY_PORT": str(self.port)})
-        self._spawn("worker", "worker", {**WORKER_ENV, "GANTRY_NODE_ID": self.node_id})
+        self._spawn("worker", "worker", {**self.worker_env, "GANTRY_NODE_ID": self.node_id})
         self.wait("the gateway and the worker node", lambda: self.client.call("GET", "/v1/nodes")["nodes"], 60)
 
     def _spawn(self, name: str, component: str, env: dict[str, str]) -> None:

@@ -39,6 +39,15 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+TITLES = {"warm": "1. Warm invocation: trivial JSON echo, one container",
+          "cold": "2. Cold start, request to response",
+          "stream": "3. Streaming: a generator yielding every 50 ms",
+          "deploy": "4. Deploy",
+          "scale": "5. Scale from zero under a burst",
+          "density": "6. Density: functions with default manifests on this node",
+          "hotpath": "7. Hot path (ns per operation)"}
+
+
 def render(results: dict, results_path: str | None = None) -> str:
     m = results.get("machine", {})
     s = results.get("sections", {})
@@ -63,16 +72,21 @@ def render(results: dict, results_path: str | None = None) -> str:
     out.append(table(["goal", "target", "measured", "status", "from"],
                      [[x["goal"], x["target"], "–" if x["value"] is None else x["value"], f"**{x['status']}**", x["why"]]
                       for x in results.get("goals", [])]))
-    out += _warm(s.get("warm")) + _cold(s.get("cold_start"), g(s, "deploy", "builds")) + _stream(s.get("streaming"))
-    out += _deploy(s.get("deploy")) + _scale(s.get("scale")) + _density(s.get("density")) + _hotpath(s.get("hotpath"))
+    builds = g(s, "deploy", "builds")
+    for title, data, body in ((TITLES["warm"], s.get("warm"), _warm),
+                              (TITLES["cold"], s.get("cold_start"), lambda c: _cold(c, builds)),
+                              (TITLES["stream"], s.get("streaming"), _stream),
+                              (TITLES["deploy"], s.get("deploy"), _deploy),
+                              (TITLES["scale"], s.get("scale"), _scale),
+                              (TITLES["density"], s.get("density"), _density),
+                              (TITLES["hotpath"], s.get("hotpath"), _hotpath)):
+        out += ["", f"### {title}", ""] + (body(data) if data else ["not measured in this run"])
     out += ["", END]
     return "\n".join(out) + "\n"
 
 
 def _warm(w: dict | None) -> list[str]:
-    out = ["", "### 1. Warm invocation: trivial JSON echo, one container", ""]
-    if not w:
-        return out + ["not measured in this run"]
+    out: list[str] = []
     fn = w["function"]
     out.append(f"`POST` of `{w['body']}` to an async echo handler (container: {fn['cpu']:g} CPU, concurrency "
                f"{fn['concurrency']}, log level {fn['log_level']}). Three paths to the same container: **direct** "
@@ -120,9 +134,7 @@ def _warm(w: dict | None) -> list[str]:
 
 
 def _cold(c: dict | None, builds: dict | None) -> list[str]:
-    out = ["", "### 2. Cold start, request to response", ""]
-    if not c:
-        return out + ["not measured in this run"]
+    out: list[str] = []
     fn = c["function"]
     out.append(f"One request through the gateway on a fresh connection to an async echo ({fn['cpu']:g} CPU, "
                f"{fn['memory']}); image {fn['image']}; {c['repeats']} repeats, the function scaling back to zero by "
@@ -173,9 +185,7 @@ def _cold(c: dict | None, builds: dict | None) -> list[str]:
 
 
 def _stream(st: dict | None) -> list[str]:
-    out = ["", "### 3. Streaming: a generator yielding every 50 ms", ""]
-    if not st:
-        return out + ["not measured in this run"]
+    out: list[str] = []
     fn = st["function"]
     out.append(f"`{fn['source']}` with `{{\"count\": {fn['count']}, \"delay\": {fn['delay_s']}}}` (ideal last chunk at "
                f"{st['ideal_last_ms']} ms), on a ready instance, each request on a fresh connection; "
@@ -190,9 +200,7 @@ def _stream(st: dict | None) -> list[str]:
 
 
 def _deploy(d: dict | None) -> list[str]:
-    out = ["", "### 4. Deploy", ""]
-    if not d:
-        return out + ["not measured in this run"]
+    out: list[str] = []
     rows = []
     b = d.get("builds") or {}
     if b.get("cold_build_ms"):
@@ -218,9 +226,7 @@ def _deploy(d: dict | None) -> list[str]:
 
 
 def _scale(sc: dict | None) -> list[str]:
-    out = ["", "### 5. Scale from zero under a burst", ""]
-    if not sc:
-        return out + ["not measured in this run"]
+    out: list[str] = []
     fn = sc["function"]
     out.append(f"{sc['burst']} concurrent requests ({sc['client']}) to a function at zero instances (concurrency "
                f"{fn['concurrency']}, max_instances {fn['max_instances']}, {fn['cpu']:g} CPU each, image present); "
@@ -235,9 +241,7 @@ def _scale(sc: dict | None) -> list[str]:
 
 
 def _density(d: dict | None) -> list[str]:
-    out = ["", "### 6. Density: functions with default manifests on this node", ""]
-    if not d:
-        return out + ["not measured in this run"]
+    out: list[str] = []
     node, man = d["node"], d["manifest"]
     out.append(f"{d['functions']} functions ({man['cpu']:g} CPU, {man['memory']}, min_instances {man['min_instances']}, "
                f"idle_timeout {man['idle_timeout']}) on a node of {node['cpu_cores']:g} cores "
@@ -253,9 +257,7 @@ def _density(d: dict | None) -> list[str]:
 
 
 def _hotpath(h: dict | None) -> list[str]:
-    out = ["", "### 7. Hot path (ns per operation)", ""]
-    if not h:
-        return out + ["not measured in this run"]
+    out: list[str] = []
     if h.get("available") is False:
         return out + ["not available: " + h.get("why", "")]
     out.append(f"`{h['source']}`, called {h['calls']} times ({h['repeats_per_call']} repeats each) before the platform "

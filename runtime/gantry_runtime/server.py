@@ -25,13 +25,14 @@ REAP_EVERY = 1.0     # seconds between looks at the pids counters (gantry_runtim
 class State:
     """What the app knows about the process: its phase and, once imported, the handler."""
 
-    __slots__ = ("settings", "phase", "invoker", "pids_at")
+    __slots__ = ("settings", "phase", "invoker", "pids_at", "last_request")
 
     def __init__(self, settings: Settings, pids_at: str | None = None) -> None:
         self.settings = settings
         self.phase = "starting"  # -> "ready" -> "draining"
         self.invoker: Invoker | None = None
         self.pids_at = pids_at   # the cgroup directory with pids.current/pids.max, if any
+        self.last_request = 0.0  # monotonic time the last /invoke arrived
 
 
 STATE = web.AppKey("state", State)
@@ -39,6 +40,7 @@ STATE = web.AppKey("state", State)
 
 async def _invoke(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    state.last_request = time.monotonic()
     key = state.settings.instance_key
     if key and not key_matches(key, request.headers.get(INSTANCE_KEY)):
         # Checked first: a caller without the key learns nothing, not even the phase.
@@ -49,7 +51,10 @@ async def _invoke(request: web.Request) -> web.StreamResponse:
             code, message = ErrorCode.STARTING, "the handler is still being imported"
         else:
             code, message = ErrorCode.DRAINING, "this instance is shutting down"
-        return error_response(503, code, message, {"Retry-After": "1"})
+        resp = error_response(503, code, message, {"Retry-After": "1"})
+        if state.phase == "draining":
+            resp.force_close()      # no keep-alive: the process is about to go
+        return resp
     return await state.invoker.handle(request)
 
 
@@ -176,15 +181,30 @@ async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) ->
         state.phase = "draining"
         inv = state.invoker
         log.info("draining", extra={"inflight": inv.inflight if inv else 0, "grace": settings.drain_grace})
+        drain_end = time.monotonic() + settings.drain_grace
         if inv is not None and not await inv.wait_idle(settings.drain_grace):
             log.warning("drain grace elapsed; cancelling what is left",
                         extra={"inflight": inv.inflight, "stuck": inv.stuck})
+        await _linger(state, drain_end)
         return EXIT_OK
     finally:
         if reaper is not None:
             reaper.cancel()
         await runner.cleanup()
         log.info("stopped")
+
+
+# A gateway that routed a request here before it learned of the drain must get the
+# retryable 503 draining, not a connection closed under a request it already wrote (which it
+# must answer 502 outcome-unknown: it cannot tell that from a handler that crashed).  So
+# once idle the listener stays open until no request has arrived for LINGER seconds.
+LINGER = 0.5
+
+
+async def _linger(state: State, deadline: float) -> None:
+    start = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - max(start, state.last_request) < LINGER:
+        await asyncio.sleep(0.05)
 
 
 def _describe(exc: BaseException) -> str:

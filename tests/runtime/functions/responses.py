@@ -34,31 +34,31 @@ def csv_stream(event, ctx):
 
 
 def bad_status(event, ctx):
-    return Response("x", status=event.get("status", 99))
+    return Response("x", status=(event or {}).get("status", 99))
 
 
 def bad_header(event, ctx):
-    return Response("x", headers={event.get("name", "X-Gantry-Stream"): "0"})
+    return Response("x", headers={(event or {}).get("name", "X-Gantry-Stream"): "0"})
 
 
 @sse
 def ticks(event, ctx):
     """``n`` events named ``tick`` with ids, then a plain message; raises at the end if ``fail``."""
-    for i in range(event.get("n", 3)):
+    for i in range((event or {}).get("n", 3)):
         if i:
-            time.sleep(event.get("every", 0))
+            time.sleep((event or {}).get("every", 0))
         yield Event({"i": i}, event="tick", id=i)
     yield "done"
-    if event.get("fail"):
+    if (event or {}).get("fail"):
         raise ValueError("boom")
 
 
 async def aticks(event, ctx):
     async def events():
-        for i in range(event.get("n", 3)):
-            await asyncio.sleep(event.get("every", 0))
+        for i in range((event or {}).get("n", 3)):
+            await asyncio.sleep((event or {}).get("every", 0))
             yield {"i": i}
-        if event.get("fail"):
+        if (event or {}).get("fail"):
             raise ValueError("boom")
     return SSE(events(), headers={"Access-Control-Allow-Origin": "*"})
 
@@ -71,7 +71,7 @@ def fails_at_once(event, ctx):
 
 def plain_fails(event, ctx):
     yield "line 1\n"
-    time.sleep(event.get("every", 0))
+    time.sleep((event or {}).get("every", 0))
     yield "line 2\n"
     raise ValueError("boom")
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from gantry_runtime import wire
 
-from test_runtime_server import start, stream_lines  # noqa: F401  (the fixture, the raw reader)
+from test_runtime_server import EXAMPLES, start, stream_lines  # noqa: F401  (the fixture, the raw reader)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -132,3 +132,15 @@ def test_a_plain_stream_failing_mid_way_ends_with_the_error_frame(start, handler
     assert status == 200 and not complete
     assert [c for _, c in chunks] == expected
     assert wire.parse_stream_error(expected[-1].lstrip(b"\n")) == ("function_error", "ValueError: boom")
+
+
+def test_example_events(start):
+    rt = start("main:handle", code_dir=EXAMPLES / "events")
+    status, headers, chunks, complete = stream_lines(rt.url, {"count": 2, "delay": 0})
+    assert status == 200 and complete and headers["Content-Type"] == "text/event-stream"
+    assert b"".join(c for _, c in chunks) == (b'event: tick\nid: 0\ndata: {"i":0,"of":2}\n\n'
+                                             b'event: tick\nid: 1\ndata: {"i":1,"of":2}\n\n'
+                                             b"data: done\n\n")
+    status, _, chunks, complete = stream_lines(rt.url, {"count": 1, "fail": True})
+    assert status == 200 and not complete
+    assert chunks[-1][1] == wire.sse_error_event("function_error", "RuntimeError: asked to fail")

@@ -25,6 +25,7 @@ from gantry.client import Client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GANTRY = os.path.join(os.path.dirname(sys.executable), "gantry")
 EXAMPLES = [("hello", '{"name": "demo"}'), ("stream", '{"count": 5}'),
+            ("events", '{"count": 3, "delay": 0.05}'),
             ("wordcount", '{"text": "Gantry runs functions. Functions scale to zero."}')]
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of a fresh Debian bookworm machine for Gantry:
-#   1. Debian packages: docker.io, redis-server, debootstrap, nginx-light, wrk (apt-get update first)
+#   1. Debian packages: docker.io, redis-server, debootstrap, nginx-light, wrk, curl, chromium
+#      (apt-get update first)
 #   2. dockerd in the background and a Redis server on loopback, if not already answering
 #   3. a virtual environment in .venv with Gantry (Cython extensions built) and its dev tools
 #   4. the base image (offline debootstrap) and the runtime image
@@ -23,6 +24,8 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
+# the tests' real browser: headless Chromium's EventSource reads a function's Server-Sent Events
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]} from Debian"
   as_root apt-get update -qq

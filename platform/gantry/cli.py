@@ -135,13 +135,15 @@ def cmd_invoke(args) -> int:
             if args.data and not data.startswith("@"):
                 raise CLIError("-d is not valid JSON (use -d @FILE to send a file as bytes)")
     out = sys.stdout.buffer
-    for chunk in _client(args).invoke(args.name, body, content_type):
-        out.write(chunk)
-        if args.stream:
-            out.flush()
-    out.flush()
-    if sys.stdout.isatty():
-        print()
+    try:
+        for chunk in _client(args).invoke(args.name, body, content_type):
+            out.write(chunk)
+            if args.stream:
+                out.flush()
+    finally:
+        out.flush()          # what came is shown before the error line, if any
+        if sys.stdout.isatty():
+            print(flush=True)
     return 0
 
 

@@ -2,6 +2,7 @@
 file `gantry up` writes (~/.config/gantry/config.toml)."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import tomllib
@@ -10,6 +11,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from gantry_runtime import wire
 from gantry_runtime.wire import parse_error
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -36,6 +38,96 @@ class APIError(Exception):
     def __init__(self, status: int, code: str, message: str):
         self.status, self.code, self.message = status, code, message
         super().__init__(f"{status} {code}: {message}" if status else message)
+
+
+class StreamError(APIError):
+    """A response that failed after its headers (and perhaps some of its body) arrived: the
+    status said success, so str() gives the code and message only."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(status, code, message)
+        self.args = (f"{code}: {message}",)
+
+
+class StreamTail:
+    """Splits a streamed body into what may be shown now and what might be the stream's error
+    frame (``wire.stream_error_frame``, or ``wire.sse_error_event`` for Server-Sent Events),
+    which is held back until the next bytes or the end tell which it is.
+
+    A frame starts a line and is the last thing a failed stream sends, so only bytes from a
+    line that starts like one are held, and only until more bytes follow the frame's end."""
+
+    HOLD_MAX = 64 * 1024       # held bytes that are not a frame by then are shown anyway
+
+    def __init__(self, sse: bool) -> None:
+        self.sse = sse
+        self.mark = wire.SSE_ERROR_EVENT if sse else wire.STREAM_ERROR_MARK
+        self.end = b"\n\n" if sse else b"\n"
+        self.held = bytearray()
+        self.line_start = True
+        self.shown = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes that can be shown now."""
+        buf = self.held
+        buf += data
+        out = bytearray()
+        while buf:
+            start = self._candidate(buf, self.line_start if not out else out.endswith(b"\n"))
+            if start is None:
+                out += buf
+                buf.clear()
+                break
+            out += buf[:start]
+            del buf[:start]
+            end = buf.find(self.end, len(self.mark) - 1)
+            if end >= 0 and end + len(self.end) < len(buf):   # more came after it: not the last
+                cut = end + len(self.end)
+                out += buf[:cut]
+                del buf[:cut]
+                continue
+            if len(buf) > self.HOLD_MAX:
+                out += buf
+                buf.clear()
+            break
+        if out:
+            self.line_start = out.endswith(b"\n")
+            self.shown += len(out)
+        return bytes(out)
+
+    def _candidate(self, buf: bytearray, line_start: bool) -> int | None:
+        """The first line start in ``buf`` whose bytes so far agree with the frame's mark."""
+        pos = 0 if line_start else buf.find(b"\n") + 1
+        if pos == 0 and not line_start:
+            return None
+        n = len(self.mark)
+        while pos < len(buf):
+            if self.mark.startswith(bytes(buf[pos:pos + n])):
+                return pos
+            nxt = buf.find(b"\n", pos)
+            if nxt < 0:
+                return None
+            pos = nxt + 1
+        return None
+
+    def finish(self) -> bytes:
+        """The stream ended properly: whatever was held is data."""
+        return self.feed(b"") + self._release()
+
+    def failed(self) -> tuple[bytes, tuple[str, str] | None]:
+        """The stream broke off: (the bytes still to show, the (code, message) of its frame)."""
+        held = bytes(self.held)
+        err = wire.parse_sse_error(held) if self.sse else wire.parse_stream_error(held)
+        if err is not None:
+            self.held.clear()
+            return b"", err
+        return self._release(), None
+
+    def _release(self) -> bytes:
+        rest = bytes(self.held)
+        self.held.clear()
+        self.shown += len(rest)
+        return rest
 
 
 @dataclass(frozen=True)
@@ -77,11 +169,29 @@ class Client:
         return json.loads(raw) if raw else None
 
     def invoke(self, name: str, body: bytes, content_type: str) -> Iterator[bytes]:
-        """Yield the response body as it arrives (streams arrive chunk by chunk)."""
+        """Yield the response body as it arrives (streams arrive chunk by chunk).  A stream that
+        fails part-way raises StreamError after the part that came: with the code and message
+        of its error frame, or ``stream_broken`` when it was cut off without one."""
         resp = self._request("POST", f"/v1/invoke/{name}", body, {"Content-Type": content_type})
+        tail = StreamTail(sse=resp.headers.get_content_type() == wire.EVENT_STREAM)
         with resp:
             while True:
-                chunk = resp.read1(65536)
+                try:
+                    chunk = resp.read1(65536)
+                except (http.client.HTTPException, OSError) as exc:
+                    rest, err = tail.failed()
+                    if rest:
+                        yield rest
+                    if err is not None:
+                        raise StreamError(resp.status, *err) from None
+                    raise StreamError(resp.status, "stream_broken",
+                                      f"the response was cut off after {tail.shown} bytes "
+                                      f"({type(exc).__name__}); the function may not have finished") from None
                 if not chunk:
+                    rest = tail.finish()
+                    if rest:
+                        yield rest
                     return
-                yield chunk
+                shown = tail.feed(chunk)
+                if shown:
+                    yield shown

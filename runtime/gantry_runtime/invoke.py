@@ -18,11 +18,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .context import Context
 from . import wire
-from .encode import TEXT, BadResult, encode_item, encode_result, stream_content_type
+from .encode import (BINARY, BadResult, content_type_header, encode_body, encode_item, encode_result,
+                     sse_event, stream_content_type)
 from .logs import FUNCTION_LOGGER, InvocationLogger
+from .response import SSE, Response
 from .wire import DURATION_MS, INVOCATION_ID, STREAM, ErrorCode
 
 END = object()  # a generator's end, as a value (StopIteration cannot cross a Future)
@@ -92,7 +95,7 @@ class Slot:
 
 
 class _Outcome:
-    __slots__ = ("status", "code", "resp", "chunks", "aborted")
+    __slots__ = ("status", "code", "resp", "chunks", "aborted", "sse", "at_line_start")
 
     def __init__(self) -> None:
         self.status = 200
@@ -100,6 +103,8 @@ class _Outcome:
         self.code: str | None = None
         self.chunks = 0
         self.aborted = False
+        self.sse = False            # the stream is Server-Sent Events
+        self.at_line_start = True   # the last byte streamed was a LF (or none was streamed)
 
 
 class Invoker:
@@ -217,15 +222,24 @@ class Invoker:
         try:
             async with tm:
                 result = await self._call(event, ctx, slot)
+                reply = result if isinstance(result, Response) else None
+                if reply is not None:
+                    result = reply.body
                 if inspect.isasyncgen(result) or inspect.isgenerator(result):
                     gen = result
-                    return await self._stream(request, gen, slot, headers, out, t0)
-                body, ctype = encode_result(result)
+                    return await self._stream(request, gen, slot, headers, out, t0, reply)
+                if reply is None:
+                    body, ctype = encode_result(result)
+                else:
+                    body, ctype = encode_body(result, reply.content_type)
             if tm.expired():  # the handler swallowed the cancellation and returned late
                 raise TimeoutError
             headers[DURATION_MS] = f"{(time.monotonic() - t0) * 1000:.3f}"
-            return web.Response(body=body, headers=headers, content_type=ctype,
-                                charset="utf-8" if ctype == TEXT else None)
+            if reply is None:
+                return web.Response(body=body, headers={**headers, "Content-Type": content_type_header(ctype)})
+            out.status = reply.status
+            return web.Response(status=reply.status, body=body or None,
+                                headers=_reply_headers(reply, headers, ctype and content_type_header(ctype)))
         except asyncio.CancelledError:
             out.status, out.code = 499, "cancelled"  # the client went away (or shutdown)
             raise
@@ -245,9 +259,10 @@ class Invoker:
                 message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 self.log.error("function error", exc_info=exc, extra={**fields, "error": message})
             out.code = code
-            if out.resp is not None:  # headers are gone: the only honest signal left is a broken stream
+            if out.resp is not None:  # headers are gone: say it in the body, then break the stream
                 out.aborted = True
                 self.log.error("stream aborted", extra={**fields, "code": code, "chunks": out.chunks})
+                await self._error_frame(out, code, message)
                 return out.resp  # the transport is closed below, so no terminating chunk is sent
             out.status = status
             headers[DURATION_MS] = f"{(time.monotonic() - t0) * 1000:.3f}"
@@ -283,8 +298,21 @@ class Invoker:
             result = await result
         return result
 
+    async def _error_frame(self, out: _Outcome, code: str, message: str) -> None:
+        """The stream's last bytes when it fails: an ``event: error`` for Server-Sent Events,
+        else a line with the error body after an RS (``wire.stream_error_frame``)."""
+        if out.sse:
+            frame = wire.sse_error_event(code, message)
+        else:
+            frame = (b"" if out.at_line_start else b"\n") + wire.stream_error_frame(code, message)
+        try:
+            async with asyncio.timeout(1.0):    # a client that reads nothing gets nothing more
+                await out.resp.write(frame)
+        except (ConnectionError, TimeoutError):
+            pass
+
     async def _stream(self, request: web.Request, gen: Any, slot: Slot, headers: dict[str, str],
-                      out: _Outcome, t0: float) -> web.StreamResponse:
+                      out: _Outcome, t0: float, reply: Response | None) -> web.StreamResponse:
         if inspect.isasyncgen(gen):
             async def step() -> Any:
                 try:
@@ -295,29 +323,46 @@ class Invoker:
             async def step() -> Any:
                 return await slot.in_thread(_next, gen)
 
-        item = await step()
-        if item is END:  # nothing streamed: headers are still ours, say so plainly
-            return web.Response(body=b"", content_type="application/octet-stream", headers={
-                **headers, STREAM: "1", DURATION_MS: f"{(time.monotonic() - t0) * 1000:.3f}"})
-        ctype = stream_content_type(item)
-        resp = web.StreamResponse(headers={**headers, STREAM: "1"})
-        resp.content_type = ctype
-        if ctype == TEXT:
-            resp.charset = "utf-8"
+        status = 200 if reply is None else reply.status
+        out.status = status
+        encode = encode_item
+        if isinstance(reply, SSE):
+            # Server-Sent Events: the headers go at once (the type is known), so the client
+            # sees the stream open, and any failure, even before the first event, is an event.
+            out.sse, encode = True, sse_event
+            item = None
+            ctype = reply.content_type
+            sse_headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            extra = {k: v for k, v in sse_headers.items()
+                     if not any(name.lower() == k.lower() for name, _ in reply.headers)}
+        else:
+            item = await step()
+            if item is END:  # nothing streamed: headers are still ours, say so plainly
+                ctype = BINARY if reply is None or reply.content_type is None else reply.content_type
+                return web.Response(status=status, body=None, headers=_reply_headers(
+                    reply, {**headers, STREAM: "1", DURATION_MS: f"{(time.monotonic() - t0) * 1000:.3f}"},
+                    content_type_header(ctype)))
+            ctype = reply.content_type if reply is not None and reply.content_type else stream_content_type(item)
+            extra = {}
+        resp = web.StreamResponse(status=status, headers=_reply_headers(
+            reply, {**headers, **extra, STREAM: "1"}, content_type_header(ctype)))
         resp.enable_chunked_encoding()
         try:
             await resp.prepare(request)
         except ConnectionError as exc:
             raise _ClientGone() from exc
         out.resp = resp
+        if out.sse:
+            item = await step()
         while item is not END:
-            chunk = encode_item(item)
+            chunk = encode(item)
             if chunk:  # an empty chunk would end a chunked body early
                 try:
                     await resp.write(chunk)  # one chunk per item, handed to the socket now
                 except ConnectionError as exc:
                     raise _ClientGone() from exc
                 out.chunks += 1
+                out.at_line_start = chunk.endswith(b"\n")
             item = await step()
         try:
             await resp.write_eof()
@@ -325,3 +370,14 @@ class Invoker:
             raise _ClientGone() from exc
         return resp
 
+
+
+def _reply_headers(reply: Response | None, platform: dict[str, str], content_type: str | None
+                   ) -> CIMultiDict:
+    """A response's headers: the handler's (already checked: no hop-by-hop, framing or
+    X-Gantry-* names), the Content-Type, then the platform's."""
+    out: CIMultiDict = CIMultiDict(reply.headers if reply is not None else ())
+    if content_type:
+        out["Content-Type"] = content_type
+    out.update(platform)
+    return out

@@ -24,6 +24,12 @@ DURATION_MS = "X-Gantry-Duration-Ms"      # runtime -> caller: time spent in the
 STREAM = "X-Gantry-Stream"                # runtime -> caller: "1" when the body is a stream
 INSTANCE_KEY = "X-Gantry-Instance-Key"    # gateway -> runtime only: the instance's secret (never to callers)
 
+# Hop-by-hop headers (RFC 9110 7.6.1) and the body's framing: each HTTP hop sets its own, so
+# neither a handler's Response nor an instance's answer may carry them to the caller.
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+                        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"))
+FRAMING = frozenset(("content-length", "transfer-encoding"))
+
 # The per-instance secret: the worker makes one at start (``new_instance_key``), hands it to
 # the runtime in this environment variable and to the gateway in the instance record; the
 # runtime answers /invoke only to requests that carry it in INSTANCE_KEY.
@@ -99,6 +105,54 @@ def parse_error(body: bytes | str) -> tuple[str, str] | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return (code, message) if isinstance(code, str) and isinstance(message, str) else None
+
+
+# -- a stream that fails after its headers were sent -----------------------------------------
+# The status is gone, so the runtime says what went wrong in the body, as the stream's last
+# bytes, and then closes the connection without the terminating chunk (a truncated body: curl
+# exits 18, so no client mistakes it for a success).  Both frames are written here and read
+# back here (by the CLI); docs/runtime.md, "Streams", shows them.
+
+STREAM_ERROR_MARK = b"\x1e"   # ASCII Record Separator (as in RFC 7464 JSON text sequences)
+
+
+def stream_error_frame(code: str, message: str) -> bytes:
+    """A plain stream's last line: RS, the error body, LF.  The runtime writes a LF before it
+    when the stream's last byte was not one, so the frame always starts a line."""
+    return STREAM_ERROR_MARK + error_body(code, message) + b"\n"
+
+
+def parse_stream_error(tail: bytes) -> tuple[str, str] | None:
+    """(code, message) when ``tail`` is exactly one ``stream_error_frame``; else None."""
+    if not (tail.startswith(STREAM_ERROR_MARK) and tail.endswith(b"\n")) or tail.count(b"\n") != 1:
+        return None
+    return parse_error(tail[1:-1])
+
+
+EVENT_STREAM = "text/event-stream"
+SSE_ERROR_EVENT = b"event: error\n"   # a Server-Sent Events stream's last event when it fails
+
+
+def sse_error_event(code: str, message: str) -> bytes:
+    """``event: error`` with ``data: {"code": ..., "message": ...}`` (one line of JSON)."""
+    data = json.dumps({"code": str(code), "message": message}, ensure_ascii=False, separators=(",", ":"))
+    return SSE_ERROR_EVENT + b"data: " + data.encode() + b"\n\n"
+
+
+def parse_sse_error(tail: bytes) -> tuple[str, str] | None:
+    """(code, message) when ``tail`` is exactly one ``sse_error_event``; else None."""
+    if not (tail.startswith(SSE_ERROR_EVENT) and tail.endswith(b"\n\n")) or tail.count(b"\n") != 3:
+        return None
+    data = tail[len(SSE_ERROR_EVENT):-2]
+    if not data.startswith(b"data: "):
+        return None
+    try:
+        err = json.loads(data[6:])
+    except ValueError:
+        return None
+    if isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str):
+        return err["code"], err["message"]
+    return None
 
 
 # -- handler spec ----------------------------------------------------------------------------

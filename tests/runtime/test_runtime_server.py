@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from gantry.up import free_port
+from gantry_runtime import wire
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -306,7 +307,10 @@ def test_failure_mid_stream_truncates_the_stream(start, handler, code):
     assert status == 200          # the status was sent before the failure ...
     assert not complete           # ... but no terminating chunk: never a silent success
     expected = [b"first\n", b"second\n"] if handler == "streams:fails" else [b"ok\n"]
-    assert [chunk for _, chunk in lines] == expected
+    message = ("ValueError: mid-stream" if handler == "streams:fails"
+               else "unsupported stream item type 'set'")
+    # ... and the last chunk says why: RS, the error body, LF (wire.stream_error_frame)
+    assert [chunk for _, chunk in lines] == [*expected, wire.stream_error_frame(code, message)]
     aborted = rt.wait_log("stream aborted")
     assert aborted["code"] == code
     assert stream_lines(rt.url, {})[0] == 200  # the same process still serves

@@ -24,6 +24,7 @@ import os
 import time
 
 from aiohttp import web
+from multidict import CIMultiDict
 from gantry_runtime import wire
 from gantry_runtime.wire import ErrorCode
 
@@ -44,7 +45,9 @@ CONNECT_TIMEOUT = 3.0         # seconds to open a connection to an instance
 RETRYABLE_503 = {ErrorCode.AT_CAPACITY: 0.05, ErrorCode.DRAINING: 5.0,   # the runtime's code ->
                  ErrorCode.STARTING: 1.0}                                # seconds to skip it
 CONNECT_SUSPEND = 2.0
-_PASS_LOWER = frozenset(("content-type", "content-encoding", "retry-after"))
+# An instance's response headers that stop here: hop-by-hop, the framing (this hop sets its own)
+# and the instance server's Date and Server.  Everything else is the function's and goes on.
+_DROP_LOWER = wire.HOP_BY_HOP | wire.FRAMING | frozenset(("date", "server"))
 SMALL_BODY = 64 * 1024        # an upstream body of known length up to this is answered in one piece
 
 
@@ -194,12 +197,19 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
         entry.load.waiting -= 1
 
 
-def _passthrough(headers: list[tuple[str, str]]) -> dict[str, str]:
-    out = {}
+def _passthrough(headers: list[tuple[str, str]]) -> CIMultiDict:
+    """The instance's end-to-end headers, repeated ones (Set-Cookie) kept.  The runtime lets a
+    handler set no hop-by-hop or X-Gantry-* header; this is the gateway's own guard."""
+    out: CIMultiDict = CIMultiDict()
+    named = ()
     for k, v in headers:
         lk = k.lower()
-        if lk in _PASS_LOWER or lk.startswith(wire.HEADER_PREFIX):
-            out[k] = v
+        if lk == "connection":       # it may name more hop-by-hop headers
+            named = tuple(t.strip() for t in v.lower().split(","))
+        elif lk not in _DROP_LOWER:
+            out.add(k, v)
+    for name in named:
+        out.popall(name, None)
     return out
 
 

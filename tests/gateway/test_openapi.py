@@ -123,10 +123,13 @@ class Gateway:
 def live(tmp_path_factory, redis_url, request):
     tmp = tmp_path_factory.mktemp("openapi")
     runtime = Runtime(tmp, "main:describe", GANTRY_CODE_DIR=str(FUNCTION_DIR), GANTRY_FUNCTION=FN).wait_ready()
+    streamer = Runtime(tmp, "main:stream", GANTRY_CODE_DIR=str(FUNCTION_DIR), GANTRY_FUNCTION="streamer")
     gw = Gateway(tmp, redis_url)
-    yield gw, runtime
+    streamer.wait_ready()
+    yield gw, runtime, streamer
     gw.stop()
     runtime.stop()
+    streamer.stop()
     report = request.config.pluginmanager.get_plugin("terminalreporter")
     if report is not None and STATS["examples"]:
         ops = [k for k in STATS["examples"] if k != "probes"]
@@ -146,10 +149,17 @@ def live(tmp_path_factory, redis_url, request):
 def deployed(live, redis_client):
     """The function and its ready instance, written afresh for each operation's run (a fuzzed
     DELETE may remove it; redis_client empties the database around each test)."""
-    gw, runtime = live
+    gw, runtime, _ = live
     register_function(redis_client, FN)
     add_instance(redis_client, FN, runtime.port)
     return gw, redis_client, runtime
+
+
+# not_a_server_error: replaced by the check in the test (a documented 502 is an answer, not a
+# bug); positive_data_acceptance: the admin API's rules between fields and against stored state
+# (min_instances <= max_instances, cpu_request <= cpu, memory >= 6Mi in any unit) are beyond
+# JSON Schema, so schema-valid data may rightly be 400; the operations' descriptions say so.
+EXCLUDED = [not_a_server_error, positive_data_acceptance]
 
 
 @SCHEMA.parametrize()
@@ -173,12 +183,76 @@ def test_fuzz_every_operation(case, deployed):
             documented = case.operation.definition.raw["responses"]
             assert str(response.status_code) in documented, (
                 f"undocumented {response.status_code} from {label}: {response.text[:300]}")
-        # not_a_server_error: replaced by the check above (a documented 502 is an answer, not a bug);
-        # positive_data_acceptance: the admin API's rules between fields and against stored state
-        # (min_instances <= max_instances, cpu_request <= cpu, memory >= 6Mi in any unit) are
-        # beyond JSON Schema, so schema-valid data may rightly be 400; the descriptions say so.
-        case.validate_response(response, excluded_checks=[not_a_server_error, positive_data_acceptance])
+        # headers: the key came from the configuration, not the generator (ignored_auth then
+        # checks that the same call without it, and with a wrong one, is refused)
+        case.validate_response(response, excluded_checks=EXCLUDED, headers=AUTH,
+                               transport_kwargs={"base_url": gw.url, "timeout": 15})
     except BaseException as exc:
         for failure in getattr(exc, "exceptions", None) or [exc]:
             STATS["failures"][getattr(failure, "title", None) or type(failure).__name__] += 1
         raise
+
+
+# -- answers the fuzzer cannot reach on its own, recorded and checked the same way ------------
+
+
+def _scenario(kind: str, r, runtime, streamer) -> tuple[str, object, dict]:
+    """Sets the function up for one answer; returns (function, JSON body, headers)."""
+    if kind == "stream":
+        register_function(r, "streamer")
+        add_instance(r, "streamer", streamer.port)
+        return "streamer", {}, {}
+    if kind == "function_error":
+        return FN, {"__raise": "boom"}, {}
+    if kind == "timeout":
+        return FN, {"__sleep": 2}, {"X-Gantry-Timeout": "0.2"}
+    if kind == "function_crashed":          # its only instance refuses connections
+        register_function(r, "gone")
+        add_instance(r, "gone", free_port())
+        return "gone", {}, {}
+    if kind == "no_capacity":               # no instance, no scheduler: the cold-start wait runs out
+        register_function(r, "idle")
+        return "idle", {}, {}
+    if kind == "too_large":
+        register_function(r, "small", limits={"max_body": "1Ki"})
+        return "small", {"pad": "x" * 2000}, {}
+    raise AssertionError(kind)
+
+
+def _until_known(gw: Gateway, name: str) -> None:
+    """Until the gateway's cache has the function (one the fuzzer deleted stays unknown to it
+    for up to a second, its cache refresh interval)."""
+    end = time.monotonic() + 5
+    while True:
+        request = urllib.request.Request(f"{gw.url}/v1/invoke/{name}", data=b"{}", headers=AUTH)
+        try:
+            urllib.request.urlopen(request, timeout=5).close()
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404 or time.monotonic() > end:
+                return
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind, status", [("stream", 200), ("function_error", 500), ("timeout", 504),
+                                          ("function_crashed", 502), ("no_capacity", 503),
+                                          ("too_large", 413)])
+def test_recorded_invoke_answers_match_the_document(kind, status, live, deployed):
+    gw, runtime, streamer = live
+    _, r, _ = deployed
+    name, body, headers = _scenario(kind, r, runtime, streamer)
+    _until_known(gw, name)
+    case = SCHEMA["/v1/invoke/{name}"]["POST"].Case(path_parameters={"name": name}, body=body,
+                                                    media_type="application/json", headers={**AUTH, **headers})
+    response = case.call(base_url=gw.url, timeout=15)
+    assert response.status_code == status, response.text
+    if kind == "stream":
+        assert response.headers["x-gantry-stream"] == ["1"]           # (lower-case names, lists of values)
+        assert response.headers["transfer-encoding"] == ["chunked"]
+        assert response.headers["content-type"][0].startswith("application/x-ndjson")
+        assert [json.loads(line) for line in response.text.splitlines()] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    else:
+        assert response.json()["error"]["code"] == kind
+    case.validate_response(response, excluded_checks=EXCLUDED, headers=AUTH,
+                           transport_kwargs={"base_url": gw.url, "timeout": 15})

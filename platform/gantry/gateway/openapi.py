@@ -52,7 +52,6 @@ def _nullable(schema: _Schema) -> _Schema:
 
 _NAME = {"type": "string", "pattern": NAME_RE.pattern,
          "description": "lower-case letters, digits and '-', starting with a letter, at most 63"}
-_SECONDS = {"type": "number", "minimum": 0}
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
            "propertyNames": {"enum": [s.value for s in state.InstanceState]},
            "description": "instances by state"}
@@ -155,11 +154,9 @@ SCHEMAS: dict[str, _Schema] = {
         "instances": {"type": "integer", "minimum": 0}, "states": _COUNTS,
     }),
 }
-_detail = json.loads(json.dumps(SCHEMAS["FunctionSummary"]))
-_detail["properties"].update({"spec": _nullable(_ref("Spec")), "active_spec": _nullable(_ref("Spec")),
-                              "instances": {"type": "array", "items": _ref("Instance")}})
-_detail["required"] = list(_detail["properties"])
-SCHEMAS["Function"] = _detail
+SCHEMAS["Function"] = _obj({**SCHEMAS["FunctionSummary"]["properties"],   # the summary, and:
+                           "spec": _nullable(_ref("Spec")), "active_spec": _nullable(_ref("Spec")),
+                           "instances": {"type": "array", "items": _ref("Instance")}})
 
 # (status, code, when): the gateway's errors.  Each operation lists the statuses it may answer;
 # its response for a status allows the codes of that status here that apply to it (INVOKE_ONLY

@@ -32,6 +32,9 @@ MAX_GPU = 64
 MAX_INSTANCES = 10_000            # min_instances, max_instances
 MAX_CONCURRENCY = 10_000
 MAX_DURATION = 30 * 86400.0       # 30 days: limits.timeout, scaling.idle_timeout, keep_paused
+# limits.max_body, and the gateway's GANTRY_MAX_BODY: the gateway and the runtime each hold a
+# whole request body in memory, so this is a bound on one request's memory, not on traffic.
+MAX_BODY = 2**30                  # 1Gi
 
 
 class ManifestError(ValueError):
@@ -68,6 +71,9 @@ class Scaling:
 @dataclass(frozen=True)
 class Limits:
     timeout: float = 30.0            # seconds per invocation
+    # request body bytes (more -> 413); 0: the gateway's GANTRY_MAX_BODY.  Responses have no
+    # limit: a stream goes on as long as the handler yields.
+    max_body: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class FunctionSpec:
         d["scaling"]["idle_timeout"] = f"{self.scaling.idle_timeout:g}s"
         d["scaling"]["keep_paused"] = f"{self.scaling.keep_paused:g}s"
         d["limits"]["timeout"] = f"{self.limits.timeout:g}s"
+        d["limits"]["max_body"] = format_size(self.limits.max_body)
         return d
 
 
@@ -105,7 +112,7 @@ _TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env"}
 _SECTIONS = {
     "resources": {"cpu", "cpu_request", "memory", "gpu"},
     "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused"},
-    "limits": {"timeout"},
+    "limits": {"timeout", "max_body"},
 }
 
 
@@ -199,7 +206,8 @@ def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
     if scaling.min_instances > scaling.max_instances:
         raise fail("scaling.min_instances",
                    f"expected at most max_instances ({scaling.max_instances}), got {scaling.min_instances}")
-    limits = Limits(timeout=quantity(lim, "limits", "timeout", "30s", parse_duration, MAX_DURATION))
+    limits = Limits(timeout=quantity(lim, "limits", "timeout", "30s", parse_duration, MAX_DURATION),
+                    max_body=quantity(lim, "limits", "max_body", 0, parse_size, MAX_BODY))
     if limits.timeout <= 0:
         raise fail("limits.timeout", "expected a duration above zero")
     if runtime == "vllm" and resources.gpu < 1:

@@ -12,7 +12,7 @@ from typing import Callable
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import admin
+from . import admin, openapi
 from .admission import Admission
 from ..store import Store
 from .appkeys import ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE, UPSTREAM
@@ -34,6 +34,8 @@ def _needs_key(request: web.Request) -> bool:
     path = request.path
     if path == "/metrics":
         return not request.app[SETTINGS].metrics_public
+    if path == openapi.PATH:     # the API's description is public, as the docs are
+        return False
     return path.startswith("/v1/") or path == "/v1"
 
 
@@ -53,6 +55,10 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "gateway": request.app[SETTINGS].gateway_id})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=openapi.BODY, content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -146,6 +152,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     admin.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get(openapi.PATH, openapi_json)
     return app
 
 

@@ -32,9 +32,10 @@ from . import upstream
 from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
 from .balancer import Ticket
-from .cache import Entry
+from .cache import Active, Entry
 from .errors import ApiError
 from .metrics import UNKNOWN
+from .settings import GatewaySettings
 from ..state import Instance
 
 log = logging.getLogger("gantry.gateway")
@@ -63,10 +64,28 @@ class _Retry(Exception):
         self.reason, self.connection = reason, connection
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+def body_limit(settings: GatewaySettings, active: Active | None) -> tuple[int, str]:
+    """The request body limit of a function and where it comes from: its active version's
+    ``[limits] max_body`` if set, else the gateway's GANTRY_MAX_BODY.  (The worker starts the
+    runtime with the same limit, or with manifest.MAX_BODY, so it never refuses what passed.)"""
+    if active is not None and active.spec.limits.max_body:
+        return active.spec.limits.max_body, "this function's [limits] max_body"
+    return settings.max_body, "the gateway's GANTRY_MAX_BODY"
+
+
+def _size(n: int) -> str:
+    """6291456 -> "6 MiB"; a size that is no whole binary unit stays in bytes."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+async def read_body(request: web.Request, limit: int, source: str) -> bytes:
     """The whole request body, refusing more than ``limit`` bytes whatever Content-Length says
-    (a chunked body has none; aiohttp's client_max_size does not apply to request.content)."""
-    too_large = ApiError(413, "too_large", f"request body exceeds {limit} bytes")
+    (a chunked body has none; aiohttp's client_max_size does not apply to request.content).
+    The 413 names the limit and SOURCE, the setting that made it."""
+    too_large = ApiError(413, ErrorCode.TOO_LARGE, f"request body is over the limit of {_size(limit)} ({source})")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     buf = bytearray()
@@ -117,7 +136,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     t0 = time.monotonic()
     entry.load.last_request = time.time()
     asked = _asked_timeout(request)
-    body = await read_body(request, settings.max_body)
+    body = await read_body(request, *body_limit(settings, entry.known.active))
     inv_id = f"{_ID_PREFIX}{next(_ids):016x}"
     ids = {wire.INVOCATION_ID: inv_id}
     cold_deadline = t0 + settings.cold_start_timeout

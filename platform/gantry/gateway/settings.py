@@ -7,6 +7,7 @@ from typing import Mapping
 
 from gantry_runtime.config import Env, SettingsError, given
 
+from ..manifest import MAX_BODY
 from ..settings import redis_url as env_redis_url
 
 __all__ = ["GatewaySettings", "SettingsError"]
@@ -25,7 +26,8 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8000
     gateway_id: str = field(default_factory=_random_id)
-    max_body: int = 6 * 1024 * 1024        # request body bytes; more -> 413
+    max_body: int = 6 * 1024 * 1024        # request body bytes unless the function's [limits] max_body
+                                           # says otherwise (at most manifest.MAX_BODY); more -> 413
     cold_start_timeout: float = 30.0       # seconds a request may wait for a free instance slot
     load_report_interval: float = 0.5      # seconds between load reports to fn:NAME:load
     cache_refresh_interval: float = 1.0    # seconds between full cache refreshes (pub/sub is the fast path)
@@ -46,7 +48,7 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
         """GANTRY_REDIS_URL, GANTRY_GATEWAY_HOST, GANTRY_GATEWAY_PORT, GANTRY_GATEWAY_ID,
-        GANTRY_MAX_BODY ("6Mi", or bytes), GANTRY_COLD_START_TIMEOUT ("30s", or seconds),
+        GANTRY_MAX_BODY ("6Mi", or bytes; at most 1Gi), GANTRY_COLD_START_TIMEOUT ("30s", or seconds),
         GANTRY_RATE_LIMIT, GANTRY_RATE_BURST, GANTRY_ADMIN_RATE_LIMIT, GANTRY_ADMIN_RATE_BURST,
         GANTRY_AUTH_FAILURE_RATE, GANTRY_AUTH_FAILURE_BURST, GANTRY_HEADER_TIMEOUT ("10s"; "0s": none),
         GANTRY_KEEPALIVE_TIMEOUT ("75s"), GANTRY_METRICS_PUBLIC ("1" or "0"), GANTRY_ADMIN_KEY_HASH;
@@ -59,7 +61,7 @@ class GatewaySettings:
             "host": e.text("GANTRY_GATEWAY_HOST"),
             "port": e.integer("GANTRY_GATEWAY_PORT", lo=0, hi=65535),
             "gateway_id": e.text("GANTRY_GATEWAY_ID"),
-            "max_body": e.size("GANTRY_MAX_BODY", lo=1, hi=2**40),
+            "max_body": e.size("GANTRY_MAX_BODY", lo=1, hi=MAX_BODY),
             "cold_start_timeout": e.duration("GANTRY_COLD_START_TIMEOUT"),
             "rate_limit": e.number("GANTRY_RATE_LIMIT", what="a number of requests per second"),
             "rate_burst": e.number("GANTRY_RATE_BURST", what="a number of requests"),

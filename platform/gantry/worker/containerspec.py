@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from gantry_runtime.wire import INSTANCE_KEY_ENV
 
-from ..manifest import FunctionSpec
+from ..manifest import MAX_BODY, FunctionSpec
 
 RUNTIME_PORT = "8080/tcp"
 FUNCTION_USER = "10001:10001"
@@ -76,6 +76,9 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         "GANTRY_HANDLER": spec.handler,
         "GANTRY_CONCURRENCY": str(spec.scaling.concurrency),
         "GANTRY_TIMEOUT": f"{spec.limits.timeout:g}",
+        # The gateway enforces the body limit; the runtime must never refuse what it let
+        # through, and the worker cannot know the gateways' GANTRY_MAX_BODY (at most MAX_BODY).
+        "GANTRY_MAX_BODY": str(spec.limits.max_body or MAX_BODY),
         # GPUs are given by UUID when the scheduler assigns some; otherwise none at all.
         "NVIDIA_VISIBLE_DEVICES": "void",
         **(env or {}),

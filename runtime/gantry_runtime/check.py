@@ -57,9 +57,11 @@ def _where(exc: BaseException, code_dir: str) -> str:
 
 
 def _inside(path: str, code_dir: str) -> bool:
-    if not code_dir:
+    # "<frozen os>" is no file: relative to the working directory (the code directory in
+    # the image) it would look like one of the function's
+    if not code_dir or not os.path.isabs(path):
         return False
-    path, root = os.path.abspath(path), os.path.abspath(code_dir)
+    path, root = os.path.normpath(path), os.path.abspath(code_dir)
     return path.startswith(root.rstrip(os.sep) + os.sep)
 
 

@@ -34,7 +34,7 @@ def load_handler(code_dir: str, spec: str) -> Callable[..., Any]:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            kind = "module" if inspect.ismodule(obj) else type(obj).__name__
+            kind = "module" if inspect.ismodule(obj) else "class" if inspect.isclass(obj) else type(obj).__name__
             owner = getattr(obj, "__name__", type(obj).__name__)
             raise HandlerNotFound(f"{kind} {owner!r} has no attribute {part!r} ({_found(obj, part)})") from None
     if not callable(obj):

@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-CRASH_AFTER = float(os.environ.get("CRASH_AFTER", "1.5"))
+CRASH_AFTER = float(os.environ.get("CRASH_AFTER", "2"))
 
 
 def _refresh_model():
@@ -22,4 +22,5 @@ threading.Thread(target=_refresh_model, daemon=True).start()
 
 
 def handle(event, ctx):
+    time.sleep(float((event or {}).get("sleep", 0)))
     return {"ok": True}

@@ -1,20 +1,23 @@
 """Imports and serves, then its background worker dies and takes the process with it
-(the fail-fast pattern: a thread that cannot go on ends the process), CRASH_AFTER seconds
-after the import."""
+(the fail-fast pattern: a thread that cannot go on prints its traceback, logs that it
+exits, and ends the process), CRASH_AFTER seconds after the import."""
+import logging
 import os
-import sys
 import threading
 import time
+import traceback
 
 CRASH_AFTER = float(os.environ.get("CRASH_AFTER", "2"))
+log = logging.getLogger("model")
 
 
 def _refresh_model():
     time.sleep(CRASH_AFTER)
     try:
         raise ConnectionError("model server at 10.0.0.7:9000 refused the connection")
-    except ConnectionError as exc:
-        print(f"fatal: model refresh failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    except ConnectionError:
+        traceback.print_exc()                          # stderr: ends with the exception line
+        log.error("model refresh failed; exiting")    # stdout, as a JSON line: the last line logged
         os._exit(1)
 
 

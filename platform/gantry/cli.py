@@ -158,6 +158,9 @@ def cmd_ls(args) -> int:
         status = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "scaled to zero"
         if fn.get("pending_reason"):
             status += f" ({fn['pending_reason']})"
+        failed = fn.get("start_failed")
+        if failed:
+            status += f"; version {failed['version']} failed to start: {failed['cause']}"
         rows.append([fn["name"], fn["latest"], fn["active"], fn["ready"], fn["total"], status])
     print(_table(rows))
     return 0

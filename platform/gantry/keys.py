@@ -291,6 +291,28 @@ redis.call('PUBLISH', KEYS[2], 'fn:' .. ARGV[1])
 return 1
 """
 
+# KEYS[1] function hash, KEYS[2] EVENTS
+# ARGV[1] function name, ARGV[2] version, ARGV[3] why its last start failed ("" to clear)
+# The function's `start_failed` (the cause) and `start_failed_version` fields: the scheduler
+# sets them when it reaps an instance that failed before it was ever ready, and clears them
+# once an instance of that version (or a newer one) is ready; the gateway answers a request
+# waiting for that version 502 function_start_failed with the cause.  A clear removes only
+# a failure of ARGV[2] or an older version.  Never recreates a deleted function's hash;
+# announces a change as "fn:NAME".  Returns 1 if it changed, 0 otherwise.
+SET_START_FAILED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local old = redis.call('HMGET', KEYS[1], 'start_failed', 'start_failed_version')
+if ARGV[3] == '' then
+  if not old[1] or tonumber(old[2] or '0') > tonumber(ARGV[2]) then return 0 end
+  redis.call('HDEL', KEYS[1], 'start_failed', 'start_failed_version')
+else
+  if old[1] == ARGV[3] and old[2] == ARGV[2] then return 0 end
+  redis.call('HSET', KEYS[1], 'start_failed', ARGV[3], 'start_failed_version', ARGV[2])
+end
+redis.call('PUBLISH', KEYS[2], 'fn:' .. ARGV[1])
+return 1
+"""
+
 # KEYS[1] node alive key, KEYS[2] node alloc hash, KEYS[3] NODES, KEYS[4] node hash,
 # KEYS[5] node instances set, KEYS[6] node commands list
 # ARGV[1] node id, ARGV[2] "alloc" (drop the capacity record) or "all" (forget the node)

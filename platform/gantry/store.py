@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
@@ -37,6 +37,30 @@ class UnreadableRecord(ValueError):
     """A function's stored record cannot be decoded or no longer validates (corrupt bytes, a
     spec written past validation or by an older Gantry).  It concerns that one function:
     callers mark it and go on with the others.  str() names the function, version and field."""
+
+
+class StartFailure(NamedTuple):
+    """The function's last failed start (keys.SET_START_FAILED)."""
+    version: int
+    cause: str
+
+
+class RoutingView(NamedTuple):
+    """What the gateway routes a function's requests by (``Store.routing_view``)."""
+    version: int | None
+    ids: set[str]
+    pending_reason: str
+    start_failed: StartFailure | None
+
+
+def _start_failure(raw: dict[str, str]) -> StartFailure | None:
+    cause, version = raw.get("start_failed"), raw.get("start_failed_version", "")
+    if not cause:
+        return None
+    try:
+        return StartFailure(int(version), cause)
+    except ValueError:
+        return StartFailure(0, cause)
 
 
 def _text(value: Any) -> str:
@@ -148,16 +172,23 @@ class Store:
         return await self.redis.xrange(keys.function_logs(name), min=f"({after}" if after else "-",
                                        max="+", count=limit)
 
-    async def routing_view(self, name: str) -> tuple[int | None, set[str], str]:
+    async def routing_view(self, name: str) -> RoutingView:
         """The version that takes traffic (active, else latest; None while the function is
-        absent or half-written), the function's instance ids and why wanted instances wait
-        (pending_reason, "" when they do not), in one round trip."""
+        absent or half-written), the function's instance ids, why wanted instances wait
+        (pending_reason, "" when they do not) and the last failed start, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(keys.function(name))
         pipe.smembers(keys.function_instances(name))
         raw, ids = await pipe.execute()
         pointer = raw.get(b"active") or raw.get(b"latest")
-        return (int(pointer) if pointer else None), {_text(i) for i in ids}, _text(raw.get(b"pending_reason", b""))
+        return RoutingView((int(pointer) if pointer else None), {_text(i) for i in ids},
+                           _text(raw.get(b"pending_reason", b"")), _start_failure(decode_hash(raw)))
+
+    async def start_failure(self, name: str) -> StartFailure | None:
+        """Why the function's last start failed, while no instance of that version (or a
+        newer one) has been ready since; None otherwise."""
+        cause, version = await self.redis.hmget(keys.function(name), "start_failed", "start_failed_version")
+        return _start_failure({"start_failed": _text(cause or b""), "start_failed_version": _text(version or b"")})
 
     async def report_load(self, gateway: str, records: dict[str, bytes], ttl: int, demand: bool = False) -> None:
         """This gateway's load record per function (expiring after ``ttl`` s); with ``demand``
@@ -364,6 +395,16 @@ class Store:
 
     async def set_pending_reason(self, name: str, reason: str) -> bool:
         return bool(await self._run(keys.SET_PENDING_REASON, [keys.function(name), keys.EVENTS], [name, reason]))
+
+    async def set_start_failed(self, name: str, version: int, cause: str) -> bool:
+        """Record why VERSION's start failed (the failed instance's reason); True if it changed."""
+        return bool(await self._run(keys.SET_START_FAILED, [keys.function(name), keys.EVENTS],
+                                    [name, str(version), cause or "failed before it was ready"]))
+
+    async def clear_start_failed(self, name: str, version: int) -> bool:
+        """An instance of VERSION is ready: forget a failed start of it or an older version."""
+        return bool(await self._run(keys.SET_START_FAILED, [keys.function(name), keys.EVENTS],
+                                    [name, str(version), ""]))
 
     # --- functions (the admin API) ---------------------------------------------------------
 

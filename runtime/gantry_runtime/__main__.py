@@ -18,7 +18,8 @@ def main() -> int:
         settings = Settings.from_env()
     except SettingsError as exc:
         log = setup_logging(os.environ.get("GANTRY_FUNCTION", ""))
-        log.error("invalid configuration", extra={"error": str(exc)})
+        from .wire import StartFailure
+        log.error("invalid configuration", extra={"event": StartFailure.BAD_CONFIG, "error": str(exc)})
         print(f"gantry_runtime: configuration error: {exc}", file=sys.stderr)
         return 2
     log = setup_logging(settings.function, settings.log_level)

@@ -16,7 +16,8 @@ from . import pids
 from .invoke import Invoker, error_response
 from .loader import load_handler
 from .settings import Settings
-from .wire import INSTANCE_KEY, ErrorCode, key_matches
+from .check import describe
+from .wire import INSTANCE_KEY, ErrorCode, StartFailure, key_matches
 
 EXIT_OK, EXIT_LISTEN, EXIT_IMPORT = 0, 1, 3
 REAP_EVERY = 1.0     # seconds between looks at the pids counters (gantry_runtime.pids)
@@ -166,7 +167,11 @@ async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) ->
         if loading.done():
             exc = loading.exception()
             if exc is not None:
-                log.error("handler import failed", extra={"error": _describe(exc), "handler": settings.handler})
+                # The structured start-failure line: the worker reads "error" from it when the
+                # container exits before it was ready (wire.StartFailure).
+                log.error("handler import failed", extra={
+                    "event": StartFailure.IMPORT_FAILED, "handler": settings.handler,
+                    "error": describe(exc, settings.code_dir, settings.handler)})
                 traceback.print_exception(exc)  # to stderr, for the function's author
                 stopping.cancel()
                 return EXIT_IMPORT
@@ -206,6 +211,3 @@ async def _linger(state: State, deadline: float) -> None:
     while time.monotonic() < deadline and time.monotonic() - max(start, state.last_request) < LINGER:
         await asyncio.sleep(0.05)
 
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

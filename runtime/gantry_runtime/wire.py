@@ -86,6 +86,19 @@ class ErrorCode(StrEnum):
     # the gateway's 502 when an instance broke off after the request was sent: the function
     # may have run once, and the gateway did not retry it (the runtime never sends this)
     FUNCTION_OUTCOME_UNKNOWN = "function_outcome_unknown"
+    # the gateway's 502 to a request waiting for an instance of a version whose last start
+    # failed (the handler did not import, the container exited before it was ready): the
+    # message carries the cause, so the caller need not wait out the cold-start timeout
+    FUNCTION_START_FAILED = "function_start_failed"
+
+
+# The runtime's structured start-failure line: when it cannot start (a bad configuration,
+# a handler that does not import) it logs one JSON line with ``"event"`` set to one of these
+# and ``"error"`` the cause in one line (``main.py:3: KeyError: 'DATABASE_URL'``); the worker
+# reads it from the container's log when the container exits before it was ready.
+class StartFailure(StrEnum):
+    BAD_CONFIG = "bad_config"
+    IMPORT_FAILED = "import_failed"
 
 
 ERROR_CONTENT_TYPE = "application/json"

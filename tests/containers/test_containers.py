@@ -87,16 +87,26 @@ def test_root_filesystem_is_read_only(kinds_image, start):
     assert status == 200 and json.loads(body)["error"] in ("OSError", "PermissionError")
 
 
-def test_import_error_exits_non_zero_with_a_clear_log(docker_client, start):
-    from gantry.build import build_function
+def test_import_error_is_refused_by_the_build(docker_client):
+    from gantry.build import HandlerCheckFailed, build_function
 
     directory = os.path.join(FUNCTIONS, "broken-import")
-    image = build_function(docker_client, directory).image
-    inst = start(image, directory, wait=False)
+    label = {"label": "gantry.function=broken-import"}
+    before = {i.id for i in docker_client.images.list(all=True, filters=label)}
+    with pytest.raises(HandlerCheckFailed) as failed:
+        build_function(docker_client, directory)
+    assert str(failed.value) == "main.py:1: ModuleNotFoundError: No module named 'not_a_module_anywhere'"
+    # nothing deployable is left behind: no new image, tagged or not
+    assert {i.id for i in docker_client.images.list(all=True, filters=label)} <= before
+
+
+def test_import_error_exits_non_zero_with_a_clear_log(kinds_image, start):
+    inst = start(kinds_image, KINDS, wait=False, GANTRY_HANDLER="main:no_such_handler")
     result = inst.container.wait(timeout=30)
     assert result["StatusCode"] == 3
-    logs = inst.logs()
-    assert "handler import failed" in logs and "not_a_module_anywhere" in logs
+    failed = [json.loads(line) for line in inst.logs().splitlines() if "handler import failed" in line]
+    assert failed[0]["event"] == "import_failed"
+    assert failed[0]["error"].startswith("handler 'main:no_such_handler': module 'main' has no attribute")
 
 
 def test_sigterm_drains_in_flight_work(kinds_image, start):

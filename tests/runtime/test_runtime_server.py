@@ -423,17 +423,20 @@ def test_health_says_starting_until_the_handler_is_imported(start):
 
 
 @pytest.mark.parametrize("handler, error", [
-    ("broken_import:handle", "ModuleNotFoundError: No module named 'gantry_no_such_module'"),
-    ("bad_syntax:handle", "SyntaxError: "),
-    ("echo:missing", "AttributeError: "),
-    ("slow_import:NOT_CALLABLE", "TypeError: "),
+    ("broken_import:handle", "broken_import.py:2: ModuleNotFoundError: No module named 'gantry_no_such_module'"),
+    ("bad_syntax:handle", "bad_syntax.py:3: SyntaxError: expected ':'"),
+    ("echo:missing", "handler 'echo:missing': module 'echo' has no attribute 'missing' (found: handle, pid)"),
+    ("slow_import:NOT_CALLABLE", "handler 'slow_import:NOT_CALLABLE': slow_import.NOT_CALLABLE is an int, "
+                                 "not a callable"),
 ])
 def test_import_failure_exits_3_with_one_clear_line(start, handler, error):
     rt = start(handler, ready=False, SLOW_IMPORT_SECONDS="0")
     assert rt.proc.wait(15) == 3
     failed = [r for r in rt.logs() if r["msg"] == "handler import failed"]
     assert len(failed) == 1 and failed[0]["level"] == "error"
-    assert failed[0]["error"].startswith(error) and failed[0]["handler"] == handler
+    # the structured start-failure line the worker reads (wire.StartFailure): the cause, where
+    assert failed[0]["event"] == "import_failed"
+    assert failed[0]["error"] == error and failed[0]["handler"] == handler
     assert "Traceback" in rt.stderr()
 
 

@@ -129,17 +129,18 @@ def image_exists(client, tag: str) -> bool:
 
 
 def docker_build(client, context: str, tag: str, progress: Progress, labels: dict | None = None,
-                 buildargs: dict | None = None) -> str:
+                 buildargs: dict | None = None, apply_tag: bool = True) -> str:
     """Build CONTEXT/Dockerfile as TAG, relaying step lines; returns the image id.
 
     The tag is applied only when the build succeeds, so a failure leaves no half-tagged
-    image; intermediate containers are always removed.
+    image; intermediate containers are always removed.  ``apply_tag=False`` leaves the image
+    untagged (the caller tags it once it has checked it: ``tag_image``).
     """
     import docker.errors
 
     image_id = None
     try:
-        for chunk in client.api.build(path=context, tag=tag, rm=True, forcerm=True, pull=False,
+        for chunk in client.api.build(path=context, tag=tag if apply_tag else None, rm=True, forcerm=True, pull=False,
                                       decode=True, labels=labels or {}, buildargs=buildargs or {}):
             if "error" in chunk:
                 raise BuildError(f"docker build of {tag} failed: {chunk['error'].strip()}")
@@ -151,5 +152,22 @@ def docker_build(client, context: str, tag: str, progress: Progress, labels: dic
     except docker.errors.APIError as exc:
         raise BuildError(f"docker build of {tag} failed: {exc.explanation or exc}") from None
     if image_id is None:
+        if not apply_tag:
+            raise BuildError(f"docker build of {tag} did not say which image it made")
         image_id = client.images.get(tag).id
     return image_id
+
+
+def tag_image(client, image_id: str, tag: str) -> None:
+    repository, _, name = tag.rpartition(":")
+    client.api.tag(image_id, repository, name)
+
+
+def remove_image(client, image: str) -> None:
+    """Remove an image (an id or a tag) if nothing uses it; quietly keep it otherwise."""
+    import docker.errors
+
+    try:
+        client.images.remove(image, noprune=False)
+    except docker.errors.APIError:
+        pass

@@ -4,6 +4,10 @@
     gantry/fn-NAME-deps:<h>          + requirements.txt installed (only when there is one)
     gantry/fn-NAME:<h>               + the code; h covers everything below it
 
+The code layer is tagged only once its handler imports inside it (build.verify), so a
+function image's tag means "deployable": a syntax error or a missing module is refused here,
+with the file and line, before any version is registered.
+
 A layer whose tag exists is not rebuilt, so a code-only change costs one small
 `docker build` (a COPY of the code) and a requirements change one pip run on the host.
 """
@@ -18,9 +22,10 @@ from dataclasses import dataclass, field
 
 from ..manifest import FunctionSpec, load_manifest
 from .context import (Hasher, Progress, compile_tree, copy_tree, docker_build, ignore_patterns,
-                      image_exists, pip_install_target, quiet, walk_files)
+                      image_exists, pip_install_target, quiet, remove_image, tag_image, walk_files)
 from .errors import BuildError
 from .images import ensure_runtime_image
+from .verify import HandlerCheckFailed, verify_handler
 
 REQUIREMENTS = "requirements.txt"
 
@@ -33,6 +38,7 @@ class BuildResult:
     deps_image: str | None
     built: list[str] = field(default_factory=list)   # layers built this time (others were cached)
     seconds: float = 0.0
+    verify_seconds: float = 0.0      # the handler's import check inside the image (build.verify)
 
 
 def build_function(client, directory: str, progress: Progress = quiet) -> BuildResult:
@@ -65,14 +71,32 @@ def build_function(client, directory: str, progress: Progress = quiet) -> BuildR
     code_tag = f"gantry/fn-{spec.name}:{Hasher(parent).tree(directory, files).hexdigest()}"
     if image_exists(client, code_tag):
         progress(f"code: cached ({code_tag})")
+        # Checked again (it costs well under a second): a tag an older Gantry made unchecked
+        # must not be deployed either; one that fails loses its tag.
+        result.verify_seconds = _verify(client, code_tag, spec, progress, remove=code_tag)
     else:
         progress(f"code: {len(files)} files")
-        _build_code(client, directory, files, spec, parent, code_tag, progress)
+        # Built untagged and tagged only once its handler imports: a tag is a deployable image.
+        image_id = _build_code(client, directory, files, spec, parent, code_tag, progress)
+        result.verify_seconds = _verify(client, image_id, spec, progress, remove=image_id)
+        tag_image(client, image_id, code_tag)
         result.built.append(code_tag)
     result.image = code_tag
     result.seconds = time.monotonic() - started
     progress(f"built {code_tag} in {result.seconds:.1f}s")
     return result
+
+
+def _verify(client, image: str, spec: FunctionSpec, progress: Progress, remove: str) -> float:
+    """verify_handler, with its time in the progress output; on failure REMOVE goes."""
+    try:
+        seconds = verify_handler(client, image, spec)
+    except HandlerCheckFailed as exc:
+        remove_image(client, remove)
+        progress(f"the handler {spec.handler} does not import (checked in {exc.seconds:.2f} s); not deployable")
+        raise
+    progress(f"verified the handler {spec.handler} in {seconds:.2f} s")
+    return seconds
 
 
 def _has_requirements(path: str) -> bool:
@@ -92,7 +116,8 @@ def _build_deps(client, req_path: str, parent: str, tag: str, progress: Progress
 
 
 def _build_code(client, directory: str, files: list[str], spec: FunctionSpec, parent: str, tag: str,
-                progress: Progress) -> None:
+                progress: Progress) -> str:
+    """The code layer, untagged: its image id."""
     with tempfile.TemporaryDirectory(prefix="gantry-code-") as ctx:
         code = os.path.join(ctx, "code")
         copy_tree(directory, code, files)
@@ -102,7 +127,7 @@ def _build_code(client, directory: str, files: list[str], spec: FunctionSpec, pa
                f"ENV GANTRY_FUNCTION={spec.name} GANTRY_HANDLER={spec.handler}\n")
         labels = {"gantry.kind": "function", "gantry.function": spec.name,
                   "gantry.spec": json.dumps(spec.to_dict(), separators=(",", ":"))}
-        docker_build(client, ctx, tag, progress, labels=labels)
+        return docker_build(client, ctx, tag, progress, labels=labels, apply_tag=False)
 
 
 def _write(directory: str, name: str, text: str) -> None:

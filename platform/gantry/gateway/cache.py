@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutErr
 from ..cancellation import raise_if_cancelled
 from .. import keys, state
 from ..manifest import NAME_RE, FunctionSpec
-from ..store import Store
+from ..store import StartFailure, Store
 from .balancer import Balancer, Ticket
 from .errors import ApiError
 from .load import Load
@@ -73,7 +73,8 @@ class Active:
 class Known:
     """What the cache knows of the function, and the state of refreshing it from Redis."""
 
-    __slots__ = ("exists", "active", "versions", "fetched", "error", "task", "dirty", "pending_reason")
+    __slots__ = ("exists", "active", "versions", "fetched", "error", "task", "dirty", "pending_reason",
+                 "start_failed")
 
     def __init__(self) -> None:
         self.exists = False
@@ -84,6 +85,15 @@ class Known:
         self.task: asyncio.Task | None = None  # the refresh running now, if any
         self.dirty = False            # asked for again while it ran: it runs once more
         self.pending_reason = ""      # the scheduler's word on why wanted instances wait
+        self.start_failed: StartFailure | None = None   # the last failed start, until one succeeds
+
+    def start_failure(self) -> str:
+        """Why the version that takes traffic failed to start ("" unless its last start
+        failed): a request waiting for it is answered 502 function_start_failed at once."""
+        failed, active = self.start_failed, self.active
+        if failed is None or active is None or failed.version != active.version:
+            return ""
+        return failed.cause
 
     def refreshing(self) -> bool:
         return self.task is not None and not self.task.done()
@@ -196,7 +206,7 @@ class FunctionCache:
 
     async def _fetch(self, entry: Entry) -> None:
         known, balancer = entry.known, entry.routing.balancer
-        version, ids, known.pending_reason = await self.store.routing_view(entry.name)
+        version, ids, known.pending_reason, known.start_failed = await self.store.routing_view(entry.name)
         if version is None:
             known.exists, known.active = False, None
             known.versions.clear()

@@ -149,6 +149,11 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
         if ticket is None:
             if not entry.known.exists:
                 raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
+            failed = entry.known.start_failure()
+            if failed:       # waiting would not help: say why now, not after the cold-start timeout
+                raise ApiError(502, ErrorCode.FUNCTION_START_FAILED,
+                               f"function {entry.name!r} version {entry.known.start_failed.version} "
+                               f"could not start: {failed}", ids)
             break
         inst = ticket.instance
         active = entry.known.active
@@ -204,6 +209,8 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
             ticket = entry.routing.balancer.pick(exclude)
             if ticket is not None:
                 return ticket
+            if entry.known.start_failure():
+                return None                # its last start failed: the caller answers 502 with why
             now = time.monotonic()
             if now >= deadline:
                 return None

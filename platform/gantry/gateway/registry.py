@@ -51,6 +51,7 @@ async def function_summary(store: Store, name: str) -> tuple[dict[str, Any], lis
         return await _unreadable_summary(store, name, str(exc))
     instances = await store.function_instances(name)
     states = Counter(i.state for i in instances)
+    failed = await store.start_failure(name)
     return {
         "name": name, "latest": fn.latest, "active": fn.active, "image": fn.image,
         "min_override": fn.min_override if fn.min_override >= 0 else None,
@@ -59,6 +60,7 @@ async def function_summary(store: Store, name: str) -> tuple[dict[str, Any], lis
         "spec": fn.spec.to_dict(), "active_spec": active_spec.to_dict(),
         "updated": fn.updated,
         "pending_reason": fn.pending_reason or None,
+        "start_failed": {"version": failed.version, "cause": failed.cause} if failed else None,
         "error": None,
     }, instances
 
@@ -79,7 +81,7 @@ async def _unreadable_summary(store: Store, name: str, error: str) -> tuple[dict
         "min_override": None, "ready": states.get(state.READY, 0), "total": len(instances),
         "states": dict(sorted(states.items())), "spec": None, "active_spec": None,
         "updated": number("updated", float), "pending_reason": raw.get("pending_reason") or None,
-        "error": error,
+        "start_failed": None, "error": error,
     }, instances
 
 

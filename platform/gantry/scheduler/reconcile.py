@@ -127,6 +127,13 @@ class Reconciler:
         self._crashes: dict[tuple[str, int], tuple[int, float]] = {}   # -> (failures, not before)
         self._reasons: dict[str, str] = {}                             # pending_reason last written
         self._failing: dict[str, str] = {}                             # function -> its last failure
+        # Start failures (docs/architecture.md "Errors": 502 function_start_failed): the
+        # instances this leader has seen ready, per function (an instance reaped as failed
+        # that is not among them never became ready); the failed starts noted and not yet
+        # written; what the function record says now (absent: not known to this leader).
+        self._seen_ready: dict[str, set[str]] = {}
+        self._new_start_failures: dict[str, tuple[int, str]] = {}
+        self._start_failed: dict[str, tuple[int, str] | None] = {}
 
     def forget(self, keep: set[str]) -> None:
         """Drop memory of functions that no longer exist."""
@@ -138,6 +145,9 @@ class Reconciler:
             del self._failing[name]
         for key in [k for k in self._crashes if k[0] not in keep]:
             del self._crashes[key]
+        for memory in (self._seen_ready, self._new_start_failures, self._start_failed):
+            for name in [n for n in memory if n not in keep]:
+                del memory[name]
 
     def note_failures(self, failed: list[Instance], now: float) -> None:
         for inst in failed:
@@ -145,6 +155,9 @@ class Reconciler:
             self._crashes[(inst.function, inst.version)] = (count, now + crash_backoff(count))
             log.warning("instance %s of %s v%d failed (%s); %d in a row", inst.id, inst.function,
                         inst.version, inst.reason or "no reason", count)
+            if inst.id not in self._seen_ready.get(inst.function, ()):
+                # never ready: its version's start failed; reconcile writes it to the record
+                self._new_start_failures[inst.function] = (inst.version, inst.reason or "failed before it was ready")
 
     async def reconcile(self, fn: Function, instances: list[Instance], nodes: list[Node],
                         now: float, epoch: int) -> Plan:
@@ -153,6 +166,7 @@ class Reconciler:
         for inst in instances:
             if inst.state == state.READY:
                 self._crashes.pop((name, inst.version), None)
+        await self._note_start(name, instances)
         demand = demand_from_reports(await store.load_reports(name), now, self._settings.load_fresh)
         minimum = fn.min_override if fn.min_override >= 0 else spec.scaling.min_instances
         maximum = max(minimum, spec.scaling.max_instances)
@@ -284,6 +298,26 @@ class Reconciler:
         live = sum(1 for i in instances if i.function == name and i.state in state.LIVE_STATES)
         return reclaim.Holder(busy=demand_from_reports(reports, now, self._settings.load_fresh) > 0,
                               spare=live - minimum, last_request=last_request(reports))
+
+    async def _note_start(self, name: str, instances: list[Instance]) -> None:
+        """Keep the function record's last failed start (``start_failed``) true: set it when
+        an instance was reaped as failed before it was ever ready (note_failures), clear it
+        once an instance of that version or a newer one is ready."""
+        ids = {i.id for i in instances}
+        ready = {i.version for i in instances if i.state == state.READY}
+        self._seen_ready[name] = (self._seen_ready.get(name, set()) & ids) | {
+            i.id for i in instances if i.state == state.READY}
+        failed = self._new_start_failures.pop(name, None)
+        recorded = self._start_failed.get(name, ())      # (): this leader does not know
+        if failed is not None and not any(v >= failed[0] for v in ready):
+            if recorded != failed:
+                await self._store.set_start_failed(name, *failed)
+                self._start_failed[name] = failed
+                log.warning("function %s: version %d failed to start: %s", name, *failed)
+        elif ready and (recorded == () or (recorded and recorded[0] <= max(ready))):
+            if await self._store.clear_start_failed(name, max(ready)) and recorded:
+                log.info("function %s: version %d started", name, max(ready))
+            self._start_failed[name] = None
 
     async def _set_reason(self, name: str, reason: str) -> None:
         """Record (and log, once per change) why the function's wanted instances wait."""

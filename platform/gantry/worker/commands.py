@@ -31,6 +31,7 @@ log = logging.getLogger("gantry.worker")
 OPS = ("start", "stop", "remove", "pause", "unpause")
 FAST_PROBE = 0.01      # seconds between readiness probes of a fresh or resumed instance
 FAST_WINDOW = 10.0     # seconds of fast probing before the health loop takes over
+EXIT_CHECK = 0.1       # seconds between looks at whether a container that does not answer yet has exited
 IDLE_PROBE = 0.02      # seconds between in-flight checks of a pausing instance
 IDLE_CHECKS = 2        # "inflight": 0 this many times in a row before freezing
 # Before counting in-flight work, let every gateway learn that the instance is pausing (the
@@ -115,15 +116,29 @@ async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_s
     """Probe a fresh (or resumed) instance every FAST_PROBE seconds for up to FAST_WINDOW, so
     a request waiting for it is served as soon as the runtime answers, not at the next round
     of the health loop; then FROM_STATE -> ready.  False if it never answered in the window
-    (for a fresh one the health loop and its start timeout take over)."""
+    (for a fresh one the health loop and its start timeout take over), or if its container
+    exited first: the instance is then failed at once with the cause (Exited.reason: the
+    runtime's start-failure line), so the scheduler and a waiting caller learn it in well
+    under a second rather than after the window."""
     session = agent.health_session()
-    deadline = asyncio.get_running_loop().time() + FAST_WINDOW
-    while asyncio.get_running_loop().time() < deadline:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FAST_WINDOW
+    look_at = loop.time() + EXIT_CHECK
+    while loop.time() < deadline:
         ok, _ = await health.probe(session, f"http://{agent.settings.host}:{port}", agent.settings.health_timeout)
         if ok:
             if await agent.store.move_instance(instance_id, st.READY, (from_state,), reason=""):
                 log.info("instance ready", extra={"instance": instance_id})
             return True
+        if loop.time() >= look_at:
+            look_at = loop.time() + EXIT_CHECK
+            ended = await agent.container_ended(instance_id)
+            if ended is not None:
+                reason = ended.reason()[:500]
+                if await agent.store.move_instance(instance_id, st.FAILED, (from_state,), reason=reason):
+                    log.warning("instance failed before it was ready", extra={"instance": instance_id,
+                                                                              "reason": reason})
+                return False
         await asyncio.sleep(FAST_PROBE)
     return False
 

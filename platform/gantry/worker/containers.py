@@ -6,13 +6,14 @@ network (containerspec.network_name) is shared by every agent of the engine.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 import docker.errors
 
-from gantry_runtime.wire import new_instance_key
+from gantry_runtime.wire import StartFailure, new_instance_key
 
 from ..manifest import FunctionSpec
 from .containerspec import (LABEL_MANAGED, container_kwargs, instance_key, is_function_network, network_kwargs,
@@ -30,15 +31,18 @@ STOP_MARGIN = 2.0   # seconds past the drain grace before Docker sends SIGKILL: 
 
 @dataclass
 class Exited:
-    """Why a container is not running: its exit code and the last line it logged."""
+    """Why a container is not running: its exit code and what it said last about it."""
     status: str
     exit_code: int | None
     oom: bool
-    last_line: str
+    last_line: str       # the cause: the last line on stderr (a traceback ends with the exception), else on stdout
+    start_failure: str = ""   # the runtime's structured start-failure line, "what: cause" (wire.StartFailure)
 
     def reason(self) -> str:
         if self.status == "gone":
             return "container disappeared"
+        if self.start_failure and not self.oom:
+            return self.start_failure
         what = f"container exited with code {self.exit_code}" + (" (out of memory)" if self.oom else "")
         return f"{what}: {self.last_line}" if self.last_line else what
 
@@ -213,13 +217,42 @@ def exited(client, container_id: str) -> Exited | None:
     state = container.attrs.get("State") or {}
     if container.status in ("running", "paused", "restarting", "created"):
         return None
-    return Exited(container.status, state.get("ExitCode"), bool(state.get("OOMKilled")), last_line(container))
+    return Exited(container.status, state.get("ExitCode"), bool(state.get("OOMKilled")), last_line(container),
+                  start_failure(container))
+
+
+# What each structured start-failure event is called in an instance's reason.
+_START_FAILURES = {StartFailure.IMPORT_FAILED: "handler import failed",
+                   StartFailure.BAD_CONFIG: "bad runtime configuration"}
+
+
+def start_failure(container, limit: int = 500) -> str:
+    """The runtime's structured start-failure line among the container's last log lines
+    (``{"event": "import_failed", "error": "main.py:3: KeyError: 'X'", ...}``) as
+    "handler import failed: main.py:3: KeyError: 'X'"; "" when there is none."""
+    for line in reversed(_tail(container, stdout=True, stderr=False, count=100)):
+        if not line.startswith("{") or '"event"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        what = _START_FAILURES.get(record.get("event")) if isinstance(record, dict) else None
+        if what and isinstance(record.get("error"), str):
+            return f"{what}: {record['error']}"[:limit]
+    return ""
 
 
 def last_line(container, limit: int = 500) -> str:
-    try:
-        tail = container.logs(tail=20).decode(errors="replace")
-    except docker.errors.APIError:
-        return ""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    """The last line the container wrote on stderr (where a traceback ends with the exception
+    and a crashing process says why), else on stdout."""
+    lines = _tail(container, stdout=False, stderr=True) or _tail(container, stdout=True, stderr=False)
     return lines[-1][:limit] if lines else ""
+
+
+def _tail(container, stdout: bool, stderr: bool, count: int = 20) -> list[str]:
+    try:
+        tail = container.logs(tail=count, stdout=stdout, stderr=stderr).decode(errors="replace")
+    except docker.errors.APIError:
+        return []
+    return [line.strip() for line in tail.splitlines() if line.strip()]

@@ -93,7 +93,7 @@ class Response:
 
     def __setattr__(self, name: str, value: Any) -> None:
         if hasattr(self, "content_type"):       # set last in __init__: checked values stay checked
-            raise AttributeError(f"a Response cannot be changed once made (make a new one)")
+            raise AttributeError("a Response cannot be changed once made (make a new one)")
         object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:

@@ -132,6 +132,10 @@ SCHEMAS: dict[str, _Schema] = {
         "ready": {"type": "integer", "minimum": 0}, "total": {"type": "integer", "minimum": 0},
         "states": _COUNTS, "updated": _nullable({"type": "number"}),
         "pending_reason": _nullable({"type": "string"}),
+        "start_failed": _nullable(_obj({"version": {"type": "integer", "minimum": 1},
+                                        "cause": {"type": "string"}},
+                                       description="the version's last instance that never became ready, "
+                                                   "and why (cleared once one is ready)")),
         "error": _nullable({"type": "string", "description": "why the stored record cannot be read"}),
     }),
     "Instance": _obj({

@@ -11,6 +11,10 @@ Waits are long polls bounded by MAX_WAIT: a lock waiter is woken by the release 
 at the head of the queue (or looks again when the lease would end), a consumer by a put (or
 every QUEUE_POLL s, for redeliveries), a watcher by XREAD BLOCK on the log.  An answer with
 nothing in it (not acquired, no item, no events) is normal; the client asks again.
+
+The API has a Redis connection pool of its own (CONNECTIONS, waiting for a free connection
+rather than failing), so long polls never take the connections invocations need; a blocking
+wait holds one of at most BLOCKING_WAITS of them, and a waiter beyond that polls instead.
 """
 from __future__ import annotations
 
@@ -21,13 +25,14 @@ import secrets
 import time
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from gantry_runtime.coord import CoordCode, token_matches
 
 from ..coord.store import CoordStore
 from ..hotpath.router import Router
 from ..state import DRAINING, RUNNING_STATES
-from .appkeys import AUTH, PRINCIPAL, REDIS, STORE
+from .appkeys import AUTH, PRINCIPAL, SETTINGS, STORE
 from .auth import ADMIN, COORD
 from .errors import ApiError
 
@@ -38,9 +43,12 @@ QUEUE_POLL = 0.25          # seconds between looks at a queue a consumer waits o
 MAX_EVENTS = 1000          # changes in one watch answer at most
 TOKEN_CACHE = 5.0          # seconds a verified coordination token is trusted without a look
 MAX_DELIVERIES = 1000
+CONNECTIONS = 256          # the coordination API's own Redis connections
+BLOCKING_WAITS = 192       # of which long polls may hold at most this many at once
 
 COORD_STORE = web.AppKey("coord_store", CoordStore)
 TOKENS = web.AppKey("coord_tokens", dict)                  # token -> (namespace, monotonic expiry)
+WAITS = web.AppKey("coord_waits", asyncio.Semaphore)
 ROUTERS = web.AppKey("coord_routers", dict)                # (ns, service) -> (Router, {instance: (slot, weight)})
 _TOKEN_STATES = frozenset(RUNNING_STATES | {DRAINING})
 
@@ -71,10 +79,27 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _coord_ctx(app: web.Application):
-    app[COORD_STORE] = CoordStore(app[REDIS])
+    pool = aioredis.BlockingConnectionPool.from_url(app[SETTINGS].redis_url, max_connections=CONNECTIONS,
+                                                    timeout=5, socket_connect_timeout=5, health_check_interval=30)
+    client = aioredis.Redis(connection_pool=pool)
+    app[COORD_STORE] = CoordStore(client)
     app[TOKENS] = {}
     app[ROUTERS] = {}
+    app[WAITS] = asyncio.Semaphore(BLOCKING_WAITS)
     yield
+    await client.aclose()
+    await pool.disconnect()
+
+
+async def _blocking(request: web.Request, wait, seconds: float) -> None:
+    """Run a blocking wait (a coroutine function of the seconds to block) if a slot is free,
+    else sleep a little: the caller looks again either way."""
+    waits = request.app[WAITS]
+    if waits.locked():
+        await asyncio.sleep(min(seconds, 0.05))
+        return
+    async with waits:
+        await wait(seconds)
 
 
 # -- request helpers ------------------------------------------------------------------------
@@ -214,7 +239,7 @@ async def lock_acquire(request: web.Request) -> web.Response:
             # woken by the release that makes us head of the line; else look again when the
             # lease would end (a holder that died), or soon when it is free but another's turn
             nap = grant.pttl / 1000 + 0.002 if grant.pttl > 0 else 0.05
-            await store.lock_wait(ns, name, holder, min(left, nap, 1.0))
+            await _blocking(request, lambda t: store.lock_wait(ns, name, holder, t), min(left, nap, 1.0))
     finally:
         if wait > 0 and not granted:
             try:
@@ -345,9 +370,11 @@ async def watch(request: web.Request) -> web.Response:
         if changes and changes[0].revision != after + 1:
             raise _compacted(after, changes[0].revision)
         if not changes:
-            latest = await store.revision(ns)
-            if latest > after:   # the log holds nothing after it, yet there were changes
-                raise _compacted(after, await store.oldest_revision(ns))
+            # nothing after it: either nothing happened, or the log no longer reaches back
+            # (a change landing between these reads is simply read on the next round)
+            oldest, latest = await store.oldest_revision(ns), await store.revision(ns)
+            if oldest > after + 1 or (oldest == 0 and latest > after):
+                raise _compacted(after, oldest)
             if latest < after:
                 raise ApiError(410, CoordCode.REVISION_COMPACTED,
                                f"revision {after} is ahead of the namespace ({latest}): its state was reset; "
@@ -360,7 +387,12 @@ async def watch(request: web.Request) -> web.Response:
         left = deadline - loop.time()
         if found or left <= 0 or len(changes) >= MAX_EVENTS:
             break
-        changes = await store.changes(ns, after, MAX_EVENTS, block_ms=max(1, int(left * 1000)))
+        if request.app[WAITS].locked():
+            await asyncio.sleep(min(left, 0.05))
+            changes = await store.changes(ns, after, MAX_EVENTS)
+        else:
+            async with request.app[WAITS]:
+                changes = await store.changes(ns, after, MAX_EVENTS, block_ms=max(1, int(left * 1000)))
         if not changes and deadline - loop.time() <= 0:
             break
     return _json(f'{{"events":[{",".join(found)}],"revision":{after}}}')
@@ -412,7 +444,7 @@ async def queue_get(request: web.Request) -> web.Response:
         left = deadline - loop.time()
         if left <= 0:
             return _json('{"item":null}')
-        await store.queue_wait(ns, name, min(left, QUEUE_POLL))
+        await _blocking(request, lambda t: store.queue_wait(ns, name, t), min(left, QUEUE_POLL))
 
 
 async def _settle(request: web.Request, ack: bool) -> web.Response:

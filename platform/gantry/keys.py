@@ -367,3 +367,374 @@ redis.call('HSET', KEYS[1], 'updated', ARGV[2], unpack(ARGV, 3))
 redis.call('PUBLISH', KEYS[2], 'fn:' .. ARGV[1])
 return 1
 """
+
+
+# --- coordination for functions (gantry.coord.store, the gateway's /v1/coord API) ---------
+# Everything of one namespace (the caller's key id: two keys never see each other's names)
+# carries the hash tag "{c:NS}", so every script below touches one Redis Cluster slot.  A
+# name is always the last part of a key, so no name can spell another kind's key.
+#
+# Every change of state, and every lock grant and release, takes the namespace's next
+# revision (coord_revision, INCR) and is appended to its log (coord_log, a STREAM whose
+# entry ids are "REVISION-1": ordered, gapless, capped with MAXLEN ~).  A watch reads that
+# log from a revision; a revision below the oldest kept entry is compacted: the reader
+# re-reads the state.  Lock events appear in the log under the key "@lock/NAME".
+#
+# A fenced write names a lock and a token: it is applied only while that lock is held with
+# exactly that token (an older grant, an expired or released lease are all refused), checked
+# in the same script as the write, so nothing can slip between check and write.
+# Times are Redis's own clock (TIME), never a caller's.
+
+
+def _ns(ns: str) -> str:
+    return f"{PREFIX}coord:{{c:{ns}}}:"
+
+
+def coord_revision(ns: str) -> str:
+    """STRING int: the namespace's last revision (INCR on each change)."""
+    return _ns(ns) + "rev"
+
+
+def coord_log(ns: str) -> str:
+    """STREAM of changes, entry id "REVISION-1", fields k (key), op (set, del, incr, grant,
+    release), v (value JSON, "" for del; the holder for grant and release), t (lock token)."""
+    return _ns(ns) + "log"
+
+
+def coord_state(ns: str) -> str:
+    """HASH key -> value (JSON text): every state entry of the namespace."""
+    return _ns(ns) + "state"
+
+
+def coord_state_rev(ns: str) -> str:
+    """HASH key -> the revision that last changed it (its version for compare-and-swap)."""
+    return _ns(ns) + "staterev"
+
+
+def coord_lock(ns: str, name: str) -> str:
+    """HASH holder, token, with a PX TTL (the lease): the lock is held while it exists."""
+    return _ns(ns) + "lock:" + name
+
+
+def coord_lock_fence(ns: str, name: str) -> str:
+    """STRING int: the lock's last fencing token (INCR per grant; never goes back)."""
+    return _ns(ns) + "lockfence:" + name
+
+
+def coord_lock_waiters(ns: str, name: str) -> str:
+    """ZSET waiter id -> arrival number: the lock's FIFO queue of waiters."""
+    return _ns(ns) + "lockq:" + name
+
+
+def coord_lock_alive(ns: str, name: str) -> str:
+    """ZSET waiter id -> keep-alive deadline (ms): a waiter not refreshed by then is dropped."""
+    return _ns(ns) + "lockqalive:" + name
+
+
+def coord_lock_seq(ns: str, name: str) -> str:
+    """STRING int: arrival numbers of the lock's waiters."""
+    return _ns(ns) + "lockqseq:" + name
+
+
+def coord_lock_wake(ns: str, name: str, waiter: str) -> str:
+    """LIST: a token is pushed here when the waiter reaches the head of a free lock."""
+    return _ns(ns) + "lockwake:" + waiter + ":" + name
+
+
+def coord_queue(ns: str, name: str) -> str:
+    """ZSET item id -> order (priority band * 2**43 + arrival): items ready to deliver."""
+    return _ns(ns) + "q:" + name
+
+
+def coord_queue_items(ns: str, name: str) -> str:
+    """HASH item id -> value (JSON text) of every item not yet acked (or dead-lettered)."""
+    return _ns(ns) + "qitems:" + name
+
+
+def coord_queue_meta(ns: str, name: str) -> str:
+    """HASH item id -> "ORDER,DELIVERIES": the item's place and how often it was delivered."""
+    return _ns(ns) + "qmeta:" + name
+
+
+def coord_queue_inflight(ns: str, name: str) -> str:
+    """ZSET item id -> visibility deadline (ms): delivered, not acked; redelivered after it."""
+    return _ns(ns) + "qflight:" + name
+
+
+def coord_queue_seq(ns: str, name: str) -> str:
+    """STRING int: item ids of the queue (INCR per put)."""
+    return _ns(ns) + "qseq:" + name
+
+
+def coord_queue_wake(ns: str, name: str) -> str:
+    """LIST of wake tokens for consumers waiting on an empty queue (capped, expiring)."""
+    return _ns(ns) + "qwake:" + name
+
+
+def coord_service(ns: str, name: str) -> str:
+    """ZSET instance id -> expiry (ms): the service's registered instances."""
+    return _ns(ns) + "svc:" + name
+
+
+def coord_service_info(ns: str, name: str) -> str:
+    """HASH instance id -> JSON {address, port, metadata, weight}."""
+    return _ns(ns) + "svcinfo:" + name
+
+
+# Shared pieces.  now_ms(): Redis's clock.  log(rev_key, log_key, maxlen, k, op, v, t): take
+# the next revision, append the change, return the revision.  fenced(lock_key, token): true
+# when the token is '' (no fence) or the lock is held now with exactly that token.
+_COORD_LIB = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function log(rev_key, log_key, maxlen, k, op, v, t)
+  local rev = redis.call('INCR', rev_key)
+  redis.call('XADD', log_key, 'MAXLEN', '~', maxlen, rev .. '-1', 'k', k, 'op', op, 'v', v, 't', t)
+  return rev
+end
+local function fenced(lock_key, token)
+  if token == '' then return true end
+  return redis.call('HGET', lock_key, 'token') == token
+end
+"""
+
+# KEYS[1] coord_lock, KEYS[2] coord_lock_fence, KEYS[3] coord_lock_waiters,
+# KEYS[4] coord_lock_alive, KEYS[5] coord_lock_seq, KEYS[6] coord_revision, KEYS[7] coord_log
+# ARGV[1] holder id, ARGV[2] lease ms, ARGV[3] "try" or "wait", ARGV[4] waiter keep-alive ms,
+# ARGV[5] log maxlen, ARGV[6] lock name
+# Grant the lock when it is free and no live waiter is ahead of the caller (FIFO: waiters
+# whose keep-alive passed are dropped from the head first); the holder asking again gets its
+# grant back (lease renewed).  "wait": a caller not granted joins the queue (keeping its
+# place) and refreshes its keep-alive.
+# Returns {1, token} when granted, else {0, the lease's remaining ms (0: free, someone else's
+# turn), queue position (0-based; -1 for "try")}.
+COORD_LOCK_ACQUIRE = _COORD_LIB + """
+local me = ARGV[1]
+local now = now_ms()
+local holder = redis.call('HGET', KEYS[1], 'holder')
+if holder == me then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, tonumber(redis.call('HGET', KEYS[1], 'token'))}
+end
+while true do
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if not head or head == me then break end
+  local alive = tonumber(redis.call('ZSCORE', KEYS[4], head) or '0')
+  if alive >= now then break end
+  redis.call('ZREM', KEYS[3], head)
+  redis.call('ZREM', KEYS[4], head)
+end
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if not holder and (not head or head == me) then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], 'holder', me, 'token', token)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZREM', KEYS[3], me)
+  redis.call('ZREM', KEYS[4], me)
+  log(KEYS[6], KEYS[7], ARGV[5], '@lock/' .. ARGV[6], 'grant', me, tostring(token))
+  return {1, token}
+end
+local pttl = 0
+if holder then pttl = redis.call('PTTL', KEYS[1]) end
+if ARGV[3] ~= 'wait' then return {0, pttl, -1} end
+if not redis.call('ZSCORE', KEYS[3], me) then
+  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), me)
+end
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[4]), me)
+return {0, pttl, redis.call('ZRANK', KEYS[3], me)}
+"""
+
+# KEYS[1] coord_lock   ARGV[1] holder id, ARGV[2] token, ARGV[3] lease ms
+# Extend the lease only while it is held with this grant.  Returns 1, or 0 if lost.
+COORD_LOCK_RENEW = """
+if redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1] coord_lock, KEYS[2] coord_lock_waiters, KEYS[3] coord_lock_alive,
+# KEYS[4] coord_revision, KEYS[5] coord_log
+# ARGV[1] holder id, ARGV[2] token, ARGV[3] log maxlen, ARGV[4] lock name
+# Release the lock if it is held with this grant.  Returns {released (1/0), the waiter now
+# at the head of the queue ('' if none)}: the caller wakes it (coord_lock_wake).
+COORD_LOCK_RELEASE = _COORD_LIB + """
+local released = 0
+if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] and redis.call('HGET', KEYS[1], 'token') == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  log(KEYS[4], KEYS[5], ARGV[3], '@lock/' .. ARGV[4], 'release', ARGV[1], ARGV[2])
+  released = 1
+end
+local head = redis.call('ZRANGE', KEYS[2], 0, 0)[1] or ''
+return {released, head}
+"""
+
+# KEYS[1] coord_state, KEYS[2] coord_state_rev, KEYS[3] coord_revision, KEYS[4] coord_log,
+# KEYS[5] the fencing lock's coord_lock (any key of the namespace when unfenced)
+# ARGV[1] state key, ARGV[2] op: "set", "del" or "incr", ARGV[3] value JSON (set) or an
+# integer delta (incr), ARGV[4] expected revision ('' any; '0' must not exist), ARGV[5]
+# fence token ('' none), ARGV[6] log maxlen
+# Returns {1, revision, value JSON} when applied; {-1} stale fence; {-2, current revision}
+# when the expected revision does not match; {-3} incr on a value that is not an integer;
+# {0} delete of a missing key.
+COORD_STATE_WRITE = _COORD_LIB + """
+if not fenced(KEYS[5], ARGV[5]) then return {-1} end
+local current = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= current then return {-2, current} end
+local value = ARGV[3]
+if ARGV[2] == 'del' then
+  if current == 0 then return {0} end
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  value = ''
+elseif ARGV[2] == 'incr' then
+  local old = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
+  if not string.match(old, '^%-?%d+$') then return {-3} end
+  local n = tonumber(old) + tonumber(ARGV[3])
+  value = string.format('%d', n)
+  redis.call('HSET', KEYS[1], ARGV[1], value)
+else
+  redis.call('HSET', KEYS[1], ARGV[1], value)
+end
+local rev = log(KEYS[3], KEYS[4], ARGV[6], ARGV[1], ARGV[2], value, '')
+if ARGV[2] ~= 'del' then redis.call('HSET', KEYS[2], ARGV[1], rev) end
+return {1, rev, value}
+"""
+
+# KEYS[1] coord_state, KEYS[2] coord_state_rev, KEYS[3] coord_revision
+# ARGV[1] key prefix ('' all), ARGV[2] most entries
+# A consistent read: {namespace revision, {key, value JSON, revision, ...}} of the keys under
+# the prefix (sorted), to watch from that revision on.
+COORD_STATE_LIST = """
+local out = {}
+local names = redis.call('HKEYS', KEYS[1])
+table.sort(names)
+local p, n = ARGV[1], 0
+for _, k in ipairs(names) do
+  if n >= tonumber(ARGV[2]) then break end
+  if string.sub(k, 1, #p) == p then
+    out[#out + 1] = k
+    out[#out + 1] = redis.call('HGET', KEYS[1], k)
+    out[#out + 1] = redis.call('HGET', KEYS[2], k) or '0'
+    n = n + 1
+  end
+end
+return {tonumber(redis.call('GET', KEYS[3]) or '0'), out}
+"""
+
+# KEYS[1] coord_queue, KEYS[2] coord_queue_items, KEYS[3] coord_queue_meta,
+# KEYS[4] coord_queue_seq, KEYS[5] coord_queue_wake
+# ARGV[1] value JSON, ARGV[2] priority 0..9 (9 first)
+# Returns the new item's id.
+COORD_QUEUE_PUT = """
+local id = redis.call('INCR', KEYS[4])
+local order = (9 - tonumber(ARGV[2])) * 8796093022208 + id
+redis.call('ZADD', KEYS[1], order, id)
+redis.call('HSET', KEYS[2], id, ARGV[1])
+redis.call('HSET', KEYS[3], id, order .. ',0')
+redis.call('LPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], 0, 63)
+redis.call('PEXPIRE', KEYS[5], 60000)
+return id
+"""
+
+# KEYS[1] coord_queue, KEYS[2] coord_queue_items, KEYS[3] coord_queue_meta,
+# KEYS[4] coord_queue_inflight, then the dead-letter queue's KEYS[5] coord_queue,
+# KEYS[6] coord_queue_items, KEYS[7] coord_queue_meta, KEYS[8] coord_queue_seq
+# ARGV[1] visibility ms, ARGV[2] deliveries before dead-lettering (0: never)
+# First every delivered item whose visibility deadline passed goes back in its place, or to
+# the dead-letter queue once delivered ARGV[2] times; then the first ready item is delivered.
+# Returns {id, value JSON, delivery number, visibility deadline ms}, or {} when none is ready.
+COORD_QUEUE_GET = _COORD_LIB + """
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)
+local most = tonumber(ARGV[2])
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[4], id)
+  local meta = redis.call('HGET', KEYS[3], id)
+  if meta then
+    local order, count = string.match(meta, '^(%d+),(%d+)$')
+    if most > 0 and tonumber(count) >= most then
+      local value = redis.call('HGET', KEYS[2], id)
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('HDEL', KEYS[3], id)
+      local dead = redis.call('INCR', KEYS[8])
+      local dorder = 9 * 8796093022208 + dead
+      redis.call('ZADD', KEYS[5], dorder, dead)
+      redis.call('HSET', KEYS[6], dead, value)
+      redis.call('HSET', KEYS[7], dead, dorder .. ',0')
+    else
+      redis.call('ZADD', KEYS[1], order, id)
+    end
+  end
+end
+local id = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+if not id then return {} end
+redis.call('ZREM', KEYS[1], id)
+local order, count = string.match(redis.call('HGET', KEYS[3], id), '^(%d+),(%d+)$')
+count = tonumber(count) + 1
+redis.call('HSET', KEYS[3], id, order .. ',' .. count)
+local deadline = now + tonumber(ARGV[1])
+redis.call('ZADD', KEYS[4], deadline, id)
+return {id, redis.call('HGET', KEYS[2], id), count, deadline}
+"""
+
+# KEYS[1] coord_queue_items, KEYS[2] coord_queue_meta, KEYS[3] coord_queue_inflight,
+# KEYS[4] the fencing lock's coord_lock (any key of the namespace when unfenced)
+# ARGV[1] item id, ARGV[2] delivery number, ARGV[3] "ack" or "nack", ARGV[4] fence token
+# ('' none), ARGV[5] nack: ms before the item may be delivered again
+# Settle one delivery: only while the item is still out with that delivery number (a
+# receipt of an earlier delivery, redelivered since, is stale).  ack removes the item; nack
+# makes it due again after ARGV[5] ms (the next get puts it back or dead-letters it).
+# Returns 1 done, 0 stale receipt, -1 stale fence.
+COORD_QUEUE_SETTLE = _COORD_LIB + """
+if not fenced(KEYS[4], ARGV[4]) then return -1 end
+if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 0 end
+local meta = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+local _, count = string.match(meta, '^(%d+),(%d+)$')
+if count ~= ARGV[2] then return 0 end
+if ARGV[3] == 'ack' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[5]), ARGV[1])
+end
+return 1
+"""
+
+# KEYS[1] coord_service, KEYS[2] coord_service_info
+# ARGV[1] instance id, ARGV[2] ttl ms, ARGV[3] info JSON ('' : heartbeat, only if registered)
+# Returns 1, or 0 for a heartbeat of an instance that expired or never registered.
+COORD_SERVICE_PUT = _COORD_LIB + """
+local now = now_ms()
+if ARGV[3] == '' then
+  local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not expiry or tonumber(expiry) < now then return 0 end
+else
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
+# KEYS[1] coord_service, KEYS[2] coord_service_info
+# Drops expired instances, then returns {id, info JSON, expiry ms, ...} of the live ones.
+COORD_SERVICE_LIST = _COORD_LIB + """
+local now = now_ms()
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+local out = {}
+local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #live, 2 do
+  out[#out + 1] = live[i]
+  out[#out + 1] = redis.call('HGET', KEYS[2], live[i]) or '{}'
+  out[#out + 1] = live[i + 1]
+end
+return out
+"""

@@ -12,7 +12,7 @@ from typing import Callable
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import admin, openapi
+from . import admin, coord_api, openapi
 from .admission import Admission
 from ..store import Store
 from .appkeys import ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE, UPSTREAM
@@ -150,6 +150,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx])
     app.router.add_post("/v1/invoke/{name}", invoke)
     admin.add_routes(app)
+    coord_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get(openapi.PATH, openapi_json)

@@ -8,6 +8,11 @@ Guessing is rate-limited per client address (the connection's peer: behind a loa
 the balancer's): each wrong key counts against ``failures`` (GANTRY_AUTH_FAILURE_RATE and
 _BURST), and an address over its limit is answered 429 with Retry-After before its key is
 looked at, so a right key can no more be told from a wrong one than checked faster.
+
+A function instance presents a coordination token instead (gantry_runtime.coord.coord_token):
+it is good for /v1/coord/ only, and is refused (403) anywhere else before it is looked at.
+Checking it needs the instance record, so ``authenticate`` returns it as an *unverified*
+principal (kind "coord") and gateway.coord_api verifies it on every call, before anything.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import hmac
 from dataclasses import dataclass
 
 from aiohttp import web
+from gantry_runtime.coord import token_instance
 
 from ..settings import hash_key
 from .admission import Admission
@@ -26,7 +32,7 @@ ADMIN_TENANT = "default"
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str            # "admin" (later also "tenant")
+    kind: str            # "admin", "coord" (a function's token, unverified here; later also "tenant")
     tenant: str          # sent to the function as X-Gantry-Tenant
     key_id: str          # what may appear in logs instead of the key
 
@@ -36,6 +42,8 @@ class Principal:
 
 
 ADMIN = Principal(kind="admin", tenant=ADMIN_TENANT, key_id="admin")
+COORD = "coord"
+COORD_PATH = "/v1/coord/"
 
 
 class Authenticator:
@@ -63,6 +71,11 @@ class Authenticator:
         if scheme.lower() != "bearer" or not key:
             raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer KEY'",
                            {"WWW-Authenticate": "Bearer"})
+        instance = token_instance(key)
+        if instance is not None:
+            if not request.path.startswith(COORD_PATH):
+                raise ApiError(403, "forbidden", "a function's coordination token is good for /v1/coord/ only")
+            return Principal(kind=COORD, tenant=ADMIN_TENANT, key_id="coord:" + instance[:64])
         principal = self.resolve(key)
         if principal is None:
             self.failures.check(client, now)     # counts it (admitted: hold just passed)

@@ -18,6 +18,9 @@ port when it is on a non-loopback address, a misconfigured engine) still cannot 
 """
 from __future__ import annotations
 
+import os
+
+from gantry_runtime.coord import COORD_TOKEN_ENV, COORD_URL_ENV, coord_token
 from gantry_runtime.wire import INSTANCE_KEY_ENV
 
 from ..manifest import MAX_BODY, FunctionSpec
@@ -85,7 +88,14 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         # Last, so nothing overrides it.  Visible in `docker inspect` (root on the node, who
         # holds the Docker socket anyway) and to the function's own code (its own key only).
         INSTANCE_KEY_ENV: key,
+        # ctx.coord's credential (docs/coordination.md): an HMAC of the instance id under its
+        # key, good for the gateway's /v1/coord/ only and only while the instance runs; and
+        # where the container reaches the gateway, when the worker was told (GANTRY_COORD_URL)
+        COORD_TOKEN_ENV: coord_token(instance, key),
     }
+    coord_url = os.environ.get(COORD_URL_ENV, "").strip()
+    if coord_url:
+        environment[COORD_URL_ENV] = coord_url
     return dict(
         image=image,
         name=f"gantry-{spec.name}-{instance}",

@@ -59,5 +59,5 @@ def evaluate(sections: dict) -> list[dict]:
     goals.append(_goal(f"{_get(dense, 'functions')} default functions on this node, each called twice in turn",
                        failed, "0 failed requests", None if failed is None else failed == 0,
                        f"first calls p50 {_get(dense, 'p50_ms')} ms, p99 {_get(dense, 'p99_ms')} ms "
-                       f"(warm, or reclaim + cold start); {_get(dense, 'containers_started')} containers started"))
+                       f"(warm, or reclaim + cold start); calls that needed a start: {_get(dense, 'cold_calls')}"))
     return goals

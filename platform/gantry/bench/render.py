@@ -248,11 +248,15 @@ def _density(d: dict | None) -> list[str]:
                f"({node['cpu_allocatable']:g} CPU allocatable) and {node['memory_gib']} GiB, each invoked once in "
                f"turn, then all again, one request at a time on a fresh connection; a call finds its function "
                f"warm, or waits for the least recently used idle instance to be stopped and its own to start.")
+    if d.get("note"):
+        out += ["", f"({d['note']}.)"]
     out.append("")
+    cold = d["cold_calls"]
     out.append(table(["requests", "failed", "first round ms", "second round ms", "all calls p50 ms", "all calls p99 ms",
-                      "containers started", "running at the end"],
+                      "calls that needed a start (round 1 / 2)", "running at the end"],
                      [[d["requests"], d["failed_requests"], fmt(d["first_round_ms"], 0), fmt(d["second_round_ms"], 0),
-                       d["p50_ms"], d["p99_ms"], d["containers_started"], d["containers_running_at_end"]]]))
+                       d["p50_ms"], d["p99_ms"], f"{cold['first_round']} / {cold['second_round']}",
+                       d["containers_running_at_end"]]]))
     return out
 
 

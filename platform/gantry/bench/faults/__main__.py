@@ -29,11 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def problems(results: dict) -> list[str]:
-    """What makes the run fail (exit 1): an error, incomplete accounting, a duplicate, a
-    container left behind.  Unplanned failures are reported, not fatal: they are findings."""
+    """What makes the run fail (exit 1): an error, a fault not injected as planned, incomplete
+    accounting, a duplicate, a container left behind.  Unplanned failures are reported, not fatal: they are findings."""
     out = [f"{name}: {err.splitlines()[0]}" for name, err in results.get("errors", {}).items()]
     for key, sc in results.get("scenarios", {}).items():
         r = sc["requests"]
+        if sc["facts"].get("inject_error"):
+            out.append(f"{key}: the fault was not injected as planned: {sc['facts']['inject_error']}")
         if not r["accounted"]:
             out.append(f"{key}: {r['unanswered']} requests not accounted for")
         if r["duplicates"]:

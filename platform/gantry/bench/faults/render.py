@@ -32,7 +32,8 @@ def did(sc: dict) -> str:
     """What the platform did, from the facts and the daemons' logs."""
     f, parts = sc.get("facts", {}), []
     fault = f.get("fault")
-    seen = sorted((f[k] if f[k] is not None else float("inf"), label) for k, label in MILESTONES.items() if k in f)
+    shown = [k for k in MILESTONES if k in f and not (k == "serving_again" and "ready_again" in f)]
+    seen = sorted((f[k] if f[k] is not None else float("inf"), MILESTONES[k]) for k in shown)
     for at, label in seen:
         parts.append(f"{label} " + ("never" if at == float("inf") or fault is None else f"+{at - fault:.1f} s"))
     if "same_instances" in f:
@@ -43,8 +44,8 @@ def did(sc: dict) -> str:
                      f"(epoch {f.get('epoch_after')})")
     if "data_kept" in f:
         parts.append("data kept" if f["data_kept"] else
-                     f"data lost (admin API said {f.get('admin_api_after_loss')}; redeploy took "
-                     f"{f.get('redeploy_tries')} tries)")
+                     f"data lost (admin API said {f.get('admin_api_after_loss')}; redeployed at try "
+                     f"{f.get('redeploy_tries')})")
     counts = sc.get("log_counts", {})
     for key, label in LOGS:
         n = sum(counts.get(key, {}).values())
@@ -99,12 +100,12 @@ def render(results: dict, results_path: str | None = None) -> str:
     out += ["", "### Faults under load", ""]
     out.append(table(["fault", "load", "sent", "200", "failed: planned", "failed: unplanned", "failed answers",
                       "side effects", "duplicates", "200 without side effect", "failed that ran / failed",
-                      "first 200 sent after the fault", "slowest answer after the fault"], rows))
+                      "first 200 after the fault", "slowest answer after the fault"], rows))
     out += ["", "A side effect is a `SIDE-EFFECT <tag>` line in any container's log (every container of the run is "
                 "followed from its start, the dead ones included). *Planned* failures are the documented answer to "
-                "that fault (the reason is in the results per request); any other failure is unplanned. \"First 200 "
-                "sent after the fault\": when the first request sent after the fault was answered 200, in s after "
-                "the fault.", "", "What the platform did (times after the fault):", ""]
+                "that fault (the reason is in the results per request); any other failure is unplanned. \"First 200 after "
+                "the fault\": when the first request sent after the fault was answered 200, in s after the fault; "
+                "\"slowest answer\": the longest a request sent after the fault waited for its answer.", "", "What the platform did (times after the fault):", ""]
     for key, sc in results.get("scenarios", {}).items():
         r = sc["requests"]
         planned, unplanned = r.get("planned_reasons") or {}, r.get("unplanned_by_answer") or {}

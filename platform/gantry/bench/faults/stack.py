@@ -128,7 +128,7 @@ class FaultStack(Stack):
         self.port = free_port()
         self.client = Client(self.url, self.api_key, timeout=60)
         self.launch("scheduler", "scheduler", {"GANTRY_SCHEDULER_ID": f"{self.node_id}-scheduler"})
-        self.wait("the first scheduler to lead", lambda: self.leader() == "scheduler", 30, every=0.05)
+        self.wait("the first scheduler to lead", lambda: self.leader() == "scheduler", 60, every=0.05)
         if self.standby:
             self.launch("standby", "scheduler", {"GANTRY_SCHEDULER_ID": f"{self.node_id}-standby"})
         self.launch("gateway", "gateway", {"GANTRY_GATEWAY_PORT": str(self.port)})

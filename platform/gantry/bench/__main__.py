@@ -1,4 +1,4 @@
-"""python -m gantry.bench [--quick] [--out FILE] [--no-render] [--render-only FILE]"""
+"""python -m gantry.bench [--faults] [--quick] [--out FILE] [--no-render] [--render-only FILE]"""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-render", action="store_true", help="do not write the tables into BENCHMARKS.md")
     p.add_argument("--render-only", metavar="FILE", help="render an earlier results JSON; measure nothing")
     p.add_argument("--markdown", metavar="FILE", help="the file to render into (default: the checkout's BENCHMARKS.md)")
+    p.add_argument("--faults", action="store_true", help="the fault re-run instead (gantry.bench.faults): "
+                                                           "benchmarks/results/faults.json and FAULTS.md")
 
 
 def _relative(path: str, root: str | None) -> str:
@@ -34,6 +36,10 @@ def _relative(path: str, root: str | None) -> str:
 
 
 def main_args(args) -> int:
+    if getattr(args, "faults", False):
+        from .faults.__main__ import main_args as faults_main
+
+        return faults_main(args)
     from . import render
     from .runner import repo_root, run
 

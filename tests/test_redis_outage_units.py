@@ -116,3 +116,59 @@ async def test_the_gateway_answers_at_once_what_it_cannot_serve_while_redis_is_d
     cache.store = up                       # Redis is back: the next request sees it at once
     assert (await cache.get("cold")).known.exists
     await cache.close()
+
+
+async def _redis_server(port: int, workdir) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(workdir), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            probe = aioredis.from_url(f"redis://127.0.0.1:{port}/0")
+            await probe.ping()
+            await probe.aclose()
+            return proc
+        except RedisConnectionError:
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise AssertionError("redis-server did not start")
+
+
+async def test_the_platforms_clients_ride_over_a_redis_restart(tmp_path):
+    """A restart closes every pooled connection: the first command on one failed with a
+    plain from_url client (a 503, a dropped worker command); the platform's client retries."""
+    from gantry.settings import redis_client
+
+    port = free_port()
+    server = await _redis_server(port, tmp_path)
+    plain = aioredis.from_url(f"redis://127.0.0.1:{port}/0")
+    ours = redis_client(f"redis://127.0.0.1:{port}/0")
+    try:
+        assert await plain.ping() and await ours.ping()        # both hold a pooled connection now
+        server.terminate()
+        await server.wait()
+        server = await _redis_server(port, tmp_path)           # back on the same port, empty
+        with pytest.raises(RedisConnectionError):
+            await plain.ping()                                  # the stale connection's first command
+        assert await ours.ping()
+    finally:
+        await plain.aclose()
+        await ours.aclose()
+        server.kill()
+        await server.wait()
+
+
+async def test_a_command_waits_for_redis_instead_of_being_dropped(monkeypatch):
+    from gantry.worker import agent as agent_module
+    from gantry.worker import commands
+
+    calls = []
+
+    async def execute(agent, cmd):
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise RedisConnectionError("Redis is restarting")
+
+    monkeypatch.setattr(commands, "execute", execute)
+    await agent_module.WorkerAgent._execute_riding_out_redis(None, {"op": "start", "instance": "i1"})
+    assert len(calls) == 3 and calls[-1] - calls[0] >= 0.9    # retried, twice half a second apart

@@ -12,7 +12,7 @@ from typing import Awaitable, Callable, TypeVar
 
 from gantry_runtime.loop import run_until_signal
 
-from .settings import redis_url
+from .settings import redis_client, redis_url
 
 S = TypeVar("S")
 EXIT_CONFIG = 2
@@ -36,9 +36,7 @@ def run_daemon(read_settings: Callable[[], S], body: Callable[[S, asyncio.Event]
 
 
 def _redis():
-    import redis.asyncio as aioredis
-
-    return aioredis.from_url(redis_url())
+    return redis_client(redis_url())
 
 
 def worker(remove_on_exit: bool) -> int:

@@ -29,7 +29,7 @@ from gantry_runtime.config import Env
 from gantry_runtime.loop import run_until_signal
 
 from .store import Store
-from .settings import hash_key
+from .settings import hash_key, redis_client
 
 
 
@@ -292,9 +292,8 @@ async def settle_admin_key(store: Store, given: str | None, known: str | None) -
 
 
 async def _settle_admin_key(redis_url: str, given: str | None, known: str | None) -> AdminKey:
-    import redis.asyncio as aioredis
 
-    r = aioredis.from_url(redis_url, socket_connect_timeout=5)
+    r = redis_client(redis_url)
     try:
         return await settle_admin_key(Store(r), given, known)
     finally:
@@ -304,7 +303,6 @@ async def _settle_admin_key(redis_url: str, given: str | None, known: str | None
 async def run_platform(settings, redis_url: str, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Run the worker, scheduler and gateway (``settings`` from read_settings) until ``stop``."""
     import docker
-    import redis.asyncio as aioredis
 
     from .build.images import ensure_runtime_image
     from .gateway.app import serve
@@ -319,7 +317,7 @@ async def run_platform(settings, redis_url: str, stop: asyncio.Event, ready: asy
     runtime = await asyncio.to_thread(ensure_runtime_image, docker_client, say)
     say(f"runtime image {runtime}")
 
-    r = aioredis.from_url(redis_url, socket_connect_timeout=5)
+    r = redis_client(redis_url)
     worker = WorkerAgent(worker_settings, r, docker_client)
     scheduler = Scheduler(scheduler_settings, r)
     await worker.register()

@@ -255,8 +255,11 @@ def test_every_component_rides_out_a_redis_restart(stack, kinds_build):
     assert all(r.status in (200, 503) for r in results if not r.name.startswith("never-")), report
     assert all(r.status in (404, 503) for r in results if r.name.startswith("never-")), report
     # what cannot be served while Redis is down fails fast; the first second may still wait
+    # ("zero" is served from the gateway's cached view when it still had a ready instance)
     settled = [r for r in results if r.name != "warm" and outage["down"] + 2 <= r.started < outage["up"] - 1]
-    assert settled and all(r.status == 503 and r.code == "unavailable" and r.seconds < 1.5 for r in settled), report
+    assert settled and all((r.status == 503 and r.code == "unavailable" and r.seconds < 1.5)
+                           or (r.name == "zero" and r.status == 200) for r in settled), report
+    assert all(r.status == 503 for r in settled if r.name.startswith("never-")), report
     # nothing was lost: both functions with their version and override, the logs, and the key
     listed = {f["name"]: f for f in s.call("GET", "/v1/functions")[1]["functions"]}
     assert set(listed) >= {"warm", "zero"} and listed["warm"]["latest"] == 1 and listed["zero"]["latest"] == 1

@@ -9,12 +9,12 @@ import asyncio
 import logging
 from typing import Callable
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from . import admin, coord_api, openapi
 from .admission import Admission
 from ..store import Store
+from ..settings import redis_client
 from .appkeys import ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE, UPSTREAM
 from .auth import ADMIN, Authenticator, require_admin
 from .background import CacheRefresher, LoadLoop, run_every
@@ -70,8 +70,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def _redis_ctx(app: web.Application):
-    client = aioredis.from_url(app[SETTINGS].redis_url, socket_connect_timeout=5,
-                               health_check_interval=30)
+    client = redis_client(app[SETTINGS].redis_url)
     app[REDIS] = client
     app[STORE] = Store(client)
     yield

@@ -32,6 +32,7 @@ from gantry_runtime.coord import CoordCode, token_matches
 from ..coord.store import CoordStore
 from ..hotpath.router import Router
 from ..state import DRAINING, RUNNING_STATES
+from ..settings import redis_options
 from .appkeys import AUTH, PRINCIPAL, SETTINGS, STORE
 from .auth import ADMIN, COORD
 from .errors import ApiError
@@ -80,7 +81,7 @@ def add_routes(app: web.Application) -> None:
 
 async def _coord_ctx(app: web.Application):
     pool = aioredis.BlockingConnectionPool.from_url(app[SETTINGS].redis_url, max_connections=CONNECTIONS,
-                                                    timeout=5, socket_connect_timeout=5, health_check_interval=30)
+                                                    timeout=5, **redis_options())
     client = aioredis.Redis(connection_pool=pool)
     app[COORD_STORE] = CoordStore(client)
     app[TOKENS] = {}

@@ -21,7 +21,7 @@ import aiohttp
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from .. import state as st
-from ..store import Store
+from ..store import UNAVAILABLE, Store
 from . import commands, containers, health
 from .capacity import CpuMeter, detect_cpu_millis, detect_memory, memory_in_use
 from .logship import LogFollower, LogShipper
@@ -31,6 +31,7 @@ from .settings import WorkerSettings
 log = logging.getLogger("gantry.worker")
 
 POP_BATCH = 64           # commands taken per pass
+COMMAND_RETRY_FOR = 60.0  # seconds a command is run again while Redis cannot be reached
 RETRY_MIN, RETRY_MAX = 0.1, 1.0   # seconds between tries while Redis is unreachable
 # what a Redis call fails with while Redis is down or restarting
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -172,7 +173,7 @@ class WorkerAgent:
         instance_id = cmd["instance"]
         try:
             async with lock:
-                await commands.execute(self, cmd)
+                await self._execute_riding_out_redis(cmd)
         except Exception:
             log.exception("command failed", extra={"op": cmd["op"], "instance": instance_id})
         finally:
@@ -181,6 +182,22 @@ class WorkerAgent:
             if self._users[instance_id] <= 0:
                 self._users.pop(instance_id, None)
                 self._locks.pop(instance_id, None)
+
+    async def _execute_riding_out_redis(self, cmd: dict) -> None:
+        """Run the command; while Redis cannot be reached, run it again (every command is
+        idempotent) for up to COMMAND_RETRY_FOR seconds instead of dropping it: a start lost
+        to a Redis restart left its instance pending until the start timeout."""
+        deadline = time.monotonic() + COMMAND_RETRY_FOR
+        while True:
+            try:
+                await commands.execute(self, cmd)
+                return
+            except UNAVAILABLE as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("command waits for Redis", extra={"op": cmd["op"], "instance": cmd["instance"],
+                                                              "error": repr(exc)})
+                await asyncio.sleep(0.5)
 
     async def wait_commands(self, timeout: float | None = None) -> bool:
         """Wait for the commands in flight; True if none is left."""

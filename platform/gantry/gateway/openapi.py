@@ -205,16 +205,16 @@ _SERVICE = {"name": _coord_name("the service"), "instance": _coord_name("the ins
 _REG_TTL = _seconds(0.1, MAX_TTL, "the registration lives this long unless renewed (default 10)")
 
 SCHEMAS.update({
-    "LockAcquire": _obj({**_LOCK_REF, "ttl": _LEASE,
+    "LockAcquireRequest": _obj({**_LOCK_REF, "ttl": _LEASE,
                          "wait": _seconds(0, MAX_WAIT, "how long to wait in line (default 0: try once)")},
                         ["name", "holder"], closed=False),
     "LockGrant": _obj({"acquired": {"type": "boolean"},
                        "token": {"type": "integer", "minimum": 0,
                                  "description": "the fencing token (0 when not acquired)"},
                        "holder": {"type": "string", "description": "when acquired"}}, ["acquired", "token"]),
-    "LockRenew": _obj({**_LOCK_REF, "token": _GRANT_TOKEN, "ttl": _LEASE}, ["name", "holder"], closed=False),
-    "LockRelease": _obj({**_LOCK_REF, "token": _GRANT_TOKEN}, ["name", "holder"], closed=False),
-    "LockInfo": _obj({"held": {"type": "boolean"}, "holder": _nullable({"type": "string"}),
+    "LockRenewRequest": _obj({**_LOCK_REF, "token": _GRANT_TOKEN, "ttl": _LEASE}, ["name", "holder"], closed=False),
+    "LockReleaseRequest": _obj({**_LOCK_REF, "token": _GRANT_TOKEN}, ["name", "holder"], closed=False),
+    "LockHolder": _obj({"held": {"type": "boolean"}, "holder": _nullable({"type": "string"}),
                       "token": {"type": "integer", "minimum": 0},
                       "ttl": {"type": "number", "description": "seconds of the lease left (when held)"}},
                      ["held", "holder", "token"]),
@@ -222,11 +222,11 @@ SCHEMAS.update({
                         "revision": {"type": "integer", "minimum": 0,
                                      "description": "the revision of the key's last change"}},
                        description="A key's value (null once deleted) and revision"),
-    "StateSet": _obj({"value": _ANY, "expect_revision": _EXPECT, "fence": _FENCE}, ["value"], closed=False),
-    "StateDelete": _obj({"expect_revision": _EXPECT, "fence": _FENCE}, [], closed=False),
-    "StateIncrement": _obj({"delta": _opt({"type": "integer", "minimum": -2**53, "maximum": 2**53}, "default 1"),
+    "StateSetRequest": _obj({"value": _ANY, "expect_revision": _EXPECT, "fence": _FENCE}, ["value"], closed=False),
+    "StateDeleteRequest": _obj({"expect_revision": _EXPECT, "fence": _FENCE}, [], closed=False),
+    "StateIncrementRequest": _obj({"delta": _opt({"type": "integer", "minimum": -2**53, "maximum": 2**53}, "default 1"),
                             "expect_revision": _EXPECT, "fence": _FENCE}, [], closed=False),
-    "StateList": _obj({"items": {"type": "array", "items": _ref("StateEntry")}, "revision": _REVISION},
+    "StateItems": _obj({"items": {"type": "array", "items": _ref("StateEntry")}, "revision": _REVISION},
                       description="One consistent read: watch from its revision"),
     "Change": _obj({"revision": {"type": "integer", "minimum": 1}, "key": {"type": "string",
                                                                          "description": "`@lock/NAME` for lock events"},
@@ -235,10 +235,10 @@ SCHEMAS.update({
                     "token": {"type": "integer", "minimum": 0, "description": "lock events: the grant's token"}}),
     "Changes": _obj({"events": {"type": "array", "items": _ref("Change"), "maxItems": MAX_EVENTS},
                      "revision": {**_REVISION, "description": "ask next with `after` this"}}),
-    "QueuePut": _obj({"name": _QUEUE, "value": _ANY,
+    "QueuePutRequest": _obj({"name": _QUEUE, "value": _ANY,
                       "priority": _opt({"type": "integer", "minimum": 0, "maximum": 9},
                                        "0 to 9, higher first (default 0)")}, ["name", "value"], closed=False),
-    "QueueGet": _obj({"name": _QUEUE, "timeout": _seconds(0, MAX_WAIT, "how long to wait for an item (default 0)"),
+    "QueueGetRequest": _obj({"name": _QUEUE, "timeout": _seconds(0, MAX_WAIT, "how long to wait for an item (default 0)"),
                       "visibility": _seconds(0.01, MAX_VISIBILITY, "the item is delivered again unless acked "
                                                                    "within this (default 30)"),
                       "max_deliveries": _opt({"type": "integer", "minimum": 0, "maximum": MAX_DELIVERIES},
@@ -251,17 +251,17 @@ SCHEMAS.update({
                                                               "description": "when it is delivered again unless "
                                                                              "acked (epoch ms)"}}))},
                      description="An item, or null when none came within the timeout"),
-    "QueueAck": _obj({**_RECEIPT, "fence": _FENCE}, ["name"], closed=False),
-    "QueueNack": _obj({**_RECEIPT, "delay": _seconds(0, MAX_VISIBILITY, "deliver it again after this (default 0)")},
+    "QueueAckRequest": _obj({**_RECEIPT, "fence": _FENCE}, ["name"], closed=False),
+    "QueueNackRequest": _obj({**_RECEIPT, "delay": _seconds(0, MAX_VISIBILITY, "deliver it again after this (default 0)")},
                       ["name"], closed=False),
-    "ServiceRegister": _obj({**_SERVICE, "address": _coord_name("where it listens"),
+    "ServiceRegisterRequest": _obj({**_SERVICE, "address": _coord_name("where it listens"),
                              "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                              "metadata": _opt({"type": "object"}, "anything the consumers need (default {})"),
                              "weight": _opt({"type": "integer", "minimum": 0, "maximum": MAX_WEIGHT},
                                             "its share of picks (default 1; 0: never picked)"),
                              "ttl": _REG_TTL}, ["name", "instance", "address", "port"], closed=False),
-    "ServiceHeartbeat": _obj({**_SERVICE, "ttl": _REG_TTL}, ["name", "instance"], closed=False),
-    "ServiceDeregister": _obj(dict(_SERVICE), closed=False),
+    "ServiceHeartbeatRequest": _obj({**_SERVICE, "ttl": _REG_TTL}, ["name", "instance"], closed=False),
+    "ServiceDeregisterRequest": _obj(dict(_SERVICE), closed=False),
     "ServiceInstance": _obj({"id": {"type": "string"}, "address": {"type": "string"},
                              "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                              "metadata": {"type": "object"}, "weight": {"type": "integer", "minimum": 0},
@@ -495,22 +495,22 @@ PATHS: dict[str, dict[str, Any]] = {
         ("/v1/coord/lock/acquire", {"post": _coord(
             "lockAcquire", "Acquire a lock (waiting in line up to `wait` s)",
             _json(_ref("LockGrant"), "granted with a fencing token, or not (`acquired` false: ask again)"),
-            body=_body(_ref("LockAcquire")),
+            body=_body(_ref("LockAcquireRequest")),
             description="A waiter keeps its place in line while it asks again; one that gives up leaves the "
                         "line. Each grant's token is larger than every earlier one of the lock: pass it as "
                         "`fence` with writes so a holder that lost the lock cannot write.")}),
         ("/v1/coord/lock/renew", {"post": _coord(
             "lockRenew", "Extend a held lock's lease", _json(_obj({"renewed": {"const": True}}), "renewed"),
-            (409,), body=_body(_ref("LockRenew")), codes={409: (CoordCode.LOCK_LOST,)})}),
+            (409,), body=_body(_ref("LockRenewRequest")), codes={409: (CoordCode.LOCK_LOST,)})}),
         ("/v1/coord/lock/release", {"post": _coord(
             "lockRelease", "Release a held lock (the next in line gets it)",
             _json(_obj({"released": {"type": "boolean"}}), "false when it was not held with that token"),
-            body=_body(_ref("LockRelease")))}),
+            body=_body(_ref("LockReleaseRequest")))}),
         ("/v1/coord/lock", {"get": _coord(
-            "lockInfo", "Who holds a lock", _json(_ref("LockInfo"), "the holder, token and lease left, if held"),
+            "lockInfo", "Who holds a lock", _json(_ref("LockHolder"), "the holder, token and lease left, if held"),
             params=[_coord_query("name", _coord_name("the lock"), True)])}),
         ("/v1/coord/state", {"get": _coord(
-            "stateList", "The keys under a prefix, at one revision", _json(_ref("StateList"), "sorted by key"),
+            "stateList", "The keys under a prefix, at one revision", _json(_ref("StateItems"), "sorted by key"),
             params=[_PREFIX, _coord_query("limit", _query_number(1, MAX_LIST),
                                           False, "most keys (default 1000)")])}),
         ("/v1/coord/state/{key}", {
@@ -518,17 +518,17 @@ PATHS: dict[str, dict[str, Any]] = {
                           params=[_KEY_PARAM]),
             "put": _coord("stateSet", "Set a key (optionally compare-and-swap, fenced)",
                           _json(_ref("StateEntry"), "written, with its new revision"), (404, 409),
-                          params=[_KEY_PARAM], body=_body(_ref("StateSet")),
+                          params=[_KEY_PARAM], body=_body(_ref("StateSetRequest")),
                           codes={409: (CoordCode.FENCE_STALE, CoordCode.VERSION_MISMATCH)}),
             "delete": _coord("stateDelete", "Delete a key (optionally compare-and-swap, fenced)",
                              _json(_ref("StateEntry"), "deleted: `value` null, the revision of the deletion"),
-                             (404, 409), params=[_KEY_PARAM], body=_optional_body(_ref("StateDelete")),
+                             (404, 409), params=[_KEY_PARAM], body=_optional_body(_ref("StateDeleteRequest")),
                              codes={409: (CoordCode.FENCE_STALE, CoordCode.VERSION_MISMATCH)}),
         }),
         ("/v1/coord/incr/{key}", {"post": _coord(
             "stateIncrement", "Add to an integer key (a missing key counts as 0)",
             _json(_ref("StateEntry"), "the new value and revision"), (404, 409), params=[_KEY_PARAM],
-            body=_optional_body(_ref("StateIncrement")),
+            body=_optional_body(_ref("StateIncrementRequest")),
             codes={409: (CoordCode.FENCE_STALE, CoordCode.VERSION_MISMATCH, CoordCode.NOT_AN_INTEGER)})}),
         ("/v1/coord/watch", {"get": _coord(
             "watch", "The changes after a revision (a long poll)",
@@ -543,18 +543,18 @@ PATHS: dict[str, dict[str, Any]] = {
                                  f"seconds to wait for a change (default 0, at most {MAX_WAIT:g})")])}),
         ("/v1/coord/queue/put", {"post": _coord(
             "queuePut", "Put an item on a queue", _json(_obj({"id": {"type": "integer", "minimum": 1}}), "queued"),
-            body=_body(_ref("QueuePut")))}),
+            body=_body(_ref("QueuePutRequest")))}),
         ("/v1/coord/queue/get", {"post": _coord(
             "queueGet", "Take an item, waiting up to `timeout` s (a long poll)",
-            _json(_ref("Delivery"), "an item, or null"), body=_body(_ref("QueueGet")),
+            _json(_ref("Delivery"), "an item, or null"), body=_body(_ref("QueueGetRequest")),
             description="The item stays out for `visibility` s: ack it within that, or it is delivered again "
                         "(after `max_deliveries` it moves to the queue NAME.dead).")}),
         ("/v1/coord/queue/ack", {"post": _coord(
             "queueAck", "Done with a delivered item", _json(_obj({"ok": {"const": True}}), "settled"), (409,),
-            body=_body(_ref("QueueAck")), codes={409: (CoordCode.FENCE_STALE, CoordCode.RECEIPT_STALE)})}),
+            body=_body(_ref("QueueAckRequest")), codes={409: (CoordCode.FENCE_STALE, CoordCode.RECEIPT_STALE)})}),
         ("/v1/coord/queue/nack", {"post": _coord(
             "queueNack", "Give a delivered item back (delivered again after `delay` s)",
-            _json(_obj({"ok": {"const": True}}), "settled"), (409,), body=_body(_ref("QueueNack")),
+            _json(_obj({"ok": {"const": True}}), "settled"), (409,), body=_body(_ref("QueueNackRequest")),
             codes={409: (CoordCode.RECEIPT_STALE,)})}),
         ("/v1/coord/queue", {"get": _coord(
             "queueDepth", "How many items wait and how many are out",
@@ -562,15 +562,15 @@ PATHS: dict[str, dict[str, Any]] = {
                   "the counts"), params=[_coord_query("name", _coord_name("the queue"), True)])}),
         ("/v1/coord/service/register", {"post": _coord(
             "serviceRegister", "Register (or update) a service instance for `ttl` s",
-            _json(_obj({"ok": {"const": True}}), "registered"), body=_body(_ref("ServiceRegister")))}),
+            _json(_obj({"ok": {"const": True}}), "registered"), body=_body(_ref("ServiceRegisterRequest")))}),
         ("/v1/coord/service/heartbeat", {"post": _coord(
             "serviceHeartbeat", "Keep a registration alive another `ttl` s",
-            _json(_obj({"ok": {"const": True}}), "renewed"), (404,), body=_body(_ref("ServiceHeartbeat")),
+            _json(_obj({"ok": {"const": True}}), "renewed"), (404,), body=_body(_ref("ServiceHeartbeatRequest")),
             description="404 when it is not registered (it expired): register again.")}),
         ("/v1/coord/service/deregister", {"post": _coord(
             "serviceDeregister", "Remove a registration",
             _json(_obj({"removed": {"type": "boolean"}}), "false when it was not registered"),
-            body=_body(_ref("ServiceDeregister")))}),
+            body=_body(_ref("ServiceDeregisterRequest")))}),
         ("/v1/coord/service", {"get": _coord(
             "serviceList", "A service's live instances",
             _json(_obj({"instances": {"type": "array", "items": _ref("ServiceInstance")}}), "the live ones"),

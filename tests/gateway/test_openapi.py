@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gantry.gateway import openapi
+from gantry.gateway import coord_api, openapi
 from gantry.gateway.settings import GatewaySettings
 from gantry.gateway.app import create_app
 from gantry.up import free_port
@@ -32,6 +32,12 @@ from .support import ADMIN_HASH, AUTH, ROOT, Runtime, add_instance, gateway, reg
 FUNCTION_DIR = Path(__file__).parent / "functions" / "anybody"
 FN = "anybody"                  # the deployed function half the fuzzed calls are pointed at
 MAX_EXAMPLES = 25               # per operation; with no shrinking, the run is bounded
+# The long polls (lock wait, queue get, watch) accept waits up to coord_api.MAX_WAIT, as the
+# document says; a generated wait is cut to this so the run stays bounded (a wait outside
+# the range is left as it is: that is a 400 to check, answered at once).
+LONG_POLLS = {"POST /v1/coord/lock/acquire": ("body", "wait"), "POST /v1/coord/queue/get": ("body", "timeout"),
+              "GET /v1/coord/watch": ("query", "timeout")}
+LONGEST_WAIT = 0.05
 # The admin key goes with every generated request unless the case itself leaves it out or
 # spoils it (then 401 is what the document promises).  Unknown query parameters are ignored
 # by the API, as HTTP APIs do, so none is generated.
@@ -176,6 +182,7 @@ def test_fuzz_every_operation(case, deployed):
         if not r.exists(f"fn:{FN}"):        # a fuzzed DELETE took it: put it back
             register_function(r, FN)
             add_instance(r, FN, runtime.port)
+    _bound_wait(case, label)
     response = case.call(base_url=gw.url, timeout=15)
     STATS["statuses"][("probes" if probe else label, response.status_code)] += 1
     try:
@@ -191,6 +198,19 @@ def test_fuzz_every_operation(case, deployed):
         for failure in getattr(exc, "exceptions", None) or [exc]:
             STATS["failures"][getattr(failure, "title", None) or type(failure).__name__] += 1
         raise
+
+
+def _bound_wait(case, label: str) -> None:
+    where, field = LONG_POLLS.get(label, (None, None))
+    data = case.body if where == "body" else case.query if where == "query" else None
+    if not isinstance(data, dict) or field not in data:
+        return
+    try:
+        value = float(data[field]) if not isinstance(data[field], bool) else None
+    except (TypeError, ValueError):
+        return
+    if value is not None and LONGEST_WAIT < value <= coord_api.MAX_WAIT:
+        data[field] = LONGEST_WAIT
 
 
 # -- answers the fuzzer cannot reach on its own, recorded and checked the same way ------------

@@ -44,6 +44,10 @@ QUEUE_POLL = 0.25          # seconds between looks at a queue a consumer waits o
 MAX_EVENTS = 1000          # changes in one watch answer at most
 TOKEN_CACHE = 5.0          # seconds a verified coordination token is trusted without a look
 MAX_DELIVERIES = 1000
+MAX_VISIBILITY = 12 * 3600.0  # seconds a delivery stays out, or a nack delays an item, at most
+MAX_LIST = 10_000          # keys in one state listing at most
+MAX_WEIGHT = 1 << 20       # a service instance's weight at most
+MAX_QUEUE_NAME = MAX_NAME - 5  # room for the dead-letter queue's ".dead"
 CONNECTIONS = 256          # the coordination API's own Redis connections
 BLOCKING_WAITS = 192       # of which long polls may hold at most this many at once
 
@@ -339,7 +343,7 @@ async def state_list(request: web.Request) -> web.Response:
     """?prefix=&limit= -> {items: [{key, value, revision}], revision}: one consistent read."""
     ns = await _namespace(request)
     prefix = request.query.get("prefix", "")
-    limit = int(_query_number(request, "limit", 1000, 1, 10_000))
+    limit = int(_query_number(request, "limit", 1000, 1, MAX_LIST))
     rev, items = await request.app[COORD_STORE].state_list(ns, prefix, limit)
     parts = [f'{{"key":{json.dumps(k)},"value":{v},"revision":{r}}}' for k, v, r in items]
     return _json(f'{{"items":[{",".join(parts)}],"revision":{rev}}}')
@@ -409,8 +413,8 @@ def _compacted(after: int, oldest: int) -> ApiError:
 
 def _queue(data: dict) -> str:
     name = _name(data.get("name"), "queue name")
-    if len(name) > MAX_NAME - 5:
-        raise _bad(f"queue name must be at most {MAX_NAME - 5} characters")
+    if len(name) > MAX_QUEUE_NAME:
+        raise _bad(f"queue name must be at most {MAX_QUEUE_NAME} characters")
     return name
 
 
@@ -432,7 +436,7 @@ async def queue_get(request: web.Request) -> web.Response:
     data = await _body(request)
     name = _queue(data)
     timeout = _number(data, "timeout", 0.0, 0.0, MAX_WAIT)
-    visibility_ms = int(_number(data, "visibility", 30.0, 0.01, 12 * 3600.0) * 1000)
+    visibility_ms = int(_number(data, "visibility", 30.0, 0.01, MAX_VISIBILITY) * 1000)
     most = _integer(data, "max_deliveries", 5, 0, MAX_DELIVERIES)
     store = request.app[COORD_STORE]
     loop = asyncio.get_running_loop()
@@ -455,7 +459,7 @@ async def _settle(request: web.Request, ack: bool) -> web.Response:
     item = _integer(data, "id", 0, 1, 2**62)
     delivery = _integer(data, "delivery", 0, 1, 2**62)
     fence = _fence(data) if ack else None
-    delay_ms = int(_number(data, "delay", 0.0, 0.0, 12 * 3600.0) * 1000)
+    delay_ms = int(_number(data, "delay", 0.0, 0.0, MAX_VISIBILITY) * 1000)
     done = await request.app[COORD_STORE].queue_settle(ns, name, item, delivery, ack, fence, delay_ms)
     if done == -1:
         raise _stale(fence)
@@ -493,10 +497,12 @@ async def service_register(request: web.Request) -> web.Response:
     port = _integer(data, "port", None, 1, 65535)
     if port is None:
         raise _bad("port is required")
-    metadata = data.get("metadata") or {}
+    metadata = data.get("metadata")
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict):
         raise _bad("metadata must be an object")
-    weight = _integer(data, "weight", 1, 0, 1 << 20)
+    weight = _integer(data, "weight", 1, 0, MAX_WEIGHT)
     ttl_ms = int(_number(data, "ttl", 10.0, 0.1, MAX_TTL) * 1000)
     info = _dump({"address": address, "port": port, "metadata": metadata, "weight": weight})
     await request.app[COORD_STORE].service_put(ns, name, instance, ttl_ms, info)

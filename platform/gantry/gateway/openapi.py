@@ -8,7 +8,7 @@ and fuzz every operation against a real gateway (schemathesis), checking each an
 against the schemas below.
 
 Bounds come from where they are enforced (``manifest``'s MAX_* constants, ``admin``'s
-limits, ``state``'s instance states), so the document cannot drift from the validation;
+limits, ``coord_api``'s, ``state``'s instance states), so the document cannot drift from the validation;
 error codes per status are in ``ERRORS``, the one table the responses are built from.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from gantry_runtime import wire
+from gantry_runtime.coord import CoordCode
 from gantry_runtime.wire import ErrorCode
 
 from .. import state
@@ -24,6 +25,8 @@ from ..manifest import (MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GP
                         MIN_MEMORY, NAME_RE, RUNTIMES)
 from ..quantities import format_size
 from .admin import MAX_JSON_DEPTH, MAX_LOG_ENTRIES
+from .coord_api import (MAX_DELIVERIES, MAX_EVENTS, MAX_LIST, MAX_NAME, MAX_QUEUE_NAME, MAX_TTL, MAX_VISIBILITY,
+                        MAX_WAIT, MAX_WEIGHT)
 
 PATH = "/v1/openapi.json"
 API_VERSION = "1"
@@ -162,6 +165,110 @@ SCHEMAS["Function"] = _obj({**SCHEMAS["FunctionSummary"]["properties"],   # the 
                            "spec": _nullable(_ref("Spec")), "active_spec": _nullable(_ref("Spec")),
                            "instances": {"type": "array", "items": _ref("Instance")}})
 
+
+# -- the coordination API (gateway/coord_api.py; docs/coordination.md) ------------------------
+# Request bodies are open (unknown fields are ignored); an optional field sent as null takes
+# its default.  Names are checked with str.isprintable: the patterns below admit a superset
+# (no control characters), so a name they admit may still be 400.
+
+_PRINTABLE = "\\u0000-\\u001f\\u007f-\\u009f"
+
+
+def _coord_name(what: str, most: int = MAX_NAME) -> _Schema:
+    return {"type": "string", "minLength": 1, "maxLength": most, "pattern": f"^[^{_PRINTABLE}]+$",
+            "description": f"{what}: 1 to {most} printable characters, in the caller's namespace"}
+
+
+def _opt(schema: _Schema, what: str) -> _Schema:
+    return {**_nullable(schema), "description": what}
+
+
+def _seconds(lo: float, hi: float, what: str) -> _Schema:
+    return _opt({"type": "number", "minimum": lo, "maximum": hi}, f"{what} (seconds, {lo:g} to {hi:g})")
+
+
+_TOKEN = {"type": "integer", "minimum": 1, "maximum": 2**62}
+_REVISION = {"type": "integer", "minimum": 0, "description": "the namespace's revision"}
+_ANY = {"description": "any JSON value"}
+_FENCE = _opt(_obj({"lock": _coord_name("the lock"), "token": {**_TOKEN, "description": "the grant's token"}},
+                   ["lock"], closed=False),
+              "write only while this lock is held with this token, else 409 `fence_stale`")
+_EXPECT = _opt({"type": "integer", "minimum": 0, "maximum": 2**62},
+               "compare-and-swap: the key's current revision (0: it must not exist), else 409 `version_mismatch`")
+_LOCK_REF = {"name": _coord_name("the lock"), "holder": _coord_name("who holds or waits (one per caller)")}
+_GRANT_TOKEN = _opt(_TOKEN, "the grant's fencing token (absent or null: 0, which no grant has)")
+_LEASE = _seconds(0.05, MAX_TTL, "the lease (default 10)")
+_QUEUE = _coord_name("the queue", MAX_QUEUE_NAME)
+_RECEIPT = {"name": _QUEUE, "id": {**_TOKEN, "description": "the item's id"},
+            "delivery": {**_TOKEN, "description": "the delivery's number, from get"}}
+_SERVICE = {"name": _coord_name("the service"), "instance": _coord_name("the instance")}
+_REG_TTL = _seconds(0.1, MAX_TTL, "the registration lives this long unless renewed (default 10)")
+
+SCHEMAS.update({
+    "LockAcquireRequest": _obj({**_LOCK_REF, "ttl": _LEASE,
+                         "wait": _seconds(0, MAX_WAIT, "how long to wait in line (default 0: try once)")},
+                        ["name", "holder"], closed=False),
+    "LockGrant": _obj({"acquired": {"type": "boolean"},
+                       "token": {"type": "integer", "minimum": 0,
+                                 "description": "the fencing token (0 when not acquired)"},
+                       "holder": {"type": "string", "description": "when acquired"}}, ["acquired", "token"]),
+    "LockRenewRequest": _obj({**_LOCK_REF, "token": _GRANT_TOKEN, "ttl": _LEASE}, ["name", "holder"], closed=False),
+    "LockReleaseRequest": _obj({**_LOCK_REF, "token": _GRANT_TOKEN}, ["name", "holder"], closed=False),
+    "LockHolder": _obj({"held": {"type": "boolean"}, "holder": _nullable({"type": "string"}),
+                      "token": {"type": "integer", "minimum": 0},
+                      "ttl": {"type": "number", "description": "seconds of the lease left (when held)"}},
+                     ["held", "holder", "token"]),
+    "StateEntry": _obj({"key": {"type": "string"}, "value": _ANY,
+                        "revision": {"type": "integer", "minimum": 0,
+                                     "description": "the revision of the key's last change"}},
+                       description="A key's value (null once deleted) and revision"),
+    "StateSetRequest": _obj({"value": _ANY, "expect_revision": _EXPECT, "fence": _FENCE}, ["value"], closed=False),
+    "StateDeleteRequest": _obj({"expect_revision": _EXPECT, "fence": _FENCE}, [], closed=False),
+    "StateIncrementRequest": _obj({"delta": _opt({"type": "integer", "minimum": -2**53, "maximum": 2**53}, "default 1"),
+                            "expect_revision": _EXPECT, "fence": _FENCE}, [], closed=False),
+    "StateItems": _obj({"items": {"type": "array", "items": _ref("StateEntry")}, "revision": _REVISION},
+                      description="One consistent read: watch from its revision"),
+    "Change": _obj({"revision": {"type": "integer", "minimum": 1}, "key": {"type": "string",
+                                                                         "description": "`@lock/NAME` for lock events"},
+                    "op": {"enum": ["set", "del", "incr", "grant", "release"]},
+                    "value": {"description": "the new value (null for del; the holder for lock events)"},
+                    "token": {"type": "integer", "minimum": 0, "description": "lock events: the grant's token"}}),
+    "Changes": _obj({"events": {"type": "array", "items": _ref("Change"), "maxItems": MAX_EVENTS},
+                     "revision": {**_REVISION, "description": "ask next with `after` this"}}),
+    "QueuePutRequest": _obj({"name": _QUEUE, "value": _ANY,
+                      "priority": _opt({"type": "integer", "minimum": 0, "maximum": 9},
+                                       "0 to 9, higher first (default 0)")}, ["name", "value"], closed=False),
+    "QueueGetRequest": _obj({"name": _QUEUE, "timeout": _seconds(0, MAX_WAIT, "how long to wait for an item (default 0)"),
+                      "visibility": _seconds(0.01, MAX_VISIBILITY, "the item is delivered again unless acked "
+                                                                   "within this (default 30)"),
+                      "max_deliveries": _opt({"type": "integer", "minimum": 0, "maximum": MAX_DELIVERIES},
+                                             "deliveries before the item moves to NAME.dead (default 5; 0: no "
+                                             "limit)")},
+                     ["name"], closed=False),
+    "Delivery": _obj({"item": _nullable(_obj({"id": {"type": "integer", "minimum": 1}, "value": _ANY,
+                                              "delivery": {"type": "integer", "minimum": 1},
+                                              "deadline_ms": {"type": "integer",
+                                                              "description": "when it is delivered again unless "
+                                                                             "acked (epoch ms)"}}))},
+                     description="An item, or null when none came within the timeout"),
+    "QueueAckRequest": _obj({**_RECEIPT, "fence": _FENCE}, ["name"], closed=False),
+    "QueueNackRequest": _obj({**_RECEIPT, "delay": _seconds(0, MAX_VISIBILITY, "deliver it again after this (default 0)")},
+                      ["name"], closed=False),
+    "ServiceRegisterRequest": _obj({**_SERVICE, "address": _coord_name("where it listens"),
+                             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                             "metadata": _opt({"type": "object"}, "anything the consumers need (default {})"),
+                             "weight": _opt({"type": "integer", "minimum": 0, "maximum": MAX_WEIGHT},
+                                            "its share of picks (default 1; 0: never picked)"),
+                             "ttl": _REG_TTL}, ["name", "instance", "address", "port"], closed=False),
+    "ServiceHeartbeatRequest": _obj({**_SERVICE, "ttl": _REG_TTL}, ["name", "instance"], closed=False),
+    "ServiceDeregisterRequest": _obj(dict(_SERVICE), closed=False),
+    "ServiceInstance": _obj({"id": {"type": "string"}, "address": {"type": "string"},
+                             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                             "metadata": {"type": "object"}, "weight": {"type": "integer", "minimum": 0},
+                             "expires_ms": {"type": "integer", "description": "when the registration ends "
+                                                                              "unless renewed (epoch ms)"}}),
+})
+
 # (status, code, when): the gateway's errors.  Each operation lists the statuses it may answer;
 # its response for a status allows the codes of that status here that apply to it (INVOKE_ONLY
 # codes only on invoke).  A 500 `internal` is a bug in the gateway: no operation lists it.
@@ -170,9 +277,20 @@ ERRORS: list[tuple[int, str, str]] = [
      f"that is not UTF-8 JSON, nests deeper than {MAX_JSON_DEPTH} levels or holds a number that is not finite or "
      "beyond 2**63-1; an invoke body sent as JSON that is not (the runtime's 400, passed on); a request line or "
      "header the HTTP parser rejects"),
-    (401, "unauthorized", "no bearer key, or an unknown one (`WWW-Authenticate: Bearer`)"),
-    (403, ErrorCode.FORBIDDEN, "an admin operation without the admin key"),
-    (404, ErrorCode.NOT_FOUND, "no such function (or route)"),
+    (401, "unauthorized", "no bearer key, or an unknown one, or a function's coordination token whose instance no "
+     "longer runs (`WWW-Authenticate: Bearer`)"),
+    (403, ErrorCode.FORBIDDEN, "an admin operation without the admin key; a function's coordination token outside "
+     "/v1/coord/"),
+    (404, ErrorCode.NOT_FOUND, "no such function (or route); in /v1/coord/: no such state key, registration or "
+     "live service instance"),
+    (409, CoordCode.FENCE_STALE, "a fenced write or ack whose lock is no longer held with that token: a newer "
+     "holder may have written; stop"),
+    (409, CoordCode.LOCK_LOST, "a renew of a lease that is gone (expired, or released)"),
+    (409, CoordCode.RECEIPT_STALE, "an ack or nack of a delivery that was delivered again or settled since"),
+    (409, CoordCode.VERSION_MISMATCH, "a compare-and-swap (`expect_revision`) that lost: read the key again"),
+    (409, CoordCode.NOT_AN_INTEGER, "an increment of a value that is not an integer"),
+    (410, CoordCode.REVISION_COMPACTED, "a watch from a revision the log no longer reaches back to (or one ahead "
+     "of the namespace): read the state again and watch from that read's revision"),
     (405, "method_not_allowed", "a method the path does not serve (`Allow` lists those it does)"),
     (413, ErrorCode.TOO_LARGE, "the body is over the limit, whatever Content-Length said: for invoke the function's "
      "`[limits] max_body`, else the gateway's `GANTRY_MAX_BODY` (the message names which); for admin calls "
@@ -203,8 +321,9 @@ _INVOCATION_ID = {"description": "the invocation's id (also in the function's lo
                   "schema": {"type": "string"}}
 
 
-def _error(status: int, invoke: bool) -> dict[str, Any]:
-    codes = [(code, when) for s, code, when in ERRORS if s == status and (invoke or code not in INVOKE_ONLY)]
+def _error(status: int, invoke: bool, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    codes = [(code, when) for s, code, when in ERRORS if s == status and (invoke or code not in INVOKE_ONLY)
+             and (only is None or code in only)]
     schema = {"allOf": [_ref("Error"), {"properties": {"error": {"properties": {
         "code": {"enum": [str(code) for code, _ in codes]}}}}}]}
     out: dict[str, Any] = {"description": "; ".join(f"`{code}`: {when}" for code, when in codes),
@@ -226,8 +345,10 @@ _ADMIN_ERRORS = (401, 403, 429, 503)
 
 def _op(op_id: str, tag: str, summary: str, ok: dict[int, Any], errors: tuple[int, ...], *,
         description: str = "", params: list | None = None, body: dict | None = None,
-        security: bool | None = True, invoke: bool = False) -> dict[str, Any]:
-    """One operation; SECURITY True: the bearer key, False: none, None: optional."""
+        security: bool | None = True, invoke: bool = False,
+        codes: dict[int, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """One operation; SECURITY True: the bearer key, False: none, None: optional; CODES: the
+    codes of a status that apply to it, where not all of ERRORS's do."""
     out: dict[str, Any] = {"operationId": op_id, "tags": [tag], "summary": summary}
     if description:
         out["description"] = description
@@ -236,7 +357,7 @@ def _op(op_id: str, tag: str, summary: str, ok: dict[int, Any], errors: tuple[in
     if body:
         out["requestBody"] = body
     out["responses"] = {**{str(s): r for s, r in ok.items()},
-                        **{str(s): _error(s, invoke) for s in sorted(errors)}}
+                        **{str(s): _error(s, invoke, (codes or {}).get(s)) for s in sorted(errors)}}
     out["security"] = {True: [{"bearer": []}], False: [], None: [{"bearer": []}, {}]}[security]
     return out
 
@@ -245,6 +366,38 @@ _NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": _NAME,
                "description": "the function's name (any other name is 404)"}
 def _body(schema: _Schema) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _optional_body(schema: _Schema) -> dict[str, Any]:
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
+
+
+_COORD_ERRORS = (400, 401, 429, 503)
+
+
+def _coord(op_id: str, summary: str, ok: dict[str, Any], errors: tuple[int, ...] = (), *,
+           body: dict | None = None, **kw: Any) -> dict[str, Any]:
+    """A /v1/coord operation: the admin key or a function's coordination token; 413 with a body."""
+    return _op(op_id, "coord", summary, {200: ok}, (*_COORD_ERRORS, *errors, *((413,) if body else ())),
+               body=body, **kw)
+
+
+def _coord_query(name: str, schema: _Schema, required: bool, description: str = "") -> dict[str, Any]:
+    out = {"name": name, "in": "query", "required": required, "schema": schema}
+    if description:
+        out["description"] = description
+    return out
+
+
+def _query_number(lo: float, hi: float) -> _Schema:
+    return {"anyOf": [{"type": "number", "minimum": lo, "maximum": hi}, {"const": ""}],
+            "description": "empty: the default"}
+
+
+_PREFIX = _coord_query("prefix", {"type": "string"}, False, "only keys starting with this (default: all)")
+_KEY_PARAM = {"name": "key", "in": "path", "required": True,
+              "schema": {**_coord_name("the key"), "pattern": f"^[^@{_PRINTABLE}][^{_PRINTABLE}]*$"},
+              "description": "the key (may contain '/'; keys starting with '@' are reserved)"}
 
 
 _INVOKE_DESCRIPTION = """\
@@ -338,6 +491,96 @@ PATHS: dict[str, dict[str, Any]] = {
         "listNodes", "nodes", "Live worker nodes, their capacity and what is placed on them",
         {200: _json(_obj({"nodes": {"type": "array", "items": _ref("Node")}}), "the nodes whose heartbeat is live")},
         _ADMIN_ERRORS)},
+    **{path: item for path, item in (
+        ("/v1/coord/lock/acquire", {"post": _coord(
+            "lockAcquire", "Acquire a lock (waiting in line up to `wait` s)",
+            _json(_ref("LockGrant"), "granted with a fencing token, or not (`acquired` false: ask again)"),
+            body=_body(_ref("LockAcquireRequest")),
+            description="A waiter keeps its place in line while it asks again; one that gives up leaves the "
+                        "line. Each grant's token is larger than every earlier one of the lock: pass it as "
+                        "`fence` with writes so a holder that lost the lock cannot write.")}),
+        ("/v1/coord/lock/renew", {"post": _coord(
+            "lockRenew", "Extend a held lock's lease", _json(_obj({"renewed": {"const": True}}), "renewed"),
+            (409,), body=_body(_ref("LockRenewRequest")), codes={409: (CoordCode.LOCK_LOST,)})}),
+        ("/v1/coord/lock/release", {"post": _coord(
+            "lockRelease", "Release a held lock (the next in line gets it)",
+            _json(_obj({"released": {"type": "boolean"}}), "false when it was not held with that token"),
+            body=_body(_ref("LockReleaseRequest")))}),
+        ("/v1/coord/lock", {"get": _coord(
+            "lockInfo", "Who holds a lock", _json(_ref("LockHolder"), "the holder, token and lease left, if held"),
+            params=[_coord_query("name", _coord_name("the lock"), True)])}),
+        ("/v1/coord/state", {"get": _coord(
+            "stateList", "The keys under a prefix, at one revision", _json(_ref("StateItems"), "sorted by key"),
+            params=[_PREFIX, _coord_query("limit", _query_number(1, MAX_LIST),
+                                          False, "most keys (default 1000)")])}),
+        ("/v1/coord/state/{key}", {
+            "get": _coord("stateGet", "A key's value and revision", _json(_ref("StateEntry"), "the key"), (404,),
+                          params=[_KEY_PARAM]),
+            "put": _coord("stateSet", "Set a key (optionally compare-and-swap, fenced)",
+                          _json(_ref("StateEntry"), "written, with its new revision"), (404, 409),
+                          params=[_KEY_PARAM], body=_body(_ref("StateSetRequest")),
+                          codes={409: (CoordCode.FENCE_STALE, CoordCode.VERSION_MISMATCH)}),
+            "delete": _coord("stateDelete", "Delete a key (optionally compare-and-swap, fenced)",
+                             _json(_ref("StateEntry"), "deleted: `value` null, the revision of the deletion"),
+                             (404, 409), params=[_KEY_PARAM], body=_optional_body(_ref("StateDeleteRequest")),
+                             codes={409: (CoordCode.FENCE_STALE, CoordCode.VERSION_MISMATCH)}),
+        }),
+        ("/v1/coord/incr/{key}", {"post": _coord(
+            "stateIncrement", "Add to an integer key (a missing key counts as 0)",
+            _json(_ref("StateEntry"), "the new value and revision"), (404, 409), params=[_KEY_PARAM],
+            body=_optional_body(_ref("StateIncrementRequest")),
+            codes={409: (CoordCode.FENCE_STALE, CoordCode.VERSION_MISMATCH, CoordCode.NOT_AN_INTEGER)})}),
+        ("/v1/coord/watch", {"get": _coord(
+            "watch", "The changes after a revision (a long poll)",
+            _json(_ref("Changes"), "the changes under the prefix after `after`, in order (none when the timeout "
+                                   "passed first)"), (410,),
+            description="Waits up to `timeout` s for the first change; ask next from the answer's `revision`. "
+                        f"At most {MAX_EVENTS} changes an answer.",
+            params=[_PREFIX,
+                    _coord_query("after", _query_number(0, 2**53), False,
+                                 "the revision last seen (default 0)"),
+                    _coord_query("timeout", _query_number(0, MAX_WAIT), False,
+                                 f"seconds to wait for a change (default 0, at most {MAX_WAIT:g})")])}),
+        ("/v1/coord/queue/put", {"post": _coord(
+            "queuePut", "Put an item on a queue", _json(_obj({"id": {"type": "integer", "minimum": 1}}), "queued"),
+            body=_body(_ref("QueuePutRequest")))}),
+        ("/v1/coord/queue/get", {"post": _coord(
+            "queueGet", "Take an item, waiting up to `timeout` s (a long poll)",
+            _json(_ref("Delivery"), "an item, or null"), body=_body(_ref("QueueGetRequest")),
+            description="The item stays out for `visibility` s: ack it within that, or it is delivered again "
+                        "(after `max_deliveries` it moves to the queue NAME.dead).")}),
+        ("/v1/coord/queue/ack", {"post": _coord(
+            "queueAck", "Done with a delivered item", _json(_obj({"ok": {"const": True}}), "settled"), (409,),
+            body=_body(_ref("QueueAckRequest")), codes={409: (CoordCode.FENCE_STALE, CoordCode.RECEIPT_STALE)})}),
+        ("/v1/coord/queue/nack", {"post": _coord(
+            "queueNack", "Give a delivered item back (delivered again after `delay` s)",
+            _json(_obj({"ok": {"const": True}}), "settled"), (409,), body=_body(_ref("QueueNackRequest")),
+            codes={409: (CoordCode.RECEIPT_STALE,)})}),
+        ("/v1/coord/queue", {"get": _coord(
+            "queueDepth", "How many items wait and how many are out",
+            _json(_obj({"ready": {"type": "integer", "minimum": 0}, "inflight": {"type": "integer", "minimum": 0}}),
+                  "the counts"), params=[_coord_query("name", _coord_name("the queue"), True)])}),
+        ("/v1/coord/service/register", {"post": _coord(
+            "serviceRegister", "Register (or update) a service instance for `ttl` s",
+            _json(_obj({"ok": {"const": True}}), "registered"), body=_body(_ref("ServiceRegisterRequest")))}),
+        ("/v1/coord/service/heartbeat", {"post": _coord(
+            "serviceHeartbeat", "Keep a registration alive another `ttl` s",
+            _json(_obj({"ok": {"const": True}}), "renewed"), (404,), body=_body(_ref("ServiceHeartbeatRequest")),
+            description="404 when it is not registered (it expired): register again.")}),
+        ("/v1/coord/service/deregister", {"post": _coord(
+            "serviceDeregister", "Remove a registration",
+            _json(_obj({"removed": {"type": "boolean"}}), "false when it was not registered"),
+            body=_body(_ref("ServiceDeregisterRequest")))}),
+        ("/v1/coord/service", {"get": _coord(
+            "serviceList", "A service's live instances",
+            _json(_obj({"instances": {"type": "array", "items": _ref("ServiceInstance")}}), "the live ones"),
+            params=[_coord_query("name", _coord_name("the service"), True)])}),
+        ("/v1/coord/service/pick", {"get": _coord(
+            "servicePick", "One live instance, by weighted round-robin",
+            _json(_obj({"instance": _ref("ServiceInstance")}), "the instance picked"), (404,),
+            params=[_coord_query("name", _coord_name("the service"), True)],
+            description="404 when no instance with a weight above 0 is live.")}),
+    )},
     PATH: {"get": _op("openapi", "meta", "This document", {200: _json({"type": "object"}, "OpenAPI 3.1")}, (),
                       security=False)},
     "/healthz": {"get": _op("health", "meta", "The gateway is up",
@@ -358,7 +601,9 @@ DOCUMENT: dict[str, Any] = {
         "title": "Gantry HTTP API",
         "version": API_VERSION,
         "description": "The gateway's API: invoke functions, and the admin API that deploys, scales and "
-                       "inspects them. Every call under /v1 but this document needs `Authorization: Bearer KEY`. "
+                       "inspects them, and the coordination API functions use (locks, state, queues, services; "
+                       "docs/coordination.md). Every call under /v1 but this document needs "
+                       "`Authorization: Bearer KEY` (under /v1/coord/ a function's coordination token will do). "
                        "Every error is JSON `{\"error\": {\"code\", \"message\"}}`; the codes each status may "
                        f"carry are listed per operation. A 500 `{INTERNAL[1]}` is {INTERNAL[2]}, listed on no "
                        "operation.",
@@ -366,6 +611,10 @@ DOCUMENT: dict[str, Any] = {
     "tags": [{"name": "invoke", "description": "calling functions"},
              {"name": "functions", "description": "the admin API: functions (the admin key)"},
              {"name": "nodes", "description": "the admin API: worker nodes (the admin key)"},
+             {"name": "coord", "description": "coordination for functions: locks with fencing tokens, state with a "
+                                              "watched revision log, queues, service discovery (the admin key or a "
+                                              "function's coordination token; names live in the caller's "
+                                              "namespace)"},
              {"name": "meta", "description": "health, metrics and this document"}],
     "paths": PATHS,
     "components": {

@@ -78,17 +78,23 @@ def _states(states: Iterable[str] | None) -> str:
     return " ".join(sorted(states)) if states else ""
 
 
-class Store:
+class ScriptRunner:
+    """A Redis client and the scripts of gantry.keys run on it: each registered on first use
+    and run by EVALSHA (redis-py loads it again when a Redis restart flushed the cache).  The
+    base of every store: only stores evaluate scripts."""
+
     def __init__(self, redis) -> None:
         self.redis = redis
         self._scripts: dict[str, Any] = {}
 
     async def _run(self, script: str, keys_: list[str], args: list[Any]) -> Any:
-        """Run a script of gantry.keys by EVALSHA (registered on first use)."""
         registered = self._scripts.get(script)
         if registered is None:
             registered = self._scripts[script] = self.redis.register_script(script)
         return await registered(keys=keys_, args=args)
+
+
+class Store(ScriptRunner):
 
     async def _fenced(self, script: str, keys_: list[str], args: list[Any], what: str) -> int:
         result = int(await self._run(script, keys_, args))

@@ -92,7 +92,7 @@ class Stack:
         self.wait("the gateway and the worker node", lambda: self.client.call("GET", "/v1/nodes")["nodes"], 60)
 
     def _spawn(self, name: str, component: str, env: dict[str, str]) -> None:
-        log = open(os.path.join(self.tmp, f"{name}.log"), "wb")
+        log = open(os.path.join(self.tmp, f"{name}.log"), "ab")     # a restarted process keeps what came before
         full_env = {**os.environ, "GANTRY_REDIS_URL": self.redis.url, "PYTHONUNBUFFERED": "1", **env}
         full_env.pop("GANTRY_API_KEY", None)
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "gantry.daemons", component], env=full_env,

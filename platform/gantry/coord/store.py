@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import keys
+from ..store import ScriptRunner
 
 LOG_MAXLEN = 10_000        # revisions kept per namespace for watchers (about; MAXLEN ~)
 WAITER_KEEPALIVE_MS = 3000 # a lock waiter that does not ask again within this is dropped
@@ -56,18 +57,10 @@ class Delivery:
     deadline_ms: int # Redis time after which an unacked item is delivered again
 
 
-class CoordStore:
+class CoordStore(ScriptRunner):
     def __init__(self, redis, log_maxlen: int = LOG_MAXLEN) -> None:
-        self.redis = redis
+        super().__init__(redis)
         self.log_maxlen = int(log_maxlen)
-        self._scripts: dict[str, Any] = {}
-
-    async def _run(self, script: str, keys_: list[str], args: list[Any]) -> Any:
-        """Run a script of gantry.keys by EVALSHA (registered on first use)."""
-        registered = self._scripts.get(script)
-        if registered is None:
-            registered = self._scripts[script] = self.redis.register_script(script)
-        return await registered(keys=keys_, args=args)
 
     # --- locks ---------------------------------------------------------------------------
 

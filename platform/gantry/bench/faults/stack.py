@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -152,16 +151,6 @@ class FaultStack(Stack):
     def launch(self, name: str, component: str, env: dict[str, str]) -> None:
         self.launched[name] = (component, env)
         self._spawn(name, component, env)
-
-    def _spawn(self, name: str, component: str, env: dict[str, str]) -> None:
-        """As Stack._spawn, but the log is appended to (a restart keeps what came before)."""
-        log = open(os.path.join(self.tmp, f"{name}.log"), "ab")
-        full_env = {**os.environ, "GANTRY_REDIS_URL": self.redis.url, "PYTHONUNBUFFERED": "1", **env}
-        full_env.pop("GANTRY_API_KEY", None)
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "gantry.daemons", component], env=full_env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                            preexec_fn=_term_with_parent)
-        log.close()
 
     def kill(self, name: str) -> None:
         """SIGKILL: no deregistration, no clean-up."""

@@ -35,17 +35,16 @@ def _relative(path: str, root: str | None) -> str:
     return path
 
 
-def main_args(args) -> int:
-    if getattr(args, "faults", False):
-        from .faults.__main__ import main_args as faults_main
-
-        return faults_main(args)
-    from . import render
-    from .runner import repo_root, run
+def results_of(args, measure, out_for_mode, markdown_name: str, render) -> dict:
+    """The flow ``gantry bench`` and ``gantry bench --faults`` share: load the results
+    (--render-only) or measure them (``measure()``) and write them to --out (default:
+    ``out_for_mode(quick)``), then render them into the checkout's MARKDOWN_NAME (or
+    --markdown) unless --no-render.  SIGTERM unwinds through the run's clean-up like Ctrl-C."""
+    from .runner import repo_root
 
     root = repo_root()
 
-    def _interrupt(signum, frame):  # SIGTERM: unwind through the run's cleanup like Ctrl-C
+    def _interrupt(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _interrupt)
     if args.render_only:
@@ -53,20 +52,32 @@ def main_args(args) -> int:
             results = json.load(f)
         out = args.render_only
     else:
-        results = run(quick=args.quick)
-        out = args.out or default_out(args.quick)
+        results = measure()
+        out = args.out or out_for_mode(args.quick)
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:
             json.dump(results, f, indent=1)
             f.write("\n")
         print(f"results: {out}", file=sys.stderr)
-    markdown = args.markdown or (os.path.join(root, "BENCHMARKS.md") if root else None)
+    markdown = args.markdown or (os.path.join(root, markdown_name) if root else None)
     if not args.no_render:
         if markdown and os.path.isfile(markdown):
             render.update_markdown(markdown, render.render(results, _relative(out, root)))
             print(f"rendered into {markdown}", file=sys.stderr)
         else:
-            print("no BENCHMARKS.md to render into (not a source checkout); use --markdown FILE", file=sys.stderr)
+            print(f"no {markdown_name} to render into (not a source checkout); use --markdown FILE", file=sys.stderr)
+    return results
+
+
+def main_args(args) -> int:
+    if getattr(args, "faults", False):
+        from .faults.__main__ import main_args as faults_main
+
+        return faults_main(args)
+    from . import render
+    from .runner import run
+
+    results = results_of(args, lambda: run(quick=args.quick), default_out, "BENCHMARKS.md", render)
     for goal in results.get("goals", []):
         print(f"{goal['status']:>12}  {goal['goal']} ({goal['target']}): {goal['value']}  [{goal['why']}]")
     if results.get("errors"):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import sys
 
 
@@ -51,36 +49,13 @@ def problems(results: dict) -> list[str]:
 
 
 def main_args(args) -> int:
-    from ..runner import repo_root
+    from ..__main__ import results_of
     from . import render
     from .runner import run
 
-    root = repo_root()
-
-    def _interrupt(signum, frame):   # SIGTERM: unwind through the run's clean-up like Ctrl-C
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, _interrupt)
-    if args.render_only:
-        with open(args.render_only) as f:
-            results = json.load(f)
-        out = args.render_only
-    else:
-        only = set(args.only.split(",")) if getattr(args, "only", None) else None
-        results = run(quick=args.quick, only=only, keep_logs=getattr(args, "keep_logs", None))
-        out = args.out or default_out(args.quick)
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(results, f, indent=1)
-            f.write("\n")
-        print(f"results: {out}", file=sys.stderr)
-    markdown = args.markdown or (os.path.join(root, "FAULTS.md") if root else None)
-    if not args.no_render:
-        if markdown and os.path.isfile(markdown):
-            rel = os.path.relpath(out, root) if root and os.path.abspath(out).startswith(root + os.sep) else out
-            render.update_markdown(markdown, render.render(results, rel))
-            print(f"rendered into {markdown}", file=sys.stderr)
-        else:
-            print("no FAULTS.md to render into (not a source checkout); use --markdown FILE", file=sys.stderr)
+    only = set(args.only.split(",")) if getattr(args, "only", None) else None
+    results = results_of(args, lambda: run(quick=args.quick, only=only, keep_logs=getattr(args, "keep_logs", None)),
+                         default_out, "FAULTS.md", render)
     for key, sc in results.get("scenarios", {}).items():
         r = sc["requests"]
         print(f"{key:>22}: {r['sent']} sent, {r['ok']} ok, {r['failed_planned']} planned + "

@@ -268,12 +268,14 @@ class Reconciler:
         allocs = await store.node_allocations(ids)
         rooms = [reclaim.NodeRoom(n.id, n.allocatable_cpu - cpu, n.memory - memory)
                  for n, (cpu, memory) in zip(nodes, allocs)]
+        if not urgent:
+            return no_capacity_reason(req, [(r.node, r.free_cpu, r.free_memory) for r in rooms])
         on_nodes = await store.get_instances(set().union(*await store.instance_sets([(None, i) for i in ids])))
         holders = {}
         for holder in sorted({i.function for i in on_nodes if i.function != name}):
             holders[holder] = await self._holder(holder, on_nodes, now)
         decision = reclaim.choose(req.cpu, req.memory, name, rooms, on_nodes,
-                                  {k: v for k, v in holders.items() if v is not None and urgent})
+                                  {k: v for k, v in holders.items() if v is not None})
         if decision.waiting:
             return f"making room: instances are stopping on {decision.node}"
         if not decision.victims:

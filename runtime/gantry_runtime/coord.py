@@ -454,19 +454,17 @@ class Lock:
         self.release()
 
 
-class Election:
-    """Leader election on the lock NAME: ``campaign`` waits to lead; ``is_leader`` while the
-    lease holds; ``on_change(True/False)`` when this candidate gains or loses leadership;
-    ``leader_id()`` asks who leads now; ``resign`` steps down.  Others learn of a change by
-    watching the key "@lock/NAME"."""
+class _Candidacy:
+    """What Election and AsyncElection share: the lock a candidate campaigns with, and
+    ``on_change(False)`` when its lease is lost."""
 
-    def __init__(self, coord: Coord, name: str, candidate: str | None, ttl: float,
-                 on_change: Callable[[bool], None] | None) -> None:
+    def __init__(self, coord: Any, name: str, candidate: str | None, ttl: float,
+                 on_change: Callable[[bool], None] | None, lock_class: type) -> None:
         self.coord, self.name, self.on_change = coord, name, on_change
-        self._lock = Lock(coord, name, ttl, 0.0, candidate, self._lost)
+        self._lock = lock_class(coord, name, ttl, 0.0, candidate, self._lost)
         self.candidate = self._lock.holder
 
-    def _lost(self, _lock: Lock) -> None:
+    def _lost(self, _lock: Any) -> None:
         if self.on_change is not None:
             self.on_change(False)
 
@@ -477,6 +475,17 @@ class Election:
     @property
     def token(self) -> int:
         return self._lock.token
+
+
+class Election(_Candidacy):
+    """Leader election on the lock NAME: ``campaign`` waits to lead; ``is_leader`` while the
+    lease holds; ``on_change(True/False)`` when this candidate gains or loses leadership;
+    ``leader_id()`` asks who leads now; ``resign`` steps down.  Others learn of a change by
+    watching the key "@lock/NAME"."""
+
+    def __init__(self, coord: Coord, name: str, candidate: str | None, ttl: float,
+                 on_change: Callable[[bool], None] | None) -> None:
+        super().__init__(coord, name, candidate, ttl, on_change, Lock)
 
     def campaign(self, timeout: float = 30.0) -> bool:
         if self._lock.held:
@@ -616,26 +625,12 @@ class AsyncLock:
         await self.release()
 
 
-class AsyncElection:
+class AsyncElection(_Candidacy):
     """The asyncio twin of Election."""
 
     def __init__(self, coord: AsyncCoord, name: str, candidate: str | None, ttl: float,
                  on_change: Callable[[bool], None] | None) -> None:
-        self.coord, self.name, self.on_change = coord, name, on_change
-        self._lock = AsyncLock(coord, name, ttl, 0.0, candidate, self._lost)
-        self.candidate = self._lock.holder
-
-    def _lost(self, _lock: AsyncLock) -> None:
-        if self.on_change is not None:
-            self.on_change(False)
-
-    @property
-    def is_leader(self) -> bool:
-        return self._lock.held
-
-    @property
-    def token(self) -> int:
-        return self._lock.token
+        super().__init__(coord, name, candidate, ttl, on_change, AsyncLock)
 
     async def campaign(self, timeout: float = 30.0) -> bool:
         if self._lock.held:

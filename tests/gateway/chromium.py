@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ class Browser:
         self.exe = exe
         self.proc: asyncio.subprocess.Process | None = None
         self.session: aiohttp.ClientSession | None = None
-        self._dir = tempfile.TemporaryDirectory(prefix="gantry-chromium-")
+        # Chromium's helper processes may still write the profile as it is removed
+        self._dir = tempfile.TemporaryDirectory(prefix="gantry-chromium-", ignore_cleanup_errors=True)
         self._ids = itertools.count(1)
         self.port = 0
 
@@ -40,7 +43,7 @@ class Browser:
         profile = Path(self._dir.name)
         self.proc = await asyncio.create_subprocess_exec(
             self.exe, *FLAGS, f"--user-data-dir={profile}", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
         active = profile / "DevToolsActivePort"    # Chromium writes its port here once listening
         async with asyncio.timeout(30):
             while not (active.exists() and active.read_text().strip()):
@@ -62,6 +65,11 @@ class Browser:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+        if self.proc is not None:
+            try:                                   # its renderer, GPU and crash-handler processes too
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self._dir.cleanup()
 
     async def _page_ws(self) -> str:

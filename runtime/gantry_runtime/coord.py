@@ -389,18 +389,26 @@ class Coord(_Api):
             yield from events
 
 
-class Lock:
-    """A held (or wanted) lock of ``Coord``: ``token`` is the grant's fencing token; pass the
-    lock as ``fence=`` to writes that must happen only while it is held."""
+class _LockState:
+    """What Lock and AsyncLock share: the name, lease, holder id and the grant's state."""
 
-    def __init__(self, coord: Coord, name: str, ttl: float, timeout: float, holder: str | None,
-                 on_lost: Callable[["Lock"], None] | None) -> None:
+    def __init__(self, coord: Any, name: str, ttl: float, timeout: float, holder: str | None,
+                 on_lost: Callable[[Any], None] | None) -> None:
         self.coord, self.name, self.ttl, self.timeout = coord, name, ttl, timeout
         self.holder = holder or secrets.token_hex(8)
         self.on_lost = on_lost
         self.token = 0         # the last grant's fencing token (kept after release: it stays stale)
         self.lost = False
         self._held = False
+
+
+class Lock(_LockState):
+    """A held (or wanted) lock of ``Coord``: ``token`` is the grant's fencing token; pass the
+    lock as ``fence=`` to writes that must happen only while it is held."""
+
+    def __init__(self, coord: Coord, name: str, ttl: float, timeout: float, holder: str | None,
+                 on_lost: Callable[["Lock"], None] | None) -> None:
+        super().__init__(coord, name, ttl, timeout, holder, on_lost)
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -565,17 +573,12 @@ class AsyncCoord(_Api):
                 yield event
 
 
-class AsyncLock:
+class AsyncLock(_LockState):
     """The asyncio twin of Lock: renewed by a task while held."""
 
     def __init__(self, coord: AsyncCoord, name: str, ttl: float, timeout: float, holder: str | None,
                  on_lost: Callable[["AsyncLock"], None] | None) -> None:
-        self.coord, self.name, self.ttl, self.timeout = coord, name, ttl, timeout
-        self.holder = holder or secrets.token_hex(8)
-        self.on_lost = on_lost
-        self.token = 0         # the last grant's fencing token (kept after release: it stays stale)
-        self.lost = False
-        self._held = False
+        super().__init__(coord, name, ttl, timeout, holder, on_lost)
         self._renewer: asyncio.Task | None = None
 
     @property

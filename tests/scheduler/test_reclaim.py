@@ -103,3 +103,27 @@ async def test_nothing_to_free_gives_a_reason_with_the_shortfall_written_once(ar
     assert "0 CPU (n1)" in reason and "CPU is short" in reason
     assert sum("no capacity" in rec.getMessage() for rec in caplog.records) == 1
     assert len(await instances(r, "a")) == len(await instances(r, "b")) == 1   # min_instances kept
+
+
+async def test_a_start_only_the_idle_window_wants_reclaims_nothing(aredis):
+    """Without current demand (the idle window alone still holds a target) a start that fits
+    nowhere stops nothing, paused instances included: it says no capacity instead."""
+    from gantry.scheduler.placement import Request
+
+    r = aredis
+    await add_node(r, "n1", cpu=500, memory=8 * 1024 * MiB)           # room for one 0.5-CPU instance
+    await deploy(r, "other", keep_paused=300.0, idle_timeout=5.0, concurrency=1)
+    s, w = scheduler(r), FakeWorker(r, "n1")
+    t0 = time.time()
+    await report(r, "other", inflight=1, now=t0)
+    await settle(s, [w], t0)
+    await report(r, "other", inflight=0, now=t0 + 6)
+    await settle(s, [w], t0 + 6)                                        # scaled down: paused
+    [paused] = await instances(r, "other")
+    assert paused.state == state.PAUSED
+    nodes = await s.store.live_nodes()
+    need = Request(cpu=500, memory=512 * MiB)
+    reason = await s.reconciler._make_room("want", need, nodes, t0 + 7, s.lease.epoch, urgent=False)
+    assert reason.startswith("no capacity") and [i.state for i in await instances(r, "other")] == [state.PAUSED]
+    reason = await s.reconciler._make_room("want", need, nodes, t0 + 7, s.lease.epoch, urgent=True)
+    assert reason.startswith("making room") and [i.state for i in await instances(r, "other")] == [state.DRAINING]

@@ -738,3 +738,60 @@ for i = 1, #live, 2 do
 end
 return out
 """
+
+
+# --- tenants, API keys (gantry.tenants) ---------------------------------------------------
+# A tenant's functions are the FUNCTIONS members whose qualified name it owns
+# (gantry.tenants.model.qualify); the default tenant has no record until one is written.
+
+TENANTS = PREFIX + "tenants"                     # SET of tenant ids with a record
+
+
+def tenant(tenant_id: str) -> str:
+    """HASH: id, name, isolation, features (comma-separated), created (fields of tenants.model)."""
+    return f"{PREFIX}tenant:{tenant_id}"
+
+
+def tenant_quota(tenant_id: str) -> str:
+    """HASH resource -> limit (cpu in millicores, memory in bytes); an absent field: no limit."""
+    return f"{PREFIX}tenant:{tenant_id}:quota"
+
+
+def tenant_keys(tenant_id: str) -> str:
+    """SET of the ids of the tenant's API keys (revoked ones too, until the tenant is removed)."""
+    return f"{PREFIX}tenant:{tenant_id}:keys"
+
+
+def api_key(key_id: str) -> str:
+    """HASH: id, tenant, scope, functions (comma-separated; "" all), hash (sha256 hex of the
+    whole key), created, expires (0: never), created_by, revoked (wall time; absent: live), note."""
+    return f"{PREFIX}apikey:{key_id}"
+
+
+# KEYS[1] tenant hash, KEYS[2] tenant quota hash, KEYS[3] TENANTS
+# ARGV[1] tenant id, ARGV[2] "create" (fails if it exists) or "update" (fails if absent,
+# except the default tenant, whose record may be written at any time), ARGV[3] number of
+# tenant fields n, ARGV[4 .. 3+2n] field, value; then quota field, value pairs (the whole
+# quota hash: it is replaced).  Returns 1 if written, 0 if the create found it or the update did not.
+PUT_TENANT = """
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if ARGV[2] == 'create' and exists then return 0 end
+if ARGV[2] == 'update' and not exists and ARGV[1] ~= 'default' then return 0 end
+local n = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * n))
+redis.call('DEL', KEYS[2])
+if #ARGV > 3 + 2 * n then redis.call('HSET', KEYS[2], unpack(ARGV, 4 + 2 * n)) end
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS[1] api key hash, KEYS[2] EVENTS   ARGV[1] key id, ARGV[2] now
+# Mark a live key revoked and announce "key:ID" (every gateway drops it from its cache at
+# once; the cache's recheck bounds the delay if the announcement is lost).
+# Returns 1 if revoked now, 0 if absent or revoked already.
+REVOKE_KEY = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'revoked') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', ARGV[2])
+redis.call('PUBLISH', KEYS[2], 'key:' .. ARGV[1])
+return 1
+"""

@@ -20,6 +20,9 @@ MANIFEST = "gantry.toml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 RUNTIMES = ("python3.11", "vllm")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+TENANT_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")      # gantry.tenants.model.TENANT_ID_RE
+DEFAULT_TENANT = "default"
 
 # The range of every number a spec holds (README "Function manifest" lists them).  The upper
 # bounds are far above any real deployment; they exist so that a typo or a hostile value
@@ -85,6 +88,16 @@ class FunctionSpec:
     scaling: Scaling = field(default_factory=Scaling)
     limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)
+    # [secrets]: environment variable -> the name of one of the tenant's secrets; the worker
+    # delivers the values at start (docs/tenants.md "Secrets"), never through the spec.
+    secrets: dict[str, str] = field(default_factory=dict)
+    # The owner, set by the gateway from the deploying key (never from a manifest).
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def qualified(self) -> str:
+        """The name every record of the function carries (gantry.tenants.model.qualify)."""
+        return self.name if self.tenant == DEFAULT_TENANT else f"{self.tenant}.{self.name}"
 
     @property
     def handler_module(self) -> str:
@@ -95,11 +108,12 @@ class FunctionSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "spec") -> "FunctionSpec":
-        return _validate(data, source)
+        return _validate(data, source, stored=True)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The manifest form: sizes and durations written as a person would."""
         d = self.to_dict()
+        del d["tenant"]
         d["resources"]["memory"] = format_size(self.resources.memory)
         d["scaling"]["idle_timeout"] = f"{self.scaling.idle_timeout:g}s"
         d["scaling"]["keep_paused"] = f"{self.scaling.keep_paused:g}s"
@@ -108,7 +122,7 @@ class FunctionSpec:
         return d
 
 
-_TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env"}
+_TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env", "secrets"}
 _SECTIONS = {
     "resources": {"cpu", "cpu_request", "memory", "gpu"},
     "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused"},
@@ -137,15 +151,17 @@ def load_manifest(directory: str) -> FunctionSpec:
     return spec
 
 
-def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
+def _validate(data: dict[str, Any], source: str, stored: bool = False) -> FunctionSpec:
+    """A manifest (or, with ``stored``, a stored spec, which also carries its tenant)."""
     def fail(name: str, message: str) -> ManifestError:
         return ManifestError(source, name, message)
 
     if not isinstance(data, dict):
         raise fail("", "expected a table")
-    unknown = sorted(set(data) - _TOP)
+    top = _TOP | {"tenant"} if stored else _TOP
+    unknown = sorted(set(data) - top)
     if unknown:
-        raise fail(unknown[0], f"unknown key; expected one of {', '.join(sorted(_TOP))}")
+        raise fail(unknown[0], f"unknown key; expected one of {', '.join(sorted(top))}")
     for section, allowed in _SECTIONS.items():
         table = data.get(section, {})
         if not isinstance(table, dict):
@@ -224,8 +240,24 @@ def _validate(data: dict[str, Any], source: str) -> FunctionSpec:
         if not isinstance(value, (str, int, float, bool)):
             raise fail(f"env.{key}", f"expected a string, number or boolean, got {type(value).__name__}")
     env = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in env.items()}
+    secrets = data.get("secrets", {})
+    if not isinstance(secrets, dict):
+        raise fail("secrets", "expected a table of VARIABLE = \"secret-name\"")
+    for key, value in secrets.items():
+        if not ENV_NAME_RE.match(key):
+            raise fail(f"secrets.{key}", "expected a variable name of letters, digits and _")
+        if key.startswith("GANTRY_"):
+            raise fail(f"secrets.{key}", "names starting with GANTRY_ are reserved for the platform")
+        if key in env:
+            raise fail(f"secrets.{key}", "also set in [env]: a variable comes from one or the other")
+        if not isinstance(value, str) or not SECRET_NAME_RE.match(value):
+            raise fail(f"secrets.{key}", f"expected the name of a secret ([A-Za-z0-9][A-Za-z0-9_.-]{{0,62}}, "
+                                         f"as `gantry secrets set NAME` made it), got {_shown(value)}")
+    tenant = data.get("tenant", DEFAULT_TENANT)
+    if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
+        raise fail("tenant", f"expected a tenant id, got {_shown(tenant)}")
     return FunctionSpec(name=name, handler=handler, runtime=runtime, resources=resources,
-                        scaling=scaling, limits=limits, env=env)
+                        scaling=scaling, limits=limits, env=env, secrets=dict(secrets), tenant=tenant)
 
 
 def _shown(value: Any) -> str:

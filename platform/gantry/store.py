@@ -415,13 +415,14 @@ class Store(ScriptRunner):
     # --- functions (the admin API) ---------------------------------------------------------
 
     async def deploy_version(self, spec: FunctionSpec, image: str) -> tuple[int, int]:
-        """Register a new version of spec.name: returns (version, active version)."""
-        version = int(await self.redis.incr(keys.function_seq(spec.name)))
+        """Register a new version of the function (spec.qualified): returns (version, active version)."""
+        name = spec.qualified
+        version = int(await self.redis.incr(keys.function_seq(name)))
         now = time.time()
-        await self.redis.hset(keys.function_version(spec.name, version),
+        await self.redis.hset(keys.function_version(name, version),
                               mapping={"image": image, "spec": pack(spec.to_dict()), "created": str(now)})
-        active = await self._run(keys.DEPLOY_VERSION, [keys.function(spec.name), keys.FUNCTIONS, keys.EVENTS],
-                                 [spec.name, str(version), str(now)])
+        active = await self._run(keys.DEPLOY_VERSION, [keys.function(name), keys.FUNCTIONS, keys.EVENTS],
+                                 [name, str(version), str(now)])
         return version, int(active)
 
     async def delete_function(self, name: str) -> bool:

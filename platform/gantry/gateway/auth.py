@@ -24,21 +24,24 @@ from aiohttp import web
 from gantry_runtime.coord import token_instance
 
 from ..settings import hash_key
+from ..tenants.model import DEFAULT_TENANT, Scope
 from .admission import Admission
 from .errors import ApiError
 
-ADMIN_TENANT = "default"
+ADMIN_TENANT = DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str            # "admin", "coord" (a function's token, unverified here; later also "tenant")
-    tenant: str          # sent to the function as X-Gantry-Tenant
+    kind: str            # "admin" (the platform's admin key), "key" (an API key), "coord" (a function's token, unverified here)
+    tenant: str          # the tenant it acts in; sent to the function as X-Gantry-Tenant
     key_id: str          # what may appear in logs instead of the key
+    scope: Scope = Scope.ADMIN
+    functions: tuple[str, ...] = ()     # bare names an API key is limited to; () for all
 
     @property
     def is_admin(self) -> bool:
-        return self.kind == "admin"
+        return self.scope == Scope.ADMIN and self.kind != COORD
 
 
 ADMIN = Principal(kind="admin", tenant=ADMIN_TENANT, key_id="admin")
@@ -75,7 +78,7 @@ class Authenticator:
         if instance is not None:
             if not request.path.startswith(COORD_PATH):
                 raise ApiError(403, "forbidden", "a function's coordination token is good for /v1/coord/ only")
-            return Principal(kind=COORD, tenant=ADMIN_TENANT, key_id="coord:" + instance[:64])
+            return Principal(kind=COORD, tenant=ADMIN_TENANT, key_id="coord:" + instance[:64], scope=Scope.INVOKE)
         principal = self.resolve(key)
         if principal is None:
             self.failures.check(client, now)     # counts it (admitted: hold just passed)

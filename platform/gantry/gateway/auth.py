@@ -24,7 +24,7 @@ from aiohttp import web
 from gantry_runtime.coord import token_instance
 
 from ..settings import hash_key
-from ..tenants.model import DEFAULT_TENANT, Scope
+from ..tenants.model import DEFAULT_TENANT, SCOPE_ACTIONS, TENANT_ID_RE, Scope
 from .admission import Admission
 from .errors import ApiError
 
@@ -89,3 +89,21 @@ class Authenticator:
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "this operation needs the admin key")
+
+
+def require(principal: Principal, action: str) -> None:
+    """403 unless the principal's scope allows ACTION (tenants.model.SCOPE_ACTIONS)."""
+    if principal.kind == COORD or action not in SCOPE_ACTIONS[principal.scope]:
+        raise ApiError(403, "forbidden", f"this key's scope ({principal.scope}) does not allow {action}")
+
+
+def acting_tenant(request: web.Request, principal: Principal) -> str:
+    """The tenant a call acts in: the key's own; the platform admin may name another with
+    ``?tenant=ID`` (the default tenant otherwise).  A tenant key naming another tenant is
+    refused as if that tenant did not exist."""
+    asked = request.query.get("tenant")
+    if asked is None or asked == principal.tenant:
+        return principal.tenant
+    if not principal.is_admin or not TENANT_ID_RE.match(asked):
+        raise ApiError(404, "not_found", f"no tenant {asked[:40]!r}")
+    return asked

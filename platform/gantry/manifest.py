@@ -18,6 +18,8 @@ from .quantities import format_size, parse_duration, parse_size
 
 MANIFEST = "gantry.toml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+# A function's qualified name (gantry.tenants.model.qualify): NAME, or TENANT.NAME.
+QUALIFIED_RE = re.compile(r"^(?:[a-z][a-z0-9-]{0,30}\.)?[a-z][a-z0-9-]{0,62}$")
 RUNTIMES = ("python3.11", "vllm")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -11,25 +11,31 @@ import pytest
 from gantry.coord import Compacted, CoordError, FenceError, VersionMismatch
 from gantry.coord.store import CoordStore
 from gantry.gateway.coord_api import COORD_STORE
+from gantry.settings import hash_key
+from gantry.tenants.apikeys import ApiKey, new_key
+from gantry.tenants.model import Scope, Tenant
+from gantry.tenants.store import TenantStore
 
 from gateway.support import ADMIN_KEY
 from .support import clients, coord_gateway
 
 
-async def test_namespaces_are_the_callers_keys(redis_url, aredis):
-    other_key = "gk_other_" + "7" * 32
+async def test_namespaces_are_the_callers_tenants(redis_url, aredis):
+    """Two tenants never see each other's names; the default tenant's namespace is "admin"."""
+    tenants = TenantStore(aredis)
+    await tenants.put_tenant(Tenant(id="acme"), create=True)
+    key_id, other_key = new_key()
+    await tenants.add_key(ApiKey(id=key_id, tenant="acme", scope=Scope.INVOKE, hash=hash_key(other_key)))
     async with coord_gateway(redis_url) as (_, url), clients(url, 1) as (admin,):
         await admin.set_state("shared/name", {"who": "admin"})
-        from gantry.gateway.appkeys import AUTH
-        # a second key (tenant keys do not exist yet: a resolver that knows one more key)
         async with clients(url, 1, key=other_key) as (other,):
-            with pytest.raises(CoordError) as err:
-                await other.get_state("shared/name")
-            assert err.value.status == 401
+            assert await other.get_state("shared/name") is None      # not there: acme's namespace is its own
+            await other.set_state("shared/name", {"who": "acme"})
+            assert await other.get_state("shared/name") == {"who": "acme"}
         assert await admin.get_state("shared/name") == {"who": "admin"}
-    # the keys in Redis carry the namespace (the admin key's id)
+    # the keys in Redis carry the namespace: "admin" for the default tenant, "t-acme" for acme
     names = [k.decode() for k in await aredis.keys("gantry:coord:*")]
-    assert names and all("{c:admin}" in k for k in names)
+    assert {n.split("{c:")[1].split("}")[0] for n in names} == {"admin", "t-acme"}
 
 
 async def test_try_lock_is_exclusive_and_fencing_tokens_grow(redis_url, aredis):

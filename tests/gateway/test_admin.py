@@ -32,7 +32,7 @@ async def test_deploy_list_get_scale_delete(redis_url, redis_client):
         resp = await client.post("/v1/functions", json={"spec": _manifest_form("summarize"), "image": "img:a"},
                                  headers=AUTH)
         assert resp.status == 201, await resp.text()
-        assert await resp.json() == {"name": "summarize", "version": 1, "active": 1}
+        assert await resp.json() == {"name": "summarize", "tenant": "default", "version": 1, "active": 1}
         raw = redis_client.hgetall(keys.function("summarize"))
         assert raw[b"latest"] == b"1" and raw[b"active"] == b"1"
         assert redis_client.sismember(keys.FUNCTIONS, "summarize")
@@ -42,7 +42,7 @@ async def test_deploy_list_get_scale_delete(redis_url, redis_client):
         # a second version (in the stored dict form): latest moves, active stays for the scheduler
         spec2 = spec_dict("summarize", scaling={"max_instances": 3})
         resp = await client.post("/v1/functions", json={"spec": spec2, "image": "img:b"}, headers=AUTH)
-        assert resp.status == 201 and await resp.json() == {"name": "summarize", "version": 2, "active": 1}
+        assert resp.status == 201 and await resp.json() == {"name": "summarize", "tenant": "default", "version": 2, "active": 1}
 
         add_instance(redis_client, "summarize", 9, inst_id="i-ready")
         add_instance(redis_client, "summarize", 0, st=state.PENDING, inst_id="i-pending")
@@ -85,7 +85,7 @@ async def test_deploy_list_get_scale_delete(redis_url, redis_client):
         # redeployed after a delete: a fresh version number, active at once
         resp = await client.post("/v1/functions", json={"spec": _manifest_form("summarize"), "image": "img:c"},
                                  headers=AUTH)
-        assert await resp.json() == {"name": "summarize", "version": 3, "active": 3}
+        assert await resp.json() == {"name": "summarize", "tenant": "default", "version": 3, "active": 3}
 
 
 async def test_deploy_validation_errors_are_400(redis_url, redis_client):

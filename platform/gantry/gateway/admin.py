@@ -1,6 +1,7 @@
 """The admin API (JSON): deploy, list, get, delete and scale functions; function logs; nodes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -8,10 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..manifest import NAME_RE, FunctionSpec, ManifestError
+from ..manifest import FunctionSpec, ManifestError
+from ..tenants.model import DEFAULT_TENANT, split
 from . import registry
-from .appkeys import CACHE, PRINCIPAL, STORE
-from .auth import require_admin
+from .appkeys import CACHE, PRINCIPAL, STORE, TENANTS
+from .auth import Principal, acting_tenant, function_name, require
 from .errors import ApiError
 
 MAX_LOG_ENTRIES = 1000
@@ -21,9 +23,21 @@ MAX_STREAM_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-
 _STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?", re.ASCII)
 
 
-def _admin(request: web.Request):
-    require_admin(request[PRINCIPAL])
+def _store(request: web.Request, action: str):
+    require(request[PRINCIPAL], action)
     return request.app[STORE]
+
+
+def _shown_name(principal: Principal, qualified: str) -> str:
+    """A function's name as the caller addresses it: qualified for the platform admin, bare
+    for a tenant's key (which sees its own tenant only)."""
+    return qualified if principal.is_admin else split(qualified)[1]
+
+
+def _summary_for(principal: Principal, summary: dict[str, Any]) -> dict[str, Any]:
+    summary["tenant"], _ = split(summary["name"])
+    summary["name"] = _shown_name(principal, summary["name"])
+    return summary
 
 
 def _json_int(text: str) -> int:
@@ -74,19 +88,19 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def _name(request: web.Request) -> str:
-    name = request.match_info["name"]
-    if not NAME_RE.match(name):
-        raise ApiError(404, "not_found", f"no function named {name!r}")
-    return name
+def _name(request: web.Request, action: str) -> str:
+    """The qualified name of the function the path names (auth.function_name)."""
+    return function_name(request[PRINCIPAL], request.match_info["name"], action)
 
 
-def _not_found(name: str) -> ApiError:
-    return ApiError(404, "not_found", f"no function named {name!r} is deployed")
+def _not_found(request: web.Request) -> ApiError:
+    return ApiError(404, "not_found", f"no function named {request.match_info['name'][:80]!r} is deployed")
 
 
 async def deploy(request: web.Request) -> web.Response:
-    r = _admin(request)
+    r = _store(request, "deploy")
+    principal = request[PRINCIPAL]
+    tenant = acting_tenant(request, principal)
     data = await _json_object(request)
     unknown = sorted(set(data) - {"spec", "image"})
     if unknown:
@@ -94,35 +108,54 @@ async def deploy(request: web.Request) -> web.Response:
     image = data.get("image")
     if not isinstance(image, str) or not image.strip():
         raise ApiError(400, "bad_request", "image: expected the function's image reference (a non-empty string)")
+    spec_data = data.get("spec")
+    if isinstance(spec_data, dict) and "tenant" in spec_data:
+        raise ApiError(400, "bad_request", "spec: tenant: set by the key that deploys (the admin: ?tenant=ID), "
+                                           "not by the spec")
     try:
-        spec = FunctionSpec.from_dict(data.get("spec"), source="spec")
+        spec = FunctionSpec.from_dict(spec_data, source="spec")
     except ManifestError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
+    if principal.functions and spec.name not in principal.functions:
+        raise ApiError(403, "forbidden", f"this key is limited to the functions {', '.join(principal.functions)}")
+    if tenant != DEFAULT_TENANT and await request.app[TENANTS].get_tenant(tenant) is None:
+        raise ApiError(404, "not_found", f"no tenant {tenant!r}")
+    spec = dataclasses.replace(spec, tenant=tenant)
     version, active = await registry.deploy(r, spec, image.strip())
-    request.app[CACHE].refresh_name(spec.name)
-    return web.json_response({"name": spec.name, "version": version, "active": active}, status=201)
+    request.app[CACHE].refresh_name(spec.qualified)
+    return web.json_response({"name": _shown_name(principal, spec.qualified), "tenant": tenant,
+                              "version": version, "active": active}, status=201)
 
 
 async def list_functions(request: web.Request) -> web.Response:
-    r = _admin(request)
+    """The caller's tenant's functions; the platform admin's: every tenant's, or one
+    tenant's with ?tenant=ID."""
+    r = _store(request, "read")
+    principal = request[PRINCIPAL]
+    only = acting_tenant(request, principal) if "tenant" in request.query or not principal.is_admin else None
     out = []
     for name in await registry.function_names(r):
+        if only is not None and split(name)[0] != only:
+            continue
+        if principal.functions and split(name)[1] not in principal.functions:
+            continue
         found = await registry.function_summary(r, name)
         if found is not None:
             summary, _ = found
             summary.pop("spec")
             summary.pop("active_spec")
-            out.append(summary)
+            out.append(_summary_for(principal, summary))
     return web.json_response({"functions": out})
 
 
 async def get_function(request: web.Request) -> web.Response:
-    r = _admin(request)
-    name = _name(request)
+    r = _store(request, "read")
+    name = _name(request, "read")
     found = await registry.function_summary(r, name)
     if found is None:
-        raise _not_found(name)
+        raise _not_found(request)
     summary, instances = found
+    _summary_for(request[PRINCIPAL], summary)
     summary["instances"] = [
         {"id": i.id, "version": i.version, "node": i.node, "state": i.state,
          "address": f"{i.host}:{i.port}" if i.host else None, "reason": i.reason or None,
@@ -132,36 +165,36 @@ async def get_function(request: web.Request) -> web.Response:
 
 
 async def delete_function(request: web.Request) -> web.Response:
-    r = _admin(request)
-    name = _name(request)
+    r = _store(request, "deploy")
+    name = _name(request, "deploy")
     if not await registry.delete(r, name):
-        raise _not_found(name)
+        raise _not_found(request)
     request.app[CACHE].refresh_name(name)
-    return web.json_response({"name": name, "deleted": True})
+    return web.json_response({"name": request.match_info["name"], "deleted": True})
 
 
 async def scale(request: web.Request) -> web.Response:
-    r = _admin(request)
-    name = _name(request)
+    r = _store(request, "deploy")
+    name = _name(request, "deploy")
     data = await _json_object(request)
     n = data.get("min_instances")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ApiError(400, "bad_request", f"min_instances: expected a whole number >= 0, got {json.dumps(n)}")
     found = await registry.function_summary(r, name)
     if found is None:
-        raise _not_found(name)
+        raise _not_found(request)
     summary, _ = found
     top = summary["spec"]["scaling"]["max_instances"]
     if n > top:
         raise ApiError(400, "bad_request", f"min_instances: expected at most max_instances ({top}), got {n}")
     if not await registry.set_min_override(r, name, n):
-        raise _not_found(name)
-    return web.json_response({"name": name, "min_instances": n})
+        raise _not_found(request)
+    return web.json_response({"name": request.match_info["name"], "min_instances": n})
 
 
 async def function_logs(request: web.Request) -> web.Response:
-    r = _admin(request)
-    name = _name(request)
+    r = _store(request, "read")
+    name = _name(request, "read")
     after = request.query.get("after") or None
     if after is not None and not _stream_id(after):
         raise ApiError(400, "bad_request", f"after: expected a log cursor such as 1700000000000-0 "
@@ -172,7 +205,7 @@ async def function_logs(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to {MAX_LOG_ENTRIES}, "
                        f"got {raw_limit[:30]!r}")
     entries, cursor = await registry.logs(r, name, after, limit)
-    return web.json_response({"name": name, "entries": entries, "cursor": cursor})
+    return web.json_response({"name": request.match_info["name"], "entries": entries, "cursor": cursor})
 
 
 def _stream_id(value: str) -> bool:
@@ -182,7 +215,7 @@ def _stream_id(value: str) -> bool:
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    r = _admin(request)
+    r = _store(request, "nodes")
     return web.json_response({"nodes": await registry.nodes(r)})
 
 

@@ -11,11 +11,13 @@ from typing import Callable
 
 from aiohttp import web
 
-from . import admin, coord_api, openapi
+from . import admin, coord_api, openapi, tenants_api
 from .admission import Admission
 from ..store import Store
+from ..tenants.store import TenantStore
 from ..settings import redis_client
-from .appkeys import ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE, UPSTREAM
+from .appkeys import (ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE,
+                      TENANTS, UPSTREAM)
 from .auth import ADMIN, Authenticator, require_admin
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
@@ -45,7 +47,7 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     API calls and /metrics then count against the key's admin limit (invocations are admitted
     per key in invoke)."""
     if _needs_key(request):
-        principal = request[PRINCIPAL] = request.app[AUTH].authenticate(request)
+        principal = request[PRINCIPAL] = await request.app[AUTH].authenticate(request)
         if request.path == "/metrics":
             require_admin(principal)
         if not request.path.startswith("/v1/invoke/"):
@@ -73,6 +75,7 @@ async def _redis_ctx(app: web.Application):
     client = redis_client(app[SETTINGS].redis_url)
     app[REDIS] = client
     app[STORE] = Store(client)
+    app[TENANTS] = app[AUTH].keys = TenantStore(client)
     yield
     await client.aclose()
 
@@ -106,7 +109,8 @@ async def _state_ctx(app: web.Application):
     except Exception as exc:  # the refresh loop retries; until then no key is accepted
         log.warning("cannot read the admin key hash yet", extra={"error": repr(exc)})
     tasks = [
-        asyncio.create_task(listen_events(app[STORE], cache, on_reconnect=cache.refresh_all), name="gantry-events"),
+        asyncio.create_task(listen_events(app[STORE], _on_event(cache, app[AUTH]), on_reconnect=cache.refresh_all),
+                            name="gantry-events"),
         asyncio.create_task(run_every(settings.cache_refresh_interval, refresher._iteration, "cache refresh"),
                             name="gantry-cache-refresh"),
         asyncio.create_task(run_every(ADMISSION_SWEEP, _sweeper(app[ADMISSION], app[ADMIN_ADMISSION],
@@ -124,6 +128,16 @@ async def _state_ctx(app: web.Application):
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await cache.close()
+
+
+def _on_event(cache: FunctionCache, auth: Authenticator):
+    def on_event(message: str) -> None:
+        kind, _, name = message.partition(":")
+        if kind == "key":
+            auth.forget(name)        # revoked (or its tenant removed): refuse it from now on
+        else:
+            cache.on_event(message)
+    return on_event
 
 
 ADMISSION_SWEEP = 10.0   # seconds between sweeps of idle rate-limit keys
@@ -149,6 +163,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx])
     app.router.add_post("/v1/invoke/{name}", invoke)
     admin.add_routes(app)
+    tenants_api.add_routes(app)
     coord_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -12,10 +12,12 @@ from .metrics import Metrics
 from .settings import GatewaySettings
 from .upstream import UpstreamPool
 from ..store import Store
+from ..tenants.store import TenantStore
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 STORE = web.AppKey("store", Store)                          # every control-plane record read and write
+TENANTS = web.AppKey("tenants", TenantStore)                # tenants and API keys
 UPSTREAM = web.AppKey("upstream", UpstreamPool)             # pooled connections to instances
 CACHE = web.AppKey("cache", FunctionCache)
 AUTH = web.AppKey("auth", Authenticator)

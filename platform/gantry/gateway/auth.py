@@ -1,8 +1,9 @@
 """Bearer API keys -> principals.
 
 Keys are never stored or logged: only their SHA-256 is kept and compared in constant time
-(``hmac.compare_digest``).  Today the only principal is the admin (its key hash comes from the
-settings or keys.ADMIN_KEY_HASH); tenant keys plug in as further lookups in ``resolve``.
+(``hmac.compare_digest``).  The platform's admin key (its hash from the settings or
+keys.ADMIN_KEY_HASH) acts in every tenant; API keys (gantry.tenants.apikeys) act in their
+tenant within their scope (docs/tenants.md).
 
 Guessing is rate-limited per client address (the connection's peer: behind a load balancer,
 the balancer's): each wrong key counts against ``failures`` (GANTRY_AUTH_FAILURE_RATE and
@@ -18,13 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
 from gantry_runtime.coord import token_instance
 
 from ..settings import hash_key
-from ..tenants.model import DEFAULT_TENANT, SCOPE_ACTIONS, TENANT_ID_RE, Scope
+from ..store import UNAVAILABLE
+from ..tenants.apikeys import ApiKey, key_id_of
+from ..tenants.store import TenantStore
+from ..manifest import NAME_RE, QUALIFIED_RE
+from ..tenants.model import DEFAULT_TENANT, SCOPE_ACTIONS, TENANT_ID_RE, Scope, qualify
 from .admission import Admission
 from .errors import ApiError
 
@@ -49,22 +55,69 @@ COORD = "coord"
 COORD_PATH = "/v1/coord/"
 
 
+KEY_RECHECK = 2.0      # seconds a resolved API key is trusted before Redis is asked again
+KEY_STALE_OK = 60.0    # ... and how long past that it is still used while Redis cannot answer
+MAX_KNOWN_KEYS = 100_000
+
+
 class Authenticator:
     """Resolves a presented key to a principal.  ``admin_hash`` may change at run time (the
-    cache refresh rereads it from Redis when the settings do not fix it)."""
+    cache refresh rereads it from Redis when the settings do not fix it).
 
-    def __init__(self, admin_hash: str | None = None, failures: Admission | None = None) -> None:
+    API keys (gantry.tenants.apikeys) are looked up by the id their prefix names and kept
+    here for KEY_RECHECK seconds, so the invoke path reads Redis for a key at most once per
+    that interval.  A revocation announces "key:ID" (keys.REVOKE_KEY) and every replica drops
+    the key at once (``forget``); the recheck bounds the delay to KEY_RECHECK if that
+    announcement is lost, and a key's expiry is compared on every request."""
+
+    def __init__(self, admin_hash: str | None = None, failures: Admission | None = None,
+                 keys: TenantStore | None = None) -> None:
         self.admin_hash = admin_hash
         self.failures = failures or Admission(0, 1)     # the default: wrong keys are not limited
+        self.keys = keys
+        self._known: dict[str, tuple[ApiKey, float]] = {}    # key id -> (record, monotonic time read)
 
-    def resolve(self, key: str) -> Principal | None:
+    def forget(self, key_id: str) -> None:
+        self._known.pop(key_id, None)
+
+    async def _api_key(self, key_id: str) -> ApiKey | None:
+        now = time.monotonic()
+        cached = self._known.get(key_id)
+        if cached is not None and now - cached[1] < KEY_RECHECK:
+            return cached[0]
+        if self.keys is None:
+            return None
+        try:
+            found = await self.keys.get_key(key_id)
+        except UNAVAILABLE:
+            if cached is not None and now - cached[1] < KEY_RECHECK + KEY_STALE_OK:
+                return cached[0]     # Redis is away: nobody can revoke either; keep serving
+            raise ApiError(503, "unavailable", "the gateway cannot read API keys (Redis unreachable)") from None
+        except (KeyError, ValueError):
+            found = None             # an unreadable record is no key
+        if found is None:
+            self._known.pop(key_id, None)
+            return None
+        if len(self._known) >= MAX_KNOWN_KEYS:
+            self._known.clear()
+        self._known[key_id] = (found, now)
+        return found
+
+    async def resolve(self, key: str) -> Principal | None:
         digest = hash_key(key)
         admin = self.admin_hash
         if admin is not None and hmac.compare_digest(digest, admin):
             return ADMIN
-        return None
+        key_id = key_id_of(key)
+        if key_id is None:
+            return None
+        record = await self._api_key(key_id)
+        if record is None or not hmac.compare_digest(digest, record.hash) or not record.live(time.time()):
+            return None
+        return Principal(kind="key", tenant=record.tenant, key_id=record.id, scope=record.scope,
+                         functions=record.functions)
 
-    def authenticate(self, request: web.Request) -> Principal:
+    async def authenticate(self, request: web.Request) -> Principal:
         client = request.remote or ""
         now = asyncio.get_running_loop().time()
         self.failures.hold(client, now)
@@ -79,10 +132,11 @@ class Authenticator:
             if not request.path.startswith(COORD_PATH):
                 raise ApiError(403, "forbidden", "a function's coordination token is good for /v1/coord/ only")
             return Principal(kind=COORD, tenant=ADMIN_TENANT, key_id="coord:" + instance[:64], scope=Scope.INVOKE)
-        principal = self.resolve(key)
+        principal = await self.resolve(key)
         if principal is None:
             self.failures.check(client, now)     # counts it (admitted: hold just passed)
-            raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
+            raise ApiError(401, "unauthorized", "invalid API key (unknown, revoked or expired)",
+                           {"WWW-Authenticate": "Bearer"})
         return principal
 
 
@@ -107,3 +161,22 @@ def acting_tenant(request: web.Request, principal: Principal) -> str:
     if not principal.is_admin or not TENANT_ID_RE.match(asked):
         raise ApiError(404, "not_found", f"no tenant {asked[:40]!r}")
     return asked
+
+
+def function_name(principal: Principal, name: str, action: str) -> str:
+    """The qualified name (tenants.model.qualify) of function NAME as PRINCIPAL addresses it,
+    once its scope allows ACTION on it.  The platform admin names any tenant's function as
+    TENANT.NAME (a bare name is the default tenant's); a tenant's key names its own functions
+    bare, and anything else (another tenant's, a qualified name) is simply not found: a 404,
+    never a 403 that would confirm it exists.  A key limited to named functions is refused
+    others (403) before anything is looked up."""
+    require(principal, action)
+    if principal.is_admin:
+        if not QUALIFIED_RE.match(name):
+            raise ApiError(404, "not_found", f"no function named {name[:80]!r}")
+        return name
+    if not NAME_RE.match(name):
+        raise ApiError(404, "not_found", f"no function named {name[:80]!r}")
+    if principal.functions and name not in principal.functions:
+        raise ApiError(403, "forbidden", f"this key is limited to the functions {', '.join(principal.functions)}")
+    return qualify(principal.tenant, name)

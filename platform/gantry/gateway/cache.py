@@ -19,12 +19,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from ..cancellation import raise_if_cancelled
 from .. import keys, state
-from ..manifest import NAME_RE, FunctionSpec
+from ..manifest import QUALIFIED_RE, FunctionSpec
 from ..store import StartFailure, Store
 from .balancer import Balancer, Ticket
 from .errors import ApiError
@@ -140,7 +141,7 @@ class FunctionCache:
 
     async def get(self, name: str) -> Entry | None:
         """The entry of a deployed function, or None if there is no such function."""
-        if not NAME_RE.match(name):
+        if not QUALIFIED_RE.match(name):
             return None
         entry = self.entries.get(name)
         if entry is None:
@@ -246,8 +247,9 @@ class FunctionCache:
             self.refresh_name(name)
 
 
-async def listen_events(store: Store, cache: FunctionCache, on_reconnect=None) -> None:
-    """Follow keys.EVENTS until cancelled; resubscribe (and refresh everything) after errors."""
+async def listen_events(store: Store, on_event: Callable[[str], None], on_reconnect=None) -> None:
+    """Follow keys.EVENTS until cancelled, handing each message to ``on_event``; resubscribe
+    (and call ``on_reconnect``: refresh everything) after errors."""
     backoff = 0.1
     while True:
         try:
@@ -263,7 +265,7 @@ async def listen_events(store: Store, cache: FunctionCache, on_reconnect=None) -
                     if msg is None or msg.get("type") != "message":
                         continue
                     data = msg["data"]
-                    cache.on_event(data.decode() if isinstance(data, bytes) else str(data))
+                    on_event(data.decode() if isinstance(data, bytes) else str(data))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,9 +1,10 @@
 """The /v1/coord API: locks with fencing tokens, state with a watched revision log, queues
 and service discovery for functions, over gantry.coord.store (docs/coordination.md).
 
-Every name lives in the caller's namespace: its key id (two keys never see each other's
-names); a function instance's coordination token maps to its owner's namespace (today every
-function belongs to the admin).  The token is verified here, on every call, against the
+Every name lives in the caller's namespace: its tenant's (two tenants never see each other's
+names); a function instance's coordination token maps to its function's tenant, so a tenant's
+functions and its API keys share one namespace.  The default tenant's namespace is "admin"
+(what it was before tenants existed, so its coordination data survives the upgrade).  The token is verified here, on every call, against the
 instance record (gantry_runtime.coord.token_matches; a verdict is kept for TOKEN_CACHE s),
 so it is good exactly while its instance exists and runs.
 
@@ -33,6 +34,7 @@ from ..coord.store import CoordStore
 from ..hotpath.router import Router
 from ..state import DRAINING, RUNNING_STATES
 from ..settings import redis_options
+from ..tenants.model import DEFAULT_TENANT, split
 from .appkeys import AUTH, PRINCIPAL, SETTINGS, STORE
 from .auth import ADMIN, COORD
 from .errors import ApiError
@@ -125,11 +127,15 @@ def _bad(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
+def tenant_namespace(tenant: str) -> str:
+    return ADMIN.key_id if tenant == DEFAULT_TENANT else f"t-{tenant}"
+
+
 async def _namespace(request: web.Request) -> str:
     """The caller's namespace; a function's token is verified here first."""
     principal = request[PRINCIPAL]
     if principal.kind != COORD:
-        return principal.key_id
+        return tenant_namespace(principal.tenant)
     token = request.headers.get("Authorization", "").partition(" ")[2].strip()
     tokens = request.app[TOKENS]
     now = time.monotonic()
@@ -143,7 +149,7 @@ async def _namespace(request: web.Request) -> str:
         raise ApiError(401, "unauthorized", "invalid or expired coordination token", {"WWW-Authenticate": "Bearer"})
     if len(tokens) > 10_000:
         tokens.clear()
-    ns = ADMIN.key_id      # the function's owner: every function is the admin's until tenants exist
+    ns = tenant_namespace(split(inst.function)[0])      # the function's owner
     tokens[token] = (ns, now + TOKEN_CACHE)
     return ns
 

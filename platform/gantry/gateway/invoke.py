@@ -31,6 +31,7 @@ from gantry_runtime.wire import ErrorCode
 from . import upstream
 from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
+from .auth import function_name
 from .balancer import Ticket
 from .cache import Active, Entry
 from .errors import ApiError
@@ -107,15 +108,16 @@ def _asked_timeout(request: web.Request) -> float | None:
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
     metrics = request.app[METRICS]
     label, status = UNKNOWN, 500
     try:
-        request.app[ADMISSION].check(request[PRINCIPAL].key_id, asyncio.get_running_loop().time())
+        principal = request[PRINCIPAL]
+        name = function_name(principal, request.match_info["name"], "invoke")
+        request.app[ADMISSION].check(principal.key_id, asyncio.get_running_loop().time())
         entry = await request.app[CACHE].get(name)
         if entry is None:
             status = 404
-            raise ApiError(404, "not_found", f"no function named {name!r} is deployed")
+            raise ApiError(404, "not_found", f"no function named {request.match_info['name']!r} is deployed")
         label = name
         resp = await _invoke(request, entry)
         status = resp.status

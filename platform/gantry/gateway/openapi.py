@@ -22,7 +22,7 @@ from gantry_runtime.wire import ErrorCode
 
 from .. import state
 from ..manifest import (MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
-                        MIN_MEMORY, NAME_RE, RUNTIMES)
+                        MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
 from ..quantities import format_size
 from .admin import MAX_JSON_DEPTH, MAX_LOG_ENTRIES
 from .coord_api import (MAX_DELIVERIES, MAX_EVENTS, MAX_LIST, MAX_NAME, MAX_QUEUE_NAME, MAX_TTL, MAX_VISIBILITY,
@@ -55,6 +55,11 @@ def _nullable(schema: _Schema) -> _Schema:
 
 _NAME = {"type": "string", "pattern": NAME_RE.pattern,
          "description": "lower-case letters, digits and '-', starting with a letter, at most 63"}
+# A function as its caller names it: bare for the caller's own tenant; the platform admin
+# names another tenant's as TENANT.NAME (docs/tenants.md).
+_QNAME = {"type": "string", "pattern": QUALIFIED_RE.pattern,
+          "description": "the function's name; the platform admin names another tenant's as TENANT.NAME"}
+_TENANT_ID = {"type": "string", "pattern": TENANT_RE.pattern, "description": "a tenant id"}
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
            "propertyNames": {"enum": [s.value for s in state.InstanceState]},
            "description": "instances by state"}
@@ -112,7 +117,14 @@ def _spec(written: bool) -> _Schema:
         "env": {"type": "object", "additionalProperties": env_value,
                 "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "not": {"pattern": "^GANTRY_"}},
                 "description": "environment variables of the function (names starting with GANTRY_ are reserved)"},
+        "secrets": {"type": "object", "additionalProperties": {"type": "string", "pattern": SECRET_NAME_RE.pattern},
+                    "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "not": {"pattern": "^GANTRY_"}},
+                    "description": "environment variable -> the name of one of the tenant's secrets, delivered "
+                                   "at start (never stored in the spec or the image); a variable is in env or "
+                                   "here, not both"},
     }
+    if not written:
+        props["tenant"] = {**_TENANT_ID, "description": "the owner (set from the deploying key)"}
     return _obj(props, ["name", "handler"] if written else None)
 
 
@@ -124,11 +136,11 @@ SCHEMAS: dict[str, _Schema] = {
     "DeployRequest": _obj({"spec": _ref("SpecInput"),
                            "image": {"type": "string", "minLength": 1, "pattern": r"\S",
                                      "description": "the image reference `gantry build` made"}}),
-    "Deployed": _obj({"name": _NAME, "version": {"type": "integer", "minimum": 1},
+    "Deployed": _obj({"name": _QNAME, "tenant": _TENANT_ID, "version": {"type": "integer", "minimum": 1},
                       "active": {"type": "integer", "minimum": 1,
                                  "description": "the version taking traffic (the new one once it is ready)"}}),
     "FunctionSummary": _obj({
-        "name": _NAME,
+        "name": _QNAME, "tenant": _TENANT_ID,
         "latest": _nullable({"type": "integer"}), "active": _nullable({"type": "integer"}),
         "image": _nullable({"type": "string"}),
         "min_override": _nullable({"type": "integer", "minimum": 0}),
@@ -362,7 +374,7 @@ def _op(op_id: str, tag: str, summary: str, ok: dict[int, Any], errors: tuple[in
     return out
 
 
-_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": _NAME,
+_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": _QNAME,
                "description": "the function's name (any other name is 404)"}
 def _body(schema: _Schema) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
@@ -462,12 +474,12 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("getFunction", "functions", "A function, its specs and its instances",
                    {200: _json(_ref("Function"), "the function")}, (404, *_ADMIN_ERRORS), params=[_NAME_PARAM]),
         "delete": _op("deleteFunction", "functions", "Delete a function (its instances are drained)",
-                      {200: _json(_obj({"name": _NAME, "deleted": {"const": True}}), "deleted")},
+                      {200: _json(_obj({"name": _QNAME, "deleted": {"const": True}}), "deleted")},
                       (404, *_ADMIN_ERRORS), params=[_NAME_PARAM]),
     },
     "/v1/functions/{name}/scale": {"post": _op(
         "scaleFunction", "functions", "Keep at least N instances ready (`gantry scale`)",
-        {200: _json(_obj({"name": _NAME, "min_instances": {"type": "integer", "minimum": 0}}), "the new floor")},
+        {200: _json(_obj({"name": _QNAME, "min_instances": {"type": "integer", "minimum": 0}}), "the new floor")},
         (400, 404, 413, *_ADMIN_ERRORS), params=[_NAME_PARAM],
         description="`min_instances` above the latest version's `scaling.max_instances` is 400.",
         body=_body(_obj({"min_instances": {"type": "integer", "minimum": 0, "maximum": MAX_INSTANCES,
@@ -475,7 +487,7 @@ PATHS: dict[str, dict[str, Any]] = {
                         closed=False)))},
     "/v1/functions/{name}/logs": {"get": _op(
         "functionLogs", "functions", "The function's container logs, oldest first, after a cursor",
-        {200: _json(_obj({"name": _NAME, "entries": {"type": "array", "items": _ref("LogEntry")},
+        {200: _json(_obj({"name": _QNAME, "entries": {"type": "array", "items": _ref("LogEntry")},
                           "cursor": _nullable({"type": "string", "description": "pass as `after` for the next "
                                                                                 "page"})}),
                     "up to `limit` entries (none for a name that was never deployed)")},

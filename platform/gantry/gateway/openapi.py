@@ -24,6 +24,8 @@ from .. import state
 from ..manifest import (MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
                         MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
 from ..quantities import format_size
+from ..tenants.apikeys import KEY_RE, MAX_KEY_FUNCTIONS, MAX_NOTE
+from ..tenants.model import FEATURE_RE, MAX_FEATURES, MAX_TENANT_NAME, QUOTA_FIELDS, Isolation, Scope
 from .admin import MAX_JSON_DEPTH, MAX_LOG_ENTRIES
 from .coord_api import (MAX_DELIVERIES, MAX_EVENTS, MAX_LIST, MAX_NAME, MAX_QUEUE_NAME, MAX_TTL, MAX_VISIBILITY,
                         MAX_WAIT, MAX_WEIGHT)
@@ -173,6 +175,39 @@ SCHEMAS: dict[str, _Schema] = {
         "instances": {"type": "integer", "minimum": 0}, "states": _COUNTS,
     }),
 }
+_QUOTAS = _obj({name: {"type": "number" if name == "cpu" else "integer", "minimum": 0,
+                       "description": f"{unit}; absent: no limit"}
+                for name, unit in QUOTA_FIELDS.items()}, [], description="resource -> limit")
+_TENANT_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": MAX_TENANT_NAME, "description": "a display name"},
+    "isolation": {"enum": [i.value for i in Isolation], "description": "default `container` for a new tenant"},
+    "features": {"type": "array", "items": {"type": "string", "pattern": FEATURE_RE.pattern}, "maxItems": MAX_FEATURES},
+}
+SCHEMAS["Tenant"] = _obj({"id": _TENANT_ID, **_TENANT_FIELDS, "quotas": _QUOTAS, "created": {"type": "number"},
+                          "functions": {"type": "integer", "minimum": 0, "description": "deployed functions"}})
+_QUOTAS_INPUT = _obj({name: _nullable({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}
+                                      if name == "memory" else {"type": "number" if name == "cpu" else "integer",
+                                                                "minimum": 0})
+                      for name in QUOTA_FIELDS}, [], description="resource -> limit (memory may be a size such as "
+                                                                 "\"8Gi\"); null removes a limit")
+SCHEMAS["TenantInput"] = _obj({"id": _TENANT_ID, **_TENANT_FIELDS, "quotas": _QUOTAS_INPUT}, ["id"])
+SCHEMAS["TenantUpdate"] = _obj({**_TENANT_FIELDS, "quotas": _QUOTAS_INPUT}, [])
+_SCOPE = {"enum": [s.value for s in Scope], "description": "admin (platform-wide), tenant-admin, deploy or invoke"}
+SCHEMAS["Key"] = _obj({
+    "id": {"type": "string", "pattern": "^[0-9a-f]{12}$"}, "tenant": _TENANT_ID, "scope": _SCOPE,
+    "functions": _nullable({"type": "array", "items": _NAME}), "created": {"type": "number"},
+    "expires": _nullable({"type": "number"}), "revoked": _nullable({"type": "number"}),
+    "created_by": {"type": "string"}, "note": _nullable({"type": "string"}),
+    "prefix": {"type": "string", "description": "how the key starts (the key itself is never shown again)"},
+    "live": {"type": "boolean"}}, ["id", "tenant", "scope"])
+SCHEMAS["KeyInput"] = _obj({
+    "scope": {**_SCOPE, "description": "default invoke; at most the caller's own"},
+    "tenant": {**_TENANT_ID, "description": "the platform admin's choice; a tenant's key makes keys of its own"},
+    "functions": _nullable({"type": "array", "items": _NAME, "maxItems": MAX_KEY_FUNCTIONS,
+                            "description": "limit the key to these functions"}),
+    "ttl": _nullable({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
+                      "description": "lifetime: seconds or a duration such as \"30d\"; absent: no expiry"}),
+    "note": {"type": "string", "maxLength": MAX_NOTE}}, [])
 SCHEMAS["Function"] = _obj({**SCHEMAS["FunctionSummary"]["properties"],   # the summary, and:
                            "spec": _nullable(_ref("Spec")), "active_spec": _nullable(_ref("Spec")),
                            "instances": {"type": "array", "items": _ref("Instance")}})
@@ -291,10 +326,11 @@ ERRORS: list[tuple[int, str, str]] = [
      "header the HTTP parser rejects"),
     (401, "unauthorized", "no bearer key, or an unknown one, or a function's coordination token whose instance no "
      "longer runs (`WWW-Authenticate: Bearer`)"),
-    (403, ErrorCode.FORBIDDEN, "an admin operation without the admin key; a function's coordination token outside "
-     "/v1/coord/"),
-    (404, ErrorCode.NOT_FOUND, "no such function (or route); in /v1/coord/: no such state key, registration or "
-     "live service instance"),
+    (403, ErrorCode.FORBIDDEN, "the key's scope does not allow the operation (docs/tenants.md), or it is limited to "
+     "other functions; a function's coordination token outside /v1/coord/"),
+    (404, ErrorCode.NOT_FOUND, "no such function, tenant or key (or route): another tenant's is not found either; in "
+     "/v1/coord/: no such state key, registration or live service instance"),
+    (409, "conflict", "a tenant id that exists; removing a tenant that still has functions, or the default tenant"),
     (409, CoordCode.FENCE_STALE, "a fenced write or ack whose lock is no longer held with that token: a newer "
      "holder may have written; stop"),
     (409, CoordCode.LOCK_LOST, "a renew of a lease that is gone (expired, or released)"),
@@ -376,6 +412,12 @@ def _op(op_id: str, tag: str, summary: str, ok: dict[int, Any], errors: tuple[in
 
 _NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": _QNAME,
                "description": "the function's name (any other name is 404)"}
+_TENANT_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+                 "description": "the tenant's id (another tenant's is 404 to a tenant's key)"}
+_TENANT_QUERY = {"name": "tenant", "in": "query", "required": False, "schema": _TENANT_ID,
+                 "description": "the platform admin acts in this tenant; a tenant's key naming another is 404"}
+
+
 def _body(schema: _Schema) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -499,6 +541,46 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "2**64-1); absent or empty: from the oldest entry kept"},
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LOG_ENTRIES, "default": 100}}])},
+    "/v1/whoami": {"get": _op(
+        "whoami", "keys", "The calling key's tenant and scope",
+        {200: _json(_obj({"tenant": _TENANT_ID, "scope": _SCOPE, "key_id": {"type": "string"},
+                          "functions": _nullable({"type": "array", "items": _NAME})}), "the caller")},
+        _ADMIN_ERRORS)},
+    "/v1/tenants": {
+        "post": _op("createTenant", "tenants", "Create a tenant (platform admin)",
+                    {201: _json(_ref("Tenant"), "the tenant")}, (400, 409, 413, *_ADMIN_ERRORS),
+                    body=_body(_ref("TenantInput"))),
+        "get": _op("listTenants", "tenants", "Tenants (a tenant's key: its own)",
+                   {200: _json(_obj({"tenants": {"type": "array", "items": _ref("Tenant")}}), "by id")},
+                   _ADMIN_ERRORS),
+    },
+    "/v1/tenants/{id}": {
+        "get": _op("getTenant", "tenants", "A tenant", {200: _json(_ref("Tenant"), "the tenant")},
+                   (404, *_ADMIN_ERRORS), params=[_TENANT_PARAM]),
+        "patch": _op("updateTenant", "tenants", "Change a tenant's name, isolation, quotas or features (platform admin)",
+                     {200: _json(_ref("Tenant"), "the tenant as changed")}, (400, 404, 413, *_ADMIN_ERRORS),
+                     params=[_TENANT_PARAM], body=_body(_ref("TenantUpdate")),
+                     description="A new isolation level applies to instances started from then on."),
+        "delete": _op("removeTenant", "tenants", "Remove a tenant without functions, and its keys (platform admin)",
+                      {200: _json(_obj({"id": _TENANT_ID, "removed": {"const": True},
+                                        "keys_removed": {"type": "integer", "minimum": 0}}), "removed")},
+                      (404, 409, *_ADMIN_ERRORS), params=[_TENANT_PARAM]),
+    },
+    "/v1/keys": {
+        "post": _op("createKey", "keys", "Make an API key (shown once, in this answer only)",
+                    {201: _json(_obj({**SCHEMAS["Key"]["properties"], "key": {"type": "string",
+                                      "pattern": KEY_RE.pattern}}, ["id", "key"]), "the key, whole, this once")},
+                    (400, 404, 413, *_ADMIN_ERRORS), body=_body(_ref("KeyInput")), params=[_TENANT_QUERY]),
+        "get": _op("listKeys", "keys", "API keys of the caller's tenant (the platform admin: every tenant's)",
+                   {200: _json(_obj({"keys": {"type": "array", "items": _ref("Key")}}), "never the keys themselves")},
+                   (404, *_ADMIN_ERRORS), params=[_TENANT_QUERY]),
+    },
+    "/v1/keys/{id}": {"delete": _op(
+        "revokeKey", "keys", "Revoke a key: every gateway refuses it within seconds",
+        {200: _json(_obj({"id": {"type": "string"}, "revoked": {"const": True},
+                          "already": {"type": "boolean"}}), "revoked (already: it was before)")},
+        (404, *_ADMIN_ERRORS), params=[{"name": "id", "in": "path", "required": True,
+                                        "schema": {"type": "string"}, "description": "the key's id"}])},
     "/v1/nodes": {"get": _op(
         "listNodes", "nodes", "Live worker nodes, their capacity and what is placed on them",
         {200: _json(_obj({"nodes": {"type": "array", "items": _ref("Node")}}), "the nodes whose heartbeat is live")},

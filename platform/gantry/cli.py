@@ -99,7 +99,9 @@ def cmd_deploy(args) -> int:
 
     result = build_function(_docker(), args.directory, _progress)
     client = _client(args)
-    answer = client.call("POST", "/v1/functions", {"spec": result.spec.to_dict(), "image": result.image})
+    spec = result.spec.to_dict()
+    spec.pop("tenant")                       # the deploying key's (the admin: --tenant)
+    answer = client.call("POST", "/v1/functions" + _tenant_query(args), {"spec": spec, "image": result.image})
     name, version = answer["name"], answer["version"]
     _progress(f"deployed {name} version {version} ({result.image})")
     if args.wait:
@@ -147,8 +149,13 @@ def cmd_invoke(args) -> int:
     return 0
 
 
+def _tenant_query(args) -> str:
+    from urllib.parse import quote
+    return f"?tenant={quote(args.tenant)}" if getattr(args, "tenant", None) else ""
+
+
 def cmd_ls(args) -> int:
-    functions = _client(args).call("GET", "/v1/functions")["functions"]
+    functions = _client(args).call("GET", "/v1/functions" + _tenant_query(args))["functions"]
     if not functions:
         print("no functions deployed")
         return 0
@@ -208,6 +215,18 @@ def cmd_nodes(args) -> int:
     return 0
 
 
+def _with_client(cmd):
+    """A gantry.cli_tenants command, given the API client and the table printer."""
+    def run(args) -> int:
+        from .cli_tenants import check, _Error
+        try:
+            check(args)
+            return cmd(args, _client(args), _table)
+        except _Error as exc:
+            raise CLIError(str(exc)) from None
+    return run
+
+
 def cmd_bench(args) -> int:
     from .bench.__main__ import main_args
 
@@ -242,11 +261,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("directory")
     sp.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                     help="wait until the new version takes traffic (0: don't wait)")
+    sp.add_argument("--tenant", help="deploy into this tenant (platform admin; a tenant's key deploys into its own)")
     sp = add("invoke", cmd_invoke, "call a function; its answer goes to stdout")
     sp.add_argument("name")
     sp.add_argument("-d", "--data", help="JSON body, or @FILE to send a file")
     sp.add_argument("--stream", action="store_true", help="print chunks as they arrive")
-    add("ls", cmd_ls, "list functions with version and instances")
+    sp = add("ls", cmd_ls, "list functions with version and instances")
+    sp.add_argument("--tenant", help="only this tenant's (platform admin; default: every tenant's)")
     sp = add("rm", cmd_rm, "delete a function and stop its instances")
     sp.add_argument("name")
     sp = add("logs", cmd_logs, "print a function's logs")
@@ -256,6 +277,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("min_instances", type=int, metavar="N")
     add("nodes", cmd_nodes, "list live worker nodes and their capacity")
+    from .cli_tenants import add_commands as tenant_commands
+    tenant_commands(lambda name, func, help_text: add(name, _with_client(func), help_text))
     sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
     sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
     add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())

@@ -109,9 +109,9 @@ async def deploy(request: web.Request) -> web.Response:
     if not isinstance(image, str) or not image.strip():
         raise ApiError(400, "bad_request", "image: expected the function's image reference (a non-empty string)")
     spec_data = data.get("spec")
-    if isinstance(spec_data, dict) and "tenant" in spec_data:
-        raise ApiError(400, "bad_request", "spec: tenant: set by the key that deploys (the admin: ?tenant=ID), "
-                                           "not by the spec")
+    if isinstance(spec_data, dict) and spec_data.get("tenant", tenant) != tenant:
+        raise ApiError(400, "bad_request", f"spec: tenant: the deploying key's ({tenant!r}; the platform admin "
+                                           f"chooses with ?tenant=ID), got {str(spec_data['tenant'])[:40]!r}")
     try:
         spec = FunctionSpec.from_dict(spec_data, source="spec")
     except ManifestError as exc:

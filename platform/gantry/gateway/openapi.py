@@ -125,8 +125,8 @@ def _spec(written: bool) -> _Schema:
                                    "at start (never stored in the spec or the image); a variable is in env or "
                                    "here, not both"},
     }
-    if not written:
-        props["tenant"] = {**_TENANT_ID, "description": "the owner (set from the deploying key)"}
+    props["tenant"] = {**_TENANT_ID, "description": "the owner, set from the deploying key" + (
+        " (may be sent, and must then be that tenant)" if written else "")}
     return _obj(props, ["name", "handler"] if written else None)
 
 

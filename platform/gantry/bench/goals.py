@@ -60,4 +60,16 @@ def evaluate(sections: dict) -> list[dict]:
                        failed, "0 failed requests", None if failed is None else failed == 0,
                        f"first calls p50 {_get(dense, 'p50_ms')} ms, p99 {_get(dense, 'p99_ms')} ms "
                        f"(warm, or reclaim + cold start); calls that needed a start: {_get(dense, 'cold_calls')}"))
+    ten = sections.get("tenancy")
+    d1 = _get(ten, "ratios", "1", "tenant_key_over_admin_p50_ms", "median")
+    goals.append(_goal("tenant key vs the admin key (same function, same gateway), 1 client, p50 added", d1,
+                       "<= 0.05 ms", None if d1 is None else d1 <= 0.05,
+                       f"median of per-round differences; admin key p50 "
+                       f"{_get(ten, 'paths', 'admin_key', '1', 'p50_ms', 'median')} ms"))
+    many = _get(ten, "ratios", "64", "many_keys_rps_vs_admin", "median")
+    goals.append(_goal(f"{_get(ten, 'keys')} distinct tenant keys vs the admin key, 64 clients, throughput", many,
+                       ">= 0.95x", None if many is None else many >= 0.95,
+                       f"median of per-round ratios; medians: many keys "
+                       f"{_get(ten, 'paths', 'many_keys', '64', 'rps', 'median')} req/s, admin key "
+                       f"{_get(ten, 'paths', 'admin_key', '64', 'rps', 'median')} req/s"))
     return goals

@@ -45,7 +45,8 @@ TITLES = {"warm": "1. Warm invocation: trivial JSON echo, one container",
           "deploy": "4. Deploy",
           "scale": "5. Scale from zero under a burst",
           "density": "6. Density: functions with default manifests on this node",
-          "hotpath": "7. Hot path (ns per operation)"}
+          "hotpath": "7. Hot path (ns per operation)",
+          "tenancy": "8. Tenant resolution on the invoke path"}
 
 
 def render(results: dict, results_path: str | None = None) -> str:
@@ -79,10 +80,32 @@ def render(results: dict, results_path: str | None = None) -> str:
                               (TITLES["deploy"], s.get("deploy"), _deploy),
                               (TITLES["scale"], s.get("scale"), _scale),
                               (TITLES["density"], s.get("density"), _density),
-                              (TITLES["hotpath"], s.get("hotpath"), _hotpath)):
+                              (TITLES["hotpath"], s.get("hotpath"), _hotpath),
+                              (TITLES["tenancy"], s.get("tenancy"), _tenancy)):
         out += ["", f"### {title}", ""] + (body(data) if data else ["not measured in this run"])
     out += ["", END]
     return "\n".join(out) + "\n"
+
+
+def _tenancy(t: dict) -> list[str]:
+    out = [f"The same echo of tenant `{t['tenant']}` through the same gateway, called with the platform admin key "
+           "(one hash compared: the path before tenants), one tenant API key (looked up by id, kept 2 s), and "
+           f"{t['keys']} distinct tenant keys in turn (each read from Redis again every 2 s); {t['rounds']} rounds "
+           f"of {t['duration_s']} s per path and client count, interleaved.", ""]
+    rows = []
+    for conns in ("1", "64"):
+        for path in ("admin_key", "tenant_key", "many_keys"):
+            p = g(t, "paths", path, conns) or {}
+            rows.append([conns, path.replace("_", " "), fmt(p.get("rps"), 0), fmt(p.get("p50_ms")), fmt(p.get("p99_ms")),
+                         fmt(p.get("gateway_cpu_us_per_request"), 0), p.get("errors")])
+    out.append(table(["clients", "key", "req/s", "p50 ms", "p99 ms", "gateway CPU µs/req", "errors"], rows))
+    out += ["", table(["clients", "one tenant key: p50 added (ms)", "many keys: p50 added (ms)",
+                       "one key: req/s vs admin", "many keys: req/s vs admin"],
+                      [[c, fmt(g(t, "ratios", c, "tenant_key_over_admin_p50_ms")),
+                        fmt(g(t, "ratios", c, "many_keys_over_admin_p50_ms")),
+                        fmt(g(t, "ratios", c, "tenant_key_rps_vs_admin"), 3),
+                        fmt(g(t, "ratios", c, "many_keys_rps_vs_admin"), 3)] for c in ("1", "64")])]
+    return out
 
 
 def _warm(w: dict | None) -> list[str]:

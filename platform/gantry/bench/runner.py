@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import cold, density, deploy, goals, machine, scale, stream, warm
+from . import cold, density, deploy, goals, machine, scale, stream, tenancy, warm
 from .stack import Stack
 from .stats import summary
 
@@ -23,7 +23,8 @@ SCHEMA = 1
 LIMITS = {"full": 870.0, "quick": 175.0}          # seconds: stop starting repeats after this
 # Ceilings per section (seconds), full / quick: a section starts no new repeat past its own.
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
-            "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60)}
+            "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60),
+            "tenancy": (60, 20)}
 
 
 def repo_root() -> str | None:
@@ -161,6 +162,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
         results["platform"] = ctx.stack.settings
         ctx.stack.start()
         section("warm", warm.measure)
+        section("tenancy", tenancy.measure)
         section("streaming", stream.measure)
         section("cold_start", cold.measure)
         section("redeploy", deploy.redeploy, lambda v: sections.setdefault("deploy", {}).__setitem__("redeploy", v))

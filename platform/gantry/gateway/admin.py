@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..manifest import NAME_RE, FunctionSpec, ManifestError
+from ..tenants.quotastore import QuotaStore
 from . import registry
 from .appkeys import CACHE, PRINCIPAL, STORE
 from .auth import require_admin
@@ -154,6 +155,7 @@ async def scale(request: web.Request) -> web.Response:
     top = summary["spec"]["scaling"]["max_instances"]
     if n > top:
         raise ApiError(400, "bad_request", f"min_instances: expected at most max_instances ({top}), got {n}")
+    await QuotaStore(r.redis).check_min_instances(name, n)     # 403 quota_exceeded above the quota
     if not await registry.set_min_override(r, name, n):
         raise _not_found(name)
     return web.json_response({"name": name, "min_instances": n})

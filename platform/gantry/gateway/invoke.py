@@ -33,9 +33,10 @@ from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, U
 from ..cancellation import raise_if_cancelled
 from .balancer import Ticket
 from .cache import Active, Entry
-from .errors import ApiError
+from .errors import ApiError, quota_error
 from .metrics import UNKNOWN
 from .settings import GatewaySettings
+from .tenantlimits import TENANT_LIMITS
 from ..state import Instance
 
 log = logging.getLogger("gantry.gateway")
@@ -110,8 +111,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     metrics = request.app[METRICS]
     label, status = UNKNOWN, 500
+    release = None       # the tenant's concurrency slot, if its quota has one
     try:
         request.app[ADMISSION].check(request[PRINCIPAL].key_id, asyncio.get_running_loop().time())
+        release = await request.app[TENANT_LIMITS].admit(request[PRINCIPAL].tenant, asyncio.get_running_loop().time())
         entry = await request.app[CACHE].get(name)
         if entry is None:
             status = 404
@@ -127,6 +130,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         status = 499   # the client went away
         raise
     finally:
+        if release is not None:
+            release()
         metrics.requests[(label, status)] += 1
 
 
@@ -154,6 +159,8 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
                 raise ApiError(502, ErrorCode.FUNCTION_START_FAILED,
                                f"function {entry.name!r} version {entry.known.start_failed.version} "
                                f"could not start: {failed}", ids)
+            if entry.known.pending_quota is not None:   # no instance can start: its tenant's quota
+                raise quota_error(entry.known.pending_quota, ids)
             break
         inst = ticket.instance
         active = entry.known.active
@@ -211,6 +218,8 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
                 return ticket
             if entry.known.start_failure():
                 return None                # its last start failed: the caller answers 502 with why
+            if entry.known.pending_quota is not None and not entry.routing.balancer.ready:
+                return None                # nothing serves it and its quota stops a start: 403
             now = time.monotonic()
             if now >= deadline:
                 return None

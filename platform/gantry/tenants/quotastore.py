@@ -29,6 +29,10 @@ def _ints(raw: dict) -> dict[str, int]:
 class QuotaStore(ScriptRunner):
     """Reads of quotas and usage, and the concurrency slots (keys, "quotas" section)."""
 
+    def events(self):
+        """A pub/sub connection for keys.EVENTS hints (the caller subscribes and closes it)."""
+        return self.redis.pubsub(ignore_subscribe_messages=True)
+
     async def quotas(self, tenant: str) -> dict[str, int]:
         """The tenant's limits as stored (cpu in millicores); absent: unlimited."""
         return _ints(await self.redis.hgetall(keys.tenant_quota(tenant)))
@@ -63,6 +67,14 @@ class QuotaStore(ScriptRunner):
         quotas, used = await pipe.execute()
         return check_placed(tenant, _ints(quotas), _ints(used),
                             {"instances": 1, "cpu": cpu, "memory": memory, "gpus": gpus})
+
+    async def check_min_instances(self, qualified: str, n: int) -> None:
+        """Raise QuotaExceeded when ``n`` (a min_instances asked for) is above the instances
+        quota of the function's tenant: it could never be met, so it is refused up front."""
+        tenant = split(qualified)[0]
+        limit = (await self.quotas(tenant)).get("instances")
+        if limit is not None and n > limit:
+            raise QuotaExceeded(tenant, "instances", (await self.usage(tenant))["instances"], limit)
 
     async def acquire_slot(self, tenant: str, slot: str, limit: int, lease_ms: int) -> tuple[bool, int]:
         """Take a concurrency slot: (taken, slots held now)."""

@@ -395,7 +395,9 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
   local limit = redis.call('HGET', KEYS[7], 'functions')
   local count = redis.call('SCARD', KEYS[6])
   if limit and count >= tonumber(limit) then
-    if redis.call('GET', KEYS[5]) == ARGV[2] then redis.call('DECR', KEYS[5]) end
+    if redis.call('GET', KEYS[5]) == ARGV[2] and redis.call('DECR', KEYS[5]) == 0 then
+      redis.call('DEL', KEYS[5])
+    end
     return {'functions', count, tonumber(limit)}
   end
 end

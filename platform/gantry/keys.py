@@ -107,32 +107,67 @@ def node_commands(node_id: str) -> str:
     return f"{PREFIX}node:{node_id}:cmds"
 
 
-# KEYS[1] node hash, KEYS[2] node alloc hash, KEYS[3] node alive key
-# ARGV[1] cpu millicores wanted, ARGV[2] memory bytes wanted
-# Reserve capacity on a live node atomically: 1 if reserved, 0 if it does not fit or is dead.
+# KEYS[1] node hash, KEYS[2] node alloc hash, KEYS[3] node alive key, and for a tenant's
+# instance KEYS[4] tenant_used hash, KEYS[5] tenant_quota hash ("quotas" section below)
+# ARGV[1] cpu millicores wanted, ARGV[2] memory bytes wanted, ARGV[3] GPUs wanted (default 0)
+# Reserve capacity on a live node atomically and, with KEYS[4], the tenant's usage (one
+# instance, the cpu, memory and GPUs) in the same step: both or neither.  The quota is
+# checked first (no node could take what it refuses).  Returns 1 if reserved, 0 if it does
+# not fit or the node is dead, {resource, used, limit} when the tenant's quota refuses.
 RESERVE_CAPACITY = """
+local cpu, mem, gpus = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3] or '0')
+local tenant = #KEYS >= 5
+if tenant then
+  local want = {instances = 1, cpu = cpu, memory = mem, gpus = gpus}
+  for _, r in ipairs({'instances', 'cpu', 'memory', 'gpus'}) do
+    local limit = redis.call('HGET', KEYS[5], r)
+    if limit and want[r] > 0 then
+      local used = tonumber(redis.call('HGET', KEYS[4], r) or '0')
+      if used + want[r] > tonumber(limit) then return {r, used, tonumber(limit)} end
+    end
+  end
+end
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 local cap_cpu = tonumber(redis.call('HGET', KEYS[1], 'cpu_allocatable') or '0')
 if cap_cpu == 0 then cap_cpu = tonumber(redis.call('HGET', KEYS[1], 'cpu') or '0') end
 local cap_mem = tonumber(redis.call('HGET', KEYS[1], 'memory') or '0')
 local used_cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu') or '0')
 local used_mem = tonumber(redis.call('HGET', KEYS[2], 'memory') or '0')
-local cpu, mem = tonumber(ARGV[1]), tonumber(ARGV[2])
 if used_cpu + cpu > cap_cpu or used_mem + mem > cap_mem then return 0 end
 redis.call('HINCRBY', KEYS[2], 'cpu', cpu)
 redis.call('HINCRBY', KEYS[2], 'memory', mem)
+if tenant then
+  redis.call('HINCRBY', KEYS[4], 'instances', 1)
+  redis.call('HINCRBY', KEYS[4], 'cpu', cpu)
+  redis.call('HINCRBY', KEYS[4], 'memory', mem)
+  redis.call('HINCRBY', KEYS[4], 'gpus', gpus)
+end
 return 1
 """
 
-# KEYS[1] node alloc hash, KEYS[2] instance hash
-# ARGV: none.  Give back what the instance reserved, once: the instance's 'released' field
-# guards against a double release.  Returns 1 if released now, 0 if already released.
+# KEYS[1] node alloc hash, KEYS[2] instance hash, KEYS[3] tenant_used hash (optional)
+# ARGV[1] "node" (default): give back the node's capacity and the tenant's usage; "tenant":
+# the tenant's usage only (a dead node's alloc record was dropped whole by FORGET_NODE).
+# Give back what the instance reserved, once: the instance's 'released' field guards against
+# a double release.  The tenant's usage goes back only for a record that took it (its
+# 'tenant' field is set; instances placed before quotas existed took none).
+# Returns 1 if released now, 0 if already released.
 RELEASE_CAPACITY = """
 if redis.call('HSETNX', KEYS[2], 'released', '1') == 0 then return 0 end
-local cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu') or '0')
-local mem = tonumber(redis.call('HGET', KEYS[2], 'memory') or '0')
-redis.call('HINCRBY', KEYS[1], 'cpu', -cpu)
-redis.call('HINCRBY', KEYS[1], 'memory', -mem)
+local f = redis.call('HMGET', KEYS[2], 'cpu', 'memory', 'gpus', 'tenant')
+local cpu, mem, gpus = tonumber(f[1] or '0'), tonumber(f[2] or '0'), tonumber(f[3] or '0')
+-- Lua's -0 reaches Redis as "-0", which HINCRBY refuses: zero is skipped
+local function give(key, field, n) if n ~= 0 then redis.call('HINCRBY', key, field, -n) end end
+if ARGV[1] ~= 'tenant' then
+  give(KEYS[1], 'cpu', cpu)
+  give(KEYS[1], 'memory', mem)
+end
+if #KEYS >= 3 and f[4] and f[4] ~= '' then
+  give(KEYS[3], 'instances', 1)
+  give(KEYS[3], 'cpu', cpu)
+  give(KEYS[3], 'memory', mem)
+  give(KEYS[3], 'gpus', gpus)
+end
 return 1
 """
 
@@ -277,16 +312,21 @@ return 1
 """
 
 # KEYS[1] function hash, KEYS[2] EVENTS
-# ARGV[1] function name, ARGV[2] why its wanted instances cannot be placed ("" to clear)
+# ARGV[1] function name, ARGV[2] why its wanted instances cannot be placed ("" to clear),
+# ARGV[3] (optional) "RESOURCE USED LIMIT" when the tenant's quota is why ("" or absent: not)
 # Keep the function's `pending_reason` field (read by the gateway and CLI to say "no
-# capacity") without recreating a deleted function's hash; announce a change as "fn:NAME".
+# capacity") and `pending_quota` (the gateway answers a waiting request 403 quota_exceeded
+# with it) without recreating a deleted function's hash; announce a change as "fn:NAME".
 # Returns 1 if it changed, 0 otherwise.
 SET_PENDING_REASON = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local old = redis.call('HGET', KEYS[1], 'pending_reason') or ''
-if old == ARGV[2] then return 0 end
+local quota = ARGV[3] or ''
+local old = redis.call('HMGET', KEYS[1], 'pending_reason', 'pending_quota')
+if (old[1] or '') == ARGV[2] and (old[2] or '') == quota then return 0 end
 if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'pending_reason')
 else redis.call('HSET', KEYS[1], 'pending_reason', ARGV[2]) end
+if quota == '' then redis.call('HDEL', KEYS[1], 'pending_quota')
+else redis.call('HSET', KEYS[1], 'pending_quota', quota) end
 redis.call('PUBLISH', KEYS[2], 'fn:' .. ARGV[1])
 return 1
 """
@@ -339,12 +379,29 @@ def function_seq(name: str) -> str:
     return f"{PREFIX}fn:{name}:seq"
 
 
-# KEYS[1] function hash, KEYS[2] FUNCTIONS, KEYS[3] EVENTS channel
-# ARGV[1] name, ARGV[2] the new version (its version hash is already written), ARGV[3] now
-# Point the function at a freshly written version: latest = max(latest, version); active is
-# set only for a function that has none (its first version).  Returns the active version.
+# KEYS[1] function hash, KEYS[2] FUNCTIONS, KEYS[3] EVENTS channel, KEYS[4] the new
+# version's hash, KEYS[5] function_seq, KEYS[6] tenant_functions, KEYS[7] tenant_quota
+# ARGV[1] name, ARGV[2] the new version (taken from function_seq), ARGV[3] now, ARGV[4]
+# image, ARGV[5] spec (msgpack)
+# A name not yet in FUNCTIONS counts against the tenant's `functions` quota (a redeploy never
+# does): refused when the tenant already has that many, leaving no version record behind
+# (and giving the version number back if no later deploy took one).  Otherwise write the
+# version record and point the function at it: latest = max(latest, version); active is
+# set only for a function that has none (its first version).
+# Returns the active version, or {"functions", count, limit} when the quota refuses.
 DEPLOY_VERSION = """
 local v = tonumber(ARGV[2])
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  local limit = redis.call('HGET', KEYS[7], 'functions')
+  local count = redis.call('SCARD', KEYS[6])
+  if limit and count >= tonumber(limit) then
+    if redis.call('GET', KEYS[5]) == ARGV[2] and redis.call('DECR', KEYS[5]) == 0 then
+      redis.call('DEL', KEYS[5])
+    end
+    return {'functions', count, tonumber(limit)}
+  end
+end
+redis.call('HSET', KEYS[4], 'image', ARGV[4], 'spec', ARGV[5], 'created', ARGV[3])
 local latest = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0')
 if v > latest then redis.call('HSET', KEYS[1], 'latest', v) end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'updated', ARGV[3])
@@ -354,6 +411,7 @@ if not active then
   active = v
 end
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[1])
 redis.call('PUBLISH', KEYS[3], 'fn:' .. ARGV[1])
 return tonumber(active)
 """
@@ -768,11 +826,12 @@ def api_key(key_id: str) -> str:
     return f"{PREFIX}apikey:{key_id}"
 
 
-# KEYS[1] tenant hash, KEYS[2] tenant quota hash, KEYS[3] TENANTS
+# KEYS[1] tenant hash, KEYS[2] tenant quota hash, KEYS[3] TENANTS, KEYS[4] EVENTS
 # ARGV[1] tenant id, ARGV[2] "create" (fails if it exists) or "update" (fails if absent,
 # except the default tenant, whose record may be written at any time), ARGV[3] number of
 # tenant fields n, ARGV[4 .. 3+2n] field, value; then quota field, value pairs (the whole
-# quota hash: it is replaced).  Returns 1 if written, 0 if the create found it or the update did not.
+# quota hash: it is replaced).  Announces "tenant:ID" (gateways reload its quotas).
+# Returns 1 if written, 0 if the create found it or the update did not.
 PUT_TENANT = """
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if ARGV[2] == 'create' and exists then return 0 end
@@ -782,6 +841,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * n))
 redis.call('DEL', KEYS[2])
 if #ARGV > 3 + 2 * n then redis.call('HSET', KEYS[2], unpack(ARGV, 4 + 2 * n)) end
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('PUBLISH', KEYS[4], 'tenant:' .. ARGV[1])
 return 1
 """
 
@@ -794,4 +854,60 @@ if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'revoked
 redis.call('HSET', KEYS[1], 'revoked', ARGV[2])
 redis.call('PUBLISH', KEYS[2], 'key:' .. ARGV[1])
 return 1
+"""
+
+
+# --- quotas (gantry.tenants.quota) -------------------------------------------------------
+# A tenant's limits are tenant_quota above.  What counts against them is kept here and
+# changed only in the scripts that change the thing counted: functions by DEPLOY_VERSION and
+# Store.delete_function; instances, cpu, memory and GPUs by RESERVE_CAPACITY and
+# RELEASE_CAPACITY (with the node's capacity, both or neither) and Store.unreserve;
+# concurrent invocations by the slot scripts below.  Requests per minute are a shared rate
+# limit (shared_limit("tenant:ID"), gantry.hotpath.shared_limit), counted by no script here.
+
+
+def tenant_functions(tenant_id: str) -> str:
+    """SET of the qualified names of the tenant's deployed functions (its `functions` use)."""
+    return f"{PREFIX}tenant:{tenant_id}:functions"
+
+
+def tenant_used(tenant_id: str) -> str:
+    """HASH instances, cpu (millicores), memory (bytes), gpus: what the tenant's placed
+    instances hold (reserved with node capacity, released with it)."""
+    return f"{PREFIX}tenant:{tenant_id}:used"
+
+
+def tenant_inflight(tenant_id: str) -> str:
+    """ZSET slot id -> lease deadline (ms, Redis's clock): the tenant's invocations in flight
+    on every gateway.  A gateway renews its slots' leases; a dead gateway's slots lapse."""
+    return f"{PREFIX}tenant:{tenant_id}:inflight"
+
+
+# KEYS[1] tenant_inflight   ARGV[1] slot id, ARGV[2] limit, ARGV[3] lease ms
+# Take a concurrency slot unless the tenant already holds `limit` live ones (slots whose
+# lease lapsed are dropped first: their gateway died or lost Redis).
+# Returns {1, slots held now} if taken, {0, slots held} if refused.
+TENANT_SLOT_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZCARD', KEYS[1])
+if held >= tonumber(ARGV[2]) then return {0, held} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+return {1, held + 1}
+"""
+
+# KEYS[1] tenant_inflight   ARGV[1] lease ms, ARGV[2..] slot ids this gateway still holds
+# Extend the leases of slots that still exist (XX: a lapsed, dropped slot is not revived).
+# Returns how many were extended.
+TENANT_SLOT_RENEW = """
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', deadline, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
+return n
 """

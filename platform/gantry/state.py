@@ -114,6 +114,10 @@ class Instance:
     epoch: int = 0          # the scheduler epoch that placed it
     reason: str = ""        # why it failed or is unhealthy
     paused_at: float = 0.0  # wall time the scheduler decided to pause it (0: never paused)
+    gpus: int = 0           # GPUs it holds (counted against its tenant's quota)
+    # The tenant whose usage (keys.tenant_used) it reserved; "" when it reserved none (placed
+    # before quotas existed): keys.RELEASE_CAPACITY gives usage back only when set.
+    tenant: str = ""
     # The runtime's secret (gantry_runtime.wire.INSTANCE_KEY): the worker writes it with host
     # and port; the gateway sends it with every forward.  Never shown by the admin API.
     key: str = field(default="", repr=False)

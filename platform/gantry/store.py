@@ -22,6 +22,8 @@ from redis.exceptions import WatchError
 from . import keys
 from .manifest import FunctionSpec, ManifestError
 from .state import Function, Instance, InstanceState, Node, decode_hash, pack, unpack
+from .tenants.model import split
+from .tenants.quota import QuotaExceeded
 
 
 class Deposed(Exception):
@@ -51,6 +53,7 @@ class RoutingView(NamedTuple):
     ids: set[str]
     pending_reason: str
     start_failed: StartFailure | None
+    pending_quota: str = ""     # "RESOURCE CURRENT LIMIT" when the tenant's quota is why it waits
 
 
 def _start_failure(raw: dict[str, str]) -> StartFailure | None:
@@ -188,7 +191,8 @@ class Store(ScriptRunner):
         raw, ids = await pipe.execute()
         pointer = raw.get(b"active") or raw.get(b"latest")
         return RoutingView((int(pointer) if pointer else None), {_text(i) for i in ids},
-                           _text(raw.get(b"pending_reason", b"")), _start_failure(decode_hash(raw)))
+                           _text(raw.get(b"pending_reason", b"")), _start_failure(decode_hash(raw)),
+                           _text(raw.get(b"pending_quota", b"")))
 
     async def start_failure(self, name: str) -> StartFailure | None:
         """Why the function's last start failed, while no instance of that version (or a
@@ -353,26 +357,44 @@ class Store(ScriptRunner):
 
     # --- capacity --------------------------------------------------------------------------
 
-    async def reserve(self, node_id: str, cpu: int, memory: int) -> bool:
-        """Reserve capacity on a live node if it fits (atomic in Redis)."""
-        return bool(await self._run(keys.RESERVE_CAPACITY,
-                                    [keys.node(node_id), keys.node_alloc(node_id), keys.node_alive(node_id)],
-                                    [cpu, memory]))
+    async def reserve(self, node_id: str, cpu: int, memory: int, tenant: str | None = None,
+                      gpus: int = 0) -> bool:
+        """Reserve capacity on a live node if it fits (atomic in Redis) and, with ``tenant``,
+        the tenant's usage in the same script.  Raises QuotaExceeded when the tenant's quota
+        refuses (no other node would do: the caller stops trying)."""
+        node_keys = [keys.node(node_id), keys.node_alloc(node_id), keys.node_alive(node_id)]
+        if tenant is None:
+            return bool(await self._run(keys.RESERVE_CAPACITY, node_keys, [cpu, memory]))
+        reply = await self._run(keys.RESERVE_CAPACITY,
+                                node_keys + [keys.tenant_used(tenant), keys.tenant_quota(tenant)],
+                                [cpu, memory, gpus])
+        if isinstance(reply, list):
+            raise QuotaExceeded.from_reply(tenant, reply)
+        return bool(reply)
 
-    async def unreserve(self, node_id: str, cpu: int, memory: int) -> None:
-        """Give back a reservation that no instance record took over (one key, MULTI)."""
+    async def unreserve(self, node_id: str, cpu: int, memory: int, tenant: str | None = None,
+                        gpus: int = 0) -> None:
+        """Give back a reservation that no instance record took over (MULTI), the tenant's
+        usage with it when it was reserved for ``tenant``."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hincrby(keys.node_alloc(node_id), "cpu", -cpu)
         pipe.hincrby(keys.node_alloc(node_id), "memory", -memory)
+        if tenant is not None:
+            used = keys.tenant_used(tenant)
+            for field, amount in (("instances", 1), ("cpu", cpu), ("memory", memory), ("gpus", gpus)):
+                pipe.hincrby(used, field, -amount)
         await pipe.execute()
 
     async def reap(self, inst: Instance, release: bool = True) -> None:
         """Release the instance's capacity (once: RELEASE_CAPACITY's guard) and delete its
         record and set memberships.  Safe to repeat after a crash between the two steps.
         ``release=False`` on a dead node: its whole alloc record is dropped instead, and a
-        release after that drop would leave a negative allocation behind."""
-        if release:
-            await self._run(keys.RELEASE_CAPACITY, [keys.node_alloc(inst.node), keys.instance(inst.id)], [])
+        release after that drop would leave a negative allocation behind; the tenant's usage
+        is given back either way (it is not the node's)."""
+        await self._run(keys.RELEASE_CAPACITY,
+                        [keys.node_alloc(inst.node), keys.instance(inst.id),
+                         keys.tenant_used(split(inst.function)[0])],
+                        ["node" if release else "tenant"])
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.instance(inst.id))
         pipe.srem(keys.function_instances(inst.function), inst.id)
@@ -399,8 +421,11 @@ class Store(ScriptRunner):
              keys.node_instances(node_id), keys.node_commands(node_id)],
             [node_id, "all" if everything else "alloc"]))
 
-    async def set_pending_reason(self, name: str, reason: str) -> bool:
-        return bool(await self._run(keys.SET_PENDING_REASON, [keys.function(name), keys.EVENTS], [name, reason]))
+    async def set_pending_reason(self, name: str, reason: str, quota: str = "") -> bool:
+        """Why the function's wanted instances wait ("" none); ``quota``: "RESOURCE CURRENT
+        LIMIT" when its tenant's quota is why (QuotaExceeded.encode)."""
+        return bool(await self._run(keys.SET_PENDING_REASON, [keys.function(name), keys.EVENTS],
+                                    [name, reason, quota]))
 
     async def set_start_failed(self, name: str, version: int, cause: str) -> bool:
         """Record why VERSION's start failed (the failed instance's reason); True if it changed."""
@@ -415,14 +440,19 @@ class Store(ScriptRunner):
     # --- functions (the admin API) ---------------------------------------------------------
 
     async def deploy_version(self, spec: FunctionSpec, image: str) -> tuple[int, int]:
-        """Register a new version of the function (spec.qualified): returns (version, active version)."""
+        """Register a new version of the function (spec.qualified): returns (version, active
+        version).  Raises QuotaExceeded when it is a new function and its tenant has as many
+        as its ``functions`` quota (nothing is left written)."""
         name = spec.qualified
         version = int(await self.redis.incr(keys.function_seq(name)))
         now = time.time()
-        await self.redis.hset(keys.function_version(name, version),
-                              mapping={"image": image, "spec": pack(spec.to_dict()), "created": str(now)})
-        active = await self._run(keys.DEPLOY_VERSION, [keys.function(name), keys.FUNCTIONS, keys.EVENTS],
-                                 [name, str(version), str(now)])
+        active = await self._run(
+            keys.DEPLOY_VERSION,
+            [keys.function(name), keys.FUNCTIONS, keys.EVENTS, keys.function_version(name, version),
+             keys.function_seq(name), keys.tenant_functions(spec.tenant), keys.tenant_quota(spec.tenant)],
+            [name, str(version), str(now), image, pack(spec.to_dict())])
+        if isinstance(active, list):
+            raise QuotaExceeded.from_reply(spec.tenant, active)
         return version, int(active)
 
     async def delete_function(self, name: str) -> bool:
@@ -437,10 +467,12 @@ class Store(ScriptRunner):
                     if latest is None:
                         await pipe.reset()
                         await self.redis.srem(keys.FUNCTIONS, name)   # a stray membership
+                        await self.redis.srem(keys.tenant_functions(split(name)[0]), name)
                         return False
                     pipe.multi()
                     pipe.delete(key, *[keys.function_version(name, v) for v in range(1, int(latest) + 1)])
                     pipe.srem(keys.FUNCTIONS, name)
+                    pipe.srem(keys.tenant_functions(split(name)[0]), name)   # its `functions` use
                     pipe.publish(keys.EVENTS, f"fn:{name}")
                     await pipe.execute()
                     return True

@@ -104,9 +104,10 @@ class StartFailure(StrEnum):
 ERROR_CONTENT_TYPE = "application/json"
 
 
-def error_body(code: str, message: str) -> bytes:
-    """``{"error": {"code": ..., "message": ...}}``, compact UTF-8 JSON."""
-    return json.dumps({"error": {"code": str(code), "message": message}},
+def error_body(code: str, message: str, **details) -> bytes:
+    """``{"error": {"code": ..., "message": ..., **details}}``, compact UTF-8 JSON (details:
+    what a client may act on, e.g. a quota's resource, current use and limit)."""
+    return json.dumps({"error": {**details, "code": str(code), "message": message}},
                       ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..manifest import FunctionSpec, ManifestError
 from ..tenants.model import DEFAULT_TENANT, split
+from ..tenants.quotastore import QuotaStore
 from . import registry
 from .appkeys import CACHE, PRINCIPAL, STORE, TENANTS
 from .auth import Principal, acting_tenant, function_name, require
@@ -187,6 +188,7 @@ async def scale(request: web.Request) -> web.Response:
     top = summary["spec"]["scaling"]["max_instances"]
     if n > top:
         raise ApiError(400, "bad_request", f"min_instances: expected at most max_instances ({top}), got {n}")
+    await QuotaStore(r.redis).check_min_instances(name, n)     # 403 quota_exceeded above the quota
     if not await registry.set_min_override(r, name, n):
         raise _not_found(request)
     return web.json_response({"name": request.match_info["name"], "min_instances": n})

@@ -27,6 +27,7 @@ from .load import LoadReporter
 from .metrics import Metrics
 from .protocol import GatewayRunner
 from .settings import GatewaySettings
+from .tenantlimits import tenant_limits_ctx
 from .upstream import UpstreamPool
 
 log = logging.getLogger("gantry.gateway")
@@ -160,7 +161,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[ADMISSION] = Admission(settings.rate_limit, settings.rate_burst)
     app[ADMIN_ADMISSION] = Admission(settings.admin_rate_limit, settings.admin_rate_burst,
                                      "admin API rate limit exceeded")
-    app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx, tenant_limits_ctx])
     app.router.add_post("/v1/invoke/{name}", invoke)
     admin.add_routes(app)
     tenants_api.add_routes(app)

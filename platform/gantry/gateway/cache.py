@@ -27,6 +27,8 @@ from ..cancellation import raise_if_cancelled
 from .. import keys, state
 from ..manifest import QUALIFIED_RE, FunctionSpec
 from ..store import StartFailure, Store
+from ..tenants.model import split
+from ..tenants.quota import QuotaExceeded
 from .balancer import Balancer, Ticket
 from .errors import ApiError
 from .load import Load
@@ -75,7 +77,7 @@ class Known:
     """What the cache knows of the function, and the state of refreshing it from Redis."""
 
     __slots__ = ("exists", "active", "versions", "fetched", "error", "task", "dirty", "pending_reason",
-                 "start_failed")
+                 "start_failed", "pending_quota")
 
     def __init__(self) -> None:
         self.exists = False
@@ -87,6 +89,8 @@ class Known:
         self.dirty = False            # asked for again while it ran: it runs once more
         self.pending_reason = ""      # the scheduler's word on why wanted instances wait
         self.start_failed: StartFailure | None = None   # the last failed start, until one succeeds
+        # the tenant quota that keeps wanted instances from starting (scheduler's pending_quota)
+        self.pending_quota: QuotaExceeded | None = None
 
     def start_failure(self) -> str:
         """Why the version that takes traffic failed to start ("" unless its last start
@@ -207,7 +211,9 @@ class FunctionCache:
 
     async def _fetch(self, entry: Entry) -> None:
         known, balancer = entry.known, entry.routing.balancer
-        version, ids, known.pending_reason, known.start_failed = await self.store.routing_view(entry.name)
+        view = await self.store.routing_view(entry.name)
+        version, ids, known.pending_reason, known.start_failed = view[:4]
+        known.pending_quota = QuotaExceeded.decode(split(entry.name)[0], view.pending_quota)
         if version is None:
             known.exists, known.active = False, None
             known.versions.clear()

@@ -10,6 +10,7 @@ from aiohttp import web
 from gantry_runtime.wire import ERROR_CONTENT_TYPE, ErrorCode, error_body
 
 from ..store import UNAVAILABLE
+from ..tenants.quota import QuotaExceeded
 
 log = logging.getLogger("gantry.gateway")
 
@@ -22,13 +23,21 @@ _CODES = {400: ErrorCode.BAD_REQUEST, 401: "unauthorized", 403: "forbidden", 404
 class ApiError(Exception):
     """Raised by handlers; the middleware answers it as a JSON error."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 details: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.details = details or {}     # more fields of the error object (a quota's resource...)
 
 
-def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=error_body(code, message), headers=headers,
+def quota_error(exc: QuotaExceeded, headers: dict[str, str] | None = None) -> ApiError:
+    """403 quota_exceeded naming the resource, the current use and the limit."""
+    return ApiError(403, "quota_exceeded", str(exc), headers, exc.details())
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+               details: dict | None = None) -> web.Response:
+    return web.Response(status=status, body=error_body(code, message, **(details or {})), headers=headers,
                         content_type=ERROR_CONTENT_TYPE)
 
 
@@ -37,7 +46,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_error(exc.status, exc.code, exc.message, exc.headers)
+        return json_error(exc.status, exc.code, exc.message, exc.headers, exc.details)
+    except QuotaExceeded as exc:     # a deploy (Store.deploy_version) over the functions quota
+        err = quota_error(exc)
+        return json_error(err.status, err.code, err.message, None, err.details)
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects and the like are not errors
             raise

@@ -34,10 +34,12 @@ from ..cancellation import raise_if_cancelled
 from .auth import function_name
 from .balancer import Ticket
 from .cache import Active, Entry
-from .errors import ApiError
+from .errors import ApiError, quota_error
 from .metrics import UNKNOWN
 from .settings import GatewaySettings
+from .tenantlimits import TENANT_LIMITS
 from ..state import Instance
+from ..tenants.model import split
 
 log = logging.getLogger("gantry.gateway")
 
@@ -110,10 +112,14 @@ def _asked_timeout(request: web.Request) -> float | None:
 async def invoke(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     label, status = UNKNOWN, 500
+    release = None       # the tenant's concurrency slot, if its quota has one
     try:
         principal = request[PRINCIPAL]
         name = function_name(principal, request.match_info["name"], "invoke")
-        request.app[ADMISSION].check(principal.key_id, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        request.app[ADMISSION].check(principal.key_id, now)
+        # quotas are the function's tenant's (the platform admin may call any tenant's)
+        release = await request.app[TENANT_LIMITS].admit(split(name)[0], now)
         entry = await request.app[CACHE].get(name)
         if entry is None:
             status = 404
@@ -129,6 +135,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         status = 499   # the client went away
         raise
     finally:
+        if release is not None:
+            release()
         metrics.requests[(label, status)] += 1
 
 
@@ -156,6 +164,8 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
                 raise ApiError(502, ErrorCode.FUNCTION_START_FAILED,
                                f"function {entry.name!r} version {entry.known.start_failed.version} "
                                f"could not start: {failed}", ids)
+            if entry.known.pending_quota is not None:   # no instance can start: its tenant's quota
+                raise quota_error(entry.known.pending_quota, ids)
             break
         inst = ticket.instance
         active = entry.known.active
@@ -213,6 +223,8 @@ async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], 
                 return ticket
             if entry.known.start_failure():
                 return None                # its last start failed: the caller answers 502 with why
+            if entry.known.pending_quota is not None and not entry.routing.balancer.ready:
+                return None                # nothing serves it and its quota stops a start: 403
             now = time.monotonic()
             if now >= deadline:
                 return None

@@ -131,7 +131,15 @@ def _spec(written: bool) -> _Schema:
 
 
 SCHEMAS: dict[str, _Schema] = {
-    "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}})},
+    "Error": _obj({"error": _obj({
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "resource": {"type": "string", "description": "quota_exceeded, and a tenant's rate_limited: the quota's "
+                                                      "resource (functions, instances, cpu, memory, gpus, rpm, "
+                                                      "concurrency)"},
+        "current": {"type": "number", "description": "quota_exceeded: the tenant's use now (cpu in cores, "
+                                                     "memory in bytes)"},
+        "limit": {"type": "number", "description": "quota_exceeded, a tenant's rate_limited: the quota"}},
+        required=["code", "message"])},
                   description="Every error the gateway answers, and every error of the runtime it passes on"),
     "SpecInput": _spec(written=True),
     "Spec": _spec(written=False),
@@ -328,6 +336,9 @@ ERRORS: list[tuple[int, str, str]] = [
      "longer runs (`WWW-Authenticate: Bearer`)"),
     (403, ErrorCode.FORBIDDEN, "the key's scope does not allow the operation (docs/tenants.md), or it is limited to "
      "other functions; a function's coordination token outside /v1/coord/"),
+    (403, "quota_exceeded", "a tenant quota refused it (a new function over `functions`, `min_instances` over "
+     "`instances`, an invocation over `concurrency`, or one waiting for an instance its quota keeps from "
+     "starting); the error names `resource`, `current` and `limit`"),
     (404, ErrorCode.NOT_FOUND, "no such function, tenant or key (or route): another tenant's is not found either; in "
      "/v1/coord/: no such state key, registration or live service instance"),
     (409, "conflict", "a tenant id that exists; removing a tenant that still has functions, or the default tenant"),
@@ -343,8 +354,9 @@ ERRORS: list[tuple[int, str, str]] = [
     (413, ErrorCode.TOO_LARGE, "the body is over the limit, whatever Content-Length said: for invoke the function's "
      "`[limits] max_body`, else the gateway's `GANTRY_MAX_BODY` (the message names which); for admin calls "
      "`GANTRY_MAX_BODY`"),
-    (429, "rate_limited", "over the key's rate limit (or the client address's wrong-key limit); `Retry-After` in "
-     "whole seconds, the message gives the exact wait"),
+    (429, "rate_limited", "over the key's rate limit (or the client address's wrong-key limit, or the tenant's "
+     "`rpm` quota: the error then has `resource` and `limit`); `Retry-After` in whole seconds, the message gives "
+     "the exact wait"),
     (500, ErrorCode.FUNCTION_ERROR, "the handler raised (type and message; never the traceback)"),
     (500, ErrorCode.BAD_RESULT, "the handler returned something the runtime cannot send"),
     (502, "function_crashed", "no instance could be reached, or one answered badly"),
@@ -358,6 +370,7 @@ ERRORS: list[tuple[int, str, str]] = [
 ]
 INVOKE_ONLY = {ErrorCode.FUNCTION_ERROR, ErrorCode.BAD_RESULT, "function_crashed",
                ErrorCode.FUNCTION_OUTCOME_UNKNOWN, "no_capacity", ErrorCode.TIMEOUT}
+QUOTA_OPS = {"deploy", "scaleFunction", "invoke"}    # the operations a quota_exceeded may answer
 INTERNAL = (500, "internal", "a bug in the gateway (logged with its traceback; the caller gets no detail)")
 
 _RETRY_AFTER = {"Retry-After": {"description": "whole seconds to wait", "required": True,
@@ -369,9 +382,9 @@ _INVOCATION_ID = {"description": "the invocation's id (also in the function's lo
                   "schema": {"type": "string"}}
 
 
-def _error(status: int, invoke: bool, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+def _error(status: int, invoke: bool, only: tuple[str, ...] | None = None, quota: bool = False) -> dict[str, Any]:
     codes = [(code, when) for s, code, when in ERRORS if s == status and (invoke or code not in INVOKE_ONLY)
-             and (only is None or code in only)]
+             and (only is None or code in only) and (quota or code != "quota_exceeded")]
     schema = {"allOf": [_ref("Error"), {"properties": {"error": {"properties": {
         "code": {"enum": [str(code) for code, _ in codes]}}}}}]}
     out: dict[str, Any] = {"description": "; ".join(f"`{code}`: {when}" for code, when in codes),
@@ -405,7 +418,8 @@ def _op(op_id: str, tag: str, summary: str, ok: dict[int, Any], errors: tuple[in
     if body:
         out["requestBody"] = body
     out["responses"] = {**{str(s): r for s, r in ok.items()},
-                        **{str(s): _error(s, invoke, (codes or {}).get(s)) for s in sorted(errors)}}
+                        **{str(s): _error(s, invoke, (codes or {}).get(s), op_id in QUOTA_OPS)
+                           for s in sorted(errors)}}
     out["security"] = {True: [{"bearer": []}], False: [], None: [{"bearer": []}, {}]}[security]
     return out
 
@@ -488,7 +502,7 @@ PATHS: dict[str, dict[str, Any]] = {
                            "application/octet-stream": {"schema": {}},
                            "application/x-ndjson": {"schema": {"type": "string"},
                                                     "description": "a stream of JSON values, one a line"}}}},
-        (400, 401, 404, 413, 429, 500, 502, 503, 504),
+        (400, 401, 403, 404, 413, 429, 500, 502, 503, 504),
         description=_INVOKE_DESCRIPTION, invoke=True,
         params=[_NAME_PARAM, {"name": wire.TIMEOUT, "in": "header", "required": False,
                               "schema": {"type": "string"},

@@ -81,12 +81,14 @@ async def candidates(store: Store, nodes: list[Node], req: Request) -> list[Cand
 
 
 async def place(store: Store, function_name: str, nodes: list[Node], req: Request,
-                ranker: Ranker | None = None) -> Node | None:
-    """Reserve ``req`` on the best-ranked node that takes it; None if none does."""
+                ranker: Ranker | None = None, tenant: str | None = None) -> Node | None:
+    """Reserve ``req`` on the best-ranked node that takes it; None if none does.  With
+    ``tenant`` its usage is reserved in the same script; QuotaExceeded (from the store) when
+    its quota refuses: no other node would take it either, so none is tried."""
     if ranker is not None:
         ranker.sync(n.id for n in nodes)
     for cand in rank_nodes(function_name, await candidates(store, nodes, req), ranker):
-        if await store.reserve(cand.id, req.cpu, req.memory):
+        if await store.reserve(cand.id, req.cpu, req.memory, tenant, req.gpus):
             return cand.node
     return None
 

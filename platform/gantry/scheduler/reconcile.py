@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from .. import state
 from ..state import Function, Instance, Node
 from ..store import Deposed, Store, UnreadableRecord
+from ..tenants.model import split
+from ..tenants.quota import QuotaExceeded
+from ..tenants.quotastore import QuotaStore
 from . import writes
 from . import reclaim
 from .autoscale import WantWindow, compute_want, demand_from_reports, last_request
@@ -121,11 +124,12 @@ def crash_backoff(failures: int) -> float:
 class Reconciler:
     def __init__(self, store: Store, settings) -> None:
         self._store = store
+        self._quotas = QuotaStore(store.redis)
         self._ranker = Ranker()
         self._settings = settings
         self._windows: dict[str, WantWindow] = {}
         self._crashes: dict[tuple[str, int], tuple[int, float]] = {}   # -> (failures, not before)
-        self._reasons: dict[str, str] = {}                             # pending_reason last written
+        self._reasons: dict[str, tuple[str, str]] = {}                 # (pending_reason, pending_quota) written
         self._failing: dict[str, str] = {}                             # function -> its last failure
         # Start failures (docs/architecture.md "Errors": 502 function_start_failed): the
         # instances this leader has seen ready, per function (an instance reaped as failed
@@ -186,13 +190,17 @@ class Reconciler:
         for inst in decided.resume:
             if await writes.resume(store, epoch, inst):
                 log.info("function %s v%d: resuming paused %s", name, inst.version, inst.id)
-        reason = ""
+        reason, quota = "", ""
         # Stopping other functions' idle instances is for what is wanted now (waiting
         # requests, min_instances), not for a target the idle window merely still holds.
         urgent = want > sum(1 for i in instances if i.state in state.LIVE_STATES and i.version == fn.active)
         for version, count in sorted(decided.start.items()):
-            reason = await self._start(fn, version, count, nodes, now, epoch, urgent) or reason
-        await self._set_reason(name, reason)
+            try:
+                reason = await self._start(fn, version, count, nodes, now, epoch, urgent) or reason
+            except QuotaExceeded as exc:       # its tenant's quota: no node, no reclaim helps
+                reason, quota = str(exc), exc.encode()
+                break
+        await self._set_reason(name, reason, quota)
         for inst in decided.pause:
             await writes.pause(store, epoch, inst, now)
         for inst in decided.drain:
@@ -242,17 +250,24 @@ class Reconciler:
             image, spec = found
         req = Request(cpu=spec.resources.cpu_request_millis, memory=spec.resources.memory,
                       gpus=spec.resources.gpu)
+        tenant = split(fn.name)[0]
         for _ in range(count):
-            node = await place(self._store, fn.name, nodes, req, self._ranker)
+            # QuotaExceeded (the tenant's quota refused) goes up to reconcile: it is the reason
+            node = await place(self._store, fn.name, nodes, req, self._ranker, tenant)
             if node is None:
+                # Never stop anyone's instances for what the quota would refuse anyway.
+                refused = await self._quotas.check_placed(fn.name, req.cpu, req.memory, req.gpus)
+                if refused is not None:
+                    raise refused
                 return await self._make_room(fn.name, req, nodes, now, epoch, urgent)
             inst = Instance(id=new_instance_id(fn.name), function=fn.name, version=version, node=node.id,
                             state=state.PENDING, cpu=req.cpu, memory=req.memory,
-                            concurrency=spec.scaling.concurrency, created=now, epoch=epoch)
+                            concurrency=spec.scaling.concurrency, created=now, epoch=epoch,
+                            gpus=req.gpus, tenant=tenant)
             try:
                 await writes.create_instance(self._store, epoch, inst, image, spec)
             except Deposed:
-                await self._store.unreserve(node.id, req.cpu, req.memory)
+                await self._store.unreserve(node.id, req.cpu, req.memory, tenant, req.gpus)
                 raise
             log.info("function %s v%d: starting %s on %s", fn.name, version, inst.id, node.id)
         return ""
@@ -321,11 +336,12 @@ class Reconciler:
                 log.info("function %s: version %d started", name, max(ready))
             self._start_failed[name] = None
 
-    async def _set_reason(self, name: str, reason: str) -> None:
-        """Record (and log, once per change) why the function's wanted instances wait."""
-        if self._reasons.get(name) == reason:
+    async def _set_reason(self, name: str, reason: str, quota: str = "") -> None:
+        """Record (and log, once per change) why the function's wanted instances wait, and
+        with ``quota`` the tenant quota that refused them (QuotaExceeded.encode)."""
+        if self._reasons.get(name) == (reason, quota):
             return
         if reason:
             log.warning("function %s: %s", name, reason)
-        await self._store.set_pending_reason(name, reason)
-        self._reasons[name] = reason
+        await self._store.set_pending_reason(name, reason, quota)
+        self._reasons[name] = (reason, quota)

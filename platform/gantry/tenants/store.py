@@ -42,7 +42,7 @@ class TenantStore(ScriptRunner):
         fields = [x for kv in tenant_to_hash(tenant).items() for x in kv]
         quota = [x for kv in quotas_to_hash(tenant.quotas).items() for x in kv]
         return bool(await self._run(keys.PUT_TENANT,
-                                    [keys.tenant(tenant.id), keys.tenant_quota(tenant.id), keys.TENANTS],
+                                    [keys.tenant(tenant.id), keys.tenant_quota(tenant.id), keys.TENANTS, keys.EVENTS],
                                     [tenant.id, "create" if create else "update", len(fields) // 2, *fields, *quota]))
 
     async def remove_tenant(self, tenant_id: str) -> list[str]:
@@ -51,8 +51,10 @@ class TenantStore(ScriptRunner):
         key_ids = [k.decode() for k in await self.redis.smembers(keys.tenant_keys(tenant_id))]
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.tenant(tenant_id), keys.tenant_quota(tenant_id), keys.tenant_keys(tenant_id),
+                    keys.tenant_functions(tenant_id), keys.tenant_used(tenant_id), keys.tenant_inflight(tenant_id),
                     *(keys.api_key(k) for k in key_ids))
         pipe.srem(keys.TENANTS, tenant_id)
+        pipe.publish(keys.EVENTS, f"tenant:{tenant_id}")
         for key_id in key_ids:
             pipe.publish(keys.EVENTS, f"key:{key_id}")
         await pipe.execute()

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..manifest import NAME_RE, FunctionSpec, ManifestError
-from . import registry
+from . import registry, secrets_api
 from .appkeys import CACHE, PRINCIPAL, STORE
 from .auth import require_admin
 from .errors import ApiError
@@ -98,6 +98,9 @@ async def deploy(request: web.Request) -> web.Response:
         spec = FunctionSpec.from_dict(data.get("spec"), source="spec")
     except ManifestError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
+    missing = await secrets_api.missing_secrets(request.app[secrets_api.SECRET_STORE], spec.tenant, spec.secrets)
+    if missing:
+        raise secrets_api.missing_secrets_error(spec.tenant, missing)
     version, active = await registry.deploy(r, spec, image.strip())
     request.app[CACHE].refresh_name(spec.name)
     return web.json_response({"name": spec.name, "version": version, "active": active}, status=201)

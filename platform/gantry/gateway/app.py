@@ -11,7 +11,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from . import admin, coord_api, openapi
+from . import admin, coord_api, openapi, secrets_api
 from .admission import Admission
 from ..store import Store
 from ..settings import redis_client
@@ -150,6 +150,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_post("/v1/invoke/{name}", invoke)
     admin.add_routes(app)
     coord_api.add_routes(app)
+    secrets_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get(openapi.PATH, openapi_json)

@@ -95,7 +95,7 @@ async def put_secret(request: web.Request) -> web.Response:
     except SecretLimit as exc:
         raise ApiError(409, "too_many_secrets", str(exc)) from None
     log.info("secret set", extra={"tenant": tenant, "secret": name, "key_id": request[PRINCIPAL].key_id,
-                                  "created": created})
+                                  "new": created})
     return web.json_response({"name": name, "tenant": tenant, "created": created}, status=201 if created else 200)
 
 

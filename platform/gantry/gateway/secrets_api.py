@@ -87,7 +87,8 @@ async def put_secret(request: web.Request) -> web.Response:
     key = request.app[MASTER_KEY]
     if key is None:
         raise ApiError(503, "secrets_unavailable", f"this gateway has no secrets master key: set {KEY_FILE_ENV} "
-                       f"(a 0600 file holding 32 bytes in base64) or {KEY_ENV}; gantry up makes one")
+                       f"(a 0600 file holding 32 bytes in base64) or {KEY_ENV}; gantry up makes one",
+                       {"Retry-After": "60"})     # an operator's fix, not a moment's wait
     value = await _value(request)
     assert isinstance(key, MasterKey)
     try:

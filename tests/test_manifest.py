@@ -130,3 +130,34 @@ def test_handler_specs_the_runtime_refuses_are_refused(handler):
     data = {"name": "x", "handler": handler}
     with pytest.raises(ManifestError, match=r'handler: expected "module:callable"'):
         FunctionSpec.from_dict(data)
+
+
+# --- [secrets] (docs/tenants.md, "Secrets") ----------------------------------------------
+
+def test_secrets_table_maps_variables_to_secret_names_and_round_trips(tmp_path):
+    spec = load_manifest(write(tmp_path, 'name = "f"\nhandler = "main:handle"\n[env]\nMODEL = "gpt"\n'
+                                         '[secrets]\nOPENAI_API_KEY = "openai"\nDB_URL = "db.prod-1"\n'))
+    assert spec.secrets == {"OPENAI_API_KEY": "openai", "DB_URL": "db.prod-1"}
+    assert spec.env == {"MODEL": "gpt"}
+    assert FunctionSpec.from_dict(spec.to_dict()) == spec
+    assert "tenant" not in spec.to_toml_dict()          # a manifest never carries its tenant
+
+
+@pytest.mark.parametrize("table, field, expected", [
+    ('OPENAI_API_KEY = 3', "secrets.OPENAI_API_KEY", "expected the name of a secret"),
+    ('OPENAI_API_KEY = "has space"', "secrets.OPENAI_API_KEY", "expected the name of a secret"),
+    ('OPENAI_API_KEY = ""', "secrets.OPENAI_API_KEY", "expected the name of a secret"),
+    ('"1BAD" = "openai"', "secrets.1BAD", "expected a variable name"),
+    ('GANTRY_TOKEN = "openai"', "secrets.GANTRY_TOKEN", "reserved for the platform"),
+    ('MODEL = "openai"', "secrets.MODEL", "also set in [env]"),
+])
+def test_bad_secrets_entries_name_the_field(tmp_path, table, field, expected):
+    with pytest.raises(ManifestError) as err:
+        load_manifest(write(tmp_path, f'name = "f"\nhandler = "main:handle"\n[env]\nMODEL = "x"\n[secrets]\n{table}\n'))
+    assert field in str(err.value) and expected in str(err.value), str(err.value)
+
+
+def test_a_manifest_cannot_name_its_tenant(tmp_path):
+    with pytest.raises(ManifestError) as err:
+        load_manifest(write(tmp_path, 'name = "f"\nhandler = "main:handle"\ntenant = "acme"\n'))
+    assert "tenant" in str(err.value)

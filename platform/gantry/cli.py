@@ -225,6 +225,51 @@ def _with_client(cmd):
         except _Error as exc:
             raise CLIError(str(exc)) from None
     return run
+def _secret_value(args) -> str:
+    """The value from --from-file (its bytes as they are), else stdin: a prompt without echo
+    on a terminal, otherwise all of it less one trailing newline (`echo "$KEY" | ...`).  Never
+    an argument: the command line shows in `ps` and the shell's history."""
+    if args.from_file:
+        try:
+            with open(args.from_file, "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise CLIError(f"--from-file {args.from_file}: {exc.strerror}") from None
+    elif sys.stdin.isatty():
+        import getpass
+        raw = getpass.getpass(f"value of secret {args.name}: ").encode()
+    else:
+        raw = sys.stdin.buffer.read()
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CLIError("the secret's value must be UTF-8 text (it becomes an environment variable)") from None
+
+
+def cmd_secrets(args) -> int:
+    client = _client(args)
+    if args.action == "set":
+        value = _secret_value(args)
+        if not value:
+            raise CLIError("the secret's value is empty")
+        done = client.set_secret(args.name, value, args.tenant)
+        _progress(f"secret {done['name']} {'created' if done['created'] else 'updated'} in tenant {done['tenant']}"
+                  + ("" if done["created"] else "; running instances keep the old value until they restart"))
+    elif args.action == "rm":
+        done = client.delete_secret(args.name, args.tenant)
+        _progress(f"removed secret {done['name']} of tenant {done['tenant']}")
+    else:
+        listed = client.list_secrets(args.tenant)
+        if not listed["secrets"]:
+            print(f"no secrets in tenant {listed['tenant']}")
+            return 0
+        rows = [["NAME", "UPDATED", "USED BY"]]
+        for s in listed["secrets"]:
+            updated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["updated"]))
+            rows.append([s["name"], updated, ", ".join(s["functions"]) or "-"])
+        print(_table(rows))
+    return 0
 
 
 def cmd_bench(args) -> int:
@@ -279,6 +324,17 @@ def parser() -> argparse.ArgumentParser:
     add("nodes", cmd_nodes, "list live worker nodes and their capacity")
     from .cli_tenants import add_commands as tenant_commands
     tenant_commands(lambda name, func, help_text: add(name, _with_client(func), help_text))
+    sp = add("secrets", cmd_secrets, "set, list and remove the tenant's secrets (values are never shown)")
+    secrets_sub = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tenant = argparse.ArgumentParser(add_help=False)
+    tenant.add_argument("--tenant", help="act in this tenant (the platform admin only; default: the key's)")
+    ssp = secrets_sub.add_parser("set", parents=[common, tenant], help="set a secret: the value from "
+                                 "--from-file or stdin (a prompt on a terminal), never the command line")
+    ssp.add_argument("name")
+    ssp.add_argument("--from-file", metavar="FILE", help="read the value from FILE (its bytes as they are)")
+    secrets_sub.add_parser("ls", parents=[common, tenant], help="list secrets: names, times, the functions using each")
+    ssp = secrets_sub.add_parser("rm", parents=[common, tenant], help="remove a secret")
+    ssp.add_argument("name")
     sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
     sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
     add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())

@@ -7,6 +7,7 @@ import json
 import os
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -195,3 +196,18 @@ class Client:
                 shown = tail.feed(chunk)
                 if shown:
                     yield shown
+
+    # --- secrets (docs/tenants.md, "Secrets"): values go in, never come back ------------
+
+    @staticmethod
+    def _tenant_query(tenant: str | None) -> str:
+        return f"?tenant={urllib.parse.quote(tenant)}" if tenant else ""
+
+    def set_secret(self, name: str, value: str, tenant: str | None = None) -> dict:
+        return self.call("PUT", f"/v1/secrets/{urllib.parse.quote(name)}{self._tenant_query(tenant)}", {"value": value})
+
+    def list_secrets(self, tenant: str | None = None) -> dict:
+        return self.call("GET", f"/v1/secrets{self._tenant_query(tenant)}")
+
+    def delete_secret(self, name: str, tenant: str | None = None) -> dict:
+        return self.call("DELETE", f"/v1/secrets/{urllib.parse.quote(name)}{self._tenant_query(tenant)}")

@@ -35,6 +35,16 @@ def run_daemon(read_settings: Callable[[], S], body: Callable[[S, asyncio.Event]
     return 0
 
 
+def with_secrets_key(read_settings: Callable[[], S]) -> Callable[[], S]:
+    """``read_settings`` that also checks the secrets master key (GANTRY_SECRETS_KEY or
+    GANTRY_SECRETS_KEY_FILE) when one is set: a bad one is a configuration error."""
+    def read() -> S:
+        from .tenants.secretbox import from_env
+        from_env()
+        return read_settings()
+    return read
+
+
 def _redis():
     return redis_client(redis_url())
 
@@ -56,7 +66,7 @@ def worker(remove_on_exit: bool) -> int:
             await agent.shutdown(remove_containers=remove_on_exit)
             await r.aclose()
 
-    return run_daemon(WorkerSettings.from_env, body)
+    return run_daemon(with_secrets_key(WorkerSettings.from_env), body)
 
 
 def scheduler() -> int:

@@ -911,3 +911,44 @@ end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
 return n
 """
+
+
+# --- secrets (gantry.tenants.secretstore) ---------------------------------------------------
+# A tenant's secrets, sealed (gantry.tenants.secretbox: AES-GCM under a master key that is
+# never in Redis); no plaintext is ever written here.
+
+
+def tenant_secrets(tenant_id: str) -> str:
+    """HASH secret name -> sealed bytes (secretbox: version, key fingerprint, nonce, ciphertext)."""
+    return f"{PREFIX}tenant:{tenant_id}:secrets"
+
+
+def tenant_secret_times(tenant_id: str) -> str:
+    """HASH secret name -> "CREATED UPDATED" (wall times, floats)."""
+    return f"{PREFIX}tenant:{tenant_id}:secrets:times"
+
+
+# KEYS[1] tenant_secrets, KEYS[2] tenant_secret_times
+# ARGV[1] name, ARGV[2] sealed bytes, ARGV[3] now, ARGV[4] most secrets the tenant may hold
+# Write the sealed value; a new name keeps its creation time from now on.
+# Returns 1 created, 0 replaced, -1 refused (a new name past ARGV[4]).
+PUT_SECRET = """
+local exists = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+if not exists and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return -1 end
+local created = ARGV[3]
+if exists then
+  local times = redis.call('HGET', KEYS[2], ARGV[1])
+  if times then created = string.match(times, '^(%S+)') or ARGV[3] end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], created .. ' ' .. ARGV[3])
+if exists then return 0 end
+return 1
+"""
+
+# KEYS[1] tenant_secrets, KEYS[2] tenant_secret_times   ARGV[1] name
+# Returns 1 if removed, 0 if there was none.
+DELETE_SECRET = """
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""

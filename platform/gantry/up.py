@@ -348,10 +348,15 @@ async def run_platform(settings, redis_url: str, stop: asyncio.Event, ready: asy
 
 def main(host: str, port: int, reset: bool = False) -> int:
     from .client import Client, write_config
-    from .daemons import configure
+    from .daemons import configure, with_secrets_key
+    from .tenants import secretbox
 
     env = Env()
-    settings = configure(lambda: read_settings(host, port, env.text("GANTRY_NODE_ID") or socket.gethostname()))
+    if not env.text(secretbox.KEY_ENV) and not env.text(secretbox.KEY_FILE_ENV):
+        # the secrets master key: made once, 0600, beside the Redis password (never in Redis)
+        os.environ[secretbox.KEY_FILE_ENV] = secretbox.ensure_key_file(state_dir())
+    settings = configure(with_secrets_key(
+        lambda: read_settings(host, port, env.text("GANTRY_NODE_ID") or socket.gethostname())))
     given = env.text("GANTRY_API_KEY")
     own = None
     redis_url = env.text("GANTRY_REDIS_URL")   # none: our own server, never the shared default

@@ -1,6 +1,7 @@
 """``python3 -m gantry_runtime``: read the settings, set up JSON logs, serve, exit.
 
-Exit codes: 0 stopped (after a drain), 1 cannot listen, 2 bad configuration,
+Exit codes: 0 stopped (after a drain), 1 cannot listen, 2 bad configuration (or a secret
+file missing),
 3 the handler could not be imported.
 """
 from __future__ import annotations
@@ -27,6 +28,16 @@ def main() -> int:
     # subprocesses see (it stays in /proc/1/environ, readable to the function's own user).
     from .wire import INSTANCE_KEY_ENV
     os.environ.pop(INSTANCE_KEY_ENV, None)
+    # The function's secrets (files the worker mounted) become environment variables before
+    # the handler is imported, so code reading them at import sees them.
+    from .secretenv import SecretsUnreadable, load as load_secrets
+    try:
+        load_secrets()
+    except SecretsUnreadable as exc:
+        from .wire import StartFailure
+        log.error("secrets unreadable", extra={"event": StartFailure.SECRETS, "error": str(exc)})
+        print(f"gantry_runtime: {exc}", file=sys.stderr)
+        return 2
 
     from .loop import run_until_signal
     from .server import serve

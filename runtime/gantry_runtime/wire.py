@@ -99,6 +99,7 @@ class ErrorCode(StrEnum):
 class StartFailure(StrEnum):
     BAD_CONFIG = "bad_config"
     IMPORT_FAILED = "import_failed"
+    SECRETS = "secrets_unreadable"      # a secret file the worker should have written is missing
 
 
 ERROR_CONTENT_TYPE = "application/json"

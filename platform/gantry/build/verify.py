@@ -14,6 +14,8 @@ A failure is a BuildError of one line, the cause as the runtime would log it:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 
 from gantry_runtime.check import parse
@@ -43,7 +45,10 @@ def verify_handler(client, image: str, spec: FunctionSpec, timeout: float = CHEC
     import docker.errors
     import requests.exceptions
 
-    kwargs = container_kwargs(spec, image, "check", key=new_instance_key(), network="none")
+    # The check has no secrets (nor network): a handler reading one at import may skip it
+    # while GANTRY_PHASE is "check" (docs/tenants.md, "Secrets").
+    kwargs = container_kwargs(dataclasses.replace(spec, secrets={}), image, "check", key=new_instance_key(),
+                              network="none")
     for unused in ("network", "ports", "name", "nano_cpus", "log_config"):
         kwargs.pop(unused, None)
     kwargs.update(command=CHECK_COMMAND, network_mode="none", labels={LABEL_CHECK: spec.name}, detach=True)

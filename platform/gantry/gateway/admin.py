@@ -12,7 +12,7 @@ from aiohttp import web
 from ..manifest import FunctionSpec, ManifestError
 from ..tenants.model import DEFAULT_TENANT, split
 from ..tenants.quotastore import QuotaStore
-from . import registry
+from . import registry, secrets_api
 from .appkeys import CACHE, PRINCIPAL, STORE, TENANTS
 from .auth import Principal, acting_tenant, function_name, require
 from .errors import ApiError
@@ -122,6 +122,9 @@ async def deploy(request: web.Request) -> web.Response:
     if tenant != DEFAULT_TENANT and await request.app[TENANTS].get_tenant(tenant) is None:
         raise ApiError(404, "not_found", f"no tenant {tenant!r}")
     spec = dataclasses.replace(spec, tenant=tenant)
+    missing = await secrets_api.missing_secrets(request.app[secrets_api.SECRET_STORE], spec.tenant, spec.secrets)
+    if missing:
+        raise secrets_api.missing_secrets_error(spec.tenant, missing)
     version, active = await registry.deploy(r, spec, image.strip())
     request.app[CACHE].refresh_name(spec.qualified)
     return web.json_response({"name": _shown_name(principal, spec.qualified), "tenant": tenant,

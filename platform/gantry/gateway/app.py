@@ -11,7 +11,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from . import admin, coord_api, openapi, tenants_api
+from . import admin, coord_api, openapi, secrets_api, tenants_api
 from .admission import Admission
 from ..store import Store
 from ..tenants.store import TenantStore
@@ -166,6 +166,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     admin.add_routes(app)
     tenants_api.add_routes(app)
     coord_api.add_routes(app)
+    secrets_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get(openapi.PATH, openapi_json)

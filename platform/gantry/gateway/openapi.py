@@ -26,6 +26,7 @@ from ..manifest import (MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GP
 from ..quantities import format_size
 from ..tenants.apikeys import KEY_RE, MAX_KEY_FUNCTIONS, MAX_NOTE
 from ..tenants.model import FEATURE_RE, MAX_FEATURES, MAX_TENANT_NAME, QUOTA_FIELDS, Isolation, Scope
+from ..tenants.secretbox import MAX_SECRETS, MAX_VALUE_BYTES
 from .admin import MAX_JSON_DEPTH, MAX_LOG_ENTRIES
 from .coord_api import (MAX_DELIVERIES, MAX_EVENTS, MAX_LIST, MAX_NAME, MAX_QUEUE_NAME, MAX_TTL, MAX_VISIBILITY,
                         MAX_WAIT, MAX_WEIGHT)
@@ -260,6 +261,16 @@ _SERVICE = {"name": _coord_name("the service"), "instance": _coord_name("the ins
 _REG_TTL = _seconds(0.1, MAX_TTL, "the registration lives this long unless renewed (default 10)")
 
 SCHEMAS.update({
+    "SecretSet": _obj({"name": {"type": "string"}, "tenant": {"type": "string"},
+                       "created": {"type": "boolean", "description": "true: new; false: replaced"}},
+                      ["name", "tenant", "created"]),
+    "SecretList": _obj({"tenant": {"type": "string"}, "secrets": {"type": "array", "items": _obj({
+        "name": {"type": "string"}, "created": {"type": "number"}, "updated": {"type": "number"},
+        "functions": {"type": "array", "items": {"type": "string"},
+                      "description": "the tenant's functions whose latest or active version names it"}},
+        ["name", "created", "updated", "functions"])}}, ["tenant", "secrets"]),
+})
+SCHEMAS.update({
     "LockAcquireRequest": _obj({**_LOCK_REF, "ttl": _LEASE,
                          "wait": _seconds(0, MAX_WAIT, "how long to wait in line (default 0: try once)")},
                         ["name", "holder"], closed=False),
@@ -367,7 +378,12 @@ ERRORS: list[tuple[int, str, str]] = [
     (503, "unavailable", "the gateway cannot reach Redis (every admin call; an invoke of a function it has not "
      "cached); `Retry-After: 1`"),
     (504, ErrorCode.TIMEOUT, "the function's timeout, or the caller's shorter `X-Gantry-Timeout`, passed"),
+    (409, "too_many_secrets", f"the tenant holds {MAX_SECRETS} secrets, the most it may"),
+    (503, "secrets_unavailable", "this gateway has no secrets master key (`GANTRY_SECRETS_KEY_FILE` or "
+     "`GANTRY_SECRETS_KEY`); an operator must set one"),
 ]
+# Codes that apply only to the operations whose ``codes`` name them.
+ONLY_WHERE_LISTED = {"too_many_secrets", "secrets_unavailable"}
 INVOKE_ONLY = {ErrorCode.FUNCTION_ERROR, ErrorCode.BAD_RESULT, "function_crashed",
                ErrorCode.FUNCTION_OUTCOME_UNKNOWN, "no_capacity", ErrorCode.TIMEOUT}
 QUOTA_OPS = {"deploy", "scaleFunction", "invoke"}    # the operations a quota_exceeded may answer
@@ -384,7 +400,8 @@ _INVOCATION_ID = {"description": "the invocation's id (also in the function's lo
 
 def _error(status: int, invoke: bool, only: tuple[str, ...] | None = None, quota: bool = False) -> dict[str, Any]:
     codes = [(code, when) for s, code, when in ERRORS if s == status and (invoke or code not in INVOKE_ONLY)
-             and (only is None or code in only) and (quota or code != "quota_exceeded")]
+             and (code in only if only is not None else code not in ONLY_WHERE_LISTED)
+             and (quota or code != "quota_exceeded")]
     schema = {"allOf": [_ref("Error"), {"properties": {"error": {"properties": {
         "code": {"enum": [str(code) for code, _ in codes]}}}}}]}
     out: dict[str, Any] = {"description": "; ".join(f"`{code}`: {when}" for code, when in codes),
@@ -441,6 +458,9 @@ def _optional_body(schema: _Schema) -> dict[str, Any]:
 
 
 _COORD_ERRORS = (400, 401, 429, 503)
+_SECRET_NAME = {"type": "string", "pattern": SECRET_NAME_RE.pattern}
+_SECRET_PARAM = {"name": "name", "in": "path", "required": True, "schema": _SECRET_NAME,
+                 "description": "the secret's name (what a manifest's `[secrets]` names)"}
 
 
 def _coord(op_id: str, summary: str, ok: dict[str, Any], errors: tuple[int, ...] = (), *,
@@ -595,6 +615,30 @@ PATHS: dict[str, dict[str, Any]] = {
                           "already": {"type": "boolean"}}), "revoked (already: it was before)")},
         (404, *_ADMIN_ERRORS), params=[{"name": "id", "in": "path", "required": True,
                                         "schema": {"type": "string"}, "description": "the key's id"}])},
+    "/v1/secrets": {"get": _op(
+        "listSecrets", "secrets", "The tenant's secrets: names, times, the functions naming each; never a value",
+        {200: _json(_ref("SecretList"), "the secrets of the tenant the call acts in, by name")},
+        (404, *_ADMIN_ERRORS), params=[_TENANT_QUERY])},
+    "/v1/secrets/{name}": {
+        "put": _op("setSecret", "secrets", "Set a secret (sealed at once; the value is never shown again)",
+                   {200: _json(_ref("SecretSet"), "replaced (running instances keep the old value until they "
+                                                  "restart)"),
+                    201: _json(_ref("SecretSet"), "created")},
+                   (400, 404, 409, 413, *_ADMIN_ERRORS), params=[_SECRET_PARAM, _TENANT_QUERY],
+                   body=_body(_obj({"value": {"type": "string", "minLength": 1,
+                                              "description": f"UTF-8 text, at most {MAX_VALUE_BYTES} bytes, no "
+                                                             "NUL"}}, ["value"])),
+                   codes={409: ("too_many_secrets",), 503: ("unavailable", "secrets_unavailable")},
+                   description="Needs a key whose scope allows `secrets` (admin, tenant-admin). The gateway "
+                               "seals the value with AES-256-GCM under its master key; Redis holds only the "
+                               "sealed bytes. A 503 `secrets_unavailable` names the setting to fix."),
+        "delete": _op("deleteSecret", "secrets", "Remove a secret",
+                      {200: _json(_obj({"name": _SECRET_NAME, "tenant": {"type": "string"},
+                                        "deleted": {"const": True}}), "removed")},
+                      (400, 404, *_ADMIN_ERRORS), params=[_SECRET_PARAM, _TENANT_QUERY],
+                      description="Functions that name it fail their next start (an instance running keeps "
+                                  "its value until it stops); a deploy naming it is refused."),
+    },
     "/v1/nodes": {"get": _op(
         "listNodes", "nodes", "Live worker nodes, their capacity and what is placed on them",
         {200: _json(_obj({"nodes": {"type": "array", "items": _ref("Node")}}), "the nodes whose heartbeat is live")},
@@ -719,6 +763,8 @@ DOCUMENT: dict[str, Any] = {
     "tags": [{"name": "invoke", "description": "calling functions"},
              {"name": "functions", "description": "the admin API: functions (the admin key)"},
              {"name": "nodes", "description": "the admin API: worker nodes (the admin key)"},
+             {"name": "secrets", "description": "the tenant's secrets (docs/tenants.md, \"Secrets\"): set, list, "
+                                                "remove; values go in and never come out"},
              {"name": "coord", "description": "coordination for functions: locks with fencing tokens, state with a "
                                               "watched revision log, queues, service discovery (the admin key or a "
                                               "function's coordination token; names live in the caller's "

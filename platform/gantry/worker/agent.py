@@ -22,7 +22,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutErr
 
 from .. import state as st
 from ..store import UNAVAILABLE, Store
-from . import commands, containers, health
+from ..tenants import secretbox
+from ..tenants.secretbox import MasterKey
+from ..tenants.secretstore import SecretStore
+from . import commands, containers, health, secretfiles
 from .capacity import CpuMeter, detect_cpu_millis, detect_memory, memory_in_use
 from .logship import LogFollower, LogShipper
 from .orphans import find_orphans
@@ -35,12 +38,17 @@ COMMAND_RETRY_FOR = 60.0  # seconds a command is run again while Redis cannot be
 RETRY_MIN, RETRY_MAX = 0.1, 1.0   # seconds between tries while Redis is unreachable
 # what a Redis call fails with while Redis is down or restarting
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+_FROM_ENV = object()       # WorkerAgent's master_key default: GANTRY_SECRETS_KEY(_FILE)
 
 
 class WorkerAgent:
-    def __init__(self, settings: WorkerSettings, redis, docker_client) -> None:
+    def __init__(self, settings: WorkerSettings, redis, docker_client, master_key: Any = _FROM_ENV) -> None:
         self.settings, self.redis, self.docker_client = settings, redis, docker_client
         self.store = Store(redis)
+        # Opens the tenants' secrets a start delivers (worker.secretfiles); None: a function
+        # that names secrets fails to start, saying so.  A key set but unusable stops us here.
+        self.master_key: MasterKey | None = secretbox.from_env() if master_key is _FROM_ENV else master_key
+        self.secret_store = SecretStore(redis)
         self.node_id = settings.node_id
         cpu = settings.cpu_millis or detect_cpu_millis()
         self.node = st.Node(id=self.node_id, host=settings.host, cpu=cpu,
@@ -80,6 +88,8 @@ class WorkerAgent:
                                                       self.logs, since=since).start()
 
     def forget(self, instance_id: str) -> None:
+        """Stop tracking the instance, whose container is gone: its secret files go too."""
+        secretfiles.remove(self.settings.secrets_dir, self.node_id, instance_id)
         self._containers.pop(instance_id, None)
         self._counters.pop(instance_id, None)
         self._starting.pop(instance_id, None)
@@ -274,6 +284,11 @@ class WorkerAgent:
             await self.blocking(containers.force_remove, self.docker_client, container)
             if instance_id and instance_id not in self.busy:
                 self.forget(instance_id)
+        # Secret files whose container is gone (removed while this agent was down, or a
+        # crash between writing them and creating it); a start in progress is busy.
+        keep = {c.labels.get(containers.LABEL_INSTANCE, "") for c in found if c not in orphans} | self.busy
+        for gone in await self.blocking(secretfiles.sweep, self.settings.secrets_dir, self.node_id, keep):
+            log.info("removed secret files of a gone instance", extra={"instance": gone})
         return len(orphans)
 
     # --- loops -------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import state as st
 from ..manifest import FunctionSpec
-from . import containers, health
+from ..tenants.secretbox import KEY_ENV, KEY_FILE_ENV, SecretError
+from . import containers, health, secretfiles
+from .secretfiles import SecretFilesError
 
 if TYPE_CHECKING:
     from .agent import WorkerAgent
@@ -92,12 +94,16 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
     try:
         spec, image = await _spec_and_image(agent, cmd, inst)
         version = int(cmd.get("version") or inst.version)
+        secret_dir = await deliver_secrets(agent, spec, instance_id)
         container_id, port, key = await agent.blocking(
             containers.start, agent.docker_client, agent.node_id, agent.settings.host, spec, image,
-            instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace)
+            instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace, secret_dir)
     except Exception as exc:
-        reason = f"start failed: {type(exc).__name__}: {exc}"[:500]
+        what = "secrets" if isinstance(exc, (SecretError, SecretFilesError)) else type(exc).__name__
+        reason = f"start failed: {what}: {exc}"[:500]
         log.error("start failed", extra={"instance": instance_id, "error": reason})
+        # no container to remove (or one that never started): its secret files go now
+        await agent.blocking(secretfiles.remove, agent.settings.secrets_dir, agent.node_id, instance_id)
         await agent.store.move_instance(instance_id, st.FAILED, (st.PENDING, *st.RUNNING_STATES), reason=reason)
         return
     agent.adopt(instance_id, inst.function, container_id, since=None)
@@ -110,6 +116,26 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         # Drained, stopped or reaped while we started it: a stop command follows, or the
         # orphan sweep removes the container once the record is gone.
         log.info("started an instance that is no longer wanted", extra={"instance": instance_id})
+
+
+async def deliver_secrets(agent: "WorkerAgent", spec: FunctionSpec, instance_id: str) -> str | None:
+    """Open the secrets SPEC names (its tenant's, with this worker's master key) and write them
+    as the instance's secret files; their directory, or None when it names none.  SecretError
+    naming the secret and the tenant (never a value) when one is not set or does not open."""
+    if not spec.secrets:
+        return None
+    where = f"tenant {spec.tenant!r}"
+    if agent.master_key is None:
+        raise SecretError(f"function {spec.name!r} of {where} needs secrets, and this worker has no master key: "
+                          f"set {KEY_FILE_ENV} (or {KEY_ENV}) to the gateway's")
+    names = sorted(set(spec.secrets.values()))
+    sealed = await agent.secret_store.sealed(spec.tenant, names)
+    missing = [n for n in names if n not in sealed]
+    if missing:
+        raise SecretError(f"{where} has no secret named {', '.join(repr(n) for n in missing)} "
+                          "(removed since the deploy?): set it (gantry secrets set NAME)")
+    values = {var: agent.master_key.open(spec.tenant, name, sealed[name]) for var, name in spec.secrets.items()}
+    return await agent.blocking(secretfiles.write, agent.settings.secrets_dir, agent.node_id, instance_id, values)
 
 
 async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_state: str = st.STARTING) -> bool:

@@ -112,7 +112,7 @@ def _networks(client, name: str) -> list:
 
 
 def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance: str, version: int,
-          epoch: int, drain_grace: float) -> tuple[str, int, str]:
+          epoch: int, drain_grace: float, secret_dir: str | None = None) -> tuple[str, int, str]:
     """Create and start the instance's container on its function network, or reuse the one
     that exists; (id, port, the instance key its runtime accepts)."""
     container = find(client, node, instance)
@@ -125,7 +125,7 @@ def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance
         network = ensure_network(client, network_name(spec))
         kwargs = container_kwargs(spec, image, instance, key=new_instance_key(), network=network, publish_host=host,
                                   labels={LABEL_NODE: node, LABEL_VERSION: str(version), LABEL_EPOCH: str(epoch)},
-                                  env={"GANTRY_DRAIN_GRACE": f"{drain_grace:g}"})
+                                  env={"GANTRY_DRAIN_GRACE": f"{drain_grace:g}"}, secret_dir=secret_dir)
         kwargs.pop("detach", None)
         try:
             container = client.containers.create(**kwargs)
@@ -223,7 +223,8 @@ def exited(client, container_id: str) -> Exited | None:
 
 # What each structured start-failure event is called in an instance's reason.
 _START_FAILURES = {StartFailure.IMPORT_FAILED: "handler import failed",
-                   StartFailure.BAD_CONFIG: "bad runtime configuration"}
+                   StartFailure.BAD_CONFIG: "bad runtime configuration",
+                   StartFailure.SECRETS: "secrets not delivered"}
 
 
 def start_failure(container, limit: int = 500) -> str:

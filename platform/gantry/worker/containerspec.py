@@ -2,7 +2,8 @@
 
 Non-root, read-only root with a small tmpfs /tmp, every capability dropped,
 no-new-privileges, the default seccomp profile, pids/memory/CPU limits with swap equal to
-memory, never privileged, no host mounts and never the Docker socket.  An init (Docker's
+memory, never privileged, no host mounts (but the instance's own secret files, read-only: worker.secretfiles) and
+never the Docker socket.  An init (Docker's
 ``--init``: tini, the engine's docker-init) is PID 1 and reaps orphaned processes, which a
 runtime as PID 1 never did: zombies of a fork bomb kept every pid taken for good (the
 runtime reaps its own children under pressure, gantry_runtime.pids).  The runtime port is
@@ -23,7 +24,10 @@ import os
 from gantry_runtime.coord import COORD_TOKEN_ENV, COORD_URL_ENV, coord_token
 from gantry_runtime.wire import INSTANCE_KEY_ENV
 
+from docker.types import Mount
+
 from ..manifest import MAX_BODY, FunctionSpec
+from .secretfiles import SECRET_VARS_ENV, SECRETS_MOUNT
 
 RUNTIME_PORT = "8080/tcp"
 FUNCTION_USER = "10001:10001"
@@ -66,10 +70,11 @@ def instance_labels(function: str, instance: str, **extra: str) -> dict[str, str
 
 def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str, network: str,
                      labels: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                     publish_host: str = "127.0.0.1") -> dict:
+                     publish_host: str = "127.0.0.1", secret_dir: str | None = None) -> dict:
     """Keyword arguments for ``client.containers.create`` (or ``run``) of one instance.  KEY
     is the instance's secret (never empty), NETWORK the id or name of its function network
-    (``containers.ensure_network``)."""
+    (``containers.ensure_network``), SECRET_DIR the instance's secret files on the node
+    (worker.secretfiles), mounted read-only at /run/secrets when the spec names secrets."""
     if not key:
         raise ValueError("an instance needs its key: the runtime would answer anyone")
     memory = spec.resources.memory
@@ -97,6 +102,13 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
     coord_url = os.environ.get(COORD_URL_ENV, "").strip()
     if coord_url:
         environment[COORD_URL_ENV] = coord_url
+    mounts = []
+    if spec.secrets:
+        if not secret_dir:
+            raise ValueError(f"function {spec.qualified!r} names secrets: its instance needs their files")
+        # The variables' names only: the values are files on a tmpfs, never in Config.Env.
+        environment[SECRET_VARS_ENV] = ",".join(sorted(spec.secrets))
+        mounts.append(Mount(target=SECRETS_MOUNT, source=secret_dir, type="bind", read_only=True))
     return dict(
         image=image,
         name=f"gantry-{spec.qualified}-{instance}",
@@ -117,6 +129,7 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         network=network,
         ports={RUNTIME_PORT: (publish_host, None)},
         log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
+        mounts=mounts,
     )
 
 

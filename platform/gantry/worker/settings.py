@@ -8,6 +8,7 @@ from typing import Mapping
 from gantry_runtime.config import Env, SettingsError, given
 
 from .capacity import DEFAULT_CPU_OVERCOMMIT, parse_cpu, parse_memory
+from .secretfiles import DEFAULT_DIR as DEFAULT_SECRETS_DIR
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,13 @@ class WorkerSettings:
     command_block: float = 0.2        # BRPOP timeout of the run loop (commands still arrive at once)
     log_maxlen: int = 1000            # approximate cap of each function's log stream
     docker_threads: int = 16          # threads for blocking Docker calls (a stop waits out a drain)
+    secrets_dir: str = DEFAULT_SECRETS_DIR   # on a tmpfs: instances' secret files (worker.secretfiles)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "WorkerSettings":
         """GANTRY_NODE_ID (default: the hostname), GANTRY_NODE_HOST, GANTRY_NODE_CPU (cores or
         "1500m"), GANTRY_NODE_MEMORY ("8Gi" or bytes), GANTRY_HEARTBEAT_INTERVAL,
-        GANTRY_CPU_OVERCOMMIT (at least 1, default 4), GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
+        GANTRY_CPU_OVERCOMMIT (at least 1, default 4), GANTRY_SECRETS_DIR, GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
         ("30s", "500ms", or seconds); keyword overrides (flags) win over the environment."""
         e = Env(env)
         settings = cls(**given({
@@ -41,6 +43,7 @@ class WorkerSettings:
             "cpu_millis": e.parsed("GANTRY_NODE_CPU", parse_cpu),
             "memory": e.parsed("GANTRY_NODE_MEMORY", parse_memory),
             "cpu_overcommit": e.number("GANTRY_CPU_OVERCOMMIT", lo=1.0),
+            "secrets_dir": e.text("GANTRY_SECRETS_DIR"),
             **{field: e.duration(name, allow_zero=True) for name, field in _DURATIONS},
         }, overrides))
         if settings.heartbeat_ttl <= settings.heartbeat_interval:

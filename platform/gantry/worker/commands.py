@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import state as st
 from ..manifest import FunctionSpec
-from . import containers, health
+from . import containers, health, isolation
 
 if TYPE_CHECKING:
     from .agent import WorkerAgent
@@ -94,7 +94,8 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         version = int(cmd.get("version") or inst.version)
         container_id, port, key = await agent.blocking(
             containers.start, agent.docker_client, agent.node_id, agent.settings.host, spec, image,
-            instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace)
+            instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace,
+            isolation.level(cmd.get("isolation"), spec.tenant))
     except Exception as exc:
         reason = f"start failed: {type(exc).__name__}: {exc}"[:500]
         log.error("start failed", extra={"instance": instance_id, "error": reason})

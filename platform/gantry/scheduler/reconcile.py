@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 
 from .. import state
 from ..state import Function, Instance, Node
+from ..tenants.model import split
 from ..store import Deposed, Store, UnreadableRecord
 from . import writes
 from . import reclaim
 from .autoscale import WantWindow, compute_want, demand_from_reports, last_request
-from .placement import Ranker, Request, no_capacity_reason, place
+from .placement import Ranker, Request, for_tenant, no_capacity_reason, no_node_reason, place
+from .tenancy import IsolationCache
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class Reconciler:
     def __init__(self, store: Store, settings) -> None:
         self._store = store
         self._ranker = Ranker()
+        self.isolation = IsolationCache(store.redis)                  # tenant -> isolation level
         self._settings = settings
         self._windows: dict[str, WantWindow] = {}
         self._crashes: dict[tuple[str, int], tuple[int, float]] = {}   # -> (failures, not before)
@@ -242,15 +245,20 @@ class Reconciler:
             image, spec = found
         req = Request(cpu=spec.resources.cpu_request_millis, memory=spec.resources.memory,
                       gpus=spec.resources.gpu)
+        tenant = spec.tenant or split(fn.name)[0]
+        isolation = await self.isolation.get(tenant)
+        allowed = for_tenant(nodes, tenant, isolation)      # labelled nodes (GANTRY_NODE_TENANT)
+        if nodes and not allowed:
+            return no_node_reason(tenant, isolation, nodes)
         for _ in range(count):
-            node = await place(self._store, fn.name, nodes, req, self._ranker)
+            node = await place(self._store, fn.name, allowed, req, self._ranker)
             if node is None:
-                return await self._make_room(fn.name, req, nodes, now, epoch, urgent)
+                return await self._make_room(fn.name, req, allowed, now, epoch, urgent)
             inst = Instance(id=new_instance_id(fn.name), function=fn.name, version=version, node=node.id,
                             state=state.PENDING, cpu=req.cpu, memory=req.memory,
                             concurrency=spec.scaling.concurrency, created=now, epoch=epoch)
             try:
-                await writes.create_instance(self._store, epoch, inst, image, spec)
+                await writes.create_instance(self._store, epoch, inst, image, spec, isolation)
             except Deposed:
                 await self._store.unreserve(node.id, req.cpu, req.memory)
                 raise

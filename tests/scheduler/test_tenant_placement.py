@@ -23,7 +23,7 @@ MiB = 2**20
 
 
 def _node(node_id: str, tenant: str = "") -> state.Node:
-    return state.Node(id=node_id, host="127.0.0.1", cpu=4000, memory=8192 * MiB, started=time.time(), tenant=tenant)
+    return state.Node(id=node_id, host="127.0.0.1", cpu=16000, memory=8192 * MiB, started=time.time(), tenant=tenant)
 
 
 # --- pure ------------------------------------------------------------------------------------
@@ -94,6 +94,8 @@ async def test_placement_follows_node_labels_and_the_worker_is_told_the_level(ar
     acme = await _deploy(r, "acme", "api", 3)
     beta = await _deploy(r, "beta", "api", 4)
     plain = await _deploy(r, "default", "web", 3)
+    # more functions, so that the hash ring alone cannot put them all where the labels do
+    others = [await _deploy(r, t, f"f{i}", 1) for i in range(6) for t in ("default", "acme")]
     s = scheduler(r)
     workers = [FakeWorker(r, n) for n in ("n1", "n2", "n3")]
     starts = {}
@@ -106,6 +108,8 @@ async def test_placement_follows_node_labels_and_the_worker_is_told_the_level(ar
     assert placed[acme] == {"n2"}
     assert placed[beta] <= {"n1", "n3"}
     assert placed[plain] == {"n1"}
+    assert {n: {i.node for i in await instances(r, n)} for n in others} == {
+        n: {"n2" if n.startswith("acme.") else "n1"} for n in others}
     assert [len(await instances(r, name)) for name in (acme, beta, plain)] == [3, 4, 3]
     levels = {starts[i.id]["function"]: starts[i.id]["isolation"]
               for name in (acme, beta, plain) for i in await instances(r, name)}

@@ -83,7 +83,8 @@ def instance(instance_id: str) -> str:
 
 def node(node_id: str) -> str:
     """HASH: id, host (address the gateway dials), cpu (millicores), memory (bytes), gpus, started,
-    cpu_allocatable (millicores placement may reserve), used_cpu, used_memory (fields of state.Node)."""
+    cpu_allocatable (millicores placement may reserve), used_cpu, used_memory, tenant (the tenant
+    the node is labelled for, GANTRY_NODE_TENANT; "" for none) (fields of state.Node)."""
     return f"{PREFIX}node:{node_id}"
 
 

@@ -158,6 +158,7 @@ class Node:
     cpu_allocatable: int = 0   # millicores placement may reserve: cpu x the overcommit factor (0: cpu)
     used_cpu: int = 0          # millicores busy over the last heartbeat interval (the whole node)
     used_memory: int = 0       # bytes in use now (MemTotal - MemAvailable)
+    tenant: str = ""           # the tenant the node is labelled for (GANTRY_NODE_TENANT); "": none
 
     @property
     def allocatable_cpu(self) -> int:
@@ -175,6 +176,7 @@ class Node:
         for f in fields(cls):
             if f.name in data and f.type in ("int", "float"):
                 kwargs[f.name] = (float if f.type == "float" else int)(data[f.name] or 0)
+        kwargs["tenant"] = data.get("tenant", "")
         return cls(**kwargs)
 
 

@@ -175,6 +175,8 @@ SCHEMAS: dict[str, _Schema] = {
     "Node": _obj({
         "id": {"type": "string"}, "host": {"type": "string"}, "gpus": {"type": "integer", "minimum": 0},
         "started": {"type": "number"},
+        "tenant": _nullable({"type": "string", "description": "the tenant the node is labelled for "
+                                                               "(GANTRY_NODE_TENANT): it runs only that tenant's instances"}),
         **{part: _obj({"cpu": {"type": "integer", "description": "millicores"},
                        "memory": {"type": "integer", "description": "bytes"}}, description=what)
            for part, what in (("capacity", "what the node has"),

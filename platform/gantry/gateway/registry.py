@@ -99,6 +99,7 @@ async def nodes(store: Store) -> list[dict[str, Any]]:
         insts = await store.get_instances(instance_ids)
         out.append({
             "id": node.id, "host": node.host, "gpus": node.gpus, "started": node.started,
+            "tenant": node.tenant or None,                         # labelled for (GANTRY_NODE_TENANT)
             "capacity": {"cpu": node.cpu, "memory": node.memory},
             "allocatable": {"cpu": node.allocatable_cpu, "memory": node.memory},
             "allocated": {"cpu": cpu, "memory": memory},          # requested by the instances placed there

@@ -69,6 +69,31 @@ def rank_nodes(function_name: str, candidates: list[Candidate], ranker: Ranker |
     return (ranker or Ranker()).rank(function_name, candidates)
 
 
+def node_takes(node: Node, tenant: str, isolation: str) -> bool:
+    """Whether NODE may run an instance of TENANT at ISOLATION: a node labelled for a tenant
+    (GANTRY_NODE_TENANT) runs that tenant's instances only, and a ``node``-isolated tenant's
+    instances run only on nodes labelled for it."""
+    if node.tenant:
+        return node.tenant == tenant
+    return isolation != "node"
+
+
+def for_tenant(nodes: list[Node], tenant: str, isolation: str) -> list[Node]:
+    """The NODES that may run TENANT's instances (``node_takes``), in their order."""
+    return [n for n in nodes if node_takes(n, tenant, isolation)]
+
+
+def no_node_reason(tenant: str, isolation: str, nodes: list[Node]) -> str:
+    """Why none of the live NODES may run the tenant's instances ("" when some may)."""
+    if not nodes or for_tenant(nodes, tenant, isolation):
+        return ""
+    if isolation == "node":
+        return (f"no node is labelled for tenant {tenant} (GANTRY_NODE_TENANT): its isolation is node, "
+                f"and none of the {len(nodes)} live node(s) is labelled for it")
+    return (f"no node may run tenant {tenant}'s instances: every one of the {len(nodes)} live node(s) is "
+            "labelled for another tenant (GANTRY_NODE_TENANT)")
+
+
 async def candidates(store: Store, nodes: list[Node], req: Request) -> list[Candidate]:
     """The live ``nodes`` whose free CPU and memory (capacity - alloc) fit ``req``, and
     that have at least ``req.gpus`` GPUs (GPU accounting is the worker's: see report)."""

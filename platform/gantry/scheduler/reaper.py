@@ -63,9 +63,11 @@ class Tended:
 
 async def tend(store: Store, epoch: int, instances: list[Instance], live_nodes: set[str], now: float,
                start_timeout: float, state_since: dict[str, tuple[str, float]] | None = None,
-               unhealthy_timeout: float = 30.0, suspect_nodes: frozenset[str] | set[str] = frozenset()) -> Tended:
+               unhealthy_timeout: float = 30.0, suspect_nodes: frozenset[str] | set[str] = frozenset(),
+               isolation=None) -> Tended:
     """``state_since`` (instance id -> (state, when this leader first saw it in that state))
     is the caller's memory across passes; None leaves unhealthy and stuck instances alone.
+    ``isolation`` (tenancy.IsolationCache) gives a resent start its tenant's isolation level.
     Raises Deposed (from the store) if our epoch is stale."""
     out = Tended()
     for inst in instances:
@@ -117,7 +119,8 @@ async def tend(store: Store, epoch: int, instances: list[Instance], live_nodes: 
                 out.kept.append(inst)
                 continue
             image, spec = version
-        await writes.resend(store, epoch, inst, image, spec)
+        level = await isolation.get(spec.tenant) if isolation is not None and spec is not None else ""
+        await writes.resend(store, epoch, inst, image, spec, level)
         inst.epoch = epoch
         out.kept.append(inst)
     return out

@@ -33,7 +33,8 @@ from ..tenants.quotastore import QuotaStore
 from . import writes
 from . import reclaim
 from .autoscale import WantWindow, compute_want, demand_from_reports, last_request
-from .placement import Ranker, Request, no_capacity_reason, place
+from .placement import Ranker, Request, for_tenant, no_capacity_reason, no_node_reason, place
+from .tenancy import IsolationCache
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class Reconciler:
         self._store = store
         self._quotas = QuotaStore(store.redis)
         self._ranker = Ranker()
+        self.isolation = IsolationCache(store.redis)                  # tenant -> isolation level
         self._settings = settings
         self._windows: dict[str, WantWindow] = {}
         self._crashes: dict[tuple[str, int], tuple[int, float]] = {}   # -> (failures, not before)
@@ -250,22 +252,26 @@ class Reconciler:
             image, spec = found
         req = Request(cpu=spec.resources.cpu_request_millis, memory=spec.resources.memory,
                       gpus=spec.resources.gpu)
-        tenant = split(fn.name)[0]
+        tenant = spec.tenant or split(fn.name)[0]
+        isolation = await self.isolation.get(tenant)
+        allowed = for_tenant(nodes, tenant, isolation)      # labelled nodes (GANTRY_NODE_TENANT)
+        if nodes and not allowed:
+            return no_node_reason(tenant, isolation, nodes)
         for _ in range(count):
             # QuotaExceeded (the tenant's quota refused) goes up to reconcile: it is the reason
-            node = await place(self._store, fn.name, nodes, req, self._ranker, tenant)
+            node = await place(self._store, fn.name, allowed, req, self._ranker, tenant)
             if node is None:
                 # Never stop anyone's instances for what the quota would refuse anyway.
                 refused = await self._quotas.check_placed(fn.name, req.cpu, req.memory, req.gpus)
                 if refused is not None:
                     raise refused
-                return await self._make_room(fn.name, req, nodes, now, epoch, urgent)
+                return await self._make_room(fn.name, req, allowed, now, epoch, urgent)
             inst = Instance(id=new_instance_id(fn.name), function=fn.name, version=version, node=node.id,
                             state=state.PENDING, cpu=req.cpu, memory=req.memory,
                             concurrency=spec.scaling.concurrency, created=now, epoch=epoch,
                             gpus=req.gpus, tenant=tenant)
             try:
-                await writes.create_instance(self._store, epoch, inst, image, spec)
+                await writes.create_instance(self._store, epoch, inst, image, spec, isolation)
             except Deposed:
                 await self._store.unreserve(node.id, req.cpu, req.memory, tenant, req.gpus)
                 raise

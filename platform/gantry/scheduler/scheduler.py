@@ -103,7 +103,7 @@ class Scheduler:
             return                      # deleted or half-deployed: the full pass handles it
         tended = await tend(store, epoch, await store.function_instances(name), live, now,
                             self.settings.start_timeout, self._state_since,
-                            self.settings.unhealthy_timeout, suspect)
+                            self.settings.unhealthy_timeout, suspect, self.reconciler.isolation)
         self.reconciler.note_failures(tended.failed, now)
         await self.reconciler.reconcile(fn, tended.kept, nodes, now, epoch)
 
@@ -129,7 +129,7 @@ class Scheduler:
         ids = {i.id for i in instances}
         self._state_since = {k: v for k, v in self._state_since.items() if k in ids}
         tended = await tend(store, epoch, instances, live, now, self.settings.start_timeout,
-                            self._state_since, self.settings.unhealthy_timeout, suspect)
+                            self._state_since, self.settings.unhealthy_timeout, suspect, self.reconciler.isolation)
         self.reconciler.note_failures(tended.failed, now)
         by_function: dict[str, list[Instance]] = {}
         for inst in tended.kept:

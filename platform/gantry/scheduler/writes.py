@@ -13,15 +13,19 @@ from ..state import Instance
 from ..store import Store
 
 
-def start_command(inst: Instance, epoch: int, image: str, spec: FunctionSpec) -> bytes:
+def start_command(inst: Instance, epoch: int, image: str, spec: FunctionSpec, isolation: str = "") -> bytes:
+    """ISOLATION: the tenant's level (worker/isolation.py: the network and firewall the worker
+    puts the instance behind); "" leaves it out (the worker then assumes the tenant's floor)."""
+    extra = {"isolation": isolation} if isolation else {}
     return state.command("start", inst.id, epoch, function=inst.function, version=inst.version,
-                         image=image, spec=spec.to_dict())
+                         image=image, spec=spec.to_dict(), **extra)
 
 
-async def create_instance(store: Store, epoch: int, inst: Instance, image: str, spec: FunctionSpec) -> None:
+async def create_instance(store: Store, epoch: int, inst: Instance, image: str, spec: FunctionSpec,
+                          isolation: str = "") -> None:
     """Write the placed instance's record, add it to the function's and node's sets and
     queue its start command."""
-    await store.create_instance(epoch, inst, start_command(inst, epoch, image, spec))
+    await store.create_instance(epoch, inst, start_command(inst, epoch, image, spec, isolation))
 
 
 async def drain(store: Store, epoch: int, inst: Instance, why: str = "") -> bool:
@@ -64,10 +68,11 @@ RESENT = {state.PENDING: "start", state.DRAINING: "stop", state.PAUSING: "pause"
 
 
 async def resend(store: Store, epoch: int, inst: Instance, image: str = "",
-                 spec: FunctionSpec | None = None) -> bool:
+                 spec: FunctionSpec | None = None, isolation: str = "") -> bool:
     """Send the command of ``RESENT[inst.state]`` again (start needs image and spec)."""
     op = RESENT[inst.state]
-    command = start_command(inst, epoch, image, spec) if op == "start" else state.command(op, inst.id, epoch)
+    command = (start_command(inst, epoch, image, spec, isolation) if op == "start"
+               else state.command(op, inst.id, epoch))
     return await store.command_instance(epoch, inst, command, expect=(inst.state,), fields={"epoch": epoch})
 
 

@@ -25,7 +25,7 @@ from ..store import UNAVAILABLE, Store
 from ..tenants import secretbox
 from ..tenants.secretbox import MasterKey
 from ..tenants.secretstore import SecretStore
-from . import commands, containers, health, secretfiles
+from . import commands, containers, health, isolation, secretfiles
 from .capacity import CpuMeter, detect_cpu_millis, detect_memory, memory_in_use
 from .logship import LogFollower, LogShipper
 from .orphans import find_orphans
@@ -53,7 +53,7 @@ class WorkerAgent:
         cpu = settings.cpu_millis or detect_cpu_millis()
         self.node = st.Node(id=self.node_id, host=settings.host, cpu=cpu,
                             memory=settings.memory or detect_memory(), gpus=0, started=time.time(),
-                            cpu_allocatable=int(round(cpu * settings.cpu_overcommit)))
+                            cpu_allocatable=int(round(cpu * settings.cpu_overcommit)), tenant=settings.node_tenant)
         self._cpu_meter = CpuMeter()
         self.max_epoch = 0          # the highest epoch of an accepted command, in ...
         self.generation: str | None = None   # ... this generation of Redis's data (keys.GENERATION)
@@ -113,6 +113,7 @@ class WorkerAgent:
         (after an agent restart): their logs are followed from now on."""
         await self.heartbeat()
         await self.store.announce_node(self.node_id)
+        await self.blocking(isolation.refresh, self.docker_client)   # the host firewall, first thing
         found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
         now = time.time()
         for container in found:
@@ -275,7 +276,9 @@ class WorkerAgent:
     # --- orphans -----------------------------------------------------------------------------
 
     async def sweep_orphans(self) -> int:
-        """Force-remove this node's containers that no instance record owns; how many."""
+        """Force-remove this node's containers that no instance record owns; how many.  Also
+        puts back the tenant isolation rules if something (a firewall reload) removed them."""
+        await self.blocking(isolation.refresh, self.docker_client)
         found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
         orphans = await find_orphans(self.store, self.node_id, found, self.busy)
         for container in orphans:

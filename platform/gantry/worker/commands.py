@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import state as st
 from ..manifest import FunctionSpec
 from ..tenants.secretbox import KEY_ENV, KEY_FILE_ENV, SecretError
-from . import containers, health, secretfiles
+from . import containers, health, isolation, secretfiles
 from .secretfiles import SecretFilesError
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         secret_dir = await deliver_secrets(agent, spec, instance_id)
         container_id, port, key = await agent.blocking(
             containers.start, agent.docker_client, agent.node_id, agent.settings.host, spec, image,
-            instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace, secret_dir)
+            instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace, secret_dir,
+            isolation.level(cmd.get("isolation"), spec.tenant))
     except Exception as exc:
         what = "secrets" if isinstance(exc, (SecretError, SecretFilesError)) else type(exc).__name__
         reason = f"start failed: {what}: {exc}"[:500]

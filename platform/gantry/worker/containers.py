@@ -16,6 +16,7 @@ import docker.errors
 from gantry_runtime.wire import StartFailure, new_instance_key
 
 from ..manifest import FunctionSpec
+from . import isolation
 from .containerspec import (LABEL_MANAGED, container_kwargs, instance_key, is_function_network, network_kwargs,
                             network_name, published_port)
 
@@ -112,17 +113,24 @@ def _networks(client, name: str) -> list:
 
 
 def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance: str, version: int,
-          epoch: int, drain_grace: float, secret_dir: str | None = None) -> tuple[str, int, str]:
-    """Create and start the instance's container on its function network, or reuse the one
-    that exists; (id, port, the instance key its runtime accepts)."""
+          epoch: int, drain_grace: float, secret_dir: str | None = None,
+          isolation_level: str = isolation.SHARED) -> tuple[str, int, str]:
+    """Create and start the instance's container on its function network (the tenant's own
+    at ``container`` and ``node`` isolation, with the host firewall installed first), or reuse
+    the one that exists; (id, port, the instance key its runtime accepts)."""
+    name = network_name(spec, isolation_level)
+    network = ensure_network(client, name)
+    if isolation.is_isolated_network(name):
+        isolation.install(client)        # raises: an isolated instance never runs unprotected
     container = find(client, node, instance)
-    if container is not None and (container.status in ("exited", "dead") or not instance_key(container)):
-        # exited, or made before instance keys (on the default bridge, answering anyone)
+    if container is not None and (container.status in ("exited", "dead") or not instance_key(container)
+                                  or name not in ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {})):
+        # exited, made before instance keys (on the default bridge, answering anyone), or on
+        # another network than its isolation asks for
         log.info("replacing %s container", container.status, extra={"instance": instance, "container": container.short_id})
         container.remove(force=True)
         container = None
     if container is None:
-        network = ensure_network(client, network_name(spec))
         kwargs = container_kwargs(spec, image, instance, key=new_instance_key(), network=network, publish_host=host,
                                   labels={LABEL_NODE: node, LABEL_VERSION: str(version), LABEL_EPOCH: str(epoch)},
                                   env={"GANTRY_DRAIN_GRACE": f"{drain_grace:g}"}, secret_dir=secret_dir)

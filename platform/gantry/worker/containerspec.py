@@ -10,7 +10,8 @@ runtime reaps its own children under pressure, gantry_runtime.pids).  The runtim
 published on the node's address for instances (loopback by default): the gateway reaches it
 there.
 
-Isolation between instances: every instance joins a bridge network of Gantry's own with
+Isolation between instances: every instance joins a bridge network of Gantry's own (the
+shared one, or its tenant's: worker/isolation.py) with
 inter-container traffic off (``network_kwargs``), so one function cannot open a connection to
 another's container; and its runtime answers /invoke only to requests that carry the
 instance's own key (``wire.INSTANCE_KEY``), which the worker makes at start and gives the
@@ -28,6 +29,7 @@ from docker.types import Mount
 
 from ..manifest import MAX_BODY, FunctionSpec
 from .secretfiles import SECRET_VARS_ENV, SECRETS_MOUNT
+from . import isolation as isolation_
 
 RUNTIME_PORT = "8080/tcp"
 FUNCTION_USER = "10001:10001"
@@ -42,24 +44,32 @@ NETWORK_OPTIONS = {"com.docker.network.bridge.enable_icc": "false",
                    "com.docker.network.bridge.enable_ip_masquerade": "true"}
 
 
-def network_name(spec: FunctionSpec) -> str:
-    """The Docker network the function's instances join.  One for all functions today; per
-    tenant once functions have tenants (this function of the spec is the one place to change)."""
-    return FUNCTION_NETWORK
+def network_name(spec: FunctionSpec, isolation: str = isolation_.SHARED) -> str:
+    """The Docker network the function's instances join: the shared one, or at ``container``
+    and ``node`` isolation the tenant's own (worker/isolation.py)."""
+    return isolation_.network_for(isolation, spec.tenant, FUNCTION_NETWORK)
 
 
 def network_kwargs(name: str) -> dict:
-    """Keyword arguments for ``client.networks.create`` of a function network."""
-    return dict(name=name, driver="bridge", options=dict(NETWORK_OPTIONS), internal=False,
-                check_duplicate=True, labels={LABEL_MANAGED: "1", LABEL_NETWORK: name})
+    """Keyword arguments for ``client.networks.create`` of a function network; a tenant's
+    network is labelled isolated, which is what puts its bridge under the host firewall."""
+    labels = {LABEL_MANAGED: "1", LABEL_NETWORK: name}
+    if isolation_.is_isolated_network(name):
+        labels[isolation_.LABEL_ISOLATION] = isolation_.CONTAINER
+    return dict(name=name, driver="bridge", options=dict(NETWORK_OPTIONS), internal=False, enable_ipv6=False,
+                check_duplicate=True, labels=labels)
 
 
 def is_function_network(attrs: dict, name: str) -> bool:
     """Whether a network (its ``attrs``) is a function network Gantry made under NAME, with
-    inter-container traffic off; a network of that name that is not must never be used."""
+    inter-container traffic off, and labelled isolated exactly when NAME is a tenant's (the
+    label is what puts its bridge under the host firewall); a network of that name that is
+    not must never be used."""
     labels = attrs.get("Labels") or {}
     options = attrs.get("Options") or {}
+    isolated = isolation_.CONTAINER if isolation_.is_isolated_network(name) else None
     return (attrs.get("Name") == name and labels.get(LABEL_MANAGED) == "1" and labels.get(LABEL_NETWORK) == name
+            and labels.get(isolation_.LABEL_ISOLATION) == isolated
             and attrs.get("Driver") == "bridge"
             and all(options.get(k) == v for k, v in NETWORK_OPTIONS.items()))
 

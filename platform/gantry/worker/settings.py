@@ -7,6 +7,7 @@ from typing import Mapping
 
 from gantry_runtime.config import Env, SettingsError, given
 
+from ..manifest import TENANT_RE
 from .capacity import DEFAULT_CPU_OVERCOMMIT, parse_cpu, parse_memory
 from .secretfiles import DEFAULT_DIR as DEFAULT_SECRETS_DIR
 
@@ -29,12 +30,14 @@ class WorkerSettings:
     log_maxlen: int = 1000            # approximate cap of each function's log stream
     docker_threads: int = 16          # threads for blocking Docker calls (a stop waits out a drain)
     secrets_dir: str = DEFAULT_SECRETS_DIR   # on a tmpfs: instances' secret files (worker.secretfiles)
+    node_tenant: str = ""             # the tenant this node is labelled for ("": any tenant's, none node-isolated)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "WorkerSettings":
         """GANTRY_NODE_ID (default: the hostname), GANTRY_NODE_HOST, GANTRY_NODE_CPU (cores or
         "1500m"), GANTRY_NODE_MEMORY ("8Gi" or bytes), GANTRY_HEARTBEAT_INTERVAL,
-        GANTRY_CPU_OVERCOMMIT (at least 1, default 4), GANTRY_SECRETS_DIR, GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
+        GANTRY_CPU_OVERCOMMIT (at least 1, default 4), GANTRY_SECRETS_DIR, GANTRY_NODE_TENANT (a tenant id: the
+        node runs that tenant's instances only), GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
         ("30s", "500ms", or seconds); keyword overrides (flags) win over the environment."""
         e = Env(env)
         settings = cls(**given({
@@ -44,12 +47,19 @@ class WorkerSettings:
             "memory": e.parsed("GANTRY_NODE_MEMORY", parse_memory),
             "cpu_overcommit": e.number("GANTRY_CPU_OVERCOMMIT", lo=1.0),
             "secrets_dir": e.text("GANTRY_SECRETS_DIR"),
+            "node_tenant": _tenant(e.text("GANTRY_NODE_TENANT")),
             **{field: e.duration(name, allow_zero=True) for name, field in _DURATIONS},
         }, overrides))
         if settings.heartbeat_ttl <= settings.heartbeat_interval:
             raise SettingsError("GANTRY_HEARTBEAT_TTL: expected a duration longer than the heartbeat "
                                 f"interval ({settings.heartbeat_interval:g}s), got {settings.heartbeat_ttl:g}s")
         return settings
+
+
+def _tenant(value: str | None) -> str | None:
+    if value and not TENANT_RE.match(value):
+        raise SettingsError(f"GANTRY_NODE_TENANT: expected a tenant id ([a-z][a-z0-9-]*), got {value!r}")
+    return value
 
 
 _DURATIONS = (("GANTRY_HEARTBEAT_INTERVAL", "heartbeat_interval"), ("GANTRY_HEARTBEAT_TTL", "heartbeat_ttl"),

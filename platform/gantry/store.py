@@ -370,7 +370,11 @@ class Store(ScriptRunner):
         """Release the instance's capacity (once: RELEASE_CAPACITY's guard) and delete its
         record and set memberships.  Safe to repeat after a crash between the two steps.
         ``release=False`` on a dead node: its whole alloc record is dropped instead, and a
-        release after that drop would leave a negative allocation behind."""
+        release after that drop would leave a negative allocation behind.  The instance's
+        reserved resource-seconds are accrued to its tenant's usage first (once: accrual
+        stops at the release)."""
+        from .usage.store import accrue     # here: gantry.usage.store builds on this module
+        await accrue(self, inst)
         if release:
             await self._run(keys.RELEASE_CAPACITY, [keys.node_alloc(inst.node), keys.instance(inst.id)], [])
         pipe = self.redis.pipeline(transaction=True)

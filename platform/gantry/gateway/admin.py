@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ..manifest import NAME_RE, FunctionSpec, ManifestError
-from . import registry
+from . import audit, registry
 from .appkeys import CACHE, PRINCIPAL, STORE
 from .auth import require_admin
 from .errors import ApiError
@@ -100,6 +100,7 @@ async def deploy(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", str(exc)) from None
     version, active = await registry.deploy(r, spec, image.strip())
     request.app[CACHE].refresh_name(spec.name)
+    await audit.record(request, "function.deploy", spec.name, version=version, image=image.strip())
     return web.json_response({"name": spec.name, "version": version, "active": active}, status=201)
 
 
@@ -137,6 +138,7 @@ async def delete_function(request: web.Request) -> web.Response:
     if not await registry.delete(r, name):
         raise _not_found(name)
     request.app[CACHE].refresh_name(name)
+    await audit.record(request, "function.delete", name)
     return web.json_response({"name": name, "deleted": True})
 
 
@@ -156,6 +158,7 @@ async def scale(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", f"min_instances: expected at most max_instances ({top}), got {n}")
     if not await registry.set_min_override(r, name, n):
         raise _not_found(name)
+    await audit.record(request, "function.scale", name, min_instances=n)
     return web.json_response({"name": name, "min_instances": n})
 
 

@@ -35,6 +35,7 @@ from .balancer import Ticket
 from .cache import Active, Entry
 from .errors import ApiError
 from .metrics import UNKNOWN
+from .usage import METER
 from .settings import GatewaySettings
 from ..state import Instance
 
@@ -109,7 +110,7 @@ def _asked_timeout(request: web.Request) -> float | None:
 async def invoke(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     metrics = request.app[METRICS]
-    label, status = UNKNOWN, 500
+    label, status, started = UNKNOWN, 500, time.monotonic()
     try:
         request.app[ADMISSION].check(request[PRINCIPAL].key_id, asyncio.get_running_loop().time())
         entry = await request.app[CACHE].get(name)
@@ -128,6 +129,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         metrics.requests[(label, status)] += 1
+        request.app[METER].observe(request[PRINCIPAL].tenant, name, label != UNKNOWN, status,
+                                   time.monotonic() - started)
 
 
 async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:

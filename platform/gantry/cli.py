@@ -256,6 +256,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("min_instances", type=int, metavar="N")
     add("nodes", cmd_nodes, "list live worker nodes and their capacity")
+    from .cli_usage import add_commands as usage_commands
+    usage_commands(add)
     sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
     sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
     add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())

@@ -158,6 +158,18 @@ async def test_the_periodic_flush_and_the_usage_api(redis_url, redis_client, run
         assert code == 0
 
 
+def test_throttles_of_made_up_names_take_bounded_rows(monkeypatch):
+    from gantry.gateway import usage
+    monkeypatch.setattr(usage, "MAX_ROWS", 3)
+    meter = Meter()
+    meter.observe("t", "real", True, 200, 0.1)
+    for i in range(10):
+        meter.observe("t", f"made-up-{i}", False, 429, 0.0)
+    meter.observe("t", "real", True, 429, 0.0)                  # a row it has: counted there
+    assert meter.counts == {("t", "real"): [1, 0, 1, 0.1], ("t", "made-up-0"): [0, 0, 1, 0.0],
+                            ("t", "made-up-1"): [0, 0, 1, 0.0], ("t", "_other"): [0, 0, 8, 0.0]}
+
+
 async def test_a_failed_flush_keeps_its_counts(redis_url, aredis):
     meter = Meter()
     meter.observe("acme", "fn", True, 200, 0.5)

@@ -33,6 +33,11 @@ from .errors import ApiError
 log = logging.getLogger("gantry.gateway")
 
 FINAL_FLUSH_TIMEOUT = 5.0    # seconds the shutdown flush may take
+# Throttled calls name any function they like, deployed or not: past this many rows between
+# two flushes, their throttles gather under OTHER (no function name starts with "_"), so a
+# flood of made-up names costs bounded memory here and bounded fields in Redis.
+MAX_ROWS = 10_000
+OTHER = "_other"
 
 
 class Meter:
@@ -47,6 +52,8 @@ class Meter:
         function was deployed; STATUS: the answer's (499 when the client went away)."""
         if status == 429:
             if NAME_RE.match(name):    # any other name would have been 404: nothing to charge
+                if (tenant, name) not in self.counts and len(self.counts) >= MAX_ROWS:
+                    name = OTHER
                 self._row(tenant, name)[2] += 1
         elif found:
             row = self._row(tenant, name)

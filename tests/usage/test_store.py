@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 GiB = 2**30
 
 
-def _instance(r, inst_id: str, function: str, created: float, cpu: int = 500, memory: int = 2 * GiB,
+def _instance(inst_id: str, function: str, created: float, cpu: int = 500, memory: int = 2 * GiB,
               gpus: int = 0) -> state.Instance:
     inst = state.Instance(id=inst_id, function=function, version=1, node="n1", state=state.READY,
                           cpu=cpu, memory=memory, created=created)
@@ -37,7 +37,7 @@ async def _bucket(aredis, tenant: str, day: str) -> dict[str, float]:
 async def test_accrual_counts_the_reservation_once_and_moves_accrued_at(aredis):
     store = UsageStore(aredis)
     now = time.time()
-    inst, fields = _instance(aredis, "i-1", "acme.fn", created=now - 100, gpus=1)
+    inst, fields = _instance("i-1", "acme.fn", created=now - 100, gpus=1)
     await _write(aredis, inst, fields)
     assert await store.accrue(inst, now) == pytest.approx(100)
     day = day_of(now)
@@ -61,7 +61,7 @@ async def test_accrual_counts_the_reservation_once_and_moves_accrued_at(aredis):
 
 async def test_two_concurrent_accrual_callers_never_double_count(aredis, new_aredis):
     created = time.time() - 50
-    inst, fields = _instance(aredis, "i-2", "solo", created=created, cpu=1000, memory=GiB)
+    inst, fields = _instance("i-2", "solo", created=created, cpu=1000, memory=GiB)
     await _write(aredis, inst, fields)
     a, b = UsageStore(new_aredis()), UsageStore(new_aredis())
 
@@ -84,7 +84,7 @@ async def test_two_concurrent_accrual_callers_never_double_count(aredis, new_are
 async def test_reap_accrues_the_last_seconds_before_the_release(aredis):
     store = Store(aredis)
     created = time.time() - 30
-    inst, fields = _instance(aredis, "i-3", "acme.web", created=created, cpu=250, memory=GiB)
+    inst, fields = _instance("i-3", "acme.web", created=created, cpu=250, memory=GiB)
     await _write(aredis, inst, fields)
     await aredis.hset(keys.node_alloc("n1"), mapping={"cpu": 250, "memory": GiB})
     await UsageStore(aredis).accrue(inst, created + 20)       # the leader's last accrual
@@ -101,7 +101,7 @@ async def test_reap_accrues_the_last_seconds_before_the_release(aredis):
 
 async def test_the_leaders_accrual_runs_once_an_interval(aredis):
     now = time.time()
-    inst, fields = _instance(aredis, "i-4", "fn", created=now - 10, cpu=1000)
+    inst, fields = _instance("i-4", "fn", created=now - 10, cpu=1000)
     await _write(aredis, inst, fields)
     accrual = Accrual(aredis, interval=3600)
     assert await accrual.maybe([inst], now) == 1

@@ -335,6 +335,8 @@ def parser() -> argparse.ArgumentParser:
     secrets_sub.add_parser("ls", parents=[common, tenant], help="list secrets: names, times, the functions using each")
     ssp = secrets_sub.add_parser("rm", parents=[common, tenant], help="remove a secret")
     ssp.add_argument("name")
+    from .cli_usage import add_commands as usage_commands
+    usage_commands(add)
     sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
     sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
     add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())

@@ -953,3 +953,70 @@ DELETE_SECRET = """
 redis.call('HDEL', KEYS[2], ARGV[1])
 return redis.call('HDEL', KEYS[1], ARGV[1])
 """
+
+
+# --- usage and audit (gantry.usage) --------------------------------------------------------
+# Usage: one HASH per tenant and UTC day, field "FUNCTION|COUNTER" -> number (FUNCTION the
+# bare name, COUNTER one of gantry.usage.model.COUNTERS).  Gateways add request counts
+# (USAGE_ADD, from their local aggregates, every few seconds); the scheduler leader adds
+# reserved resource-seconds (ACCRUE_INSTANCE).  Each bucket expires RETENTION_DAYS after its
+# last write.  The audit stream records admin actions.
+
+AUDIT = PREFIX + "audit"     # STREAM: time, actor (key id), tenant, action, target, detail (JSON); MAXLEN ~
+
+
+def usage_day(tenant_id: str, day: str) -> str:
+    """HASH "FUNCTION|COUNTER" -> number: the tenant's usage on UTC day "YYYY-MM-DD"."""
+    return f"{PREFIX}usage:{tenant_id}:{day}"
+
+
+# KEYS[i]: usage_day buckets
+# ARGV[1] ttl seconds; then for each KEYS[i] in order: n (number of triples), then n triples
+# field, "i" or "f" (HINCRBY or HINCRBYFLOAT), amount
+# Add a gateway's aggregated counts to every bucket in one step (all or nothing) and
+# refresh each bucket's expiry.  Returns the number of fields changed.
+USAGE_ADD = """
+local at, changed = 2, 0
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, n do
+    if ARGV[at + 1] == 'i' then redis.call('HINCRBY', KEYS[i], ARGV[at], ARGV[at + 2])
+    else redis.call('HINCRBYFLOAT', KEYS[i], ARGV[at], ARGV[at + 2]) end
+    at = at + 3
+    changed = changed + 1
+  end
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return changed
+"""
+
+# KEYS[1] instance hash, KEYS[2] usage_day bucket of the instance's tenant for ARGV[1]'s day
+# ARGV[1] now (wall time), ARGV[2] ttl seconds, ARGV[3] the qualified function name the
+# caller read from the record, ARGV[4] its bare name (the bucket's field prefix)
+# Add the instance's reservation from max(created, accrued_at) to ARGV[1] (cpu millicores /
+# 1000 -> cpu_seconds, memory bytes / 2^30 -> memory_gib_seconds, gpus -> gpu_seconds) and
+# move accrued_at to ARGV[1], in one step: two callers never count the same second, and one
+# with an older clock adds nothing.  A record already released (its capacity given back,
+# RELEASE_CAPACITY) or of another function accrues nothing.
+# Returns the seconds accrued now, as a string ("0" when none).
+ACCRUE_INSTANCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'released') == 1 then return '0' end
+local f = redis.call('HMGET', KEYS[1], 'function', 'created', 'accrued_at', 'cpu', 'memory', 'gpus')
+if f[1] ~= ARGV[3] then return '0' end
+local now = tonumber(ARGV[1])
+local from = math.max(tonumber(f[2] or '0') or 0, tonumber(f[3] or '0') or 0)
+if from <= 0 or now <= from then return '0' end
+local dt = now - from
+redis.call('HSET', KEYS[1], 'accrued_at', ARGV[1])
+local amounts = {cpu_seconds = dt * (tonumber(f[4] or '0') or 0) / 1000,
+                 memory_gib_seconds = dt * (tonumber(f[5] or '0') or 0) / 1073741824,
+                 gpu_seconds = dt * (tonumber(f[6] or '0') or 0)}
+for counter, amount in pairs(amounts) do
+  if amount > 0 then
+    redis.call('HINCRBYFLOAT', KEYS[2], ARGV[4] .. '|' .. counter, string.format('%.17g', amount))
+  end
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return string.format('%.17g', dt)
+"""

@@ -390,7 +390,11 @@ class Store(ScriptRunner):
         record and set memberships.  Safe to repeat after a crash between the two steps.
         ``release=False`` on a dead node: its whole alloc record is dropped instead, and a
         release after that drop would leave a negative allocation behind; the tenant's usage
-        is given back either way (it is not the node's)."""
+        is given back either way (it is not the node's).  The instance's reserved
+        resource-seconds are accrued to its tenant's usage first (once: accrual stops at the
+        release)."""
+        from .usage.store import accrue     # here: gantry.usage.store builds on this module
+        await accrue(self, inst)
         await self._run(keys.RELEASE_CAPACITY,
                         [keys.node_alloc(inst.node), keys.instance(inst.id),
                          keys.tenant_used(split(inst.function)[0])],

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..manifest import FunctionSpec, ManifestError
 from ..tenants.model import DEFAULT_TENANT, split
 from ..tenants.quotastore import QuotaStore
-from . import registry, secrets_api
+from . import audit, registry, secrets_api
 from .appkeys import CACHE, PRINCIPAL, STORE, TENANTS
 from .auth import Principal, acting_tenant, function_name, require
 from .errors import ApiError
@@ -127,6 +127,7 @@ async def deploy(request: web.Request) -> web.Response:
         raise secrets_api.missing_secrets_error(spec.tenant, missing)
     version, active = await registry.deploy(r, spec, image.strip())
     request.app[CACHE].refresh_name(spec.qualified)
+    await audit.record(request, "function.deploy", spec.name, tenant=tenant, version=version, image=image.strip())
     return web.json_response({"name": _shown_name(principal, spec.qualified), "tenant": tenant,
                               "version": version, "active": active}, status=201)
 
@@ -174,6 +175,7 @@ async def delete_function(request: web.Request) -> web.Response:
     if not await registry.delete(r, name):
         raise _not_found(request)
     request.app[CACHE].refresh_name(name)
+    await audit.record(request, "function.delete", split(name)[1], tenant=split(name)[0])
     return web.json_response({"name": request.match_info["name"], "deleted": True})
 
 
@@ -194,6 +196,7 @@ async def scale(request: web.Request) -> web.Response:
     await QuotaStore(r.redis).check_min_instances(name, n)     # 403 quota_exceeded above the quota
     if not await registry.set_min_override(r, name, n):
         raise _not_found(request)
+    await audit.record(request, "function.scale", split(name)[1], tenant=split(name)[0], min_instances=n)
     return web.json_response({"name": request.match_info["name"], "min_instances": n})
 
 

@@ -36,6 +36,7 @@ from .balancer import Ticket
 from .cache import Active, Entry
 from .errors import ApiError, quota_error
 from .metrics import UNKNOWN
+from .usage import METER
 from .settings import GatewaySettings
 from .tenantlimits import TENANT_LIMITS
 from ..state import Instance
@@ -111,7 +112,8 @@ def _asked_timeout(request: web.Request) -> float | None:
 
 async def invoke(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
-    label, status = UNKNOWN, 500
+    label, status, started = UNKNOWN, 500, time.monotonic()
+    name = None          # qualified, once the caller may address it
     release = None       # the tenant's concurrency slot, if its quota has one
     try:
         principal = request[PRINCIPAL]
@@ -138,6 +140,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         if release is not None:
             release()
         metrics.requests[(label, status)] += 1
+        if name is not None:     # usage is the function's tenant's, by the function's own name
+            request.app[METER].observe(*split(name), label != UNKNOWN, status, time.monotonic() - started)
 
 
 async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:

@@ -25,9 +25,12 @@ from ..manifest import (MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GP
                         MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
 from ..quantities import format_size
 from ..tenants.apikeys import KEY_RE, MAX_KEY_FUNCTIONS, MAX_NOTE
-from ..tenants.model import FEATURE_RE, MAX_FEATURES, MAX_TENANT_NAME, QUOTA_FIELDS, Isolation, Scope
+from ..tenants.model import (FEATURE_RE, MAX_FEATURES, MAX_TENANT_NAME, QUOTA_FIELDS, TENANT_ID_RE, Isolation,
+                             Scope)
 from ..tenants.secretbox import MAX_SECRETS, MAX_VALUE_BYTES
+from ..usage.model import COUNTERS, RETENTION_DAYS, WHOLE
 from .admin import MAX_JSON_DEPTH, MAX_LOG_ENTRIES
+from .audit import MAX_AUDIT_ENTRIES
 from .coord_api import (MAX_DELIVERIES, MAX_EVENTS, MAX_LIST, MAX_NAME, MAX_QUEUE_NAME, MAX_TTL, MAX_VISIBILITY,
                         MAX_WAIT, MAX_WEIGHT)
 
@@ -337,6 +340,40 @@ SCHEMAS.update({
                                                                               "unless renewed (epoch ms)"}}),
 })
 
+# --- usage and audit (gateway/usage.py, gateway/audit.py; docs/tenants.md) ---------------------
+_TENANT = {"type": "string", "pattern": TENANT_ID_RE.pattern, "description": "a tenant id"}
+_USAGE_DAY = {"type": "string", "pattern": r"^(\d{4}-\d{2}-\d{2}|\d{1,3}d)?$",
+              "description": f"a UTC day YYYY-MM-DD, or a number of days such as 7d (today and the days before; "
+                             f"at most {RETENTION_DAYS}d)"}
+_MONEY = {"type": "number", "minimum": 0}
+SCHEMAS.update({
+    "UsageRow": _obj({c: {"type": "integer", "minimum": 0} if c in WHOLE else {"type": "number", "minimum": 0}
+                      for c in COUNTERS},
+                     description="invocations (admitted calls of a deployed function), errors (of those, answered "
+                                 ">= 500), throttles (429 of the rate limit), duration_seconds (gateway wall time), "
+                                 "cpu_seconds, memory_gib_seconds and gpu_seconds reserved"),
+    "UsageReport": _obj({
+        "tenant": _TENANT, "since": {"type": "string", "description": "the first day counted (UTC)"},
+        "until": {"type": "string", "description": "the last day counted (UTC)"},
+        "functions": {"type": "object", "additionalProperties": _ref("UsageRow"),
+                      "description": "per function (its name within the tenant)"},
+        "totals": _ref("UsageRow"),
+        "cost": _obj({"currency": {"type": "string", "description": "the price table's label (may be empty)"},
+                      "prices": _obj({"cpu_second": _MONEY, "memory_gib_second": _MONEY, "gpu_second": _MONEY,
+                                      "million_invocations": _MONEY, "currency": {"type": "string"}},
+                                     description="the operator's price table (GANTRY_PRICES)"),
+                      "period": {**_MONEY, "description": "what the days since..until cost"},
+                      "month_to_date": {**_MONEY, "description": "what this UTC month has cost so far"},
+                      "monthly_estimate": {**_MONEY, "description": "month to date x seconds in the month / "
+                                                                    "seconds elapsed (at least an hour)"}})}),
+    "AuditEntry": _obj({"id": {"type": "string", "description": "the cursor of this entry"},
+                        "time": {"type": "number", "description": "when (epoch seconds)"},
+                        "actor": {"type": "string", "description": "the API key id that acted"},
+                        "tenant": {"type": "string"}, "action": {"type": "string",
+                                                                 "description": "function.deploy, key.create, ..."},
+                        "target": {"type": "string"}, "detail": {"type": "object"}}),
+})
+
 # (status, code, when): the gateway's errors.  Each operation lists the statuses it may answer;
 # its response for a status allows the codes of that status here that apply to it (INVOKE_ONLY
 # codes only on invoke).  A 500 `internal` is a bug in the gateway: no operation lists it.
@@ -510,6 +547,13 @@ Delivery: at most once per call. The gateway forwards again only when an instanc
 have started the request; a 502 `function_outcome_unknown` or a 504 may have run the function."""
 
 
+_USAGE_PARAMS = [_coord_query("since", _USAGE_DAY, False, "the first day (default: the 1st of this month)"),
+                 _coord_query("until", _USAGE_DAY, False, "the last day (default: today)")]
+_USAGE_DESCRIPTION = ("Needs a key whose scope allows `usage` (admin, tenant-admin); 403 otherwise. Request counts "
+                      "reach Redis within the gateways' flush interval (5 s); reserved resource-seconds within "
+                      "the scheduler's accrual interval (15 s). A bad `since`/`until` is 400 naming it.")
+
+
 PATHS: dict[str, dict[str, Any]] = {
     "/v1/invoke/{name}": {"post": _op(
         "invoke", "invoke", "Invoke a function (sync or streamed)",
@@ -645,6 +689,36 @@ PATHS: dict[str, dict[str, Any]] = {
         "listNodes", "nodes", "Live worker nodes, their capacity and what is placed on them",
         {200: _json(_obj({"nodes": {"type": "array", "items": _ref("Node")}}), "the nodes whose heartbeat is live")},
         _ADMIN_ERRORS)},
+    "/v1/usage": {"get": _op(
+        "ownUsage", "usage", "The caller's tenant's usage and cost (`gantry usage`)",
+        {200: _json(_ref("UsageReport"), "per function and in total, with the cost")},
+        (400, 404, *_ADMIN_ERRORS), params=_USAGE_PARAMS + [_coord_query(
+            "tenant", {"type": "string"}, False, "the platform admin only: another tenant (a tenant key naming "
+                                                 "another tenant: 404)")],
+        description=_USAGE_DESCRIPTION)},
+    "/v1/tenants/{id}/usage": {"get": _op(
+        "tenantUsage", "usage", "A tenant's usage and cost",
+        {200: _json(_ref("UsageReport"), "per function and in total, with the cost")},
+        (400, 404, *_ADMIN_ERRORS),
+        params=[{"name": "id", "in": "path", "required": True, "schema": _TENANT,
+                 "description": "the tenant (a tenant key: its own only; any other is 404)"}, *_USAGE_PARAMS],
+        description=_USAGE_DESCRIPTION)},
+    "/v1/audit": {"get": _op(
+        "audit", "usage", "The audit trail of admin actions (`gantry audit`)",
+        {200: _json(_obj({"entries": {"type": "array", "items": _ref("AuditEntry")},
+                          "cursor": _nullable({"type": "string", "description": "pass as `after` to read on"})}),
+                    "oldest first: the latest `limit` entries, or the first `limit` after `after`")},
+        (400, 404, *_ADMIN_ERRORS),
+        params=[_coord_query("tenant", {"type": "string"}, False,
+                             "only this tenant's entries (the platform admin; a tenant key sees only its own "
+                             "and naming another is 404)"),
+                {"name": "after", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": r"^(\d{1,20}(-\d{1,20})?)?$"},
+                 "description": "a cursor (an entry's id); absent: the latest entries"},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_ENTRIES, "default": 100}}],
+        description="Needs a key whose scope allows `audit` (admin, tenant-admin); 403 otherwise. A filtered "
+                    "read looks at most 10,000 entries per call: fewer than `limit` with a cursor means read on.")},
     **{path: item for path, item in (
         ("/v1/coord/lock/acquire", {"post": _coord(
             "lockAcquire", "Acquire a lock (waiting in line up to `wait` s)",
@@ -771,6 +845,7 @@ DOCUMENT: dict[str, Any] = {
                                               "watched revision log, queues, service discovery (the admin key or a "
                                               "function's coordination token; names live in the caller's "
                                               "namespace)"},
+             {"name": "usage", "description": "usage, cost and the audit trail (docs/tenants.md)"},
              {"name": "meta", "description": "health, metrics and this document"}],
     "paths": PATHS,
     "components": {

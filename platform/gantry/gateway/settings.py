@@ -8,6 +8,7 @@ from typing import Mapping
 from gantry_runtime.config import Env, SettingsError, given
 
 from ..manifest import MAX_BODY
+from ..usage.model import Prices, parse_prices
 from ..settings import redis_url as env_redis_url
 
 __all__ = ["GatewaySettings", "SettingsError"]
@@ -44,6 +45,8 @@ class GatewaySettings:
                                            # from connect; later ones from their first byte); 0: none
     keepalive_timeout: float = 75.0        # seconds an idle client connection is kept
     metrics_public: bool = False           # serve /metrics without a key (else the admin key is needed)
+    usage_flush_interval: float = 5.0      # seconds between writes of the metered usage to Redis
+    prices: Prices = Prices()              # the operator's price table (zero: no cost)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
@@ -51,7 +54,9 @@ class GatewaySettings:
         GANTRY_MAX_BODY ("6Mi", or bytes; at most 1Gi), GANTRY_COLD_START_TIMEOUT ("30s", or seconds),
         GANTRY_RATE_LIMIT, GANTRY_RATE_BURST, GANTRY_ADMIN_RATE_LIMIT, GANTRY_ADMIN_RATE_BURST,
         GANTRY_AUTH_FAILURE_RATE, GANTRY_AUTH_FAILURE_BURST, GANTRY_HEADER_TIMEOUT ("10s"; "0s": none),
-        GANTRY_KEEPALIVE_TIMEOUT ("75s"), GANTRY_METRICS_PUBLIC ("1" or "0"), GANTRY_ADMIN_KEY_HASH;
+        GANTRY_KEEPALIVE_TIMEOUT ("75s"), GANTRY_METRICS_PUBLIC ("1" or "0"), GANTRY_ADMIN_KEY_HASH,
+        GANTRY_USAGE_FLUSH_INTERVAL ("5s"), GANTRY_PRICES (a JSON object, or the path of a file
+        holding one);
         keyword arguments (flags) win over the environment."""
         e = Env(env)
         key_hash = e.text("GANTRY_ADMIN_KEY_HASH")
@@ -73,4 +78,19 @@ class GatewaySettings:
             "keepalive_timeout": e.duration("GANTRY_KEEPALIVE_TIMEOUT"),
             "metrics_public": None if public is None else public in ("1", "true", "yes"),
             "admin_key_hash": key_hash.lower() if key_hash else None,
+            "usage_flush_interval": e.duration("GANTRY_USAGE_FLUSH_INTERVAL"),
+            "prices": e.parsed("GANTRY_PRICES", read_prices),
         }, overrides))
+
+
+def read_prices(value: str) -> Prices:
+    """GANTRY_PRICES: a JSON object (it starts with "{"), else the path of a file holding one."""
+    text = value
+    if not value.lstrip().startswith("{"):
+        try:
+            with open(value, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise ValueError(f"expected a JSON object or the path of a file holding one; "
+                             f"cannot read {value[:80]!r} ({exc.strerror})") from None
+    return parse_prices(text)

@@ -25,6 +25,7 @@ from .. import keys
 from ..coord import LeaderLease
 from ..state import Instance, Node
 from ..store import Deposed, Store
+from .accrual import Accrual
 from .nodes import NodeWatch
 from .reaper import tend
 from .reconcile import Reconciler
@@ -50,6 +51,7 @@ class Scheduler:
         self.lease = LeaderLease(self.store, settings.holder_id, settings.lease_ms)
         self.reconciler = Reconciler(self.store, settings)
         self.nodes = NodeWatch(settings.node_dead_after, settings.node_grace)
+        self.accrual = Accrual(redis, settings.accrue_interval)
         # instance id -> (state, wall time first seen in it): unhealthy and stuck-command clocks
         self._state_since: dict[str, tuple[str, float]] = {}
         self._hinted: set[str] = set()              # functions to reconcile at once
@@ -126,6 +128,7 @@ class Scheduler:
         nodes, live, suspect, node_ids = await self._node_view(now)
 
         instances = await self._all_instances(names, node_ids)
+        await self.accrual.maybe(instances, now)      # before tend: reaping accrues its own
         ids = {i.id for i in instances}
         self._state_since = {k: v for k, v in self._state_since.items() if k in ids}
         tended = await tend(store, epoch, instances, live, now, self.settings.start_timeout,

@@ -24,6 +24,7 @@ class SchedulerSettings:
     node_dead_after: float = 60.0
     node_grace: float = 30.0        # a dead node is forgotten this long after it was declared dead
     unhealthy_timeout: float = 30.0  # an instance unhealthy this long is drained and replaced
+    accrue_interval: float = 15.0   # seconds between the leader's accruals of reserved resource-seconds
 
     def __post_init__(self) -> None:
         if not self.holder_id:
@@ -40,7 +41,8 @@ class SchedulerSettings:
         """GANTRY_SCHEDULER_ID (default host-pid-random), GANTRY_SCHEDULER_LEASE_MS (whole
         milliseconds), and as durations ("250ms", "30s", or seconds) GANTRY_SCHEDULER_INTERVAL,
         GANTRY_SCHEDULER_LOAD_FRESH, GANTRY_SCHEDULER_START_TIMEOUT, GANTRY_SCHEDULER_NODE_DEAD_AFTER,
-        GANTRY_SCHEDULER_NODE_GRACE, GANTRY_SCHEDULER_UNHEALTHY_TIMEOUT; keyword overrides (flags) win."""
+        GANTRY_SCHEDULER_NODE_GRACE, GANTRY_SCHEDULER_UNHEALTHY_TIMEOUT, GANTRY_SCHEDULER_ACCRUE_INTERVAL;
+        keyword overrides (flags) win."""
         e = Env(environ)
         return cls(**given({
             "holder_id": e.text("GANTRY_SCHEDULER_ID")
@@ -50,4 +52,5 @@ class SchedulerSettings:
         }, overrides))
 
 
-_DURATIONS = ("interval", "load_fresh", "start_timeout", "node_dead_after", "node_grace", "unhealthy_timeout")
+_DURATIONS = ("interval", "load_fresh", "start_timeout", "node_dead_after", "node_grace", "unhealthy_timeout",
+              "accrue_interval")

@@ -1,0 +1,79 @@
+"""The audit stream of admin actions: ``record`` after an action succeeded, ``GET /v1/audit``.
+
+An entry says who (the key id, never a key), when, in which tenant, what (``function.deploy``,
+``function.delete``, ``function.scale``, ``key.create``, ``key.revoke``, ``tenant.create``,
+``tenant.update``, ``tenant.remove``, ``secret.set``, ``secret.remove``) and to what.  The
+action has happened by the time it is recorded, so a failure to record it (Redis gone for a
+moment) is logged and never turns the caller's success into an error.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from ..tenants.model import TENANT_ID_RE
+from ..usage.store import AuditStore
+from .appkeys import PRINCIPAL, REDIS
+from .auth import require
+from .errors import ApiError
+
+log = logging.getLogger("gantry.gateway")
+
+RECORD_TIMEOUT = 2.0      # seconds an audit write may hold up the answer of a done action
+MAX_AUDIT_ENTRIES = 1000  # per GET /v1/audit
+_STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?", re.ASCII)
+
+
+def _stream_id(value: str) -> bool:
+    """A Redis stream id, "MS" or "MS-SEQ", each part an unsigned 64-bit number (as admin's)."""
+    found = _STREAM_ID.fullmatch(value)
+    return found is not None and all(int(part) <= 2**64 - 1 for part in found.groups("0"))
+
+
+async def record(request: web.Request, action: str, target: str, tenant: str | None = None,
+                 **detail: Any) -> str | None:
+    """Append an audit entry for ACTION on TARGET by the request's principal, in TENANT (the
+    principal's own by default).  Returns the entry's id, or None if it could not be written
+    (logged with everything it would have said)."""
+    principal = request[PRINCIPAL]
+    entry = dict(time_=time.time(), actor=principal.key_id, tenant=tenant or principal.tenant,
+                 action=action, target=target, detail=detail)
+    try:
+        async with asyncio.timeout(RECORD_TIMEOUT):
+            return await AuditStore(request.app[REDIS]).append(**entry)
+    except Exception as exc:       # the action is done: say so in the log, never fail it now
+        log.warning("audit entry not written", extra={"error": repr(exc), "action": action, "target": target,
+                                                      "actor": principal.key_id, "tenant": entry["tenant"]})
+        return None
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    """GET /v1/audit?tenant=&after=&limit=: the platform admin sees every tenant's entries
+    (or one tenant's with ?tenant=); any other key only its own tenant's."""
+    principal = request[PRINCIPAL]
+    require(principal, "audit")
+    asked = request.query.get("tenant") or None
+    if principal.is_admin:
+        if asked is not None and not TENANT_ID_RE.match(asked):
+            raise ApiError(404, "not_found", f"no tenant {asked[:40]!r}")
+        tenant = asked
+    else:
+        if asked is not None and asked != principal.tenant:
+            raise ApiError(404, "not_found", f"no tenant {asked[:40]!r}")
+        tenant = principal.tenant
+    after = request.query.get("after") or None
+    if after is not None and not _stream_id(after):
+        raise ApiError(400, "bad_request", f"after: expected a cursor such as 1700000000000-0 "
+                       f"(each part at most 2**64-1), got {after[:60]!r}")
+    raw_limit = request.query.get("limit", "100")
+    limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4 else 0
+    if not 1 <= limit <= MAX_AUDIT_ENTRIES:
+        raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to {MAX_AUDIT_ENTRIES}, "
+                       f"got {raw_limit[:30]!r}")
+    entries, cursor = await AuditStore(request.app[REDIS]).read(tenant, after, limit)
+    return web.json_response({"entries": entries, "cursor": cursor})

@@ -16,6 +16,7 @@ from ..tenants.secretbox import MAX_VALUE_BYTES, KEY_ENV, KEY_FILE_ENV, MasterKe
     check_value, from_env
 from ..tenants.secretstore import SecretLimit, SecretStore
 from ..tenants.store import TenantStore
+from . import audit
 from .appkeys import PRINCIPAL, REDIS, STORE
 from .auth import acting_tenant, require
 from .errors import ApiError
@@ -97,6 +98,7 @@ async def put_secret(request: web.Request) -> web.Response:
         raise ApiError(409, "too_many_secrets", str(exc)) from None
     log.info("secret set", extra={"tenant": tenant, "secret": name, "key_id": request[PRINCIPAL].key_id,
                                   "new": created})
+    await audit.record(request, "secret.set", name, tenant=tenant, created=created)
     return web.json_response({"name": name, "tenant": tenant, "created": created}, status=201 if created else 200)
 
 
@@ -115,6 +117,7 @@ async def delete_secret(request: web.Request) -> web.Response:
     if not await store.delete(tenant, name):
         raise ApiError(404, "not_found", f"tenant {tenant!r} has no secret named {name!r}")
     log.info("secret removed", extra={"tenant": tenant, "secret": name, "key_id": request[PRINCIPAL].key_id})
+    await audit.record(request, "secret.remove", name, tenant=tenant)
     return web.json_response({"name": name, "tenant": tenant, "deleted": True})
 
 

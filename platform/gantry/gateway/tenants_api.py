@@ -17,6 +17,7 @@ from ..manifest import NAME_RE
 from ..tenants.apikeys import MAX_KEY_FUNCTIONS, MAX_NOTE, ApiKey, new_key, parse_scope, parse_ttl
 from ..tenants.model import DEFAULT_TENANT, TENANT_ID_RE, Scope, TenantError, tenant_from_request
 from ..settings import hash_key
+from . import audit
 from .admin import _json_object
 from .appkeys import PRINCIPAL, TENANTS
 from .auth import Principal, acting_tenant, require
@@ -67,7 +68,10 @@ async def create_tenant(request: web.Request) -> web.Response:
     tenant = dataclasses.replace(tenant, created=time.time())
     if not await request.app[TENANTS].put_tenant(tenant, create=True):
         raise ApiError(409, "conflict", f"tenant {tenant.id!r} exists")
-    return web.json_response(await _tenant_view(request, tenant.id), status=201)
+    view = await _tenant_view(request, tenant.id)
+    await audit.record(request, "tenant.create", tenant.id, tenant=tenant.id, isolation=view["isolation"],
+                       quotas=view["quotas"])
+    return web.json_response(view, status=201)
 
 
 async def list_tenants(request: web.Request) -> web.Response:
@@ -98,7 +102,10 @@ async def update_tenant(request: web.Request) -> web.Response:
         raise _bad(exc) from None
     if not await store.put_tenant(tenant, create=False):
         raise ApiError(404, "not_found", f"no tenant {tenant_id!r}")
-    return web.json_response(await _tenant_view(request, tenant_id))
+    view = await _tenant_view(request, tenant_id)
+    await audit.record(request, "tenant.update", tenant_id, tenant=tenant_id, changed=sorted(data),
+                       isolation=view["isolation"], quotas=view["quotas"])
+    return web.json_response(view)
 
 
 async def remove_tenant(request: web.Request) -> web.Response:
@@ -115,6 +122,7 @@ async def remove_tenant(request: web.Request) -> web.Response:
         raise ApiError(409, "conflict", f"tenant {tenant_id!r} still has {len(functions)} function(s): "
                                         "delete them first")
     removed = await store.remove_tenant(tenant_id)
+    await audit.record(request, "tenant.remove", tenant_id, tenant=tenant_id, keys_removed=len(removed))
     return web.json_response({"id": tenant_id, "removed": True, "keys_removed": len(removed)})
 
 
@@ -164,6 +172,8 @@ async def create_key(request: web.Request) -> web.Response:
                     functions=_key_functions(data.get("functions")), created=now,
                     expires=now + ttl if ttl else 0.0, created_by=principal.key_id, note=note)
     await request.app[TENANTS].add_key(record)
+    await audit.record(request, "key.create", key_id, tenant=tenant_id, scope=str(scope),
+                       functions=list(record.functions) or None, expires=record.expires or None)
     return web.json_response({**record.to_dict(), "key": key}, status=201)
 
 
@@ -187,6 +197,8 @@ async def revoke_key(request: web.Request) -> web.Response:
     if found.scope == Scope.ADMIN and not principal.is_admin:
         raise ApiError(403, "forbidden", "only the platform admin revokes admin keys")
     revoked = await store.revoke_key(key_id)
+    if revoked:
+        await audit.record(request, "key.revoke", key_id, tenant=found.tenant)
     return web.json_response({"id": key_id, "revoked": True, "already": not revoked})
 
 

@@ -59,8 +59,25 @@ def _tenant_body(args, with_id: bool) -> dict:
     return body
 
 
+def _use_text(t: dict) -> str:
+    """instances 3/8, cpu 1.5/4, ...: the use of every resource that has a quota or is in use."""
+    used, quotas = t.get("usage") or {}, t["quotas"]
+    out = []
+    for name in QUOTA_FIELDS:
+        if name == "rpm" or (name not in quotas and not used.get(name)):
+            continue
+        value, limit = used.get(name, 0), quotas.get(name)
+        if name == "memory":
+            value, limit = f"{value / 2**30:.2f}Gi", (f"{limit / 2**30:g}Gi" if limit is not None else None)
+        else:
+            value = f"{value:g}"
+        out.append(f"{name} {value}/{limit if limit is not None else 'unlimited'}")
+    return ", ".join(out) or "nothing"
+
+
 def _show_tenant(t: dict) -> None:
     print(f"{t['id']}  ({t['name']})\n  isolation: {t['isolation']}\n  quotas:    {_quota_text(t['quotas'])}\n"
+          f"  in use:    {_use_text(t)}\n"
           f"  features:  {', '.join(t['features']) or 'none'}\n  functions: {t['functions']}\n"
           f"  created:   {_fmt_time(t['created'])}")
 

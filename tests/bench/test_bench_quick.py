@@ -49,7 +49,7 @@ def test_machine_named_and_run_bounded(results):
 
 def test_every_section_present_with_positive_figures(results):
     s = results["sections"]
-    assert set(s) >= {"hotpath", "deploy", "warm", "streaming", "cold_start", "scale", "density"}
+    assert set(s) >= {"hotpath", "deploy", "warm", "streaming", "cold_start", "scale", "density", "tenancy"}
     w = s["warm"]
     for path in ("direct", "nginx", "gateway"):
         for conns in ("1", "64"):
@@ -103,6 +103,14 @@ def test_every_section_present_with_positive_figures(results):
     assert d["cold_calls"]["first_round"] + d["cold_calls"]["second_round"] > d["node"]["cpu_allocatable"] / 0.5, d
     assert d["containers_running_at_end"] <= d["node"]["cpu_allocatable"] / 0.5, d
 
+    t = s["tenancy"]                   # the same function through the same gateway, three kinds of key
+    for path in ("admin_key", "tenant_key", "many_keys"):
+        for conns in ("1", "64"):
+            x = t["paths"][path][conns]
+            positive(x["rps"], f"tenancy.{path}.{conns}.rps")
+            assert x["requests"] > 0 and x["errors"] == 0, (path, conns, x)
+    assert t["keys"] >= 100 and set(t["ratios"]) == {"1", "64"}
+
     h = s["hotpath"]
     for group, names in (("ratelimit", ("c", "py", "limits")), ("router", ("c", "py", "random.choices")),
                          ("placement", ("c", "py", "uhashring"))):
@@ -112,7 +120,7 @@ def test_every_section_present_with_positive_figures(results):
 
 def test_goals_stated(results):
     goals = results["goals"]
-    assert len(goals) == 8
+    assert len(goals) == 10
     for goal in goals:
         assert goal["status"] in ("met", "not met", "not measured"), goal
         assert goal["why"]
@@ -131,6 +139,6 @@ def test_renders_every_section(results):
     text = render.render(results, "results.json")
     assert text.startswith("<!-- bench:begin") and text.rstrip().endswith(render.END)
     for heading in ("### Goals", "### 1. Warm", "### 2. Cold", "### 3. Streaming", "### 4. Deploy", "### 5. Scale",
-                    "### 6. Density", "### 7. Hot path"):
+                    "### 6. Density", "### 7. Hot path", "### 8. Tenant resolution"):
         assert heading in text
     assert results["machine"]["cpu_model"] in text

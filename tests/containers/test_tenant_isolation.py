@@ -138,7 +138,7 @@ def tenants(docker_client):
               handler: str | None = None):
         spec = dataclasses.replace(load_manifest(directory), tenant=tenant, **({"handler": handler} if handler else {}))
         container_id, _, key = containers.start(docker_client, node_id, publish, spec, image,
-                                                uuid.uuid4().hex[:8], 1, 1, 1.0, level)
+                                                uuid.uuid4().hex[:8], 1, 1, 1.0, isolation_level=level)
         container = docker_client.containers.get(container_id)
         return container, wait_ready(container), key
 

@@ -17,11 +17,13 @@ from gantry import keys, state
 from gantry.cli import main as cli_main
 from gantry.cli_usage import format_audit, format_usage
 from gantry.gateway import audit
-from gantry.gateway.appkeys import AUTH as AUTH_KEY, PRINCIPAL, REDIS
-from gantry.gateway.auth import ADMIN, Principal
+from gantry.gateway.appkeys import PRINCIPAL, REDIS, SETTINGS
+from gantry.gateway.auth import ADMIN
+from gantry.settings import hash_key
+from gantry.tenants.apikeys import ApiKey, key_id_of
 from gantry.gateway.usage import METER, Meter, UsageFlusher
 from gantry.manifest import FunctionSpec
-from gantry.tenants.model import Scope
+from gantry.tenants.model import Scope, Tenant, tenant_to_hash
 from gantry.usage.model import Prices, day_of
 from gantry.usage.store import AuditStore, UsageStore
 
@@ -29,19 +31,23 @@ from .support import AUTH, add_instance, gateway, register_function, spec_dict
 
 pytestmark = pytest.mark.timeout(90)
 
-ACME_KEY, ACME_INVOKE_KEY = "gk_acme_" + "1" * 32, "gk_acme_" + "2" * 32
+ACME_KEY, ACME_INVOKE_KEY = "gk_" + "a" * 12 + "_" + "1" * 43, "gk_" + "b" * 12 + "_" + "2" * 43
 ACME = {"Authorization": f"Bearer {ACME_KEY}"}
 ACME_INVOKE = {"Authorization": f"Bearer {ACME_INVOKE_KEY}"}
-PRINCIPALS = {ACME_KEY: Principal(kind="key", tenant="acme", key_id="acme-admin", scope=Scope.TENANT_ADMIN),
-              ACME_INVOKE_KEY: Principal(kind="key", tenant="acme", key_id="acme-inv", scope=Scope.INVOKE)}
 
 
 def _tenant_keys(app: web.Application) -> None:
-    """Resolve the two acme test keys besides the admin's (tenant keys' own resolution is
-    another module's; only the principal matters here)."""
-    auth = app[AUTH_KEY]
-    admin_resolve = auth.resolve
-    auth.resolve = lambda key: PRINCIPALS.get(key) or admin_resolve(key)
+    """Tenant acme and two real API keys of it (a tenant-admin and an invoke key), written to
+    Redis as `gantry tenants create` and `gantry keys create` would."""
+    import redis
+    r = redis.Redis.from_url(app[SETTINGS].redis_url)
+    r.hset(keys.tenant("acme"), mapping=tenant_to_hash(Tenant(id="acme", created=time.time())))
+    r.sadd(keys.TENANTS, "acme")
+    for key, scope in ((ACME_KEY, Scope.TENANT_ADMIN), (ACME_INVOKE_KEY, Scope.INVOKE)):
+        record = ApiKey(id=key_id_of(key), tenant="acme", scope=scope, hash=hash_key(key), created=time.time())
+        r.hset(keys.api_key(record.id), mapping=record.to_hash())
+        r.sadd(keys.tenant_keys("acme"), record.id)
+    r.close()
 
 
 def _register_tenant_function(r, tenant: str, name: str) -> str:
@@ -198,14 +204,14 @@ async def test_deploy_scale_delete_are_audited_and_tenants_see_only_their_own(re
         assert (await client.delete("/v1/functions/audited", headers=AUTH)).status == 200
         assert (await client.delete("/v1/functions/audited", headers=AUTH)).status == 404   # failed: not audited
         t1 = time.time()
-        await AuditStore(client.server.app[REDIS]).append(time_=t1, actor="acme-admin", tenant="acme",
+        await AuditStore(client.server.app[REDIS]).append(time_=t1, actor="a" * 12, tenant="acme",
                                                           action="key.create", target="k-9", detail={})
 
         page = await (await client.get("/v1/audit", headers=AUTH)).json()
         entries = page["entries"]
         assert [(e["action"], e["target"], e["actor"], e["tenant"]) for e in entries] == [
             ("function.deploy", "audited", "admin", "default"), ("function.scale", "audited", "admin", "default"),
-            ("function.delete", "audited", "admin", "default"), ("key.create", "k-9", "acme-admin", "acme")]
+            ("function.delete", "audited", "admin", "default"), ("key.create", "k-9", "a" * 12, "acme")]
         assert entries[0]["detail"] == {"version": 1, "image": "img:a"}
         assert entries[1]["detail"] == {"min_instances": 2}
         assert all(t0 <= e["time"] <= t1 for e in entries[:3])

@@ -117,9 +117,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     release = None       # the tenant's concurrency slot, if its quota has one
     try:
         principal = request[PRINCIPAL]
-        name = function_name(principal, request.match_info["name"], "invoke")
         now = asyncio.get_running_loop().time()
-        request.app[ADMISSION].check(principal.key_id, now)
+        request.app[ADMISSION].check(principal.key_id, now)     # first: the cheapest refusal
+        name = function_name(principal, request.match_info["name"], "invoke")
         # quotas are the function's tenant's (the platform admin may call any tenant's)
         release = await request.app[TENANT_LIMITS].admit(split(name)[0], now)
         entry = await request.app[CACHE].get(name)
@@ -140,8 +140,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         if release is not None:
             release()
         metrics.requests[(label, status)] += 1
-        if name is not None:     # usage is the function's tenant's, by the function's own name
-            request.app[METER].observe(*split(name), label != UNKNOWN, status, time.monotonic() - started)
+        # usage is the function's tenant's, by the function's own name; a request throttled
+        # before its name was resolved counts in the caller's tenant, under the name it asked
+        tenant, fn = split(name) if name is not None else (request[PRINCIPAL].tenant, request.match_info["name"])
+        request.app[METER].observe(tenant, fn, label != UNKNOWN, status, time.monotonic() - started)
 
 
 async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:

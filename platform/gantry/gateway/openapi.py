@@ -198,7 +198,10 @@ _TENANT_FIELDS = {
     "features": {"type": "array", "items": {"type": "string", "pattern": FEATURE_RE.pattern}, "maxItems": MAX_FEATURES},
 }
 SCHEMAS["Tenant"] = _obj({"id": _TENANT_ID, **_TENANT_FIELDS, "quotas": _QUOTAS, "created": {"type": "number"},
-                          "functions": {"type": "integer", "minimum": 0, "description": "deployed functions"}})
+                          "functions": {"type": "integer", "minimum": 0, "description": "deployed functions"},
+                          "usage": _obj({name: {"type": "number", "minimum": 0} for name in QUOTA_FIELDS
+                                         if name != "rpm"}, [], closed=False,
+                                        description="what counts against each quota now (cpu in cores)")})
 _QUOTAS_INPUT = _obj({name: _nullable({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}
                                       if name == "memory" else {"type": "number" if name == "cpu" else "integer",
                                                                 "minimum": 0})

@@ -17,6 +17,7 @@ from ..manifest import NAME_RE
 from ..tenants.apikeys import MAX_KEY_FUNCTIONS, MAX_NOTE, ApiKey, new_key, parse_scope, parse_ttl
 from ..tenants.model import DEFAULT_TENANT, TENANT_ID_RE, Scope, TenantError, tenant_from_request
 from ..settings import hash_key
+from ..tenants.quotastore import QuotaStore
 from . import audit
 from .admin import _json_object
 from .appkeys import PRINCIPAL, TENANTS
@@ -46,6 +47,9 @@ async def _tenant_view(request: web.Request, tenant_id: str) -> dict[str, Any]:
         raise ApiError(404, "not_found", f"no tenant {tenant_id!r}")
     view = found.to_dict()
     view["functions"] = len(await store.tenant_functions(tenant_id))
+    used = await QuotaStore(store.redis).usage(tenant_id)     # in the units quotas are given in
+    used["cpu"] = used.get("cpu", 0) / 1000
+    view["usage"] = used
     return view
 
 

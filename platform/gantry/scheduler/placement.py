@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..hotpath.placement import Placement
 from ..state import Node
 from ..store import Store
+from ..tenants.model import Isolation
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def node_takes(node: Node, tenant: str, isolation: str) -> bool:
     instances run only on nodes labelled for it."""
     if node.tenant:
         return node.tenant == tenant
-    return isolation != "node"
+    return isolation != Isolation.NODE
 
 
 def for_tenant(nodes: list[Node], tenant: str, isolation: str) -> list[Node]:
@@ -87,7 +88,7 @@ def no_node_reason(tenant: str, isolation: str, nodes: list[Node]) -> str:
     """Why none of the live NODES may run the tenant's instances ("" when some may)."""
     if not nodes or for_tenant(nodes, tenant, isolation):
         return ""
-    if isolation == "node":
+    if isolation == Isolation.NODE:
         return (f"no node is labelled for tenant {tenant} (GANTRY_NODE_TENANT): its isolation is node, "
                 f"and none of the {len(nodes)} live node(s) is labelled for it")
     return (f"no node may run tenant {tenant}'s instances: every one of the {len(nodes)} live node(s) is "

@@ -15,6 +15,7 @@ answers, then sets ``ready``; a container that is gone or exited fails the insta
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -95,10 +96,10 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         spec, image = await _spec_and_image(agent, cmd, inst)
         version = int(cmd.get("version") or inst.version)
         secret_dir = await deliver_secrets(agent, spec, instance_id)
-        container_id, port, key = await agent.blocking(
+        container_id, port, key = await agent.blocking(functools.partial(
             containers.start, agent.docker_client, agent.node_id, agent.settings.host, spec, image,
-            instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace, secret_dir,
-            isolation.level(cmd.get("isolation"), spec.tenant))
+            instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace, secret_dir=secret_dir,
+            isolation_level=isolation.level(cmd.get("isolation"), spec.tenant)))
     except Exception as exc:
         what = "secrets" if isinstance(exc, (SecretError, SecretFilesError)) else type(exc).__name__
         reason = f"start failed: {what}: {exc}"[:500]

@@ -113,7 +113,7 @@ def _networks(client, name: str) -> list:
 
 
 def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance: str, version: int,
-          epoch: int, drain_grace: float, secret_dir: str | None = None,
+          epoch: int, drain_grace: float, *, secret_dir: str | None = None,
           isolation_level: str = isolation.SHARED) -> tuple[str, int, str]:
     """Create and start the instance's container on its function network (the tenant's own
     at ``container`` and ``node`` isolation, with the host firewall installed first), or reuse

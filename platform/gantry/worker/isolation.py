@@ -40,11 +40,12 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from ..manifest import DEFAULT_TENANT
+from ..tenants.model import Isolation
 
 log = logging.getLogger("gantry.worker")
 
-SHARED, CONTAINER, NODE = "shared", "container", "node"
-LEVELS = (SHARED, CONTAINER, NODE)
+SHARED, CONTAINER, NODE = Isolation.SHARED, Isolation.CONTAINER, Isolation.NODE
+LEVELS = tuple(Isolation)
 TENANT_NETWORK_PREFIX = "gantry-t-"
 LABEL_ISOLATION = "gantry.isolation"
 CHAIN = "GANTRY-ISOLATION"

@@ -234,11 +234,14 @@ def _validate(data: dict[str, Any], source: str, stored: bool = False) -> Functi
     env = data.get("env", {})
     if not isinstance(env, dict):
         raise fail("env", "expected a table of NAME = \"value\"")
-    for key, value in env.items():
+    def variable(section: str, key: str) -> None:
         if not ENV_NAME_RE.match(key):
-            raise fail(f"env.{key}", "expected a variable name of letters, digits and _")
+            raise fail(f"{section}.{key}", "expected a variable name of letters, digits and _")
         if key.startswith("GANTRY_"):
-            raise fail(f"env.{key}", "names starting with GANTRY_ are reserved for the platform")
+            raise fail(f"{section}.{key}", "names starting with GANTRY_ are reserved for the platform")
+
+    for key, value in env.items():
+        variable("env", key)
         if not isinstance(value, (str, int, float, bool)):
             raise fail(f"env.{key}", f"expected a string, number or boolean, got {type(value).__name__}")
     env = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in env.items()}
@@ -246,10 +249,7 @@ def _validate(data: dict[str, Any], source: str, stored: bool = False) -> Functi
     if not isinstance(secrets, dict):
         raise fail("secrets", "expected a table of VARIABLE = \"secret-name\"")
     for key, value in secrets.items():
-        if not ENV_NAME_RE.match(key):
-            raise fail(f"secrets.{key}", "expected a variable name of letters, digits and _")
-        if key.startswith("GANTRY_"):
-            raise fail(f"secrets.{key}", "names starting with GANTRY_ are reserved for the platform")
+        variable("secrets", key)
         if key in env:
             raise fail(f"secrets.{key}", "also set in [env]: a variable comes from one or the other")
         if not isinstance(value, str) or not SECRET_NAME_RE.match(value):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from typing import Any
 
 from aiohttp import web
@@ -16,12 +15,11 @@ from . import audit, registry, secrets_api
 from .appkeys import CACHE, PRINCIPAL, STORE, TENANTS
 from .auth import Principal, acting_tenant, function_name, require
 from .errors import ApiError
+from .paging import page
 
 MAX_LOG_ENTRIES = 1000
 MAX_JSON_DEPTH = 32          # the deepest admin body (spec -> section -> field) is 3 levels
 MAX_JSON_INT = 2**63 - 1     # what Redis, msgpack and the scheduler's arithmetic can hold
-MAX_STREAM_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit number
-_STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?", re.ASCII)
 
 
 def _store(request: web.Request, action: str):
@@ -203,23 +201,9 @@ async def scale(request: web.Request) -> web.Response:
 async def function_logs(request: web.Request) -> web.Response:
     r = _store(request, "read")
     name = _name(request, "read")
-    after = request.query.get("after") or None
-    if after is not None and not _stream_id(after):
-        raise ApiError(400, "bad_request", f"after: expected a log cursor such as 1700000000000-0 "
-                       f"(each part at most 2**64-1), got {after[:60]!r}")
-    raw_limit = request.query.get("limit", "100")
-    limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4 else 0
-    if not 1 <= limit <= MAX_LOG_ENTRIES:
-        raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to {MAX_LOG_ENTRIES}, "
-                       f"got {raw_limit[:30]!r}")
+    after, limit = page(request, MAX_LOG_ENTRIES, "a log cursor")
     entries, cursor = await registry.logs(r, name, after, limit)
     return web.json_response({"name": request.match_info["name"], "entries": entries, "cursor": cursor})
-
-
-def _stream_id(value: str) -> bool:
-    """A Redis stream id, "MS" or "MS-SEQ", ASCII digits, each part an unsigned 64-bit number."""
-    found = _STREAM_ID.fullmatch(value)
-    return found is not None and all(int(part) <= MAX_STREAM_PART for part in found.groups("0"))
 
 
 async def list_nodes(request: web.Request) -> web.Response:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import Any
 
@@ -21,18 +20,12 @@ from ..usage.store import AuditStore
 from .appkeys import PRINCIPAL, REDIS
 from .auth import require
 from .errors import ApiError
+from .paging import page
 
 log = logging.getLogger("gantry.gateway")
 
 RECORD_TIMEOUT = 2.0      # seconds an audit write may hold up the answer of a done action
 MAX_AUDIT_ENTRIES = 1000  # per GET /v1/audit
-_STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?", re.ASCII)
-
-
-def _stream_id(value: str) -> bool:
-    """A Redis stream id, "MS" or "MS-SEQ", each part an unsigned 64-bit number (as admin's)."""
-    found = _STREAM_ID.fullmatch(value)
-    return found is not None and all(int(part) <= 2**64 - 1 for part in found.groups("0"))
 
 
 async def record(request: web.Request, action: str, target: str, tenant: str | None = None,
@@ -66,14 +59,6 @@ async def list_audit(request: web.Request) -> web.Response:
         if asked is not None and asked != principal.tenant:
             raise ApiError(404, "not_found", f"no tenant {asked[:40]!r}")
         tenant = principal.tenant
-    after = request.query.get("after") or None
-    if after is not None and not _stream_id(after):
-        raise ApiError(400, "bad_request", f"after: expected a cursor such as 1700000000000-0 "
-                       f"(each part at most 2**64-1), got {after[:60]!r}")
-    raw_limit = request.query.get("limit", "100")
-    limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4 else 0
-    if not 1 <= limit <= MAX_AUDIT_ENTRIES:
-        raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to {MAX_AUDIT_ENTRIES}, "
-                       f"got {raw_limit[:30]!r}")
+    after, limit = page(request, MAX_AUDIT_ENTRIES)
     entries, cursor = await AuditStore(request.app[REDIS]).read(tenant, after, limit)
     return web.json_response({"entries": entries, "cursor": cursor})

@@ -65,6 +65,9 @@ settings (environment variables):
   GANTRY_NODE_MEMORY   memory this node offers ("8Gi", or bytes; default: MemTotal)
   GANTRY_CPU_OVERCOMMIT
                        CPU overcommit factor (default 4)
+  GANTRY_SECRETS_KEY_FILE
+                       the master key of tenants' secrets (default STATE/secrets.key,
+                       made 0600 on the first start; docs/tenants.md "Secrets")
   GANTRY_HOST, GANTRY_PORT
                        defaults of --host and --port
 

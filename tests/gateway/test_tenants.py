@@ -72,7 +72,7 @@ async def test_keys_are_shown_once_and_stored_hashed(redis_url, redis_client):
         resp = await client.post("/v1/keys", json={"tenant": "acme", "scope": "deploy", "note": "ci"}, headers=AUTH)
         made = await resp.json()
         key = made["key"]
-        assert KEY_RE.match(key) and key.startswith(made["prefix"]) and len(key.split("_")[2]) == 43  # 256 bits
+        assert KEY_RE.match(key) and key.startswith(made["prefix"]) and len(key[len(made["prefix"]):]) == 43  # 256 bits
         who = await (await client.get("/v1/whoami", headers=bearer(key))).json()
         assert who == {"tenant": "acme", "scope": "deploy", "key_id": made["id"], "functions": None}
         listed = (await (await client.get("/v1/keys?tenant=acme", headers=AUTH)).json())["keys"]
@@ -219,3 +219,47 @@ async def test_removing_a_tenant_removes_its_keys(redis_url, redis_client):
         assert resp.status == 200 and (await resp.json())["keys_removed"] == 1
         assert (await client.get("/v1/whoami", headers=bearer(key))).status == 401
         assert not redis_client.exists(keys.tenant("acme")) and not redis_client.sismember(keys.TENANTS, "acme")
+
+
+async def test_a_key_in_steady_use_is_rechecked_without_waiting(monkeypatch):
+    """Logic of the key cache (a stand-in store that is slow to answer): past KEY_RECHECK a
+    used key is served at once while one background read rechecks it, and that read's answer
+    (revoked) takes effect; a key idle past KEY_REFRESH_AHEAD is read before it is served."""
+    from gantry.gateway import auth as auth_mod
+    from gantry.settings import hash_key
+    from gantry.tenants.apikeys import ApiKey, new_key
+    from gantry.tenants.model import Scope
+
+    monkeypatch.setattr(auth_mod, "KEY_RECHECK", 0.05)
+    monkeypatch.setattr(auth_mod, "KEY_REFRESH_AHEAD", 0.6)
+    key_id, key = new_key()
+    record = ApiKey(id=key_id, tenant="acme", scope=Scope.INVOKE, hash=hash_key(key))
+
+    class SlowKeys:
+        reads = 0
+        current = record
+
+        async def get_key(self, asked):
+            SlowKeys.reads += 1
+            await asyncio.sleep(0.2)
+            return SlowKeys.current
+
+    a = auth_mod.Authenticator(keys=SlowKeys())
+    t0 = time.monotonic()
+    assert (await a.resolve(key)).tenant == "acme" and time.monotonic() - t0 >= 0.15    # first use: read in line
+    await asyncio.sleep(0.1)                                       # past KEY_RECHECK, within REFRESH_AHEAD
+    SlowKeys.current = ApiKey(**{**record.__dict__, "revoked": time.time()})
+    t0 = time.monotonic()
+    assert (await a.resolve(key)) is not None and time.monotonic() - t0 < 0.05        # served, not waited
+    assert (await a.resolve(key)) is not None
+    await asyncio.sleep(0)
+    assert SlowKeys.reads == 2 and len(a._rechecks) == 1                             # one recheck at a time
+    await asyncio.sleep(0.3)                                        # the recheck found it revoked
+    assert await a.resolve(key) is None and SlowKeys.reads == 2
+    # idle past REFRESH_AHEAD: read in line again
+    SlowKeys.current = record
+    a2 = auth_mod.Authenticator(keys=SlowKeys())
+    await a2.resolve(key)
+    await asyncio.sleep(0.7)
+    t0 = time.monotonic()
+    assert await a2.resolve(key) is not None and time.monotonic() - t0 >= 0.15

@@ -56,6 +56,7 @@ COORD_PATH = "/v1/coord/"
 
 
 KEY_RECHECK = 2.0      # seconds a resolved API key is trusted before Redis is asked again
+KEY_REFRESH_AHEAD = 4.0  # ... up to this age it is still served while a background read rechecks it
 KEY_STALE_OK = 60.0    # ... and how long past that it is still used while Redis cannot answer
 MAX_KNOWN_KEYS = 100_000
 
@@ -65,10 +66,12 @@ class Authenticator:
     cache refresh rereads it from Redis when the settings do not fix it).
 
     API keys (gantry.tenants.apikeys) are looked up by the id their prefix names and kept
-    here for KEY_RECHECK seconds, so the invoke path reads Redis for a key at most once per
-    that interval.  A revocation announces "key:ID" (keys.REVOKE_KEY) and every replica drops
-    the key at once (``forget``); the recheck bounds the delay to KEY_RECHECK if that
-    announcement is lost, and a key's expiry is compared on every request."""
+    here: for KEY_RECHECK seconds as they are; then, up to KEY_REFRESH_AHEAD, still served
+    while one background read rechecks them, so a key in steady use never makes a request
+    wait for Redis; a key idle longer is read again before it is served.  A revocation
+    announces "key:ID" (keys.REVOKE_KEY) and every replica drops the key at once
+    (``forget``); if that announcement is lost, the recheck refuses the key within about
+    KEY_RECHECK seconds of its next use.  A key's expiry is compared on every request."""
 
     def __init__(self, admin_hash: str | None = None, failures: Admission | None = None,
                  keys: TenantStore | None = None) -> None:
@@ -76,15 +79,41 @@ class Authenticator:
         self.failures = failures or Admission(0, 1)     # the default: wrong keys are not limited
         self.keys = keys
         self._known: dict[str, tuple[ApiKey, float]] = {}    # key id -> (record, monotonic time read)
+        self._rechecks: dict[str, asyncio.Task] = {}        # key id -> its background recheck
 
     def forget(self, key_id: str) -> None:
         self._known.pop(key_id, None)
 
+    def _remember(self, key_id: str, found: ApiKey | None, read_at: float) -> None:
+        if found is None:
+            self._known.pop(key_id, None)
+            return
+        if len(self._known) >= MAX_KNOWN_KEYS:
+            self._known.clear()
+        self._known[key_id] = (found, read_at)
+
+    async def _recheck(self, key_id: str) -> None:
+        try:
+            read_at = time.monotonic()
+            found = await self.keys.get_key(key_id)
+            if key_id in self._known:        # not forgotten (revoked) while the read was out
+                self._remember(key_id, found, read_at)
+        except Exception:   # noqa: BLE001 - Redis away or a bad record: the next use reads it in line
+            pass
+        finally:
+            self._rechecks.pop(key_id, None)
+
     async def _api_key(self, key_id: str) -> ApiKey | None:
         now = time.monotonic()
         cached = self._known.get(key_id)
-        if cached is not None and now - cached[1] < KEY_RECHECK:
-            return cached[0]
+        if cached is not None:
+            age = now - cached[1]
+            if age < KEY_RECHECK:
+                return cached[0]
+            if age < KEY_REFRESH_AHEAD and self.keys is not None:
+                if key_id not in self._rechecks:
+                    self._rechecks[key_id] = asyncio.create_task(self._recheck(key_id), name="gantry-key-recheck")
+                return cached[0]
         if self.keys is None:
             return None
         try:
@@ -95,12 +124,7 @@ class Authenticator:
             raise ApiError(503, "unavailable", "the gateway cannot read API keys (Redis unreachable)") from None
         except (KeyError, ValueError):
             found = None             # an unreadable record is no key
-        if found is None:
-            self._known.pop(key_id, None)
-            return None
-        if len(self._known) >= MAX_KNOWN_KEYS:
-            self._known.clear()
-        self._known[key_id] = (found, now)
+        self._remember(key_id, found, now)
         return found
 
     async def resolve(self, key: str) -> Principal | None:

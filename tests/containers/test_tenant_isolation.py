@@ -84,6 +84,32 @@ def listeners():
         listener.close()
 
 
+@pytest.fixture(scope="module")
+def exposed_redis():
+    """A real Redis server listening on every host address, the worst case a node can have
+    (the suite's own Redis listens on loopback only, which a bridge never reaches anyway):
+    what the probes try.  Its port."""
+    import redis as redis_lib
+    from gantry.up import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--protected-mode", "no",
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis_lib.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis_lib.ConnectionError:
+            assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+            time.sleep(0.05)
+    yield port
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
 @pytest.fixture
 def outside():
     """A routed address that is not the host's: a network namespace behind a veth pair with a
@@ -183,7 +209,7 @@ def _probe(url: str, key: str, targets: list[dict]) -> dict[str, dict]:
 
 
 def test_container_isolation_blocks_the_host_and_other_tenants(docker_client, netprobe_image, kinds_image,
-                                                                tenants, listeners, outside, redis_url):
+                                                                tenants, listeners, outside, exposed_redis):
     a, b = tenants.ids
     net_a = network_name(dataclasses.replace(load_manifest(NETPROBE), tenant=a), isolation.CONTAINER)
     assert net_a == f"gantry-t-{a}"
@@ -201,7 +227,7 @@ def test_container_isolation_blocks_the_host_and_other_tenants(docker_client, ne
     for bridge in bridges.values():
         assert f"-A GANTRY-ISOLATION -i {bridge} -j DROP" in chain, chain
 
-    redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    redis_port = exposed_redis
     addresses = _host_addresses()
     own_gateway = prober.attrs["NetworkSettings"]["Networks"][net_a]["Gateway"]
     assert own_gateway in addresses and len(addresses) >= 3, addresses   # the bridge gateways, eth0
@@ -262,7 +288,7 @@ def test_rules_are_idempotent_and_put_back_when_lost(docker_client, netprobe_ima
 
 
 def test_the_coordination_endpoint_is_the_one_host_service_allowed(docker_client, netprobe_image, tenants,
-                                                                   listeners, redis_url):
+                                                                   listeners, exposed_redis):
     """With GANTRY_COORD_URL the gateway's address and port (only) stay reachable."""
     a, _ = tenants.ids
     prober, url, key = tenants(NETPROBE, netprobe_image, a, isolation.CONTAINER)
@@ -273,7 +299,7 @@ def test_the_coordination_endpoint_is_the_one_host_service_allowed(docker_client
         attempts = _probe(url, key, [
             {"name": "coord", "host": gw, "port": coord},
             {"name": "worker", "host": gw, "port": listeners["worker"].port},
-            {"name": "redis", "host": gw, "port": int(redis_url.rsplit(":", 1)[1].split("/")[0])}])
+            {"name": "redis", "host": gw, "port": exposed_redis}])
     finally:
         isolation.install(docker_client, coord_url="")
     assert attempts["coord"]["result"] == "connected", attempts

@@ -181,3 +181,16 @@ async def test_a_dead_gateways_slots_lapse_and_a_live_ones_are_renewed(aredis, n
     await live.close()
     await other.close()
     assert await aredis.zcard(keys.tenant_inflight("default")) == 0
+
+
+async def test_an_rpm_quota_of_zero_admits_nothing_and_spoils_no_other_tenant(aredis):
+    """rpm 0 (a suspended tenant) is refused with 429, and taking it does not stop the
+    quotas of the tenants after it from being applied (the limiter takes positive rates only)."""
+    limits = TenantLimits(aredis)
+    limits.apply({"held": {"rpm": 0}, "zed": {"rpm": 60}})
+    with pytest.raises(ApiError) as refused:
+        await limits.admit("held", 0.0)
+    assert refused.value.status == 429 and "0 requests per minute" in str(refused.value)
+    assert await limits.admit("zed", 0.0) is None              # zed's quota was applied: its burst admits
+    limits.apply({"held": {"rpm": 120}})                        # lifted: admitted again
+    assert await limits.admit("held", 0.0) is None

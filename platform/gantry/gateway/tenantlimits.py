@@ -75,7 +75,8 @@ class TenantLimits:
         slot (None when the tenant has no concurrency quota)."""
         rpm = self._rpm.get(tenant)
         if rpm is not None:
-            wait = self._limiter.allow(rpm[1], now)
+            # rpm 0 admits nothing (a suspended tenant); the limiter takes only positive rates
+            wait = self._limiter.allow(rpm[1], now) if rpm[0] else 60.0
             if wait > 0:
                 raise ApiError(429, "rate_limited",
                                f"tenant {tenant} is over its quota of {rpm[0]} requests per minute; "
@@ -117,6 +118,10 @@ class TenantLimits:
         for tenant, limits in quotas.items():
             rpm = limits.get("rpm")
             if rpm is not None and self._rpm.get(tenant, (None,))[0] != rpm:
+                if rpm <= 0:
+                    self.shared.remove(f"tenant:{tenant}")
+                    self._rpm[tenant] = (0, -1)
+                    continue
                 # add updates a known key's limit in place (its backlog carries over)
                 self._rpm[tenant] = (rpm, self.shared.add(f"tenant:{tenant}", *rpm_limit(rpm)))
         self._concurrency = {t: q["concurrency"] for t, q in quotas.items() if "concurrency" in q}

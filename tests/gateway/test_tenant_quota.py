@@ -194,3 +194,26 @@ async def test_an_rpm_quota_of_zero_admits_nothing_and_spoils_no_other_tenant(ar
     assert await limits.admit("zed", 0.0) is None              # zed's quota was applied: its burst admits
     limits.apply({"held": {"rpm": 120}})                        # lifted: admitted again
     assert await limits.admit("held", 0.0) is None
+
+
+async def test_a_quota_change_reaches_the_gateway_by_its_announcement(redis_url, aredis):
+    """PATCH announces "tenant:ID" on the gateway's one event listener, which reloads the
+    quotas at once: an rpm of 0 is enforced well before the 2 s poll would have found it."""
+    from gantry.settings import hash_key
+    from gantry.tenants.apikeys import ApiKey, new_key
+    from gantry.tenants.model import Scope
+
+    tenants = TenantStore(aredis)
+    await tenants.put_tenant(Tenant(id="acme"), create=True)
+    key_id, key = new_key()
+    await tenants.add_key(ApiKey(id=key_id, tenant="acme", scope=Scope.INVOKE, hash=hash_key(key)))
+    async with gateway(redis_url) as client:
+        await asyncio.sleep(0.3)                       # the listener is subscribed
+        headers = {"Authorization": f"Bearer {key}"}
+        assert (await client.post("/v1/invoke/nothing", json={}, headers=headers)).status == 404
+        resp = await client.patch("/v1/tenants/acme", json={"quotas": {"rpm": 0}}, headers=AUTH)
+        assert resp.status == 200
+        t0 = time.monotonic()
+        while (await client.post("/v1/invoke/nothing", json={}, headers=headers)).status != 429:
+            assert time.monotonic() - t0 < 1.0, "the quota change was not announced to the gateway"
+            await asyncio.sleep(0.02)

@@ -27,7 +27,7 @@ from .load import LoadReporter
 from .metrics import Metrics
 from .protocol import GatewayRunner
 from .settings import GatewaySettings
-from .tenantlimits import tenant_limits_ctx
+from .tenantlimits import TENANT_LIMITS, tenant_limits_ctx
 from .upstream import UpstreamPool
 
 log = logging.getLogger("gantry.gateway")
@@ -110,7 +110,7 @@ async def _state_ctx(app: web.Application):
     except Exception as exc:  # the refresh loop retries; until then no key is accepted
         log.warning("cannot read the admin key hash yet", extra={"error": repr(exc)})
     tasks = [
-        asyncio.create_task(listen_events(app[STORE], _on_event(cache, app[AUTH]), on_reconnect=cache.refresh_all),
+        asyncio.create_task(listen_events(app[STORE], _on_event(app), on_reconnect=cache.refresh_all),
                             name="gantry-events"),
         asyncio.create_task(run_every(settings.cache_refresh_interval, refresher._iteration, "cache refresh"),
                             name="gantry-cache-refresh"),
@@ -131,13 +131,20 @@ async def _state_ctx(app: web.Application):
     await cache.close()
 
 
-def _on_event(cache: FunctionCache, auth: Authenticator):
+def _on_event(app: web.Application):
+    """The one keys.EVENTS listener's dispatch: keys to the authenticator, tenants to the
+    quota cache (set up after this listener starts, so looked up per message), the rest to
+    the function cache."""
     def on_event(message: str) -> None:
         kind, _, name = message.partition(":")
         if kind == "key":
-            auth.forget(name)        # revoked (or its tenant removed): refuse it from now on
+            app[AUTH].forget(name)   # revoked (or its tenant removed): refuse it from now on
+        elif kind == "tenant":
+            limits = app.get(TENANT_LIMITS)
+            if limits is not None:
+                limits.on_event(message)
         else:
-            cache.on_event(message)
+            app[CACHE].on_event(message)
     return on_event
 
 

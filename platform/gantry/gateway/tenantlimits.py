@@ -28,7 +28,6 @@ from typing import Callable
 
 from aiohttp import web
 
-from .. import keys
 from ..cancellation import raise_if_cancelled
 from ..hotpath.ratelimit import RateLimiter
 from ..hotpath.shared_limit import SharedLimits
@@ -138,6 +137,8 @@ class TenantLimits:
                 del self._held[tenant]
 
     def on_event(self, message: str) -> None:
+        """A "tenant:ID" hint from the gateway's one keys.EVENTS listener (app._on_event):
+        reload the quotas now; the poll covers a lost hint."""
         if message.startswith("tenant:"):
             self._wake.set()
 
@@ -157,29 +158,9 @@ class TenantLimits:
             except TimeoutError:
                 pass
 
-    async def _listen(self) -> None:
-        """"tenant:ID" hints on keys.EVENTS wake the refresh; the poll covers a lost one."""
-        while True:
-            try:
-                async with self.store.events() as ps:
-                    await ps.subscribe(keys.EVENTS)
-                    while True:
-                        msg = await ps.get_message(timeout=1.0)
-                        raise_if_cancelled()
-                        if msg is not None and msg.get("type") == "message":
-                            data = msg["data"]
-                            self.on_event(data.decode() if isinstance(data, bytes) else str(data))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                raise_if_cancelled()
-                log.warning("tenant event subscription failed; retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(1.0)
-
     def tasks(self) -> list[asyncio.Task]:
         """The background tasks (the caller cancels them at shutdown)."""
         return [asyncio.create_task(self._refresh_loop(), name="gantry-tenant-quotas"),
-                asyncio.create_task(self._listen(), name="gantry-tenant-events"),
                 asyncio.create_task(self.shared.run(), name="gantry-tenant-rpm"),
                 asyncio.create_task(run_every(self.lease_ms / 3000, self.renew, "concurrency slot renewal"),
                                     name="gantry-tenant-slots")]

@@ -29,10 +29,6 @@ def _ints(raw: dict) -> dict[str, int]:
 class QuotaStore(ScriptRunner):
     """Reads of quotas and usage, and the concurrency slots (keys, "quotas" section)."""
 
-    def events(self):
-        """A pub/sub connection for keys.EVENTS hints (the caller subscribes and closes it)."""
-        return self.redis.pubsub(ignore_subscribe_messages=True)
-
     async def quotas(self, tenant: str) -> dict[str, int]:
         """The tenant's limits as stored (cpu in millicores); absent: unlimited."""
         return _ints(await self.redis.hgetall(keys.tenant_quota(tenant)))

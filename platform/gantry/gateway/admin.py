@@ -13,7 +13,7 @@ from ..tenants.model import DEFAULT_TENANT, split
 from ..tenants.quotastore import QuotaStore
 from . import audit, registry, secrets_api
 from .appkeys import CACHE, PRINCIPAL, STORE, TENANTS
-from .auth import Principal, acting_tenant, function_name, require
+from .auth import Principal, acting_tenant, function_name, require, tenant_filter
 from .errors import ApiError
 from .paging import page
 
@@ -135,7 +135,7 @@ async def list_functions(request: web.Request) -> web.Response:
     tenant's with ?tenant=ID."""
     r = _store(request, "read")
     principal = request[PRINCIPAL]
-    only = acting_tenant(request, principal) if "tenant" in request.query or not principal.is_admin else None
+    only = tenant_filter(request, principal)
     out = []
     for name in await registry.function_names(r):
         if only is not None and split(name)[0] != only:

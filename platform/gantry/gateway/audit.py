@@ -15,11 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..tenants.model import TENANT_ID_RE
 from ..usage.store import AuditStore
 from .appkeys import PRINCIPAL, REDIS
-from .auth import require
-from .errors import ApiError
+from .auth import require, tenant_filter
 from .paging import page
 
 log = logging.getLogger("gantry.gateway")
@@ -50,15 +48,7 @@ async def list_audit(request: web.Request) -> web.Response:
     (or one tenant's with ?tenant=); any other key only its own tenant's."""
     principal = request[PRINCIPAL]
     require(principal, "audit")
-    asked = request.query.get("tenant") or None
-    if principal.is_admin:
-        if asked is not None and not TENANT_ID_RE.match(asked):
-            raise ApiError(404, "not_found", f"no tenant {asked[:40]!r}")
-        tenant = asked
-    else:
-        if asked is not None and asked != principal.tenant:
-            raise ApiError(404, "not_found", f"no tenant {asked[:40]!r}")
-        tenant = principal.tenant
+    tenant = tenant_filter(request, principal)
     after, limit = page(request, MAX_AUDIT_ENTRIES)
     entries, cursor = await AuditStore(request.app[REDIS]).read(tenant, after, limit)
     return web.json_response({"entries": entries, "cursor": cursor})

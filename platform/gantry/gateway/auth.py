@@ -187,6 +187,22 @@ def acting_tenant(request: web.Request, principal: Principal) -> str:
     return asked
 
 
+def tenant_filter(request: web.Request, principal: Principal) -> str | None:
+    """Which tenant's records a listing shows: the key's own; the platform admin's every
+    tenant's (None) unless it names one with ``?tenant=ID`` (acting_tenant)."""
+    if principal.is_admin and not request.query.get("tenant"):
+        return None
+    return acting_tenant(request, principal)
+
+
+def visible_tenant(principal: Principal, tenant_id: str) -> str:
+    """TENANT_ID as a path names it, if the caller may see it: its own, or any for the
+    platform admin; anything else is not found (404), as if it did not exist."""
+    if not TENANT_ID_RE.match(tenant_id) or (not principal.is_admin and tenant_id != principal.tenant):
+        raise ApiError(404, "not_found", f"no tenant {tenant_id[:40]!r}")
+    return tenant_id
+
+
 def function_name(principal: Principal, name: str, action: str) -> str:
     """The qualified name (tenants.model.qualify) of function NAME as PRINCIPAL addresses it,
     once its scope allows ACTION on it.  The platform admin names any tenant's function as

@@ -15,13 +15,13 @@ from aiohttp import web
 
 from ..manifest import NAME_RE
 from ..tenants.apikeys import MAX_KEY_FUNCTIONS, MAX_NOTE, ApiKey, new_key, parse_scope, parse_ttl
-from ..tenants.model import DEFAULT_TENANT, TENANT_ID_RE, Scope, TenantError, tenant_from_request
+from ..tenants.model import DEFAULT_TENANT, Scope, TenantError, tenant_from_request
 from ..settings import hash_key
 from ..tenants.quotastore import QuotaStore
 from . import audit
 from .admin import _json_object
 from .appkeys import PRINCIPAL, TENANTS
-from .auth import Principal, acting_tenant, require
+from .auth import Principal, acting_tenant, require, tenant_filter, visible_tenant
 from .errors import ApiError
 
 # Which scopes a key of each scope may hand out (never more than its own).
@@ -33,11 +33,7 @@ def _bad(exc: TenantError) -> ApiError:
 
 
 def _tenant_id(request: web.Request, principal: Principal) -> str:
-    """The tenant the path names, visible to the caller: its own, or any for the admin."""
-    tenant_id = request.match_info["id"]
-    if not TENANT_ID_RE.match(tenant_id) or (not principal.is_admin and tenant_id != principal.tenant):
-        raise ApiError(404, "not_found", f"no tenant {tenant_id[:40]!r}")
-    return tenant_id
+    return visible_tenant(principal, request.match_info["id"])
 
 
 async def _tenant_view(request: web.Request, tenant_id: str) -> dict[str, Any]:
@@ -184,7 +180,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     require(principal, "keys")
-    only = acting_tenant(request, principal) if "tenant" in request.query or not principal.is_admin else None
+    only = tenant_filter(request, principal)
     found = await request.app[TENANTS].list_keys(only)
     now = time.time()
     return web.json_response({"keys": [{**k.to_dict(), "live": k.live(now)} for k in found]})

@@ -21,13 +21,12 @@ import time
 from aiohttp import web
 
 from ..manifest import NAME_RE
-from ..tenants.model import TENANT_ID_RE
 from ..usage import model
 from ..usage.model import DURATION, ERRORS, INVOCATIONS, THROTTLES, UsageError
 from ..usage.store import UsageStore
 from . import audit
 from .appkeys import PRINCIPAL, REDIS, SETTINGS
-from .auth import acting_tenant, require
+from .auth import acting_tenant, require, visible_tenant
 from .errors import ApiError
 
 log = logging.getLogger("gantry.gateway")
@@ -164,10 +163,7 @@ async def tenant_usage(request: web.Request) -> web.Response:
     as if it did not exist); the platform admin any (a removed tenant's too, until it expires)."""
     principal = request[PRINCIPAL]
     require(principal, "usage")
-    tenant = request.match_info["id"]
-    if not TENANT_ID_RE.match(tenant) or (tenant != principal.tenant and not principal.is_admin):
-        raise ApiError(404, "not_found", f"no tenant {tenant[:40]!r}")
-    return await _report(request, tenant)
+    return await _report(request, visible_tenant(principal, request.match_info["id"]))
 
 
 async def own_usage(request: web.Request) -> web.Response:

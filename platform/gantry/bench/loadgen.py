@@ -60,7 +60,7 @@ def run_wrk(url: str, script: str, *, connections: int, duration: float, body: s
     a container called directly)."""
     threads = max(1, min(connections, os.cpu_count() or 1, 2))
     cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-           f"--timeout", f"{timeout_s:g}s", "-s", script, url]
+           "--timeout", f"{timeout_s:g}s", "-s", script, url]
     env = {**os.environ, "BENCH_BODY": body, "BENCH_AUTH": auth or "", "BENCH_INSTANCE_KEY": instance_key or "",
            "BENCH_KEY_HEADER": wire.INSTANCE_KEY}
     started = time.monotonic()
@@ -111,3 +111,15 @@ def tree_cpu_seconds(pid: int) -> float | None:
     for child in children:
         total += process_cpu_seconds(child) or 0.0
     return total
+
+
+def run_wrk_measuring(pid: int | None, url: str, script: str, **wrk) -> dict:
+    """``run_wrk`` and, with ``proxy_cpu_cores``, the CPU the process PID (and its children)
+    used over the run, in cores (None without a PID)."""
+    cpu0 = tree_cpu_seconds(pid) if pid else None
+    t0 = time.monotonic()
+    run = run_wrk(url, script, **wrk)
+    wall = time.monotonic() - t0
+    cpu1 = tree_cpu_seconds(pid) if pid else None
+    run["proxy_cpu_cores"] = (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None
+    return run

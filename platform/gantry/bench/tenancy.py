@@ -7,7 +7,6 @@ every 2 s).  Differences are paired within a round."""
 from __future__ import annotations
 
 import os
-import time
 
 from . import functions, loadgen
 from .stats import summary
@@ -62,13 +61,10 @@ def measure(ctx) -> dict:
     gateway_pid = stack.pid("gateway")
 
     def one(path: str, conns: int, seconds: float) -> dict:
-        cpu0 = loadgen.tree_cpu_seconds(gateway_pid)
-        t0 = time.monotonic()
-        run = loadgen.run_wrk(urls[path], many_script if path == "many_keys" else script, connections=conns,
-                              duration=seconds, body=BODY, auth=auths.get(path))
-        run["proxy_cpu_us_per_request"] = ((loadgen.tree_cpu_seconds(gateway_pid) - cpu0) / run["requests"] * 1e6
-                                           if run["requests"] else None)
-        run["wall_s"] = time.monotonic() - t0
+        run = loadgen.run_wrk_measuring(gateway_pid, urls[path], many_script if path == "many_keys" else script,
+                                        connections=conns, duration=seconds, body=BODY, auth=auths.get(path))
+        cores = run["proxy_cpu_cores"]
+        run["proxy_cpu_us_per_request"] = cores / run["rps"] * 1e6 if cores is not None and run["rps"] else None
         return run
 
     try:

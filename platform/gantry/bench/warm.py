@@ -6,7 +6,6 @@ rounds with min and max."""
 from __future__ import annotations
 
 import os
-import time
 
 from . import functions, loadgen
 from .nginx import Nginx
@@ -42,15 +41,8 @@ def measure(ctx) -> dict:
     pids = {"gateway": stack.pid("gateway"), "nginx": nginx.pid}
 
     def one(path: str, conns: int, seconds: float) -> dict:
-        pid = pids.get(path)
-        cpu0 = loadgen.tree_cpu_seconds(pid) if pid else None
-        t0 = time.monotonic()
-        run = loadgen.run_wrk(urls[path], script, connections=conns, duration=seconds, body=BODY, auth=auth,
-                              instance_key=key if path != "gateway" else None)
-        wall = time.monotonic() - t0
-        cpu1 = loadgen.tree_cpu_seconds(pid) if pid else None
-        run["proxy_cpu_cores"] = (cpu1 - cpu0) / wall if cpu0 is not None and cpu1 is not None else None
-        return run
+        return loadgen.run_wrk_measuring(pids.get(path), urls[path], script, connections=conns, duration=seconds,
+                                         body=BODY, auth=auth, instance_key=key if path != "gateway" else None)
 
     for path in PATHS:  # warm-up: connection pools, the runtime, nginx's upstream keep-alive
         one(path, 64, 1)

@@ -190,7 +190,7 @@ def acting_tenant(request: web.Request, principal: Principal) -> str:
 def tenant_filter(request: web.Request, principal: Principal) -> str | None:
     """Which tenant's records a listing shows: the key's own; the platform admin's every
     tenant's (None) unless it names one with ``?tenant=ID`` (acting_tenant)."""
-    if principal.is_admin and not request.query.get("tenant"):
+    if principal.is_admin and "tenant" not in request.query:
         return None
     return acting_tenant(request, principal)
 

@@ -3,6 +3,7 @@
 exits, and ends the process), CRASH_AFTER seconds after the import."""
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -17,6 +18,10 @@ def _refresh_model():
         raise ConnectionError("model server at 10.0.0.7:9000 refused the connection")
     except ConnectionError:
         traceback.print_exc()                          # stderr: ends with the exception line
+        sys.stderr.flush()
+        # Docker reads stdout and stderr on separate pipes and stamps each line as it reads
+        # it; a pause keeps the order the process wrote them in.
+        time.sleep(0.2)
         log.error("model refresh failed; exiting")    # stdout, as a JSON line: the last line logged
         os._exit(1)
 

@@ -1020,3 +1020,227 @@ end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return string.format('%.17g', dt)
 """
+
+
+# --- async invocations (gantry.invocations.store) ----------------------------------------
+# An invocation is a HASH record; its place in line is an entry in a STREAM per function and
+# priority, read by the gateways' dispatchers through one consumer group.  An entry is
+# acknowledged (XACK, then XDEL) only in the script that stores the attempt's outcome, so the
+# stream holds exactly the work not yet settled and is never trimmed.  Every claim of an entry
+# takes the record's next `lease` (a fencing token): an outcome, a heartbeat or a retry is
+# applied only with the current lease, so a dispatcher that lost its claim cannot overwrite
+# its successor's result.  Scripts that name a record they did not get in KEYS build its key
+# from ARGV's prefix: every key here lives on one Redis server (no Cluster slot rule).
+
+ASYNC_GROUP = "dispatch"                         # the consumer group of every async stream
+ASYNC_FUNCTIONS = PREFIX + "async:functions"     # SET of functions that ever had async work
+ASYNC_DELAYED = PREFIX + "async:delayed"         # ZSET invocation id -> when its retry is due
+ASYNC_DLQ = PREFIX + "async:dlq"                 # ZSET invocation id -> when it went dead or expired
+ASYNC_CALLBACKS = PREFIX + "async:callbacks"     # ZSET invocation id -> when its callback is due
+INVOCATION_PREFIX = PREFIX + "inv:"
+
+
+def invocation(invocation_id: str) -> str:
+    """HASH, fields plain strings (gantry.invocations.model.Invocation): id, function, tenant,
+    state, priority, attempts, lease, created, updated, started, finished, next_at, deadline,
+    body, content_type, body_hash, status, result, result_type, error_code, error, instance,
+    consumer, callback_url, callback_state, callback_attempts, callback_error,
+    idempotency_key, source, schedule.  EXPIREs a retention after it settles."""
+    return INVOCATION_PREFIX + invocation_id
+
+
+def async_stream(function: str, priority: str) -> str:
+    """STREAM, one field `id` (an invocation id): FUNCTION's waiting work of PRIORITY."""
+    return f"{PREFIX}async:{{{function}}}:{priority}"
+
+
+def idempotency(tenant: str, function: str, key: str) -> str:
+    """STRING invocation id: the invocation an Idempotency-Key of TENANT made for FUNCTION."""
+    return f"{PREFIX}idem:{tenant}:{function}:{key}"
+
+
+# KEYS[1] invocation, KEYS[2] async_stream, KEYS[3] ASYNC_FUNCTIONS, KEYS[4] idempotency key
+# ARGV[1] id, ARGV[2] function, ARGV[3] body_hash, ARGV[4] idempotency ttl ms (0: no key),
+# ARGV[5] INVOCATION_PREFIX, ARGV[6] group, then field, value, ... of the new record
+# A known idempotency key returns its invocation ({"existing", id}), or {"conflict", id} when
+# that one was made with another body.  Else: write the record, enter it in the stream (the
+# group is made on first use), remember the key.  Returns {"created", id}.
+ASYNC_SUBMIT = """
+if tonumber(ARGV[4]) > 0 then
+  local known = redis.call('GET', KEYS[4])
+  if known then
+    local hash = redis.call('HGET', ARGV[5] .. known, 'body_hash')
+    if hash and hash ~= ARGV[3] then return {'conflict', known} end
+    if hash then return {'existing', known} end
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[6], '0', 'MKSTREAM')
+end
+local entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
+redis.call('HSET', KEYS[1], 'entry', entry)
+redis.call('SADD', KEYS[3], ARGV[2])
+if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[4]) end
+return {'created', ARGV[1]}
+"""
+
+# KEYS[1] invocation, KEYS[2] its stream, KEYS[3] ASYNC_DLQ
+# ARGV[1] consumer, ARGV[2] now, ARGV[3] stream entry id, ARGV[4] group, ARGV[5] dlq retention s
+# A dispatcher read ENTRY (new, its own pending, or reclaimed).  Returns:
+#   {"settled"}: nothing to run (record gone, cancelled or already settled): entry acked;
+#   {"expired"}: past its deadline before it ran: now `expired`, in the DLQ, entry acked;
+#   {"run", lease, attempts}: a new attempt (state running, attempts + 1);
+#   {"resume", lease, attempts, instance}: it was running under an earlier claim: the same
+#   attempt goes on (the dispatcher first asks INSTANCE for it, which answers without
+#   running it again if it has it).
+ASYNC_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if (not state) or state == 'cancelled' or state == 'succeeded' or state == 'failed'
+   or state == 'dead' or state == 'expired' or redis.call('HGET', KEYS[1], 'entry') ~= ARGV[3] then
+  redis.call('XACK', KEYS[2], ARGV[4], ARGV[3])
+  redis.call('XDEL', KEYS[2], ARGV[3])
+  return {'settled'}
+end
+local lease = redis.call('HINCRBY', KEYS[1], 'lease', 1)
+redis.call('HSET', KEYS[1], 'consumer', ARGV[1], 'updated', ARGV[2])
+if state == 'running' then
+  return {'resume', lease, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'),
+          redis.call('HGET', KEYS[1], 'instance') or ''}
+end
+if tonumber(redis.call('HGET', KEYS[1], 'deadline') or '0') < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'state', 'expired', 'finished', ARGV[2], 'error_code', 'expired',
+             'error', 'the invocation waited longer than its max_event_age and was not run')
+  redis.call('XACK', KEYS[2], ARGV[4], ARGV[3])
+  redis.call('XDEL', KEYS[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[2], redis.call('HGET', KEYS[1], 'id'))
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return {'expired'}
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[2], 'instance', '')
+return {'run', lease, attempts}
+"""
+
+# KEYS[1] invocation; ARGV[1] lease, then field, value, ...
+# Set fields of a running attempt (the instance it went to) if LEASE is still current.
+# Returns 1, or 0 when the claim was lost.
+ASYNC_NOTE = """
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+# KEYS[1..n] the streams; ARGV[1] group, ARGV[2] consumer, ARGV[3] INVOCATION_PREFIX, then
+# stream index (1-based), entry id, invocation id, lease, ... for each held entry
+# A dispatcher's heartbeat: each entry whose record still carries the holder's lease has its
+# idle time reset (XCLAIM to itself), so no other dispatcher reclaims work that is running.
+# Returns the invocation ids whose claim was lost.
+ASYNC_HEARTBEAT = """
+local lost = {}
+for i = 4, #ARGV, 4 do
+  local rec = ARGV[3] .. ARGV[i + 2]
+  if redis.call('HGET', rec, 'lease') == ARGV[i + 3] then
+    redis.call('XCLAIM', KEYS[tonumber(ARGV[i])], ARGV[1], ARGV[2], 0, ARGV[i + 1], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i + 2]
+  end
+end
+return lost
+"""
+
+# KEYS[1] invocation, KEYS[2] its stream, KEYS[3] ASYNC_DLQ, KEYS[4] ASYNC_CALLBACKS
+# ARGV[1] lease, ARGV[2] state (succeeded, failed or dead), ARGV[3] now, ARGV[4] entry id,
+# ARGV[5] group, ARGV[6] retention s, then field, value, ... (status, result, error...)
+# Store an attempt's outcome and only then acknowledge its entry; a dead one enters the DLQ,
+# and a callback, if the invocation has one, becomes due now.  The payload is dropped unless
+# dead (a replay needs it).  Returns 1, or 0 when the lease is no longer current.
+ASYNC_SETTLE = """
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', ARGV[3], 'updated', ARGV[3], unpack(ARGV, 7))
+redis.call('XACK', KEYS[2], ARGV[5], ARGV[4])
+redis.call('XDEL', KEYS[2], ARGV[4])
+local id = redis.call('HGET', KEYS[1], 'id')
+if ARGV[2] == 'dead' then
+  redis.call('ZADD', KEYS[3], ARGV[3], id)
+else
+  redis.call('HDEL', KEYS[1], 'body')
+end
+if redis.call('HGET', KEYS[1], 'callback_url') then
+  redis.call('HSET', KEYS[1], 'callback_state', 'pending')
+  redis.call('ZADD', KEYS[4], ARGV[3], id)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+
+# KEYS[1] invocation, KEYS[2] its stream, KEYS[3] ASYNC_DELAYED
+# ARGV[1] lease, ARGV[2] due time, ARGV[3] now, ARGV[4] entry id, ARGV[5] group, then field,
+# value, ... (the failed attempt's error)
+# An attempt failed and may be retried: state `retrying`, entry acked, the invocation due
+# again at ARGV[2] (ASYNC_MOVE_DUE puts it back in line).  Returns 1, or 0 (lease lost).
+ASYNC_RETRY = """
+if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'retrying', 'next_at', ARGV[2], 'updated', ARGV[3], 'instance', '',
+           unpack(ARGV, 6))
+redis.call('HDEL', KEYS[1], 'entry')
+redis.call('XACK', KEYS[2], ARGV[5], ARGV[4])
+redis.call('XDEL', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], redis.call('HGET', KEYS[1], 'id'))
+return 1
+"""
+
+# KEYS[1] ASYNC_DELAYED; ARGV[1] now, ARGV[2] INVOCATION_PREFIX, ARGV[3] stream key prefix,
+# ARGV[4] how many at most
+# Retries that are due go back in line (their function's stream of their priority); one that
+# was cancelled meanwhile is just dropped.  Returns how many were moved.
+ASYNC_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local moved = 0
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  local rec = ARGV[2] .. id
+  if redis.call('HGET', rec, 'state') == 'retrying' then
+    local f = redis.call('HMGET', rec, 'function', 'priority')
+    local entry = redis.call('XADD', ARGV[3] .. '{' .. f[1] .. '}:' .. f[2], '*', 'id', id)
+    redis.call('HSET', rec, 'entry', entry, 'state', 'queued')
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+# KEYS[1] invocation, KEYS[2] ASYNC_DELAYED; ARGV[1] now, ARGV[2] retention s
+# Cancel an invocation that has not started (queued, or retrying between attempts): its entry
+# is dropped by the next dispatcher that reads it.  Returns the state it was in ("" if none).
+ASYNC_CANCEL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return '' end
+if state == 'queued' or state == 'retrying' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[1], 'updated', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'body')
+  redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'id'))
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return state
+"""
+
+# KEYS[1] invocation, KEYS[2] its stream, KEYS[3] ASYNC_DLQ
+# ARGV[1] now, ARGV[2] new deadline, ARGV[3] group
+# Replay a dead (or expired) invocation: the same id starts over (attempts 0) with a new
+# deadline, back in line and out of the DLQ.  Returns its state before ("" if none).
+ASYNC_REPLAY = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return '' end
+if state ~= 'dead' and state ~= 'expired' then return state end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[3], '0', 'MKSTREAM')
+end
+local entry = redis.call('XADD', KEYS[2], '*', 'id', redis.call('HGET', KEYS[1], 'id'))
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'deadline', ARGV[2], 'updated', ARGV[1],
+           'entry', entry, 'replays', (tonumber(redis.call('HGET', KEYS[1], 'replays') or '0') + 1))
+redis.call('HDEL', KEYS[1], 'finished', 'status', 'result', 'result_type', 'error_code', 'error', 'instance')
+redis.call('PERSIST', KEYS[1])
+redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
+return state
+"""

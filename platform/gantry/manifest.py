@@ -6,6 +6,7 @@ through plain dicts (``to_dict``/``from_dict``) with the same validation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -82,6 +83,30 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Backoff:
+    initial: float = 1.0             # seconds before the first retry
+    max: float = 60.0                # each retry waits twice the one before, up to this
+
+
+@dataclass(frozen=True)
+class AsyncPolicy:
+    """[async]: how an async invocation of the function is retried (docs/async.md)."""
+    max_retries: int = 2             # retries after the first attempt (Lambda's default)
+    backoff: Backoff = field(default_factory=Backoff)
+    max_event_age: float = 6 * 3600.0   # seconds an invocation may wait to run before it expires
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One [[schedules]] entry: a cron expression, fired as an async invocation."""
+    name: str
+    cron: str
+    timezone: str = "UTC"
+    payload: Any = None              # the event (JSON); None sends an empty body
+    priority: str = "normal"
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     name: str
     handler: str
@@ -93,6 +118,8 @@ class FunctionSpec:
     # [secrets]: environment variable -> the name of one of the tenant's secrets; the worker
     # delivers the values at start (docs/tenants.md "Secrets"), never through the spec.
     secrets: dict[str, str] = field(default_factory=dict)
+    async_policy: AsyncPolicy = field(default_factory=AsyncPolicy)      # [async]
+    schedules: tuple[Schedule, ...] = ()                                # [[schedules]]
     # The owner, set by the gateway from the deploying key (never from a manifest).
     tenant: str = DEFAULT_TENANT
 
@@ -106,7 +133,10 @@ class FunctionSpec:
         return parse_handler(self.handler).module
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["async"] = d.pop("async_policy")        # the manifest's name for it
+        d["schedules"] = [{k: v for k, v in s.items() if v is not None} for s in d["schedules"]]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "spec") -> "FunctionSpec":
@@ -121,15 +151,23 @@ class FunctionSpec:
         d["scaling"]["keep_paused"] = f"{self.scaling.keep_paused:g}s"
         d["limits"]["timeout"] = f"{self.limits.timeout:g}s"
         d["limits"]["max_body"] = format_size(self.limits.max_body)
+        a = d["async"]
+        a["max_event_age"] = f"{self.async_policy.max_event_age:g}s"
+        a["backoff"] = {k: f"{v:g}s" for k, v in a["backoff"].items()}
         return d
 
 
-_TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env", "secrets"}
+_TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env", "secrets", "async", "schedules"}
 _SECTIONS = {
     "resources": {"cpu", "cpu_request", "memory", "gpu"},
     "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused"},
     "limits": {"timeout", "max_body"},
+    "async": {"max_retries", "backoff", "max_event_age"},
 }
+MAX_RETRIES = 100
+MAX_SCHEDULES = 64
+PRIORITIES = ("high", "normal", "low")
+SCHEDULE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
 def load_manifest(directory: str) -> FunctionSpec:
@@ -258,8 +296,70 @@ def _validate(data: dict[str, Any], source: str, stored: bool = False) -> Functi
     tenant = data.get("tenant", DEFAULT_TENANT)
     if not isinstance(tenant, str) or not TENANT_RE.match(tenant):
         raise fail("tenant", f"expected a tenant id, got {_shown(tenant)}")
+    asy = data.get("async", {})
+    backoff = asy.get("backoff", {})
+    if not isinstance(backoff, dict):
+        raise fail("async.backoff", 'expected a table like { initial = "1s", max = "1m" }')
+    if set(backoff) - {"initial", "max"}:
+        raise fail(f"async.backoff.{sorted(set(backoff) - {'initial', 'max'})[0]}",
+                   "unknown key; expected one of initial, max")
+    policy = AsyncPolicy(
+        max_retries=number(asy, "async", "max_retries", 2, int, 0, MAX_RETRIES),
+        backoff=Backoff(initial=quantity(backoff, "async.backoff", "initial", "1s", parse_duration, MAX_DURATION),
+                        max=quantity(backoff, "async.backoff", "max", "1m", parse_duration, MAX_DURATION)),
+        max_event_age=quantity(asy, "async", "max_event_age", "6h", parse_duration, MAX_DURATION))
+    if policy.backoff.max < policy.backoff.initial:
+        raise fail("async.backoff.max", f"expected at least backoff.initial ({policy.backoff.initial:g}s)")
+    if policy.max_event_age <= 0:
+        raise fail("async.max_event_age", "expected a duration above zero")
     return FunctionSpec(name=name, handler=handler, runtime=runtime, resources=resources,
-                        scaling=scaling, limits=limits, env=env, secrets=dict(secrets), tenant=tenant)
+                        scaling=scaling, limits=limits, env=env, secrets=dict(secrets), tenant=tenant,
+                        async_policy=policy, schedules=_schedules(data.get("schedules", []), fail))
+
+
+def _schedules(entries: Any, fail) -> tuple[Schedule, ...]:
+    """[[schedules]]: each needs a unique name and a cron expression croniter accepts, in an
+    IANA time zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from croniter import croniter
+
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise fail("schedules", 'expected [[schedules]] tables (name = "...", cron = "...")')
+    if len(entries) > MAX_SCHEDULES:
+        raise fail("schedules", f"expected at most {MAX_SCHEDULES} schedules, got {len(entries)}")
+    out, seen = [], set()
+    for i, entry in enumerate(entries):
+        where = f"schedules[{i}]"
+        extra = sorted(set(entry) - {"name", "cron", "timezone", "payload", "priority"})
+        if extra:
+            raise fail(f"{where}.{extra[0]}", "unknown key; expected one of cron, name, payload, priority, timezone")
+        name = entry.get("name")
+        if not isinstance(name, str) or not SCHEDULE_NAME_RE.match(name):
+            raise fail(f"{where}.name", f"expected [a-z][a-z0-9-]{{0,62}}, got {_shown(name)}")
+        if name in seen:
+            raise fail(f"{where}.name", f"{name!r} is already the name of another schedule")
+        seen.add(name)
+        cron = entry.get("cron")
+        if not isinstance(cron, str) or not croniter.is_valid(cron) or len(cron.split()) not in (5, 6):
+            raise fail(f"{where}.cron", f'expected a cron expression like "*/5 * * * *" '
+                                        f"(minute hour day month weekday), got {_shown(cron)}")
+        tz = entry.get("timezone", "UTC")
+        try:
+            if not isinstance(tz, str) or not tz:
+                raise ValueError
+            ZoneInfo(tz)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise fail(f"{where}.timezone", f'expected an IANA time zone like "Europe/Paris", got {_shown(tz)}') from None
+        priority = entry.get("priority", "normal")
+        if priority not in PRIORITIES:
+            raise fail(f"{where}.priority", f"expected one of {', '.join(PRIORITIES)}, got {_shown(priority)}")
+        payload = entry.get("payload")
+        try:
+            json.dumps(payload, allow_nan=False)
+        except (TypeError, ValueError):
+            raise fail(f"{where}.payload", "expected a JSON value (a TOML date or time is not one)") from None
+        out.append(Schedule(name=name, cron=cron, timezone=tz, payload=payload, priority=priority))
+    return tuple(out)
 
 
 def _shown(value: Any) -> str:

@@ -17,7 +17,8 @@ from .invoke import Invoker, error_response
 from .loader import load_handler
 from .settings import Settings
 from .check import describe
-from .wire import INSTANCE_KEY, ErrorCode, StartFailure, key_matches
+from .detached import Detached
+from .wire import ATTEMPT, INSTANCE_KEY, INVOCATION_ID, ErrorCode, StartFailure, key_matches
 
 EXIT_OK, EXIT_LISTEN, EXIT_IMPORT = 0, 1, 3
 REAP_EVERY = 1.0     # seconds between looks at the pids counters (gantry_runtime.pids)
@@ -26,7 +27,7 @@ REAP_EVERY = 1.0     # seconds between looks at the pids counters (gantry_runtim
 class State:
     """What the app knows about the process: its phase and, once imported, the handler."""
 
-    __slots__ = ("settings", "phase", "invoker", "pids_at", "last_request")
+    __slots__ = ("settings", "phase", "invoker", "pids_at", "last_request", "detached")
 
     def __init__(self, settings: Settings, pids_at: str | None = None) -> None:
         self.settings = settings
@@ -34,6 +35,7 @@ class State:
         self.invoker: Invoker | None = None
         self.pids_at = pids_at   # the cgroup directory with pids.current/pids.max, if any
         self.last_request = 0.0  # monotonic time the last /invoke arrived
+        self.detached = Detached()   # async attempts by (invocation id, attempt)
 
 
 STATE = web.AppKey("state", State)
@@ -47,6 +49,13 @@ async def _invoke(request: web.Request) -> web.StreamResponse:
         # Checked first: a caller without the key learns nothing, not even the phase.
         return error_response(403, ErrorCode.FORBIDDEN, f"{INSTANCE_KEY} is missing or wrong: "
                               "only the gateway invokes this instance")
+    attempt, inv_id = request.headers.get(ATTEMPT), request.headers.get(INVOCATION_ID)
+    if attempt and inv_id:     # an async attempt: asking again joins it (even while draining)
+        return await state.detached.serve((inv_id, attempt), lambda: _run(request, state))
+    return await _run(request, state)
+
+
+async def _run(request: web.Request, state: State) -> web.StreamResponse:
     if state.phase != "ready" or state.invoker is None:
         if state.phase == "starting":
             code, message = ErrorCode.STARTING, "the handler is still being imported"

@@ -23,6 +23,10 @@ TIMEOUT = "X-Gantry-Timeout"              # caller -> gateway -> runtime: second
 DURATION_MS = "X-Gantry-Duration-Ms"      # runtime -> caller: time spent in the runtime
 STREAM = "X-Gantry-Stream"                # runtime -> caller: "1" when the body is a stream
 INSTANCE_KEY = "X-Gantry-Instance-Key"    # gateway -> runtime only: the instance's secret (never to callers)
+# gateway -> runtime: an async invocation's attempt number.  The runtime keeps that attempt's
+# outcome by (invocation id, attempt), so asking again joins it instead of running it twice.
+ATTEMPT = "X-Gantry-Attempt"
+ATTACHED = "X-Gantry-Attached"            # runtime -> gateway: "1" when the answer joined an earlier run
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the body's framing: each HTTP hop sets its own, so
 # neither a handler's Response nor an instance's answer may carry them to the caller.

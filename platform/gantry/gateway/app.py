@@ -11,7 +11,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from . import admin, coord_api, openapi, secrets_api, tenants_api, usage
+from . import admin, async_api, coord_api, openapi, secrets_api, tenants_api, usage
 from .admission import Admission
 from ..store import Store
 from ..tenants.store import TenantStore
@@ -21,6 +21,7 @@ from .appkeys import (ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, METRICS, PRINCIPA
 from .auth import ADMIN, Authenticator, require_admin
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
+from .dispatch import DISPATCHER, dispatch_ctx
 from .errors import error_middleware
 from .invoke import CONNECT_TIMEOUT, invoke
 from .load import LoadReporter
@@ -139,6 +140,10 @@ def _on_event(app: web.Application):
         kind, _, name = message.partition(":")
         if kind == "key":
             app[AUTH].forget(name)   # revoked (or its tenant removed): refuse it from now on
+        elif kind == "async":
+            dispatcher = app.get(DISPATCHER)
+            if dispatcher is not None:
+                dispatcher.wake(name)    # another gateway queued work for NAME
         elif kind == "tenant":
             limits = app.get(TENANT_LIMITS)
             if limits is not None:
@@ -168,8 +173,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[ADMISSION] = Admission(settings.rate_limit, settings.rate_burst)
     app[ADMIN_ADMISSION] = Admission(settings.admin_rate_limit, settings.admin_rate_burst,
                                      "admin API rate limit exceeded")
-    app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx, tenant_limits_ctx, usage.usage_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx, tenant_limits_ctx, usage.usage_ctx, dispatch_ctx])
     app.router.add_post("/v1/invoke/{name}", invoke)
+    async_api.add_routes(app)
     admin.add_routes(app)
     tenants_api.add_routes(app)
     coord_api.add_routes(app)

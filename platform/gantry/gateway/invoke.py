@@ -53,6 +53,7 @@ CONNECT_SUSPEND = 2.0
 # An instance's response headers that stop here: hop-by-hop, the framing (this hop sets its own)
 # and the instance server's Date and Server.  Everything else is the function's and goes on.
 _DROP_LOWER = wire.HOP_BY_HOP | wire.FRAMING | frozenset(("date", "server"))
+IDEMPOTENCY_KEY = "Idempotency-Key"   # a sync invoke with one runs once (gateway.async_api)
 SMALL_BODY = 64 * 1024        # an upstream body of known length up to this is answered in one piece
 
 
@@ -114,12 +115,19 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     label, status, started = UNKNOWN, 500, time.monotonic()
     name = None          # qualified, once the caller may address it
+    metered = True
     release = None       # the tenant's concurrency slot, if its quota has one
     try:
         principal = request[PRINCIPAL]
         now = asyncio.get_running_loop().time()
         request.app[ADMISSION].check(principal.key_id, now)     # first: the cheapest refusal
         name = function_name(principal, request.match_info["name"], "invoke")
+        if IDEMPOTENCY_KEY in request.headers:   # runs as an async invocation, metered by the dispatcher
+            from .async_api import idempotent_invoke
+            metered = False
+            resp = await idempotent_invoke(request, name)
+            label, status = name, resp.status
+            return resp
         # quotas are the function's tenant's (the platform admin may call any tenant's)
         release = await request.app[TENANT_LIMITS].admit(split(name)[0], now)
         entry = await request.app[CACHE].get(name)
@@ -142,8 +150,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         metrics.requests[(label, status)] += 1
         # usage is the function's tenant's, by the function's own name; a request throttled
         # before its name was resolved counts in the caller's tenant, under the name it asked
-        tenant, fn = split(name) if name is not None else (request[PRINCIPAL].tenant, request.match_info["name"])
-        request.app[METER].observe(tenant, fn, label != UNKNOWN, status, time.monotonic() - started)
+        if metered:
+            tenant, fn = split(name) if name is not None else (request[PRINCIPAL].tenant, request.match_info["name"])
+            request.app[METER].observe(tenant, fn, label != UNKNOWN, status, time.monotonic() - started)
 
 
 async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
@@ -161,7 +170,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     for attempt in range(settings.max_tries):
         ticket = entry.routing.balancer.pick(exclude)
         if ticket is None:
-            ticket = await _wait_for_slot(request, entry, exclude, cold_deadline)
+            ticket = await wait_for_slot(request.app, entry, exclude, cold_deadline)
         if ticket is None:
             if not entry.known.exists:
                 raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
@@ -210,10 +219,10 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     raise ApiError(503, "no_capacity", why, {**ids, "Retry-After": "1"})
 
 
-async def _wait_for_slot(request: web.Request, entry: Entry, exclude: set[str], deadline: float
-                         ) -> Ticket | None:
-    """Signal demand and wait for a free slot on a ready instance; None at the deadline."""
-    app = request.app
+async def wait_for_slot(app: web.Application, entry: Entry, exclude: set[str], deadline: float
+                        ) -> Ticket | None:
+    """Signal demand and wait for a free slot on a ready instance; None at the deadline (or
+    sooner, when waiting cannot help: deleted, its start failed, its tenant's quota)."""
     cache, reporter = app[CACHE], app[REPORTER]
     app[METRICS].cold_waits[entry.name] += 1
     entry.load.waiting += 1

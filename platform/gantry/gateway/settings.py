@@ -47,6 +47,16 @@ class GatewaySettings:
     metrics_public: bool = False           # serve /metrics without a key (else the admin key is needed)
     usage_flush_interval: float = 5.0      # seconds between writes of the metered usage to Redis
     prices: Prices = Prices()              # the operator's price table (zero: no cost)
+    # async invocations (docs/async.md)
+    async_dispatch: bool = True            # run the async dispatcher in this gateway
+    dispatch_id: str = ""                  # the dispatcher's stable name ("": HOSTNAME:PORT); a
+                                           # restarted gateway takes back the work it held under it
+    async_retention: float = 86400.0       # seconds a settled invocation's record and result are kept
+    dlq_retention: float = 7 * 86400.0     # seconds a dead invocation stays in the dead-letter view
+    idempotency_ttl: float = 86400.0       # seconds an Idempotency-Key keeps naming its invocation
+    async_reclaim_after: float = 30.0      # seconds without a heartbeat before held work is taken over
+    async_max_payload: int = 1024 * 1024   # bytes of an async invocation's body; more -> 413
+    async_max_result: int = 6 * 1024 * 1024  # bytes of a result kept; more -> the invocation fails
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
@@ -56,11 +66,14 @@ class GatewaySettings:
         GANTRY_AUTH_FAILURE_RATE, GANTRY_AUTH_FAILURE_BURST, GANTRY_HEADER_TIMEOUT ("10s"; "0s": none),
         GANTRY_KEEPALIVE_TIMEOUT ("75s"), GANTRY_METRICS_PUBLIC ("1" or "0"), GANTRY_ADMIN_KEY_HASH,
         GANTRY_USAGE_FLUSH_INTERVAL ("5s"), GANTRY_PRICES (a JSON object, or the path of a file
-        holding one);
+        holding one), GANTRY_ASYNC_DISPATCH ("1" or "0"), GANTRY_DISPATCH_ID, GANTRY_ASYNC_RETENTION
+        ("24h"), GANTRY_ASYNC_DLQ_RETENTION ("7d"), GANTRY_IDEMPOTENCY_TTL ("24h"),
+        GANTRY_ASYNC_RECLAIM_AFTER ("30s"), GANTRY_ASYNC_MAX_PAYLOAD ("1Mi"), GANTRY_ASYNC_MAX_RESULT ("6Mi");
         keyword arguments (flags) win over the environment."""
         e = Env(env)
         key_hash = e.text("GANTRY_ADMIN_KEY_HASH")
         public = e.choice("GANTRY_METRICS_PUBLIC", _FLAGS)
+        dispatch = e.choice("GANTRY_ASYNC_DISPATCH", _FLAGS)
         return cls(**given({
             "redis_url": env_redis_url(e.env),
             "host": e.text("GANTRY_GATEWAY_HOST"),
@@ -80,6 +93,14 @@ class GatewaySettings:
             "admin_key_hash": key_hash.lower() if key_hash else None,
             "usage_flush_interval": e.duration("GANTRY_USAGE_FLUSH_INTERVAL"),
             "prices": e.parsed("GANTRY_PRICES", read_prices),
+            "async_dispatch": None if dispatch is None else dispatch in ("1", "true", "yes"),
+            "dispatch_id": e.text("GANTRY_DISPATCH_ID"),
+            "async_retention": e.duration("GANTRY_ASYNC_RETENTION"),
+            "dlq_retention": e.duration("GANTRY_ASYNC_DLQ_RETENTION"),
+            "idempotency_ttl": e.duration("GANTRY_IDEMPOTENCY_TTL"),
+            "async_reclaim_after": e.duration("GANTRY_ASYNC_RECLAIM_AFTER"),
+            "async_max_payload": e.size("GANTRY_ASYNC_MAX_PAYLOAD", lo=1, hi=MAX_BODY),
+            "async_max_result": e.size("GANTRY_ASYNC_MAX_RESULT", lo=1, hi=MAX_BODY),
         }, overrides))
 
 

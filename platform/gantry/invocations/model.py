@@ -164,3 +164,35 @@ def read_order(tick: int) -> tuple[str, ...]:
     """The priorities to read, in order, on a function's TICK-th read."""
     first = _FIRST[tick % len(_FIRST)]
     return (first,) + tuple(p for p in PRIORITIES if p != first)
+
+
+def decoded_result(inv: Invocation) -> tuple[Any, str | None]:
+    """An invocation's result as JSON can carry it, and its encoding: a JSON result as its
+    value, text as a string, other bytes as base64 (encoding "base64")."""
+    import base64
+    import json
+
+    data = inv.result
+    if data is None:
+        return None, None
+    ctype = inv.result_type.split(";", 1)[0].strip().lower()
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            return json.loads(data) if data else None, None
+        except ValueError:
+            pass
+    if ctype.startswith("text/") or ctype in ("application/json", ""):
+        try:
+            return data.decode(), None
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(data).decode(), "base64"
+
+
+def view(inv: Invocation) -> dict[str, Any]:
+    """The API's and a callback's JSON of an invocation, its result decoded."""
+    result, encoding = decoded_result(inv)
+    out = inv.to_json(result=result)
+    if encoding and "result" in out:
+        out["result_encoding"] = encoding
+    return out

@@ -37,7 +37,8 @@ class WorkerSettings:
         """GANTRY_NODE_ID (default: the hostname), GANTRY_NODE_HOST, GANTRY_NODE_CPU (cores or
         "1500m"), GANTRY_NODE_MEMORY ("8Gi" or bytes), GANTRY_HEARTBEAT_INTERVAL,
         GANTRY_CPU_OVERCOMMIT (at least 1, default 4), GANTRY_SECRETS_DIR, GANTRY_NODE_TENANT (a tenant id: the
-        node runs that tenant's instances only), GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
+        node runs that tenant's instances only), GANTRY_LOG_MAXLEN (lines kept per function, about),
+        GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
         ("30s", "500ms", or seconds); keyword overrides (flags) win over the environment."""
         e = Env(env)
         settings = cls(**given({
@@ -48,6 +49,7 @@ class WorkerSettings:
             "cpu_overcommit": e.number("GANTRY_CPU_OVERCOMMIT", lo=1.0),
             "secrets_dir": e.text("GANTRY_SECRETS_DIR"),
             "node_tenant": _tenant(e.text("GANTRY_NODE_TENANT")),
+            "log_maxlen": e.integer("GANTRY_LOG_MAXLEN", lo=10, hi=10_000_000),
             **{field: e.duration(name, allow_zero=True) for name, field in _DURATIONS},
         }, overrides))
         if settings.heartbeat_ttl <= settings.heartbeat_interval:

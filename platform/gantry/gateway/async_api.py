@@ -27,6 +27,7 @@ PRIORITY = "X-Gantry-Priority"
 CALLBACK_URL = "X-Callback-Url"
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _IDEM_RE = re.compile(r"^[\x21-\x7e]{1,255}$")      # printable ASCII, no spaces
+_STARTED = SETTLED | {State.RUNNING}
 MAX_WAIT = 60.0           # seconds one GET ?wait= may hold the request
 STORE = web.AppKey("invocations", InvocationStore)
 
@@ -39,8 +40,10 @@ def _store(app: web.Application) -> InvocationStore:
 
 
 def _idempotency_key(request: web.Request) -> str:
-    key = request.headers.get(IDEMPOTENCY_KEY, "")
-    if key and not _IDEM_RE.match(key):
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return ""
+    if not _IDEM_RE.match(key):
         raise ApiError(400, "bad_request", f"{IDEMPOTENCY_KEY}: expected 1 to 255 printable ASCII characters "
                                            "without spaces")
     return key
@@ -128,12 +131,14 @@ def _may_see(principal: Principal, inv: Invocation) -> bool:
     return not principal.functions or split(inv.function)[1] in principal.functions
 
 
-async def _wait_settled(app: web.Application, inv: Invocation, wait: float) -> Invocation:
-    """INV, re-read until it settles or WAIT seconds pass (polling: 10 ms growing to 200 ms)."""
+async def _wait_settled(app: web.Application, inv: Invocation, wait: float,
+                        until: frozenset = SETTLED) -> Invocation:
+    """INV, re-read until its state is in UNTIL (settled) or WAIT seconds pass (polling: 10 ms
+    growing to 200 ms)."""
     deadline = time.monotonic() + wait
     pause = 0.01
     store = _store(app)
-    while inv.state not in SETTLED and time.monotonic() < deadline:
+    while inv.state not in until and time.monotonic() < deadline:
         await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(0.2, pause * 1.5)
         again = await store.get(inv.id)
@@ -203,16 +208,25 @@ async def idempotent_invoke(request: web.Request, name: str) -> web.Response:
     if inv is None:
         raise ApiError(404, "not_found", f"invocation {submitted.id} is gone (past its retention)")
     spec = entry.known.active.spec
-    wait = (asked or spec.limits.timeout) + settings.cold_start_timeout + settings.upstream_timeout_margin
-    inv = await _wait_settled(request.app, inv, wait)
-    if inv.state in (State.SUCCEEDED, State.FAILED) and inv.result is not None:
-        return _result_response(inv, replayed=submitted.outcome == "existing")
     url = f"/v1/invocations/{inv.id}"
+    ids = {wire.INVOCATION_ID: inv.id}
+    # as a sync call: it must start within the cold-start timeout, then finish within its own
+    inv = await _wait_settled(request.app, inv, settings.cold_start_timeout, _STARTED)
+    if inv.state in (State.QUEUED, State.RETRYING):
+        raise ApiError(503, "no_capacity", f"invocation {inv.id} did not start within {settings.cold_start_timeout:g}s; "
+                       f"it stays queued: send the same {IDEMPOTENCY_KEY} again for its result", {**ids, "Retry-After": "1"})
+    inv = await _wait_settled(request.app, inv, (asked or spec.limits.timeout) + settings.upstream_timeout_margin)
+    if inv.result is not None and inv.state in (State.SUCCEEDED, State.FAILED, State.DEAD):
+        return _result_response(inv, replayed=submitted.outcome == "existing")
     if inv.state not in SETTLED:
         raise ApiError(504, "timeout", f"invocation {inv.id} is still {inv.state}; its result will be at {url}",
-                       {wire.INVOCATION_ID: inv.id, "Location": url})
-    raise ApiError(502 if inv.state == State.DEAD else 409, inv.error_code or str(inv.state),
-                   f"invocation {inv.id} is {inv.state}: {inv.error or 'no result'}", {wire.INVOCATION_ID: inv.id})
+                       {**ids, "Location": url})
+    if inv.state == State.CANCELLED:
+        raise ApiError(409, "cancelled", f"invocation {inv.id} was cancelled", ids)
+    if inv.state == State.EXPIRED:
+        raise ApiError(503, "no_capacity", f"invocation {inv.id} expired before it could run: {inv.error}",
+                       {**ids, "Retry-After": "1"})
+    raise ApiError(502, "function_crashed", f"invocation {inv.id} is {inv.state}: {inv.error or 'no answer'}", ids)
 
 
 # --- dead letters -------------------------------------------------------------------------------

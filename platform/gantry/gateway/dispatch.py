@@ -164,7 +164,7 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("async dispatch loop failed; retrying", extra={"function": function, "error": repr(exc)})
+                log.warning("async dispatch loop failed; retrying", exc_info=True, extra={"function": function, "error": repr(exc)})
                 await asyncio.sleep(1.0)
 
     async def _room(self, function: str) -> int:

@@ -21,7 +21,7 @@ from gantry_runtime.coord import CoordCode
 from gantry_runtime.wire import ErrorCode
 
 from .. import state
-from ..manifest import (MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
+from ..manifest import (MAX_RETRIES, MAX_SCHEDULES, PRIORITIES, SCHEDULE_NAME_RE, MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
                         MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
 from ..quantities import format_size
 from ..tenants.apikeys import KEY_RE, MAX_KEY_FUNCTIONS, MAX_NOTE
@@ -114,6 +114,14 @@ def _spec(written: bool) -> _Schema:
             "timeout": duration("per invocation, above zero (default 30s)"),
             "max_body": size(MAX_BODY, "request body limit (default 0: the gateway's GANTRY_MAX_BODY)"),
         },
+        "async": {
+            "max_retries": num("integer", 0, MAX_RETRIES, "retries of an async invocation after its first "
+                                                          "attempt fails with a 5xx, a timeout or a crash (default 2)"),
+            "backoff": _obj({"initial": duration("before the first retry (default 1s)"),
+                             "max": duration("each retry waits twice the one before, up to this (default 1m)")},
+                            [] if written else None),
+            "max_event_age": duration("how long an invocation may wait to run before it expires (default 6h)"),
+        },
     }
     props: dict[str, _Schema] = {
         "name": _NAME,
@@ -129,6 +137,15 @@ def _spec(written: bool) -> _Schema:
                                    "at start (never stored in the spec or the image); a variable is in env or "
                                    "here, not both"},
     }
+    schedule = _obj({
+        "name": {"type": "string", "pattern": SCHEDULE_NAME_RE.pattern},
+        "cron": {"type": "string", "description": "a cron expression (minute hour day month weekday)"},
+        "timezone": {"type": "string", "description": "an IANA time zone (default UTC)"},
+        "payload": {"description": "the event each tick sends (JSON; absent: an empty body)"},
+        "priority": {"enum": list(PRIORITIES), "description": "default normal"}},
+        ["name", "cron"] if written else ["name", "cron", "timezone", "priority"])
+    props["schedules"] = {"type": "array", "items": schedule, "maxItems": MAX_SCHEDULES,
+                          "description": "cron schedules, each tick one async invocation (docs/async.md)"}
     props["tenant"] = {**_TENANT_ID, "description": "the owner, set from the deploying key" + (
         " (may be sent, and must then be that tenant)" if written else "")}
     return _obj(props, ["name", "handler"] if written else None)
@@ -420,12 +437,20 @@ ERRORS: list[tuple[int, str, str]] = [
     (503, "unavailable", "the gateway cannot reach Redis (every admin call; an invoke of a function it has not "
      "cached); `Retry-After: 1`"),
     (504, ErrorCode.TIMEOUT, "the function's timeout, or the caller's shorter `X-Gantry-Timeout`, passed"),
+    (409, "not_cancellable", "the invocation is running or settled: only a queued or retrying one can be cancelled"),
+    (409, "not_settled", "the invocation has not settled yet: no result"),
+    (409, "no_result", "the invocation settled without a result (cancelled, expired, or no attempt answered)"),
+    (409, "not_deployed", "a dead letter's function is no longer deployed: it cannot be replayed"),
+    (409, "cancelled", "the idempotent invocation this key made was cancelled"),
+    (422, "idempotency_conflict", "the `Idempotency-Key` was used before with a different body (the first "
+     "invocation's id is in `X-Gantry-Invocation-Id`)"),
     (409, "too_many_secrets", f"the tenant holds {MAX_SECRETS} secrets, the most it may"),
     (503, "secrets_unavailable", "this gateway has no secrets master key (`GANTRY_SECRETS_KEY_FILE` or "
      "`GANTRY_SECRETS_KEY`); an operator must set one"),
 ]
 # Codes that apply only to the operations whose ``codes`` name them.
-ONLY_WHERE_LISTED = {"too_many_secrets", "secrets_unavailable"}
+ONLY_WHERE_LISTED = {"too_many_secrets", "secrets_unavailable", "not_cancellable", "not_settled", "no_result",
+                     "not_deployed", "cancelled", "idempotency_conflict"}
 INVOKE_ONLY = {ErrorCode.FUNCTION_ERROR, ErrorCode.BAD_RESULT, "function_crashed",
                ErrorCode.FUNCTION_OUTCOME_UNKNOWN, "no_capacity", ErrorCode.TIMEOUT}
 QUOTA_OPS = {"deploy", "scaleFunction", "invoke"}    # the operations a quota_exceeded may answer
@@ -557,7 +582,98 @@ _USAGE_DESCRIPTION = ("Needs a key whose scope allows `usage` (admin, tenant-adm
                       "the scheduler's accrual interval (15 s). A bad `since`/`until` is 400 naming it.")
 
 
+_STATES = ["queued", "running", "succeeded", "failed", "retrying", "dead", "cancelled", "expired"]
+SCHEMAS["Invocation"] = _obj({
+    "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}, "function": _QNAME, "tenant": _TENANT_ID,
+    "state": {"enum": _STATES}, "priority": {"enum": list(PRIORITIES)},
+    "attempts": {"type": "integer", "minimum": 0, "description": "attempts started"},
+    "max_attempts": {"type": "integer", "minimum": 1, "description": "1 + the function's `[async] max_retries`"},
+    "created": {"type": "number"}, "updated": {"type": "number"},
+    "started": _nullable({"type": "number", "description": "when the latest attempt was claimed"}),
+    "finished": _nullable({"type": "number"}),
+    "next_attempt_at": {"type": "number", "description": "retrying: when the next attempt is due"},
+    "source": {"enum": ["api", "schedule"]}, "schedule": {"type": "string"},
+    "idempotency_key": {"type": "string"}, "replays": {"type": "integer", "minimum": 1},
+    "status": {"type": "integer", "description": "the HTTP status of the latest attempt's answer"},
+    "error": _obj({"code": {"type": "string"}, "message": {"type": "string"}}),
+    "result": {"description": "succeeded or failed: the result (JSON as JSON, text as a string, other bytes "
+                              "base64 with `result_encoding`)"},
+    "result_type": {"type": "string", "description": "the result's content type"},
+    "result_encoding": {"const": "base64"},
+    "callback": _obj({"url": {"type": "string"}, "state": {"type": "string"},
+                      "attempts": {"type": "integer", "minimum": 0}, "error": _nullable({"type": "string"}),
+                      "status": _nullable({"type": "integer"})}, [], closed=False),
+    "dead_at": {"type": "number", "description": "the dead-letter view: when it went dead or expired"},
+    "payload_size": {"type": "integer", "minimum": 0}, "content_type": {"type": "string"},
+}, ["id", "function", "tenant", "state", "priority", "attempts", "max_attempts", "created"],
+    description="An async invocation (docs/async.md)")
+_INV_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+              "description": "the invocation's id (32 hex digits; another tenant's is 404)"}
+_ASYNC_HEADERS = [
+    {"name": "X-Gantry-Priority", "in": "header", "required": False, "schema": {"enum": list(PRIORITIES)},
+     "description": "high is served first, low is never starved (default normal); anything else is 400"},
+    {"name": "X-Callback-Url", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "receives the settled invocation as a signed POST (docs/async.md)"},
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+     "description": "the same key (for this function and tenant, within GANTRY_IDEMPOTENCY_TTL) returns the same "
+                    "invocation, with no second run; the same key with another body is 422"}]
+_ACCEPTED = _json(_obj({"id": {"type": "string"}, "state": {"enum": [*_STATES, "unknown"]},
+                        "status_url": {"type": "string"}, "idempotent_replay": {"type": "boolean"}}),
+                  "queued (or, for a known Idempotency-Key, the invocation it made)")
+
 PATHS: dict[str, dict[str, Any]] = {
+    "/v1/invoke/{name}/async": {"post": _op(
+        "invokeAsync", "async", "Queue an async invocation", {202: {**_ACCEPTED, "headers": {
+            "Location": {"required": True, "schema": {"type": "string"}},
+            wire.INVOCATION_ID: {**_INVOCATION_ID, "required": True}}}},
+        (400, 401, 403, 404, 413, 422, 429, 503), codes={422: ("idempotency_conflict",)},
+        params=[_NAME_PARAM, *_ASYNC_HEADERS],
+        description="Answers 202 once the invocation is stored and queued (it survives any gateway's crash). "
+                    "The payload limit is the smaller of the function's `[limits] max_body` and "
+                    "`GANTRY_ASYNC_MAX_PAYLOAD`. Failed attempts (5xx, timeout, crash) are retried per the "
+                    "function's `[async]` policy; a 4xx answer settles it as failed.",
+        body={"required": False, "content": {"application/json": {"schema": {}},
+                                             "application/octet-stream": {"schema": {}}}})},
+    "/v1/invocations/{id}": {
+        "get": _op("getInvocation", "async", "An async invocation: state, attempts, result once done",
+                   {200: _json(_ref("Invocation"), "the invocation")}, (400, 401, 403, 404, 429, 503),
+                   params=[_INV_PARAM, {"name": "wait", "in": "query", "required": False,
+                                        "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                                        "description": "seconds to wait for it to settle before answering"}]),
+        "delete": _op("cancelInvocation", "async", "Cancel a queued (or retrying) invocation",
+                      {200: _json(_obj({"id": {"type": "string"}, "state": {"const": "cancelled"},
+                                        "was": {"enum": ["queued", "retrying"]}}), "cancelled")},
+                      (401, 403, 404, 409, 429, 503), params=[_INV_PARAM], codes={409: ("not_cancellable",)}),
+    },
+    "/v1/invocations/{id}/result": {"get": _op(
+        "getInvocationResult", "async", "A settled invocation's result, as the function returned it",
+        {200: {"description": "the result's bytes with its content type and the attempt's status",
+               "content": {"application/json": {"schema": {}}, "application/octet-stream": {"schema": {}}}}},
+        (401, 403, 404, 409, 429, 503), params=[_INV_PARAM], codes={409: ("not_settled", "no_result")})},
+    "/v1/dlq": {"get": _op(
+        "listDeadLetters", "async", "Dead and expired invocations, oldest first",
+        {200: _json(_obj({"invocations": {"type": "array", "items": _ref("Invocation")},
+                          "next": _nullable({"type": "string", "description": "pass as `after` to read on"})}),
+                    "the dead letters the key may see")},
+        (400, 401, 403, 404, 429, 503),
+        params=[_TENANT_QUERY, _coord_query("function", {"type": "string"}, False, "only this function's"),
+                _coord_query("after", {"type": "string"}, False, "the `next` of the previous page"),
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}])},
+    "/v1/dlq/{id}": {
+        "get": _op("getDeadLetter", "async", "A dead letter, with its payload's size",
+                   {200: _json(_ref("Invocation"), "the dead letter")}, (401, 403, 404, 429, 503),
+                   params=[_INV_PARAM]),
+        "delete": _op("purgeDeadLetter", "async", "Drop a dead letter and its record",
+                      {200: _json(_obj({"id": {"type": "string"}, "purged": {"const": True}}), "gone")},
+                      (401, 403, 404, 429, 503), params=[_INV_PARAM]),
+    },
+    "/v1/dlq/{id}/replay": {"post": _op(
+        "replayDeadLetter", "async", "Run a dead letter again (the same id, its attempts from zero)",
+        {202: _json(_obj({"id": {"type": "string"}, "state": {"const": "queued"},
+                          "status_url": {"type": "string"}}), "queued again")},
+        (401, 403, 404, 409, 429, 503), params=[_INV_PARAM], codes={409: ("not_deployed",)})},
     "/v1/invoke/{name}": {"post": _op(
         "invoke", "invoke", "Invoke a function (sync or streamed)",
         {200: {"description": "the function's result, or its stream",
@@ -571,12 +687,16 @@ PATHS: dict[str, dict[str, Any]] = {
                            "application/octet-stream": {"schema": {}},
                            "application/x-ndjson": {"schema": {"type": "string"},
                                                     "description": "a stream of JSON values, one a line"}}}},
-        (400, 401, 403, 404, 413, 429, 500, 502, 503, 504),
-        description=_INVOKE_DESCRIPTION, invoke=True,
+        (400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504),
+        description=_INVOKE_DESCRIPTION, invoke=True, codes={409: ("cancelled",), 422: ("idempotency_conflict",)},
         params=[_NAME_PARAM, {"name": wire.TIMEOUT, "in": "header", "required": False,
                               "schema": {"type": "string"},
                               "description": "seconds, a positive number: lowers the function's timeout "
-                                             "(never raises it); anything else is 400"}],
+                                             "(never raises it); anything else is 400"},
+                {**_ASYNC_HEADERS[2], "description": "runs the call once: a repeat of the key (within "
+                                                     "GANTRY_IDEMPOTENCY_TTL) answers the first call's stored "
+                                                     "result with `Idempotent-Replayed: true`, and the result is "
+                                                     "answered whole (not streamed); another body is 422"}],
         body={"required": False, "content": {"application/json": {"schema": {}},
                                              "text/plain": {"schema": {"type": "string"}},
                                              "application/octet-stream": {"schema": {}}}})},

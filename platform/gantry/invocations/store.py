@@ -111,14 +111,26 @@ class InvocationStore(ScriptRunner):
     async def read(self, function: str, priority: str, consumer: str, count: int, own: bool = False) -> list[Entry]:
         """New entries for CONSUMER (or, with ``own``, those it already holds: after a restart)."""
         stream = keys.async_stream(function, priority)
-        reply = await self.redis.xreadgroup(keys.ASYNC_GROUP, consumer, {stream: "0" if own else ">"}, count=count)
+        try:
+            reply = await self.redis.xreadgroup(keys.ASYNC_GROUP, consumer, {stream: "0" if own else ">"}, count=count)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_groups(function)     # the stream was removed (a flushed Redis): nothing to read
+            return []
         return self._entries(function, priority, reply[0][1]) if reply else []
 
     async def reclaim(self, function: str, priority: str, consumer: str, min_idle: float, count: int) -> list[Entry]:
         """Entries whose holder has not beaten its heartbeat for MIN_IDLE seconds: it is gone."""
         stream = keys.async_stream(function, priority)
-        reply = await self.redis.xautoclaim(stream, keys.ASYNC_GROUP, consumer, int(min_idle * 1000),
-                                            start_id="0-0", count=count)
+        try:
+            reply = await self.redis.xautoclaim(stream, keys.ASYNC_GROUP, consumer, int(min_idle * 1000),
+                                                start_id="0-0", count=count)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_groups(function)
+            return []
         claimed = self._entries(function, priority, reply[1])
         for gone in reply[2] if len(reply) > 2 else ():   # entries deleted while pending
             await self.redis.xack(stream, keys.ASYNC_GROUP, gone)

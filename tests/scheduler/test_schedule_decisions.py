@@ -65,7 +65,8 @@ def test_a_missed_tick_older_than_the_catch_up_window_is_skipped_and_counted():
 
 def test_a_changed_cron_or_time_zone_starts_afresh():
     old = seen(HOURLY, T0)
-    for changed in (Schedule(name="h", cron="30 * * * *"), Schedule(name="h", cron="0 * * * *", timezone="Asia/Kolkata")):
+    for changed in (Schedule(name="h", cron="30 * * * *"),
+                    Schedule(name="h", cron="0 * * * *", timezone="Asia/Kolkata")):
         d = decide(changed, old, T0 + 5 * HOUR + 1, catchup=HOUR)
         assert d is not None and d.fire is None and d.missed == 0 and d.mark == T0 + 5 * HOUR + 1
 

@@ -340,6 +340,8 @@ def parser() -> argparse.ArgumentParser:
     ssp.add_argument("name")
     from .cli_usage import add_commands as usage_commands
     usage_commands(add)
+    from .cli_schedules import add_commands as schedule_commands
+    schedule_commands(add, common)
     sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
     sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
     add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())

@@ -1244,3 +1244,68 @@ redis.call('PERSIST', KEYS[1])
 redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 return state
 """
+
+# --- schedules (gantry.scheduler.schedulestore) -------------------------------------------
+# A [[schedules]] entry's state is one HASH per function and schedule, written only by the
+# scheduler leader.  `claimed` is a mark that only moves forward: every tick at or before it
+# was fired, is being fired or was skipped.  A tick is claimed (mark moved, invocation id
+# chosen) under the leader's epoch before its invocation is submitted, and `fired` follows
+# the submit: a claim with no `fired` yet (`pending` set) is submitted again by the next pass
+# under the same idempotency key and id, so a leader that crashed in between loses nothing
+# and doubles nothing.
+
+SCHEDULES = PREFIX + "schedules"                 # SET "FUNCTION SCHEDULE" of every schedule record
+
+
+def schedule(function: str, name: str) -> str:
+    """HASH: claimed (unix s, the mark), pending (the invocation id of a claimed tick not yet
+    submitted), fired (unix s of the last tick submitted), invocation (its id), missed (ticks
+    skipped by the catch-up policy), next (unix s of the next tick after the mark), sig (the
+    cron and time zone the mark was made under)."""
+    return f"{PREFIX}schedule:{{{function}}}:{name}"
+
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] schedule, KEYS[3] SCHEDULES
+# ARGV[1] epoch, ARGV[2] the mark it was decided from ("" for no record), ARGV[3] new mark,
+# ARGV[4] invocation id to fire at the new mark ("" : none, the mark only moves; an older
+# `pending` is dropped with it), ARGV[5]
+# ticks newly missed, ARGV[6] next tick, ARGV[7] sig, ARGV[8] "FUNCTION SCHEDULE"
+# Fenced by equality: only the current leader's epoch claims.  The claim is taken only when
+# the record's mark is still the one decided from and the new mark is later, so one tick is
+# claimed once, whoever asks.  Returns 1 if claimed, 0 if the epoch is not the leader's,
+# -1 if the record moved on (nothing done: the caller decides again next pass).
+SCHEDULE_CLAIM_TICK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local mark = redis.call('HGET', KEYS[2], 'claimed') or ''
+if mark ~= ARGV[2] then return -1 end
+if mark ~= '' and tonumber(ARGV[3]) <= tonumber(mark) then return -1 end
+redis.call('HSET', KEYS[2], 'claimed', ARGV[3], 'next', ARGV[6], 'sig', ARGV[7])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'pending', ARGV[4]) else redis.call('HDEL', KEYS[2], 'pending') end
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'missed', ARGV[5]) end
+redis.call('SADD', KEYS[3], ARGV[8])
+return 1
+"""
+
+# KEYS[1] schedule; ARGV[1] tick, ARGV[2] invocation id
+# The claimed tick's invocation was submitted: note it as the last fired (a later one already
+# noted wins) and clear `pending` if it was this tick's.  Not fenced: it records a fact.
+SCHEDULE_FIRED = """
+if tonumber(redis.call('HGET', KEYS[1], 'fired') or '-1') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'fired', ARGV[1], 'invocation', ARGV[2])
+end
+if redis.call('HGET', KEYS[1], 'claimed') == ARGV[1] then redis.call('HDEL', KEYS[1], 'pending') end
+return 1
+"""
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] SCHEDULES, KEYS[3..] schedule records
+# ARGV[1] epoch, ARGV[2..] their "FUNCTION SCHEDULE" members
+# Forget schedules no longer in any active spec (removed, or their function deleted), so one
+# added again starts afresh.  Returns 1, or 0 if the epoch is not the leader's.
+SCHEDULE_FORGET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 3, #KEYS do
+  redis.call('DEL', KEYS[i])
+  redis.call('SREM', KEYS[2], ARGV[i - 1])
+end
+return 1
+"""

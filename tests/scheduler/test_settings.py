@@ -22,6 +22,17 @@ def test_settings_from_env_and_overrides():
         SchedulerSettings(holder_id="a", interval=1.0, lease_ms=1000)   # lease under 3 intervals
 
 
+def test_schedule_settings_from_env():
+    s = SchedulerSettings.from_env({"GANTRY_SCHEDULE_CATCHUP": "0", "GANTRY_IDEMPOTENCY_TTL": "2h"})
+    assert (s.schedule_catchup, s.async_retention) == (0.0, 7200.0)
+    s = SchedulerSettings.from_env({})
+    assert (s.schedule_catchup, s.async_retention) == (3600.0, 86400.0)
+    with pytest.raises(ValueError, match="GANTRY_IDEMPOTENCY_TTL"):
+        SchedulerSettings.from_env({"GANTRY_IDEMPOTENCY_TTL": "0"})
+    with pytest.raises(ValueError, match="GANTRY_SCHEDULE_CATCHUP"):
+        SchedulerSettings.from_env({"GANTRY_SCHEDULE_CATCHUP": "-1m"})
+
+
 @pytest.mark.timeout(30)
 async def test_set_members_without_records_are_dropped(aredis):
     r = aredis

@@ -27,6 +27,7 @@ from .invoke import CONNECT_TIMEOUT, invoke
 from .load import LoadReporter
 from .metrics import Metrics
 from .protocol import GatewayRunner
+from .schedules_api import add_routes as add_schedule_routes
 from .settings import GatewaySettings
 from .tenantlimits import TENANT_LIMITS, tenant_limits_ctx
 from .upstream import UpstreamPool
@@ -181,6 +182,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     coord_api.add_routes(app)
     secrets_api.add_routes(app)
     usage.add_routes(app)
+    add_schedule_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get(openapi.PATH, openapi_json)

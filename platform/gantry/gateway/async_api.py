@@ -43,6 +43,8 @@ def _idempotency_key(request: web.Request) -> str:
     key = request.headers.get(IDEMPOTENCY_KEY)
     if key is None:
         return ""
+    if key.startswith("schedule:"):   # the schedules' own keys (scheduler.ticker)
+        raise ApiError(400, "bad_request", f"{IDEMPOTENCY_KEY}: keys starting with schedule: are reserved")
     if not _IDEM_RE.match(key):
         raise ApiError(400, "bad_request", f"{IDEMPOTENCY_KEY}: expected 1 to 255 printable ASCII characters "
                                            "without spaces")

@@ -394,6 +394,22 @@ SCHEMAS.update({
                         "target": {"type": "string"}, "detail": {"type": "object"}}),
 })
 
+# --- schedules (gateway/schedules_api.py; docs/async-schedules.md) ----------------------------
+_TICK = _nullable({"type": "string", "format": "date-time",
+                   "description": "ISO-8601 in the schedule's time zone, with its offset"})
+_UNIX = _nullable({"type": "integer", "description": "the same tick in unix seconds"})
+SCHEMAS["Schedule"] = _obj({
+    "function": _QNAME, "tenant": _TENANT_ID,
+    "name": {"type": "string", "description": "the [[schedules]] entry's name"},
+    "cron": {"type": "string"}, "timezone": {"type": "string", "description": "an IANA time zone"},
+    "priority": {"enum": ["high", "normal", "low"]},
+    "next": _TICK, "next_unix": _UNIX,
+    "last_fired": {**_TICK, "description": "the last tick fired (null: none yet)"}, "last_fired_unix": _UNIX,
+    "last_invocation": _nullable({"type": "string", "description": "the id of that tick's async invocation "
+                                                                   "(GET /v1/invocations/{id})"}),
+    "missed": {"type": "integer", "minimum": 0,
+               "description": "ticks skipped because the platform was down longer than the catch-up window"}})
+
 # (status, code, when): the gateway's errors.  Each operation lists the statuses it may answer;
 # its response for a status allows the codes of that status here that apply to it (INVOKE_ONLY
 # codes only on invoke).  A 500 `internal` is a bug in the gateway: no operation lists it.
@@ -826,6 +842,15 @@ PATHS: dict[str, dict[str, Any]] = {
         params=[{"name": "id", "in": "path", "required": True, "schema": _TENANT,
                  "description": "the tenant (a tenant key: its own only; any other is 404)"}, *_USAGE_PARAMS],
         description=_USAGE_DESCRIPTION)},
+    "/v1/schedules": {"get": _op(
+        "listSchedules", "schedules", "The [[schedules]] of the caller's functions (`gantry schedules ls`)",
+        {200: _json(_obj({"schedules": {"type": "array", "items": _ref("Schedule")}}),
+                    "each schedule of each function's active version, by function")},
+        (404, *_ADMIN_ERRORS),
+        params=[_TENANT_QUERY, {"name": "function", "in": "query", "required": False, "schema": _QNAME,
+                                "description": "only this function's (404 if there is no such function)"}],
+        description="A tenant's key sees its tenant's functions; the platform admin every tenant's, or one "
+                    "tenant's with `tenant`. Each tick fires one async invocation (docs/async-schedules.md).")},
     "/v1/audit": {"get": _op(
         "audit", "usage", "The audit trail of admin actions (`gantry audit`)",
         {200: _json(_obj({"entries": {"type": "array", "items": _ref("AuditEntry")},
@@ -969,6 +994,8 @@ DOCUMENT: dict[str, Any] = {
                                               "function's coordination token; names live in the caller's "
                                               "namespace)"},
              {"name": "usage", "description": "usage, cost and the audit trail (docs/tenants.md)"},
+             {"name": "schedules", "description": "cron schedules that fire async invocations "
+                                                  "(docs/async-schedules.md)"},
              {"name": "meta", "description": "health, metrics and this document"}],
     "paths": PATHS,
     "components": {

@@ -7,7 +7,8 @@ believes it leads.
 
 A full pass (``_iteration``) runs every ``interval``: reap (reaper.tend) every instance on
 every node, reconcile each function (reconcile.Reconciler), drain what is left of deleted
-functions, and forget dead nodes.  A "demand:NAME" or "fn:NAME" event on keys.EVENTS wakes
+functions, and forget dead nodes; about once a second it also fires the due ticks of
+[[schedules]] (gantry.scheduler.ticker).  A "demand:NAME" or "fn:NAME" event on keys.EVENTS wakes
 the loop to reconcile just that function at once: the cold-start path is one targeted
 pass (about ten Redis round trips), not a wait for the next tick.
 """
@@ -30,6 +31,7 @@ from .nodes import NodeWatch
 from .reaper import tend
 from .reconcile import Reconciler
 from .settings import SchedulerSettings
+from .ticker import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Scheduler:
         self.reconciler = Reconciler(self.store, settings)
         self.nodes = NodeWatch(settings.node_dead_after, settings.node_grace)
         self.accrual = Accrual(redis, settings.accrue_interval)
+        self.ticker = Ticker(redis, self.store, settings.schedule_catchup, settings.async_retention)
         # instance id -> (state, wall time first seen in it): unhealthy and stuck-command clocks
         self._state_since: dict[str, tuple[str, float]] = {}
         self._hinted: set[str] = set()              # functions to reconcile at once
@@ -126,6 +129,7 @@ class Scheduler:
         store = self.store
         names = await store.function_names()
         nodes, live, suspect, node_ids = await self._node_view(now)
+        await self.ticker.maybe(names, now, epoch)    # [[schedules]]: about once a second
 
         instances = await self._all_instances(names, node_ids)
         await self.accrual.maybe(instances, now)      # before tend: reaping accrues its own

@@ -84,7 +84,7 @@ def format_result(inv: dict[str, Any]) -> str | None:
     result, rtype = inv["result"], inv.get("result_type") or "no content type"
     if inv.get("result_encoding") == "base64":
         size = len(base64.b64decode(result))
-        return f"{size} bytes of {rtype} (`gantry invocations result {inv['id']}` writes them)"
+        return f"{size} bytes, not text (`gantry invocations result {inv['id']}` writes them)"
     if isinstance(result, str) and not rtype.split(";")[0].strip().endswith("json"):
         return result
     return json.dumps(result, indent=2, ensure_ascii=False)

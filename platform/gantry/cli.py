@@ -10,10 +10,7 @@ import sys
 import time
 
 from . import __version__
-
-
-class CLIError(Exception):
-    pass
+from .cli_error import CLIError
 
 
 def _progress(line: str) -> None:
@@ -120,7 +117,8 @@ def cmd_deploy(args) -> int:
     return 0
 
 
-def cmd_invoke(args) -> int:
+def _payload(args) -> tuple[bytes, str]:
+    """The body and content type ``-d`` gives: JSON (``null`` without -d), or @FILE's bytes."""
     data = args.data or ""
     if data.startswith("@"):
         try:
@@ -139,9 +137,19 @@ def cmd_invoke(args) -> int:
         except ValueError:
             if args.data and not data.startswith("@"):
                 raise CLIError("-d is not valid JSON (use -d @FILE to send a file as bytes)")
+    return body, content_type
+
+
+def cmd_invoke(args) -> int:
+    from .cli_async import invoke_async, invoke_headers
+
+    headers = invoke_headers(args)
+    body, content_type = _payload(args)
+    if args.async_:
+        return invoke_async(_client(args), args.name, body, content_type, headers)
     out = sys.stdout.buffer
     try:
-        for chunk in _client(args).invoke(args.name, body, content_type):
+        for chunk in _client(args).invoke(args.name, body, content_type, headers):
             out.write(chunk)
             if args.stream:
                 out.flush()
@@ -314,6 +322,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("-d", "--data", help="JSON body, or @FILE to send a file")
     sp.add_argument("--stream", action="store_true", help="print chunks as they arrive")
+    from .cli_async import add_commands as async_commands, add_invoke_arguments
+    add_invoke_arguments(sp)
     sp = add("ls", cmd_ls, "list functions with version and instances")
     sp.add_argument("--tenant", help="only this tenant's (platform admin; default: every tenant's)")
     sp = add("rm", cmd_rm, "delete a function and stop its instances")
@@ -342,6 +352,7 @@ def parser() -> argparse.ArgumentParser:
     usage_commands(add)
     from .cli_schedules import add_commands as schedule_commands
     schedule_commands(add, common)
+    async_commands(add, common)
     sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
     sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
     add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from gantry_runtime import wire
 from gantry_runtime.wire import parse_error
@@ -147,7 +147,9 @@ class Client:
                    api_key=api_key or os.environ.get("GANTRY_API_KEY") or file.get("api_key"))
 
     def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, *, answer: Callable[[Any], bool] | None = None):
+        """The response; an error status raises APIError, unless ANSWER(error) says that error
+        is itself the answer (an HTTPError reads like a response)."""
         hdrs = dict(headers or {})
         if self.api_key:
             hdrs["Authorization"] = f"Bearer {self.api_key}"
@@ -155,6 +157,8 @@ class Client:
         try:
             return urllib.request.urlopen(req, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
+            if answer is not None and answer(exc):
+                return exc
             raw = exc.read()
             err = parse_error(raw)
             if err is not None:
@@ -169,11 +173,12 @@ class Client:
             raw = resp.read()
         return json.loads(raw) if raw else None
 
-    def invoke(self, name: str, body: bytes, content_type: str) -> Iterator[bytes]:
+    def invoke(self, name: str, body: bytes, content_type: str,
+               headers: dict[str, str] | None = None) -> Iterator[bytes]:
         """Yield the response body as it arrives (streams arrive chunk by chunk).  A stream that
         fails part-way raises StreamError after the part that came: with the code and message
         of its error frame, or ``stream_broken`` when it was cut off without one."""
-        resp = self._request("POST", f"/v1/invoke/{name}", body, {"Content-Type": content_type})
+        resp = self._request("POST", f"/v1/invoke/{name}", body, {**(headers or {}), "Content-Type": content_type})
         tail = StreamTail(sse=resp.headers.get_content_type() == wire.EVENT_STREAM)
         with resp:
             while True:
@@ -211,3 +216,20 @@ class Client:
 
     def delete_secret(self, name: str, tenant: str | None = None) -> dict:
         return self.call("DELETE", f"/v1/secrets/{urllib.parse.quote(name)}{self._tenant_query(tenant)}")
+
+    # --- async invocations (docs/async.md) -------------------------------------------------
+
+    def submit_async(self, name: str, body: bytes, content_type: str, headers: dict[str, str]) -> dict:
+        """Queue an invocation of NAME: the 202's {"id", "state", "status_url", ...}."""
+        with self._request("POST", f"/v1/invoke/{name}/async", body,
+                           {**headers, "Content-Type": content_type}) as resp:
+            return json.loads(resp.read())
+
+    def invocation_result(self, inv_id: str) -> tuple[int, bytes]:
+        """A settled invocation's result: (the status its function answered, the bytes).  A
+        failed invocation's result comes with its 4xx or 5xx status, told apart from the
+        gateway's own errors (raised as APIError) by the invocation id header it carries."""
+        resp = self._request("GET", f"/v1/invocations/{urllib.parse.quote(inv_id, safe='')}/result",
+                             answer=lambda exc: bool(exc.headers.get(wire.INVOCATION_ID)))
+        with resp:
+            return resp.status, resp.read()

@@ -394,7 +394,7 @@ SCHEMAS.update({
                         "target": {"type": "string"}, "detail": {"type": "object"}}),
 })
 
-# --- schedules (gateway/schedules_api.py; docs/async-schedules.md) ----------------------------
+# --- schedules (gateway/schedules_api.py; docs/async.md) ----------------------------
 _TICK = _nullable({"type": "string", "format": "date-time",
                    "description": "ISO-8601 in the schedule's time zone, with its offset"})
 _UNIX = _nullable({"type": "integer", "description": "the same tick in unix seconds"})
@@ -850,7 +850,7 @@ PATHS: dict[str, dict[str, Any]] = {
         params=[_TENANT_QUERY, {"name": "function", "in": "query", "required": False, "schema": _QNAME,
                                 "description": "only this function's (404 if there is no such function)"}],
         description="A tenant's key sees its tenant's functions; the platform admin every tenant's, or one "
-                    "tenant's with `tenant`. Each tick fires one async invocation (docs/async-schedules.md).")},
+                    "tenant's with `tenant`. Each tick fires one async invocation (docs/async.md).")},
     "/v1/audit": {"get": _op(
         "audit", "usage", "The audit trail of admin actions (`gantry audit`)",
         {200: _json(_obj({"entries": {"type": "array", "items": _ref("AuditEntry")},
@@ -995,7 +995,7 @@ DOCUMENT: dict[str, Any] = {
                                               "namespace)"},
              {"name": "usage", "description": "usage, cost and the audit trail (docs/tenants.md)"},
              {"name": "schedules", "description": "cron schedules that fire async invocations "
-                                                  "(docs/async-schedules.md)"},
+                                                  "(docs/async.md)"},
              {"name": "meta", "description": "health, metrics and this document"}],
     "paths": PATHS,
     "components": {

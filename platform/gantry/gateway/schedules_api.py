@@ -1,6 +1,6 @@
 """GET /v1/schedules (`gantry schedules ls`): every [[schedules]] entry of the active version of
 each function the caller may see, with its next tick and what the scheduler last fired
-(docs/async-schedules.md).  Read-only: the scheduler leader alone writes schedule records."""
+(docs/async.md).  Read-only: the scheduler leader alone writes schedule records."""
 from __future__ import annotations
 
 import time

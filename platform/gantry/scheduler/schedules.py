@@ -7,7 +7,7 @@ Across a daylight-saving change croniter's rule holds: a wall time that does not
 day (02:30 when clocks go from 02:00 to 03:00) fires at the first time after the gap (03:00),
 and one that happens twice (02:30 when clocks go back) fires both times.
 
-The missed-tick policy (docs/async-schedules.md):
+The missed-tick policy (docs/async.md):
 - a schedule first seen (its function's first deploy, or a schedule added or whose cron or
   time zone changed) starts from now: ticks before that are never fired (no back-fill);
 - a tick at most ON_TIME seconds late is on time: every such tick fires, in order (a leader

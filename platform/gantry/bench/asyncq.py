@@ -163,11 +163,13 @@ def run_client(cfg: dict, timeout: float = 180) -> dict:
 def latency_figures(records: list[dict]) -> dict:
     """One batch's p50/p99 (ms) of queue-to-start (started - created, the records' own
     clocks), created-to-finished, and the caller's submit ack and submit-to-settled."""
-    good = [r for r in records if r.get("state") == "succeeded" and r.get("started") and r.get("created")]
+    good = [r for r in records if r.get("state") == "succeeded" and r.get("started") is not None
+            and r.get("created") is not None]
     out: dict = {"n": len(records), "succeeded": len(good),
                  "not_succeeded": [r.get("state") or r.get("error") for r in records if r not in good][:5]}
     series = {"queue_to_start_ms": [(r["started"] - r["created"]) * 1000 for r in good],
-              "created_to_finished_ms": [(r["finished"] - r["created"]) * 1000 for r in good if r.get("finished")],
+              "created_to_finished_ms": [(r["finished"] - r["created"]) * 1000 for r in good
+                                         if r.get("finished") is not None],
               "submit_ack_ms": [r["submit_ms"] for r in good],
               "submit_to_settled_ms": [r["settled_ms"] for r in good]}
     for name, values in series.items():

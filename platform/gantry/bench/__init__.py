@@ -12,9 +12,11 @@ BENCHMARKS.md between ``<!-- bench:begin`` and ``<!-- bench:end -->``:
 4. builds and redeploy until traffic has moved (``deploy``)
 5. scale from zero under a burst of 64 (``scale``)
 6. the hot-path microbenchmarks (benchmarks/hotpath_report.py)
+7. async invocations: submissions/s beside sync invokes/s, queue-to-start with a warm
+   instance (``async``)
 
 Every container it starts carries the run's node label and is removed at the end.
-Run: ``gantry bench [--quick] [--out FILE] [--no-render]`` or ``python -m gantry.bench``.
+Run: ``gantry bench [--quick] [--only SECTIONS] [--out FILE] [--no-render]`` or ``python -m gantry.bench``.
 """
 from .runner import run
 

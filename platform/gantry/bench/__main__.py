@@ -1,4 +1,4 @@
-"""python -m gantry.bench [--faults] [--quick] [--out FILE] [--no-render] [--render-only FILE]"""
+"""python -m gantry.bench [--faults] [--quick] [--only NAMES] [--out FILE] [--no-render] [--render-only FILE]"""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +8,13 @@ import signal
 import sys
 
 
-def default_out(quick: bool) -> str:
+def default_out(quick: bool, only: list[str] | None = None) -> str:
     from .runner import repo_root
 
     root = repo_root()
     name = "quick.json" if quick else "latest.json"
+    if only:     # a partial run never replaces the full run's results
+        name = "only-" + "+".join(sorted(only)) + ("-quick.json" if quick else ".json")
     if root:
         return os.path.join(root, "benchmarks", "results", name)
     return os.path.abspath(f"gantry-bench-{name}")
@@ -22,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer and shorter repeats (under 2 minutes)")
     p.add_argument("--out", metavar="FILE", help="results JSON (default: benchmarks/results/latest.json, "
                                                   "or quick.json with --quick)")
+    p.add_argument("--only", metavar="NAMES", help="comma-separated sections to run (runner.CEILINGS: e.g. "
+                                                   "warm,async); results go to benchmarks/results/only-NAMES.json and "
+                                                   "are not rendered. With --faults: scenario keys")
     p.add_argument("--no-render", action="store_true", help="do not write the tables into BENCHMARKS.md")
     p.add_argument("--render-only", metavar="FILE", help="render an earlier results JSON; measure nothing")
     p.add_argument("--markdown", metavar="FILE", help="the file to render into (default: the checkout's BENCHMARKS.md)")
@@ -75,10 +80,24 @@ def main_args(args) -> int:
 
         return faults_main(args)
     from . import render
-    from .runner import run
+    from .runner import CEILINGS, run
 
-    results = results_of(args, lambda: run(quick=args.quick), default_out, "BENCHMARKS.md", render)
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    unknown = sorted(set(only or ()) - set(CEILINGS))
+    if unknown:
+        print(f"gantry bench: error: no section named {', '.join(unknown)} (sections: {', '.join(CEILINGS)})",
+              file=sys.stderr)
+        return 2
+    if only and not args.no_render and not args.render_only:
+        # the generated block holds one whole run: a partial one would blank the other sections
+        print("gantry bench: a --only run is not rendered into BENCHMARKS.md (its results file has the figures)",
+              file=sys.stderr)
+        args.no_render = True
+    results = results_of(args, lambda: run(quick=args.quick, only=set(only) if only else None),
+                         lambda quick: default_out(quick, only), "BENCHMARKS.md", render)
     for goal in results.get("goals", []):
+        if only and goal["status"] == "not measured":
+            continue
         print(f"{goal['status']:>12}  {goal['goal']} ({goal['target']}): {goal['value']}  [{goal['why']}]")
     if results.get("errors"):
         for name, err in results["errors"].items():

@@ -46,7 +46,8 @@ TITLES = {"warm": "1. Warm invocation: trivial JSON echo, one container",
           "scale": "5. Scale from zero under a burst",
           "density": "6. Density: functions with default manifests on this node",
           "hotpath": "7. Hot path (ns per operation)",
-          "tenancy": "8. Tenant resolution on the invoke path"}
+          "tenancy": "8. Tenant resolution on the invoke path",
+          "async": "9. Async invocations: submissions and queue-to-start with a warm instance"}
 
 
 def render(results: dict, results_path: str | None = None) -> str:
@@ -81,7 +82,8 @@ def render(results: dict, results_path: str | None = None) -> str:
                               (TITLES["scale"], s.get("scale"), _scale),
                               (TITLES["density"], s.get("density"), _density),
                               (TITLES["hotpath"], s.get("hotpath"), _hotpath),
-                              (TITLES["tenancy"], s.get("tenancy"), _tenancy)):
+                              (TITLES["tenancy"], s.get("tenancy"), _tenancy),
+                              (TITLES["async"], s.get("async"), render_async)):
         out += ["", f"### {title}", ""] + (body(data) if data else ["not measured in this run"])
     out += ["", END]
     return "\n".join(out) + "\n"
@@ -105,6 +107,43 @@ def _tenancy(t: dict) -> list[str]:
                         fmt(g(t, "ratios", c, "many_keys_over_admin_p50_ms")),
                         fmt(g(t, "ratios", c, "tenant_key_rps_vs_admin"), 3),
                         fmt(g(t, "ratios", c, "many_keys_rps_vs_admin"), 3)] for c in ("1", "64")])]
+    return out
+
+
+def render_async(a: dict) -> list[str]:
+    """The async section's tables (also used by hand for a single-section run's notes)."""
+    fn = a["function"]
+    out = [f"An async echo ({fn['cpu']:g} CPU, concurrency {fn['concurrency']}, instances {fn['instances']}); "
+           f"{a['client']}. Per round: {a['submissions_per_round']:,} submissions (`POST /v1/invoke/NAME/async`, "
+           f"distinct bodies) from {a['clients']} clients and as many sync invokes of the same function from the same "
+           "client (order alternating), each after the previous one's work has run; then one-at-a-time "
+           f"submissions ({a['latency']['single']['per_batch']}) and a burst ({a['latency']['burst']['per_batch']}), "
+           f"each read back with `GET /v1/invocations/ID?wait=`; {a['rounds']} rounds.", ""]
+    rows = []
+    for label, x, ok in (("async submit (202)", a["submit"], "accepted"), ("sync invoke (200)", a["sync"], "ok")):
+        rows.append([label, fmt(x["rps"], 0), fmt(x["p50_ms"], 1), fmt(x["p99_ms"], 1), fmt(x["client_cores"], 2),
+                     f"{x['errors']} / {x['requests']:,}"])
+    out.append(table(["requests", "per s", "p50 ms", "p99 ms", "client CPU (cores)", "errors / requests"], rows))
+    states = ", ".join(f"{v:,} {k}" for k, v in sorted(a["drained"]["states"].items()))
+    out += ["", f"Submissions per second vs sync invokes per second (paired per round): "
+            f"{fmt(a['submit_vs_sync_rps'], 2)}x. The dispatcher ran the submitted work at "
+            f"{fmt(a['executed_per_s'], 0)} invocations/s (N over first created to last finished); settled: {states}.",
+            ""]
+    rows = []
+    labels = (("queue_to_start_ms", "queue to start (`started − created`, the records)"),
+              ("created_to_finished_ms", "created to finished (the records)"),
+              ("submit_ack_ms", "submit answered (202), the caller"),
+              ("submit_to_settled_ms", "submit to settled seen (`?wait=`), the caller"))
+    for kind in ("single", "burst"):
+        lat = a["latency"][kind]
+        for key, label in labels:
+            rows.append([f"{'one at a time' if kind == 'single' else 'burst of ' + str(lat['per_batch'])}", label,
+                         fmt(lat[key]["p50"], 2), fmt(lat[key]["p99"], 2)])
+    out.append(table(["submitted", "ms", "p50", "p99"], rows))
+    single, burst = a["latency"]["single"], a["latency"]["burst"]
+    out += ["", f"Each p50 and p99 is one batch's own (nearest rank), then the median [min–max] over batches; "
+            f"{single['succeeded']} of {single['invocations']} one-at-a-time and {burst['succeeded']} of "
+            f"{burst['invocations']} burst invocations succeeded. {a['latency']['wait_poll']}."]
     return out
 
 

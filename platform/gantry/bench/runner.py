@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import cold, density, deploy, goals, machine, scale, stream, tenancy, warm
+from . import asyncq, cold, density, deploy, goals, machine, scale, stream, tenancy, warm
 from .stack import Stack
 from .stats import summary
 
@@ -24,7 +24,7 @@ LIMITS = {"full": 870.0, "quick": 175.0}          # seconds: stop starting repea
 # Ceilings per section (seconds), full / quick: a section starts no new repeat past its own.
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
             "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60),
-            "tenancy": (60, 20)}
+            "tenancy": (60, 20), "async": (150, 45)}
 
 
 def repo_root() -> str | None:
@@ -117,8 +117,13 @@ def _git_changed(root: str | None) -> list[str] | None:
 
 
 def run(quick: bool = False, only: set[str] | None = None) -> dict:
-    """Measure; return the results dict (also when a section failed: see ``errors``)."""
+    """Measure; return the results dict (also when a section failed: see ``errors``).  ONLY:
+    the names of the sections to run (keys of CEILINGS); None runs them all."""
     import docker
+
+    unknown = sorted(set(only or ()) - set(CEILINGS))
+    if unknown:
+        raise ValueError(f"no section named {', '.join(unknown)} (sections: {', '.join(CEILINGS)})")
 
     mode = "quick" if quick else "full"
     try:
@@ -130,7 +135,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
     root = repo_root()
     work = tempfile.mkdtemp(prefix="gantry-bench-fn-")
     ctx = Context(quick=quick, docker=docker_client, budget=Budget(LIMITS[mode]), repo_root=root, fn_dir=work)
-    results: dict = {"schema": SCHEMA, "mode": mode,
+    results: dict = {"schema": SCHEMA, "mode": mode, "only": sorted(only) if only else None,
                      "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                      "git_commit": _git_commit(root), "git_changed": _git_changed(root), "machine": machine.describe(docker_client),
                      "sections": {}, "errors": {}}
@@ -163,6 +168,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
         ctx.stack.start()
         section("warm", warm.measure)
         section("tenancy", tenancy.measure)
+        section("async", asyncq.measure)
         section("streaming", stream.measure)
         section("cold_start", cold.measure)
         section("redeploy", deploy.redeploy, lambda v: sections.setdefault("deploy", {}).__setitem__("redeploy", v))

@@ -44,7 +44,7 @@ def test_machine_named_and_run_bounded(results):
     assert m["cores"] >= 1 and m["cores_usable"] >= 1 and m["memory_gib"] > 0
     assert m["docker"] and m["wrk"] and m["nginx"]
     assert results["errors"] == {}
-    assert 0 < results["elapsed_s"] < 200, results["elapsed_s"]
+    assert 0 < results["elapsed_s"] < 240, results["elapsed_s"]   # LIMITS["quick"] and the last section
 
 
 def test_every_section_present_with_positive_figures(results):

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .. import keys
+from ..cancellation import raise_if_cancelled
 from ..store import ScriptRunner
 from . import signing
 from .model import Invocation
@@ -369,6 +370,7 @@ class Deliverer:
                     raise
                 except Exception as exc:      # Redis away: look again after the poll
                     log.warning("callback claim failed", extra={"error": repr(exc)})
+                raise_if_cancelled()
                 if len(self.inflight) >= self.concurrency:
                     # every slot taken: more may be due; look again as soon as one frees
                     await asyncio.wait(self.inflight, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)

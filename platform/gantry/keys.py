@@ -1309,3 +1309,96 @@ for i = 3, #KEYS do
 end
 return 1
 """
+
+
+# --- async invocations: callbacks (gantry.invocations.callbacks) ---------------------------
+# A settled invocation with a callback_url is in ASYNC_CALLBACKS, scored by when its next POST
+# is due (ASYNC_SETTLE adds it, due at once).  A deliverer (any gateway) claims due ids by
+# moving their score a lease ahead: if it stops mid-POST, the id falls due again when the
+# lease ends and any gateway takes it up.  Each claim takes the record's next
+# `callback_lease` (a fencing token), and an outcome is stored only with the current one, so
+# a deliverer whose lease ran out cannot overwrite its successor's.  Record fields used here:
+# callback_state (waiting, pending, delivering, delivered, failed), callback_attempts,
+# callback_status, callback_error, callback_next, callback_delivered, callback_updated,
+# callback_lease, callback_deliverer, callback_for (the `finished` time the attempts count
+# for: a replayed invocation settles again with a new one and starts a new series).
+
+# STRING: the platform's callback signing secret (32 random bytes), SET NX by the first
+# gateway that needs it, so every replica signs alike; unused when GANTRY_CALLBACK_SECRET(_FILE)
+# is set.  Losing it (Redis data lost) makes a new one: receivers must fetch the secret again.
+CALLBACK_SECRET = PREFIX + "async:callback-secret"
+
+# KEYS[1] ASYNC_CALLBACKS
+# ARGV[1] now, ARGV[2] lease end (now + lease), ARGV[3] INVOCATION_PREFIX, ARGV[4] how many at
+# most, ARGV[5] deliverer id, ARGV[6] attempts allowed in all
+# Claim the callbacks due by now: each becomes `delivering` with attempts + 1 and is due again
+# at the lease end.  Ids with nothing to deliver (record gone or expired, not settled: replayed
+# meanwhile, or already delivered or failed) leave the set.  One whose last allowed attempt was
+# claimed and never reported (its deliverer stopped) is `failed` instead.
+# Returns {id, token, attempt, ...} for each claimed.
+ASYNC_CALLBACK_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(due) do
+  local rec = ARGV[3] .. id
+  local f = redis.call('HMGET', rec, 'state', 'callback_url', 'callback_state', 'finished', 'callback_for')
+  local settled = f[1] == 'succeeded' or f[1] == 'failed' or f[1] == 'dead'
+  if (not settled) or (not f[2]) or (f[3] ~= 'pending' and f[3] ~= 'delivering') then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    if f[4] ~= f[5] then
+      redis.call('HSET', rec, 'callback_for', f[4] or '', 'callback_attempts', 0)
+      redis.call('HDEL', rec, 'callback_status', 'callback_error', 'callback_next', 'callback_delivered')
+    end
+    local token = redis.call('HINCRBY', rec, 'callback_lease', 1)
+    local attempt = redis.call('HINCRBY', rec, 'callback_attempts', 1)
+    if attempt > tonumber(ARGV[6]) then
+      redis.call('HSET', rec, 'callback_attempts', attempt - 1, 'callback_state', 'failed',
+                 'callback_updated', ARGV[1],
+                 'callback_error', 'the last delivery attempt was lost: its gateway stopped before it ended')
+      redis.call('HDEL', rec, 'callback_next')
+      redis.call('ZREM', KEYS[1], id)
+    else
+      redis.call('HSET', rec, 'callback_state', 'delivering', 'callback_deliverer', ARGV[5],
+                 'callback_updated', ARGV[1])
+      redis.call('ZADD', KEYS[1], ARGV[2], id)
+      out[#out + 1] = id
+      out[#out + 1] = token
+      out[#out + 1] = attempt
+    end
+  end
+end
+return out
+"""
+
+# KEYS[1] invocation, KEYS[2] ASYNC_CALLBACKS
+# ARGV[1] token (callback_lease), ARGV[2] callback state (delivered, pending or failed), ARGV[3]
+# now, ARGV[4] when the next attempt is due (pending only), ARGV[5] the receiver's status ("":
+# it gave none), ARGV[6] error ("": none)
+# Store one POST's outcome if TOKEN is still current: `pending` is due again at ARGV[4];
+# `delivered` and `failed` leave the set.  Returns 1, or 0 when the claim was lost (or the
+# record is gone).
+ASYNC_CALLBACK_OUTCOME = """
+if redis.call('HGET', KEYS[1], 'callback_lease') ~= ARGV[1] then return 0 end
+local id = redis.call('HGET', KEYS[1], 'id')
+redis.call('HSET', KEYS[1], 'callback_state', ARGV[2], 'callback_updated', ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'callback_status', ARGV[5])
+else
+  redis.call('HDEL', KEYS[1], 'callback_status')
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'callback_error', ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], 'callback_error')
+end
+if ARGV[2] == 'pending' then
+  redis.call('HSET', KEYS[1], 'callback_next', ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[4], id)
+else
+  redis.call('HDEL', KEYS[1], 'callback_next')
+  redis.call('ZREM', KEYS[2], id)
+  if ARGV[2] == 'delivered' then redis.call('HSET', KEYS[1], 'callback_delivered', ARGV[3]) end
+end
+return 1
+"""

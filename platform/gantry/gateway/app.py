@@ -11,7 +11,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from . import admin, async_api, coord_api, openapi, secrets_api, tenants_api, usage
+from . import admin, async_api, callbacks_api, coord_api, openapi, secrets_api, tenants_api, usage
 from .admission import Admission
 from ..store import Store
 from ..tenants.store import TenantStore
@@ -174,7 +174,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[ADMISSION] = Admission(settings.rate_limit, settings.rate_burst)
     app[ADMIN_ADMISSION] = Admission(settings.admin_rate_limit, settings.admin_rate_burst,
                                      "admin API rate limit exceeded")
-    app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx, tenant_limits_ctx, usage.usage_ctx, dispatch_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx, tenant_limits_ctx, usage.usage_ctx, dispatch_ctx,
+                            callbacks_api.callbacks_ctx])
     app.router.add_post("/v1/invoke/{name}", invoke)
     async_api.add_routes(app)
     admin.add_routes(app)
@@ -183,6 +184,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     secrets_api.add_routes(app)
     usage.add_routes(app)
     add_schedule_routes(app)
+    callbacks_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get(openapi.PATH, openapi_json)

@@ -2,9 +2,9 @@
 
 An entry says who (the key id, never a key), when, in which tenant, what (``function.deploy``,
 ``function.delete``, ``function.scale``, ``key.create``, ``key.revoke``, ``tenant.create``,
-``tenant.update``, ``tenant.remove``, ``secret.set``, ``secret.remove``) and to what.  The
-action has happened by the time it is recorded, so a failure to record it (Redis gone for a
-moment) is logged and never turns the caller's success into an error.
+``tenant.update``, ``tenant.remove``, ``secret.set``, ``secret.remove``, ``callback_secret.read``)
+and to what.  The action has happened by the time it is recorded, so a failure to record it
+(Redis gone for a moment) is logged and never turns the caller's success into an error.
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from gantry_runtime.wire import ErrorCode
 from .. import state
 from ..manifest import (MAX_RETRIES, MAX_SCHEDULES, PRIORITIES, SCHEDULE_NAME_RE, MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
                         MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
+from ..invocations import signing
 from ..quantities import format_size
 from ..tenants.apikeys import KEY_RE, MAX_KEY_FUNCTIONS, MAX_NOTE
 from ..tenants.model import (FEATURE_RE, MAX_FEATURES, MAX_TENANT_NAME, QUOTA_FIELDS, TENANT_ID_RE, Isolation,
@@ -824,6 +825,19 @@ PATHS: dict[str, dict[str, Any]] = {
                       description="Functions that name it fail their next start (an instance running keeps "
                                   "its value until it stops); a deploy naming it is refused."),
     },
+    "/v1/callbacks/secret": {"get": _op(
+        "callbackSecret", "secrets", "The secret the tenant's async invocation callbacks are signed with",
+        {200: _json(_obj({"tenant": _TENANT_ID,
+                          "secret": {"type": "string", "pattern": "^([0-9a-f]{2})+$",
+                                     "description": "the HMAC key, hex: a receiver uses the bytes it encodes"},
+                          "algorithm": {"const": signing.ALGORITHM}, "header": {"const": signing.HEADER}}),
+                    "the tenant's signing secret")},
+        (404, *_ADMIN_ERRORS), params=[_TENANT_QUERY],
+        description="Needs a key whose scope allows `secrets` (admin, tenant-admin); each read is audited "
+                    "(`callback_secret.read`). A callback POST carries `X-Gantry-Signature: t=<unix seconds>,"
+                    "v1=<hex HMAC-SHA256 of \"<t>.\" + body>` (docs/async.md). A tenant's secret is "
+                    "derived from the platform's (`GANTRY_CALLBACK_SECRET`, or one the gateways make and keep in "
+                    "Redis) and changes with it.")},
     "/v1/nodes": {"get": _op(
         "listNodes", "nodes", "Live worker nodes, their capacity and what is placed on them",
         {200: _json(_obj({"nodes": {"type": "array", "items": _ref("Node")}}), "the nodes whose heartbeat is live")},

@@ -20,7 +20,6 @@ it again, ``X-Gantry-Delivery`` one higher): receivers should deduplicate by
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from .. import keys
 from ..cancellation import raise_if_cancelled
 from ..store import ScriptRunner
 from . import signing
-from .model import Invocation
+from .model import Invocation, decoded_result as decode_result
 
 log = logging.getLogger("gantry.callbacks")
 
@@ -80,31 +79,6 @@ def check_callback_url(url: str) -> str | None:
     if parts.username is not None or parts.password is not None:
         return "X-Callback-Url: must not carry credentials (verify the X-Gantry-Signature header instead)"
     return None
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
-def decode_result(inv: Invocation) -> tuple[Any, str | None]:
-    """(the result as a JSON value, its encoding): a JSON result as itself; text as a string;
-    anything else (or text that is not UTF-8, JSON that does not parse) as base64 with the
-    encoding "base64", for the view's ``result_encoding``.  (None, None) without a result."""
-    raw = inv.result
-    if raw is None:
-        return None, None
-    if _is_json(inv.result_type):
-        try:
-            return json.loads(raw), None
-        except ValueError:
-            pass
-    elif inv.result_type.lower().startswith("text/"):
-        try:
-            return raw.decode("utf-8"), None
-        except UnicodeDecodeError:
-            pass
-    return base64.b64encode(raw).decode("ascii"), "base64"
 
 
 def payload(inv: Invocation) -> dict[str, Any]:

@@ -3,7 +3,9 @@ means (settle, retry or give up), how long to wait before a retry, and in which 
 dispatcher reads the three priorities.  No I/O here (gantry.invocations.store does it)."""
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -166,27 +168,29 @@ def read_order(tick: int) -> tuple[str, ...]:
     return (first,) + tuple(p for p in PRIORITIES if p != first)
 
 
-def decoded_result(inv: Invocation) -> tuple[Any, str | None]:
-    """An invocation's result as JSON can carry it, and its encoding: a JSON result as its
-    value, text as a string, other bytes as base64 (encoding "base64")."""
-    import base64
-    import json
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
-    data = inv.result
-    if data is None:
+
+def decoded_result(inv: Invocation) -> tuple[Any, str | None]:
+    """(the result as a JSON value, its encoding): a JSON result as itself; text as a string;
+    anything else (or text that is not UTF-8, JSON that does not parse) as base64 with the
+    encoding "base64", for the view's ``result_encoding``.  (None, None) without a result."""
+    raw = inv.result
+    if raw is None:
         return None, None
-    ctype = inv.result_type.split(";", 1)[0].strip().lower()
-    if ctype == "application/json" or ctype.endswith("+json"):
+    if _is_json(inv.result_type):
         try:
-            return json.loads(data) if data else None, None
+            return json.loads(raw), None
         except ValueError:
             pass
-    if ctype.startswith("text/") or ctype in ("application/json", ""):
+    elif inv.result_type.lower().startswith("text/"):
         try:
-            return data.decode(), None
+            return raw.decode("utf-8"), None
         except UnicodeDecodeError:
             pass
-    return base64.b64encode(data).decode(), "base64"
+    return base64.b64encode(raw).decode("ascii"), "base64"
 
 
 def view(inv: Invocation) -> dict[str, Any]:

@@ -1044,8 +1044,9 @@ def invocation(invocation_id: str) -> str:
     """HASH, fields plain strings (gantry.invocations.model.Invocation): id, function, tenant,
     state, priority, attempts, lease, created, updated, started, finished, next_at, deadline,
     body, content_type, body_hash, status, result, result_type, error_code, error, instance,
-    consumer, callback_url, callback_state, callback_attempts, callback_error,
-    idempotency_key, source, schedule.  EXPIREs a retention after it settles."""
+    consumer, entry (its stream entry id while in line), replays, idempotency_key, source,
+    schedule, and the callback's fields (callback_url, callback_state and the others named in
+    the "callbacks" section below).  EXPIREs a retention after it settles."""
     return INVOCATION_PREFIX + invocation_id
 
 
@@ -1240,6 +1241,9 @@ local entry = redis.call('XADD', KEYS[2], '*', 'id', redis.call('HGET', KEYS[1],
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'deadline', ARGV[2], 'updated', ARGV[1],
            'entry', entry, 'replays', (tonumber(redis.call('HGET', KEYS[1], 'replays') or '0') + 1))
 redis.call('HDEL', KEYS[1], 'finished', 'status', 'result', 'result_type', 'error_code', 'error', 'instance')
+if redis.call('HGET', KEYS[1], 'callback_url') then
+  redis.call('HSET', KEYS[1], 'callback_state', 'waiting')   -- a new settle starts a new delivery
+end
 redis.call('PERSIST', KEYS[1])
 redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 return state

@@ -341,8 +341,8 @@ def _schedules(entries: Any, fail) -> tuple[Schedule, ...]:
         seen.add(name)
         cron = entry.get("cron")
         if not isinstance(cron, str) or not croniter.is_valid(cron) or len(cron.split()) not in (5, 6):
-            raise fail(f"{where}.cron", f'expected a cron expression like "*/5 * * * *" '
-                                        f"(minute hour day month weekday), got {_shown(cron)}")
+            raise fail(f"{where}.cron", f'expected a cron expression like "*/5 * * * *" (minute hour day '
+                                        f"month weekday, and an optional sixth field of seconds), got {_shown(cron)}")
         tz = entry.get("timezone", "UTC")
         try:
             if not isinstance(tz, str) or not tz:

@@ -558,3 +558,67 @@ def test_example_echo_bytes(start):
     rt = start("main:handle", code_dir=EXAMPLES / "echo-bytes")
     status, headers, body = request(rt.url, body=b"abc", headers={"Content-Type": "application/octet-stream"})
     assert status == 200 and body == b"cba" and headers["Content-Type"] == "application/octet-stream"
+
+
+# --- async attempts (gantry_runtime.detached) ----------------------------------------------
+
+def _attempt(inv_id: str, attempt: int) -> dict[str, str]:
+    return {wire.INVOCATION_ID: inv_id, wire.ATTEMPT: str(attempt)}
+
+
+def _runs(rt: Runtime, inv_id: str) -> int:
+    return sum(1 for rec in rt.logs() if rec.get("msg") == "invoke" and rec.get("invocation_id") == inv_id)
+
+
+def test_an_async_attempt_outlives_its_connection_and_is_told_again_without_running_again(start):
+    rt = start("slow:aio")
+    sock = socket.create_connection(("127.0.0.1", rt.port), timeout=5)
+    body = b'{"seconds": 1}'
+    head = "".join(f"{k}: {v}\r\n" for k, v in _attempt("a" * 32, 1).items())
+    sock.sendall(b"POST /invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + head.encode()
+                 + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    end = time.monotonic() + 5
+    while health(rt.url)[1]["inflight"] < 1 and time.monotonic() < end:
+        time.sleep(0.02)
+    sock.close()             # the dispatcher is gone; an ordinary invocation would be cancelled here
+    status, hdrs, out = invoke(rt.url, {"seconds": 1}, _attempt("a" * 32, 1))   # joins the run
+    assert status == 200 and json.loads(out) == {"slept": 1} and hdrs[wire.ATTACHED] == "1"
+    again = invoke(rt.url, {"seconds": 1}, _attempt("a" * 32, 1))              # told again, at once
+    assert again[0] == 200 and again[1][wire.ATTACHED] == "1" and json.loads(again[2]) == {"slept": 1}
+    wait_idle(rt)
+    assert _runs(rt, "a" * 32) == 1
+    # the next attempt of the same invocation is a new run
+    status, hdrs, out = invoke(rt.url, {"seconds": 0}, _attempt("a" * 32, 2))
+    assert status == 200 and wire.ATTACHED not in hdrs and _runs(rt, "a" * 32) == 2
+
+
+def test_concurrent_asks_for_one_attempt_share_one_run(start):
+    rt = start("slow:sync")
+    results: list[tuple[int, dict, bytes]] = []
+
+    def ask() -> None:
+        results.append(invoke(rt.url, {"seconds": 0.5}, _attempt("b" * 32, 1)))
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(r[0] for r in results) == [200, 200, 200]
+    assert sum(1 for r in results if r[1].get(wire.ATTACHED) == "1") == 2
+    wait_idle(rt)
+    assert _runs(rt, "b" * 32) == 1
+
+
+def test_an_attempt_refused_at_capacity_is_not_kept(start):
+    rt = start("slow:sync", GANTRY_CONCURRENCY="1")
+    holder = threading.Thread(target=invoke, args=(rt.url, {"seconds": 1}))
+    holder.start()
+    end = time.monotonic() + 5
+    while health(rt.url)[1]["inflight"] < 1 and time.monotonic() < end:
+        time.sleep(0.02)
+    refused = invoke(rt.url, {"seconds": 0}, _attempt("c" * 32, 1))
+    assert refused[0] == 503
+    holder.join(10)
+    status, hdrs, _ = invoke(rt.url, {"seconds": 0}, _attempt("c" * 32, 1))
+    assert status == 200 and wire.ATTACHED not in hdrs      # it ran now: the 503 was not its outcome

@@ -84,7 +84,8 @@ class Invocation:
             callback = {"url": _text(raw, "callback_url"), "state": _text(raw, "callback_state", "waiting"),
                         "attempts": int(_text(raw, "callback_attempts", "0")),
                         "error": _text(raw, "callback_error") or None,
-                        "status": int(_text(raw, "callback_status")) if _text(raw, "callback_status") else None}
+                        "status": int(_text(raw, "callback_status")) if _text(raw, "callback_status") else None,
+                        "delivered": _num(raw, "callback_delivered"), "next_at": _num(raw, "callback_next")}
         result = get(b"result", get("result"))
         body = get(b"body", get("body"))
         return cls(id=_text(raw, "id"), function=_text(raw, "function"), tenant=_text(raw, "tenant"),

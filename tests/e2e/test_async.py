@@ -245,3 +245,103 @@ def test_kill_the_gateway_during_1000_submissions(platform, work_build):
           f"ran twice {sum(1 for n in ran if n > 1)}")
     assert len(accepted) == 1000 and len(set(ids)) == 1000 and first_failed[0] > 0
     assert succeeded == 1000 and ran == [1] * 1000
+
+
+def _one_at_a_time(build, **async_policy) -> dict:
+    spec = _spec(build)
+    spec["scaling"]["concurrency"] = 1
+    spec["async"].update(async_policy)
+    return spec
+
+
+def _block(p: Platform, seconds: float) -> str:
+    """Submit work that holds the function's only slot; return once it runs."""
+    blocker = submit(p, "async-work", {"n": -1, "sleep": seconds})[1]["id"]
+    p.wait("the blocker running", lambda: get(p, blocker)["state"] == "running", timeout=60)
+    return blocker
+
+
+def test_high_priority_first_and_low_not_starved_and_cancel(platform, work_build):
+    """One slot: while a blocker runs, 10 low then 10 high are queued and one more is
+    cancelled; then they run one at a time: high first, low not starved, the cancelled never."""
+    platform.deploy("async-work", work_build.image, _one_at_a_time(work_build))
+    blocker = _block(platform, 3)
+    low = [submit(platform, "async-work", {"n": i}, **{"X-Gantry-Priority": "low"})[1]["id"] for i in range(10)]
+    high = [submit(platform, "async-work", {"n": 100 + i}, **{"X-Gantry-Priority": "high"})[1]["id"]
+            for i in range(10)]
+    doomed = submit(platform, "async-work", {"n": 999})[1]["id"]
+    status, _, body = http(platform, "DELETE", f"/v1/invocations/{doomed}")
+    assert status == 200 and json.loads(body)["was"] == "queued"
+    assert http(platform, "DELETE", f"/v1/invocations/{blocker}")[0] == 409      # running: not cancellable
+    done = wait_settled(platform, [blocker, *low, *high, doomed], timeout=90)
+    order = sorted(low + high, key=lambda i: done[i]["started"])
+    first_ten = order[:10]
+    print(f"\npriority: of the first 10 to start after the blocker, {sum(i in high for i in first_ten)} high, "
+          f"{sum(i in low for i in first_ten)} low")
+    assert order[0] in high                                   # high is served first...
+    assert sum(i in high for i in first_ten) >= 7             # ...mostly...
+    assert any(i in low for i in first_ten)                   # ...and low is not starved behind it
+    assert done[doomed]["state"] == "cancelled" and doomed not in wait_logs(platform, "async-work", [blocker])
+
+
+def test_an_invocation_that_waits_past_its_max_event_age_expires(platform, work_build):
+    platform.deploy("async-work", work_build.image, _one_at_a_time(work_build, max_event_age="1s"))
+    blocker = _block(platform, 3)
+    late = submit(platform, "async-work", {"n": 1})[1]["id"]
+    done = wait_settled(platform, [blocker, late], timeout=60)
+    assert done[blocker]["state"] == "succeeded"
+    assert done[late]["state"] == "expired" and done[late]["attempts"] == 0
+    assert late in [i["id"] for i in json.loads(http(platform, "GET", "/v1/dlq")[2])["invocations"]]
+
+
+def test_a_signed_callback_reaches_a_receiver_that_checks_it(platform, work_build):
+    import http.server
+    from gantry.invocations import signing
+
+    secret = bytes.fromhex(platform.client.call("GET", "/v1/callbacks/secret")["secret"])
+    received: list[tuple[bool, dict]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            ok = signing.verify(secret, self.headers.get("X-Gantry-Signature", ""), body, time.time())
+            received.append((ok, json.loads(body)))
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        platform.deploy("async-work", work_build.image, _spec(work_build))
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        _, sub = submit(platform, "async-work", {"n": 5}, **{"X-Callback-Url": url})
+        platform.wait("the callback", lambda: received, timeout=60)
+        ok, payload = received[0]
+        assert ok and payload["id"] == sub["id"] and payload["result"]["n"] == 5
+        platform.wait("delivery recorded", lambda: get(platform, sub["id"])["callback"]["state"] == "delivered",
+                      timeout=10)
+        time.sleep(0.5)
+        assert len(received) == 1
+        # a forged signature is refused by the same check
+        assert not signing.verify(secret, signing.sign(b"x" * 32, b"{}", int(time.time())), b"{}", time.time())
+    finally:
+        server.shutdown()
+
+
+def test_a_schedule_fires_async_invocations_each_tick(platform, work_build):
+    spec = _spec(work_build)
+    spec["schedules"] = [{"name": "every-second", "cron": "* * * * * *", "payload": {"n": 42}}]
+    platform.deploy("async-work", work_build.image, spec)
+
+    def fired():
+        rows = platform.client.call("GET", "/v1/schedules")["schedules"]
+        return rows and rows[0]["last_invocation"]
+
+    first = platform.wait("a tick", fired, timeout=30)
+    inv = get(platform, first, wait=30)
+    assert inv["state"] == "succeeded" and inv["source"] == "schedule" and inv["schedule"] == "every-second"
+    assert inv["result"]["n"] == 42
+    platform.wait("a later tick", lambda: fired() != first, timeout=10)

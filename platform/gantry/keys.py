@@ -1060,12 +1060,14 @@ def idempotency(tenant: str, function: str, key: str) -> str:
     return f"{PREFIX}idem:{tenant}:{function}:{key}"
 
 
-# KEYS[1] invocation, KEYS[2] async_stream, KEYS[3] ASYNC_FUNCTIONS, KEYS[4] idempotency key
+# KEYS[1] invocation, KEYS[2] async_stream, KEYS[3] ASYNC_FUNCTIONS, KEYS[4] idempotency key,
+# KEYS[5] EVENTS
 # ARGV[1] id, ARGV[2] function, ARGV[3] body_hash, ARGV[4] idempotency ttl ms (0: no key),
 # ARGV[5] INVOCATION_PREFIX, ARGV[6] group, then field, value, ... of the new record
 # A known idempotency key returns its invocation ({"existing", id}), or {"conflict", id} when
 # that one was made with another body.  Else: write the record, enter it in the stream (the
-# group is made on first use), remember the key.  Returns {"created", id}.
+# group is made on first use), remember the key, and wake the dispatchers ("async:FUNCTION"
+# on EVENTS).  Returns {"created", id}.
 ASYNC_SUBMIT = """
 if tonumber(ARGV[4]) > 0 then
   local known = redis.call('GET', KEYS[4])
@@ -1083,6 +1085,7 @@ local entry = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1])
 redis.call('HSET', KEYS[1], 'entry', entry)
 redis.call('SADD', KEYS[3], ARGV[2])
 if tonumber(ARGV[4]) > 0 then redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[4]) end
+redis.call('PUBLISH', KEYS[5], 'async:' .. ARGV[2])
 return {'created', ARGV[1]}
 """
 
@@ -1091,10 +1094,11 @@ return {'created', ARGV[1]}
 # A dispatcher read ENTRY (new, its own pending, or reclaimed).  Returns:
 #   {"settled"}: nothing to run (record gone, cancelled or already settled): entry acked;
 #   {"expired"}: past its deadline before it ran: now `expired`, in the DLQ, entry acked;
-#   {"run", lease, attempts}: a new attempt (state running, attempts + 1);
-#   {"resume", lease, attempts, instance}: it was running under an earlier claim: the same
-#   attempt goes on (the dispatcher first asks INSTANCE for it, which answers without
+#   {"run", lease, attempts, "", record}: a new attempt (state running, attempts + 1);
+#   {"resume", lease, attempts, instance, record}: it was running under an earlier claim: the
+#   same attempt goes on (the dispatcher first asks INSTANCE for it, which answers without
 #   running it again if it has it).
+# RECORD is the whole record (HGETALL), so the dispatcher needs no second read.
 ASYNC_CLAIM = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if (not state) or state == 'cancelled' or state == 'succeeded' or state == 'failed'
@@ -1107,7 +1111,7 @@ local lease = redis.call('HINCRBY', KEYS[1], 'lease', 1)
 redis.call('HSET', KEYS[1], 'consumer', ARGV[1], 'updated', ARGV[2])
 if state == 'running' then
   return {'resume', lease, tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0'),
-          redis.call('HGET', KEYS[1], 'instance') or ''}
+          redis.call('HGET', KEYS[1], 'instance') or '', redis.call('HGETALL', KEYS[1])}
 end
 if tonumber(redis.call('HGET', KEYS[1], 'deadline') or '0') < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'state', 'expired', 'finished', ARGV[2], 'error_code', 'expired',
@@ -1120,7 +1124,7 @@ if tonumber(redis.call('HGET', KEYS[1], 'deadline') or '0') < tonumber(ARGV[2]) 
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[2], 'instance', '')
-return {'run', lease, attempts}
+return {'run', lease, attempts, '', redis.call('HGETALL', KEYS[1])}
 """
 
 # KEYS[1] invocation; ARGV[1] lease, then field, value, ...
@@ -1226,10 +1230,11 @@ end
 return state
 """
 
-# KEYS[1] invocation, KEYS[2] its stream, KEYS[3] ASYNC_DLQ
+# KEYS[1] invocation, KEYS[2] its stream, KEYS[3] ASYNC_DLQ, KEYS[4] EVENTS
 # ARGV[1] now, ARGV[2] new deadline, ARGV[3] group
 # Replay a dead (or expired) invocation: the same id starts over (attempts 0) with a new
-# deadline, back in line and out of the DLQ.  Returns its state before ("" if none).
+# deadline, back in line (the dispatchers woken) and out of the DLQ.  Returns its state
+# before ("" if none).
 ASYNC_REPLAY = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return '' end
@@ -1246,6 +1251,7 @@ if redis.call('HGET', KEYS[1], 'callback_url') then
 end
 redis.call('PERSIST', KEYS[1])
 redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
+redis.call('PUBLISH', KEYS[4], 'async:' .. redis.call('HGET', KEYS[1], 'function'))
 return state
 """
 

@@ -255,7 +255,8 @@ async def test_a_stale_deliverer_cannot_overwrite_and_a_lost_attempt_is_taken_up
     assert (await aredis.hget(keys.invocation(inv_id), "callback_state")) == b"delivering"
     assert await store.record(inv_id, second.token, Decision(CallbackState.FAILED, error="x"), 404)
     cb = (await InvocationStore(aredis).get(inv_id)).callback
-    assert cb == {"url": "http://127.0.0.1:9/hook", "state": "failed", "attempts": 2, "error": "x", "status": 404}
+    assert cb == {"url": "http://127.0.0.1:9/hook", "state": "failed", "attempts": 2, "error": "x", "status": 404,
+                  "delivered": None, "next_at": None}
 
     # the last allowed attempt lost too: failed, not sent again
     other = await ready(aredis, "http://127.0.0.1:9/hook")

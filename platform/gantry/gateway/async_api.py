@@ -13,7 +13,6 @@ import uuid
 from aiohttp import web
 from gantry_runtime import wire
 
-from .. import keys
 from .appkeys import ADMISSION, CACHE, PRINCIPAL, REDIS, SETTINGS
 from .auth import Principal, function_name, require, tenant_filter
 from .dispatch import DISPATCHER
@@ -82,16 +81,16 @@ async def _submit(request: web.Request, name: str, *, priority: str, callback_ur
                        f"{IDEMPOTENCY_KEY} {idem!r} was used with a different body (invocation {submitted.id})",
                        {wire.INVOCATION_ID: submitted.id})
     if submitted.outcome == "created":
-        await _announce(request.app, name)
+        _wake(request.app, name)
     return submitted
 
 
-async def _announce(app: web.Application, name: str) -> None:
-    """Wake this gateway's dispatcher for NAME at once, and the others' through keys.EVENTS."""
+def _wake(app: web.Application, name: str) -> None:
+    """Wake this gateway's dispatcher for NAME at once (the submit and replay scripts wake the
+    others through keys.EVENTS)."""
     dispatcher = app.get(DISPATCHER)
     if dispatcher is not None:
         dispatcher.wake(name)
-    await app[REDIS].publish(keys.EVENTS, f"async:{name}")
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -302,7 +301,7 @@ async def replay(request: web.Request) -> web.Response:
     was = await _store(request.app).replay(inv, entry.known.active.spec.async_policy.max_event_age)
     if was not in (State.DEAD, State.EXPIRED):
         raise ApiError(409, "not_dead", f"invocation {inv.id} is {was or 'gone'}")
-    await _announce(request.app, inv.function)
+    _wake(request.app, inv.function)
     return web.json_response({"id": inv.id, "state": "queued", "status_url": f"/v1/invocations/{inv.id}"},
                              status=202)
 

@@ -209,9 +209,7 @@ class Dispatcher:
 
     async def _attempt(self, entry: Entry, claim: Claim) -> None:
         s = self.settings
-        inv = await self.store.get(entry.invocation_id)
-        if inv is None:
-            return
+        inv = claim.invocation
         cached = await self.app[CACHE].get(entry.function)
         active = cached.known.active if cached is not None else None
         if active is None:

@@ -29,11 +29,13 @@ class Submitted:
 
 @dataclass(frozen=True)
 class Claim:
-    """keys.ASYNC_CLAIM's answer: ``action`` "settled", "expired", "run" or "resume"."""
+    """keys.ASYNC_CLAIM's answer: ``action`` "settled", "expired", "run" or "resume", and for
+    the last two the invocation as claimed."""
     action: str
     lease: int = 0
     attempts: int = 0
     instance: str = ""
+    invocation: Invocation | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class InvocationStore(ScriptRunner):
         for k, v in fields.items():
             flat += [k, v]
         outcome, known = await self._run(keys.ASYNC_SUBMIT, [
-            keys.invocation(invocation_id), keys.async_stream(function, priority), keys.ASYNC_FUNCTIONS, idem],
+            keys.invocation(invocation_id), keys.async_stream(function, priority), keys.ASYNC_FUNCTIONS, idem,
+            keys.EVENTS],
             [invocation_id, function, digest, ttl_ms, keys.INVOCATION_PREFIX, keys.ASYNC_GROUP, *flat])
         return Submitted(_s(outcome), _s(known))
 
@@ -151,7 +154,9 @@ class InvocationStore(ScriptRunner):
         action = _s(reply[0])
         if action in ("settled", "expired"):
             return Claim(action)
-        return Claim(action, int(reply[1]), int(reply[2]), _s(reply[3]) if len(reply) > 3 else "")
+        flat = reply[4]
+        record = Invocation.from_hash({flat[i]: flat[i + 1] for i in range(0, len(flat), 2)})
+        return Claim(action, int(reply[1]), int(reply[2]), _s(reply[3]), record)
 
     async def note(self, invocation_id: str, lease: int, **fields: Any) -> bool:
         flat: list[Any] = []
@@ -218,7 +223,7 @@ class InvocationStore(ScriptRunner):
     async def replay(self, inv: Invocation, max_event_age: float, now: float | None = None) -> str:
         now = time.time() if now is None else now
         return _s(await self._run(keys.ASYNC_REPLAY, [
-            keys.invocation(inv.id), keys.async_stream(inv.function, inv.priority), keys.ASYNC_DLQ],
+            keys.invocation(inv.id), keys.async_stream(inv.function, inv.priority), keys.ASYNC_DLQ, keys.EVENTS],
             [repr(now), repr(now + max_event_age), keys.ASYNC_GROUP]))
 
     async def purge(self, invocation_id: str) -> bool:

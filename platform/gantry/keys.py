@@ -1155,18 +1155,19 @@ return lost
 """
 
 # KEYS[1] invocation, KEYS[2] its stream, KEYS[3] ASYNC_DLQ, KEYS[4] ASYNC_CALLBACKS
-# ARGV[1] lease, ARGV[2] state (succeeded, failed or dead), ARGV[3] now, ARGV[4] entry id,
-# ARGV[5] group, ARGV[6] retention s, then field, value, ... (status, result, error...)
-# Store an attempt's outcome and only then acknowledge its entry; a dead one enters the DLQ,
-# and a callback, if the invocation has one, becomes due now.  The payload is dropped unless
-# dead (a replay needs it).  Returns 1, or 0 when the lease is no longer current.
+# ARGV[1] lease, ARGV[2] state (succeeded, failed, dead, or expired: it waited for room past
+# its max_event_age), ARGV[3] now, ARGV[4] entry id, ARGV[5] group, ARGV[6] retention s, then
+# field, value, ... (status, result, error...)
+# Store an attempt's outcome and only then acknowledge its entry; a dead or expired one
+# enters the DLQ, and a callback, if the invocation has one, becomes due now.  The payload is
+# dropped unless it is in the DLQ (a replay needs it).  Returns 1, or 0 when the lease is no longer current.
 ASYNC_SETTLE = """
 if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', ARGV[3], 'updated', ARGV[3], unpack(ARGV, 7))
 redis.call('XACK', KEYS[2], ARGV[5], ARGV[4])
 redis.call('XDEL', KEYS[2], ARGV[4])
 local id = redis.call('HGET', KEYS[1], 'id')
-if ARGV[2] == 'dead' then
+if ARGV[2] == 'dead' or ARGV[2] == 'expired' then
   redis.call('ZADD', KEYS[3], ARGV[3], id)
 else
   redis.call('HDEL', KEYS[1], 'body')

@@ -58,9 +58,10 @@ class _Outcome(Exception):
     code and message, and the result bytes and type if any."""
 
     def __init__(self, status: int, code: str = "", message: str = "", result: bytes | None = None,
-                 result_type: str = "") -> None:
+                 result_type: str = "", expired: bool = False) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.result, self.result_type = status, code, message, result, result_type
+        self.expired = expired    # it never started and its max_event_age passed
 
 
 class Dispatcher:
@@ -229,6 +230,10 @@ class Dispatcher:
 
     async def _settle(self, entry: Entry, claim: Claim, deadline: float, policy: AsyncPolicy, out: _Outcome) -> None:
         s = self.settings
+        if out.expired:
+            await self.store.settle(entry, claim.lease, State.EXPIRED, s.dlq_retention, error_code=out.code,
+                                    error=out.message, attempts=claim.attempts - 1)
+            return
         status = out.status or 502
         v = verdict(status)
         if v is not Verdict.RETRY:
@@ -278,7 +283,7 @@ class Dispatcher:
         exclude: set[str] = set()
         while True:
             if time.time() > inv.deadline:
-                raise _Outcome(0, "expired", "the invocation could not start before its max_event_age")
+                raise _Outcome(0, "expired", "the invocation could not start before its max_event_age", expired=True)
             active = cached.known.active
             if active is None or not cached.known.exists:
                 raise _Outcome(404, "not_found", f"function {entry.function!r} was deleted")
@@ -290,6 +295,7 @@ class Dispatcher:
                 if failed:
                     raise _Outcome(503, wire.ErrorCode.FUNCTION_START_FAILED, f"the function could not start: {failed}")
                 exclude.clear()
+                await asyncio.sleep(0.1)   # the wait may end at once (a quota keeps it from starting)
                 continue          # still no room: keep waiting (the heartbeat keeps the claim)
             try:
                 limits = app.get(TENANT_LIMITS)
@@ -302,7 +308,8 @@ class Dispatcher:
             inst = ticket.instance
             cached.load.inflight += 1
             try:
-                await self.store.note(inv.id, claim.lease, instance=inst.id)
+                if not await self.store.note(inv.id, claim.lease, instance=inst.id):
+                    return        # another dispatcher took it over (this one missed its heartbeats)
                 sent = await self._forward(entry, claim, inv, inst, active.spec.limits.timeout)
             finally:
                 cached.load.inflight -= 1

@@ -180,9 +180,11 @@ class InvocationStore(ScriptRunner):
 
     async def settle(self, entry: Entry, lease: int, state: State, retention: float, *, status: int | None = None,
                      result: bytes | None = None, result_type: str = "", error_code: str = "", error: str = "",
-                     now: float | None = None) -> bool:
+                     attempts: int | None = None, now: float | None = None) -> bool:
+        """Store the outcome with LEASE; ``attempts`` corrects the count (an attempt that was
+        claimed but never started)."""
         now = time.time() if now is None else now
-        fields: list[Any] = []
+        fields: list[Any] = [] if attempts is None else ["attempts", attempts]
         if status is not None:
             fields += ["status", status]
         if result is not None:

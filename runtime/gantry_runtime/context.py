@@ -13,17 +13,23 @@ class Context:
     the coordination client (locks, state, queues, services: gantry_runtime.coord) of the
     function's namespace, ``acoord`` its asyncio twin for ``async def`` handlers; both are
     made once per instance from the credential the worker gave it.
+
+    ``trace_id`` (32 hex digits) and ``span_id`` (16) name the invocation's trace and the
+    handler's own span in it (docs/tracing.md); both None when the request carried no valid
+    W3C ``traceparent``.
     """
 
-    __slots__ = ("invocation_id", "tenant", "function", "deadline", "logger")
+    __slots__ = ("invocation_id", "tenant", "function", "deadline", "logger", "trace_id", "span_id")
 
     def __init__(self, invocation_id: str, tenant: str | None, function: str, deadline: float,
-                 logger: logging.LoggerAdapter) -> None:
+                 logger: logging.LoggerAdapter, trace_id: str | None = None, span_id: str | None = None) -> None:
         self.invocation_id = invocation_id
         self.tenant = tenant
         self.function = function
         self.deadline = deadline
         self.logger = logger
+        self.trace_id = trace_id
+        self.span_id = span_id
 
     @property
     def coord(self):

@@ -172,13 +172,19 @@ class Invoker:
         headers = {INVOCATION_ID: inv_id}
         tenant = request.headers.get(wire.TENANT) or None
         fields = {"invocation_id": inv_id, "tenant": tenant}
+        trace = span_id = None
+        if wire.TRACEPARENT in request.headers:
+            trace = wire.parse_traceparent(request.headers[wire.TRACEPARENT])
+            if trace is not None:   # the handler's span: its start now, its duration when it ends
+                span_id = wire.new_span_id()
+                headers[wire.SPAN] = wire.format_span(span_id, time.time_ns(), None)
+                fields["trace_id"] = trace.trace_id
 
         def fail(status: int, code: str, message: str, **extra_headers: str) -> web.Response:
-            ms = (time.monotonic() - t0) * 1000
+            _timed(headers, t0)
             self.log.info("invoke", extra={**fields, "status": status, "code": code,
-                                           "duration_ms": round(ms, 3)})
-            return error_response(status, code, message,
-                                  {**headers, **extra_headers, DURATION_MS: f"{ms:.3f}"})
+                                           "duration_ms": round(float(headers[DURATION_MS]), 3)})
+            return error_response(status, code, message, {**headers, **extra_headers})
 
         try:
             asked = wire.parse_timeout(request.headers.get(wire.TIMEOUT))
@@ -207,7 +213,7 @@ class Invoker:
             else:
                 event = body
             ctx = Context(inv_id, tenant, self.function, time.time() + timeout - (time.monotonic() - t0),
-                          InvocationLogger(self.fn_log, fields))
+                          InvocationLogger(self.fn_log, fields), trace and trace.trace_id, span_id)
             released = True  # from here on, run() owns the slot
             return await self.run(request, event, ctx, slot, ctx.remaining(), headers, fields, t0)
         finally:
@@ -234,7 +240,7 @@ class Invoker:
                     body, ctype = encode_body(result, reply.content_type)
             if tm.expired():  # the handler swallowed the cancellation and returned late
                 raise TimeoutError
-            headers[DURATION_MS] = f"{(time.monotonic() - t0) * 1000:.3f}"
+            _timed(headers, t0)
             if reply is None:
                 return web.Response(body=body, headers={**headers, "Content-Type": content_type_header(ctype)})
             out.status = reply.status
@@ -265,7 +271,7 @@ class Invoker:
                 await self._error_frame(out, code, message)
                 return out.resp  # the transport is closed below, so no terminating chunk is sent
             out.status = status
-            headers[DURATION_MS] = f"{(time.monotonic() - t0) * 1000:.3f}"
+            _timed(headers, t0)
             return error_response(status, code, message, headers)
         finally:
             cleanup = None
@@ -339,9 +345,9 @@ class Invoker:
             item = await step()
             if item is END:  # nothing streamed: headers are still ours, say so plainly
                 ctype = BINARY if reply is None or reply.content_type is None else reply.content_type
+                _timed(headers, t0)
                 return web.Response(status=status, body=None, headers=_reply_headers(
-                    reply, {**headers, STREAM: "1", DURATION_MS: f"{(time.monotonic() - t0) * 1000:.3f}"},
-                    content_type_header(ctype)))
+                    reply, {**headers, STREAM: "1"}, content_type_header(ctype)))
             ctype = reply.content_type if reply is not None and reply.content_type else stream_content_type(item)
             extra = {}
         resp = web.StreamResponse(status=status, headers=_reply_headers(
@@ -370,6 +376,16 @@ class Invoker:
             raise _ClientGone() from exc
         return resp
 
+
+
+def _timed(headers: dict[str, str], t0: float) -> None:
+    """Set the time spent in the runtime on an answer's headers, and complete the handler's
+    span report (wire.SPAN) with the same duration when the request carried a trace."""
+    ms = (time.monotonic() - t0) * 1000
+    headers[DURATION_MS] = f"{ms:.3f}"
+    span = headers.get(wire.SPAN)
+    if span is not None and span.endswith(";"):
+        headers[wire.SPAN] = span + str(int(ms * 1e6))
 
 
 def _reply_headers(reply: Response | None, platform: dict[str, str], content_type: str | None

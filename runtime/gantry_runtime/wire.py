@@ -27,6 +27,11 @@ INSTANCE_KEY = "X-Gantry-Instance-Key"    # gateway -> runtime only: the instanc
 # outcome by (invocation id, attempt), so asking again joins it instead of running it twice.
 ATTEMPT = "X-Gantry-Attempt"
 ATTACHED = "X-Gantry-Attached"            # runtime -> gateway: "1" when the answer joined an earlier run
+# W3C Trace Context (docs/tracing.md): the gateway sends the runtime a ``traceparent`` whose
+# parent is its forward span; the runtime answers with SPAN, its handler span as it measured
+# it, which the gateway records as the forward span's child (no OpenTelemetry in the image).
+TRACEPARENT = "traceparent"
+SPAN = "X-Gantry-Span"                    # runtime -> gateway: "SPAN_ID;START_UNIX_NS;DURATION_NS"
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the body's framing: each HTTP hop sets its own, so
 # neither a handler's Response nor an instance's answer may carry them to the caller.
@@ -69,6 +74,73 @@ def parse_timeout(raw: str | None) -> float | None:
 
 def format_timeout(seconds: float) -> str:
     return f"{seconds:g}"
+
+
+# -- trace context ---------------------------------------------------------------------------
+
+class TraceParent(NamedTuple):
+    trace_id: str   # 32 lower-case hex digits, not all zero
+    parent_id: str  # 16 lower-case hex digits, not all zero: the caller's span
+    flags: int      # bit 0: sampled
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _hex(s: str, n: int) -> bool:
+    return len(s) == n and _HEX.issuperset(s) and s != "0" * n
+
+
+def parse_traceparent(raw: str | None) -> TraceParent | None:
+    """A W3C ``traceparent`` (``00-TRACE_ID-PARENT_ID-FLAGS``); None when absent or invalid
+    (then the invocation has no trace, as the spec says a receiver must treat it).  A version
+    above 00 is read by its first four fields; version ff is invalid."""
+    if not raw or len(raw) < 55:
+        return None
+    version = raw[:2]
+    if not _HEX.issuperset(version) or version == "ff":
+        return None
+    if len(raw) > 55 and (version == "00" or raw[55] != "-"):
+        return None
+    if raw[2] != "-" or raw[35] != "-" or raw[52] != "-":
+        return None
+    trace_id, parent_id, flags = raw[3:35], raw[36:52], raw[53:55]
+    if not (_hex(trace_id, 32) and _hex(parent_id, 16) and len(flags) == 2 and _HEX.issuperset(flags)):
+        return None
+    return TraceParent(trace_id, parent_id, int(flags, 16))
+
+
+def format_traceparent(trace_id: str, span_id: str, flags: int) -> str:
+    return f"00-{trace_id}-{span_id}-{flags & 0xff:02x}"
+
+
+def new_span_id() -> str:
+    """16 random hex digits, never all zero."""
+    while True:
+        span_id = secrets.token_hex(8)
+        if span_id != "0" * 16:
+            return span_id
+
+
+class SpanReport(NamedTuple):
+    span_id: str
+    start_ns: int            # Unix epoch nanoseconds, the runtime's clock
+    duration_ns: int | None  # None: a stream (its headers went before it ended)
+
+
+def format_span(span_id: str, start_ns: int, duration_ns: int | None) -> str:
+    return f"{span_id};{start_ns};{'' if duration_ns is None else duration_ns}"
+
+
+def parse_span(raw: str | None) -> SpanReport | None:
+    """A SPAN header; None when absent or malformed."""
+    if not raw:
+        return None
+    parts = raw.split(";")
+    if (len(parts) != 3 or not raw.isascii() or not _hex(parts[0], 16) or not parts[1].isdigit()
+            or (parts[2] and not parts[2].isdigit())):
+        return None
+    return SpanReport(parts[0], int(parts[1]), int(parts[2]) if parts[2] else None)
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from .protocol import GatewayRunner
 from .schedules_api import add_routes as add_schedule_routes
 from .settings import GatewaySettings
 from .tenantlimits import TENANT_LIMITS, tenant_limits_ctx
+from .tracing import tracing_ctx
 from .upstream import UpstreamPool
 
 log = logging.getLogger("gantry.gateway")
@@ -176,6 +177,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
                                      "admin API rate limit exceeded")
     app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx, tenant_limits_ctx, usage.usage_ctx, dispatch_ctx,
                             callbacks_api.callbacks_ctx])
+    app.cleanup_ctx.append(tracing_ctx)   # OpenTelemetry when GANTRY_OTLP_ENDPOINT is set
     app.router.add_post("/v1/invoke/{name}", invoke)
     async_api.add_routes(app)
     admin.add_routes(app)

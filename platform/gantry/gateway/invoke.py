@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 from gantry_runtime import wire
 from gantry_runtime.wire import ErrorCode
 
-from . import upstream
+from . import tracing, upstream
 from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
 from .auth import function_name
@@ -117,6 +117,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     name = None          # qualified, once the caller may address it
     metered = True
     release = None       # the tenant's concurrency slot, if its quota has one
+    trace = tracing.begin(request)   # None: tracing is off
     try:
         principal = request[PRINCIPAL]
         now = asyncio.get_running_loop().time()
@@ -130,6 +131,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             return resp
         # quotas are the function's tenant's (the platform admin may call any tenant's)
         release = await request.app[TENANT_LIMITS].admit(split(name)[0], now)
+        if trace is not None:
+            trace.admit()
         entry = await request.app[CACHE].get(name)
         if entry is None:
             status = 404
@@ -147,6 +150,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     finally:
         if release is not None:
             release()
+        if trace is not None:
+            trace.end(status, name)
         metrics.requests[(label, status)] += 1
         # usage is the function's tenant's, by the function's own name; a request throttled
         # before its name was resolved counts in the caller's tenant, under the name it asked
@@ -159,6 +164,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     t0 = time.monotonic()
+    trace = request.get(tracing.TRACE)
     entry.load.last_request = time.time()
     asked = _asked_timeout(request)
     body = await read_body(request, *body_limit(settings, entry.known.active))
@@ -170,7 +176,8 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
     for attempt in range(settings.max_tries):
         ticket = entry.routing.balancer.pick(exclude)
         if ticket is None:
-            ticket = await wait_for_slot(request.app, entry, exclude, cold_deadline)
+            waiting = wait_for_slot(request.app, entry, exclude, cold_deadline)
+            ticket = await (waiting if trace is None else trace.cold_wait(waiting, entry.name))
         if ticket is None:
             if not entry.known.exists:
                 raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
@@ -193,10 +200,12 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
         headers = {**ids, wire.TIMEOUT: wire.format_timeout(timeout), wire.TENANT: request[PRINCIPAL].tenant,
                    wire.INSTANCE_KEY: inst.key,
                    "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
+        if trace is None and wire.TRACEPARENT in request.headers:   # tracing off: still the caller's trace
+            headers[wire.TRACEPARENT] = request.headers[wire.TRACEPARENT]
         entry.load.inflight += 1
         try:
-            return await _forward(request, entry, inst, body, headers,
-                                  timeout + settings.upstream_timeout_margin, ids)
+            forwarding = _forward(request, entry, inst, body, headers, timeout + settings.upstream_timeout_margin, ids)
+            return await (forwarding if trace is None else trace.forward(forwarding, headers, inst.id))
         except _Retry as retry:
             last = retry
             if retry.reason != "at_capacity":

@@ -57,6 +57,9 @@ class GatewaySettings:
     async_reclaim_after: float = 30.0      # seconds without a heartbeat before held work is taken over
     async_max_payload: int = 1024 * 1024   # bytes of an async invocation's body; more -> 413
     async_max_result: int = 6 * 1024 * 1024  # bytes of a result kept; more -> the invocation fails
+    # traces (docs/tracing.md): spans go over OTLP/HTTP to this URL; None: tracing is off
+    otlp_endpoint: str | None = None
+    trace_sample_ratio: float = 1.0        # share of new traces kept (a caller's sampled flag wins)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
@@ -68,7 +71,8 @@ class GatewaySettings:
         GANTRY_USAGE_FLUSH_INTERVAL ("5s"), GANTRY_PRICES (a JSON object, or the path of a file
         holding one), GANTRY_ASYNC_DISPATCH ("1" or "0"), GANTRY_DISPATCH_ID, GANTRY_ASYNC_RETENTION
         ("24h"), GANTRY_ASYNC_DLQ_RETENTION ("7d"), GANTRY_IDEMPOTENCY_TTL ("24h"),
-        GANTRY_ASYNC_RECLAIM_AFTER ("30s"), GANTRY_ASYNC_MAX_PAYLOAD ("1Mi"), GANTRY_ASYNC_MAX_RESULT ("6Mi");
+        GANTRY_ASYNC_RECLAIM_AFTER ("30s"), GANTRY_ASYNC_MAX_PAYLOAD ("1Mi"), GANTRY_ASYNC_MAX_RESULT ("6Mi"),
+        GANTRY_OTLP_ENDPOINT (else OTEL_EXPORTER_OTLP_ENDPOINT), GANTRY_TRACE_SAMPLE_RATIO ("0.1");
         keyword arguments (flags) win over the environment."""
         e = Env(env)
         key_hash = e.text("GANTRY_ADMIN_KEY_HASH")
@@ -101,6 +105,9 @@ class GatewaySettings:
             "async_reclaim_after": e.duration("GANTRY_ASYNC_RECLAIM_AFTER"),
             "async_max_payload": e.size("GANTRY_ASYNC_MAX_PAYLOAD", lo=1, hi=MAX_BODY),
             "async_max_result": e.size("GANTRY_ASYNC_MAX_RESULT", lo=1, hi=MAX_BODY),
+            "otlp_endpoint": (e.parsed("GANTRY_OTLP_ENDPOINT", traces_url)
+                              or e.parsed("OTEL_EXPORTER_OTLP_ENDPOINT", traces_url)),
+            "trace_sample_ratio": e.parsed("GANTRY_TRACE_SAMPLE_RATIO", sample_ratio),
         }, overrides))
 
 
@@ -115,3 +122,23 @@ def read_prices(value: str) -> Prices:
             raise ValueError(f"expected a JSON object or the path of a file holding one; "
                              f"cannot read {value[:80]!r} ({exc.strerror})") from None
     return parse_prices(text)
+
+
+def traces_url(value: str) -> str:
+    """An OTLP/HTTP endpoint: the collector's base URL (``http://collector:4318``, as in
+    OTEL_EXPORTER_OTLP_ENDPOINT) gets ``/v1/traces``; a URL already ending in it is kept."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http:// or https:// URL, got {value[:80]!r}")
+    return value if parts.path.rstrip("/").endswith("/v1/traces") else value.rstrip("/") + "/v1/traces"
+
+
+def sample_ratio(value: str) -> float:
+    try:
+        ratio = float(value)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"expected a number from 0 to 1, got {value[:40]!r}")
+    return ratio

@@ -23,7 +23,7 @@ from aiohttp import web
 from gantry_runtime import wire
 
 from .appkeys import SETTINGS
-from .settings import GatewaySettings, SettingsError
+from .settings import GatewaySettings, SettingsError, traces_url
 
 T = TypeVar("T")
 SERVICE_NAME = "gantry-gateway"
@@ -45,7 +45,7 @@ class Tracer:
             from opentelemetry.trace.status import Status, StatusCode
             if exporter is None:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-                exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint)
+                exporter = OTLPSpanExporter(endpoint=traces_url(settings.otlp_endpoint))
         except ImportError as exc:
             raise SettingsError(f"GANTRY_OTLP_ENDPOINT is set but the OpenTelemetry SDK is missing ({exc}); "
                                 "install it with: pip install 'gantry[tracing]'") from None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import asyncq, cold, density, deploy, goals, machine, scale, stream, tenancy, warm
+from . import tracing as tracing_cost
 from .stack import Stack
 from .stats import summary
 
@@ -25,6 +26,7 @@ LIMITS = {"full": 870.0, "quick": 210.0}          # seconds: stop starting repea
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
             "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60),
             "tenancy": (60, 20), "async": (150, 45)}
+CEILINGS["tracing"] = (90, 35)   # warm path with tracing off vs on (bench/tracing.py)
 
 
 def repo_root() -> str | None:
@@ -167,6 +169,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
         results["platform"] = ctx.stack.settings
         ctx.stack.start()
         section("warm", warm.measure)
+        section("tracing", tracing_cost.measure)
         section("tenancy", tenancy.measure)
         section("async", asyncq.measure)
         section("streaming", stream.measure)

@@ -1,6 +1,6 @@
-"""Warm-path cost of tracing (docs/tracing.md): two extra gateway processes with the same
-settings, one with tracing off and one exporting every span (sample ratio 1) over OTLP/HTTP
-to a sink in this process, in front of the same warm container; wrk at 1 and 64 connections,
+"""Warm-path cost of tracing (docs/tracing.md): three extra gateway processes with the same
+settings, one with tracing off, one exporting every span (sample ratio 1) and one sampling 1 %
+of traces, over OTLP/HTTP to a sink in this process, in front of the same warm container; wrk at 1 and 64 connections,
 the two interleaved per round.  Each figure is the median over rounds of the paired
 difference (same round, same neighbours)."""
 from __future__ import annotations
@@ -17,7 +17,8 @@ from ..up import free_port
 NAME = "bench-traced"
 BODY = '{"msg": "hello", "n": 1}'
 CONCURRENCY = (1, 64)
-MODES = ("off", "on")
+MODES = ("off", "on", "on_1pct")   # on_1pct: GANTRY_TRACE_SAMPLE_RATIO=0.01
+RATIOS = {"on": "1", "on_1pct": "0.01"}
 GOAL = 0.05      # at most 5 % added (p50 latency at 1 connection; gateway CPU per request at 64)
 
 
@@ -79,8 +80,8 @@ def measure(ctx) -> dict:
         ports[mode] = free_port()
         env = {**GATEWAY_ENV, "GANTRY_GATEWAY_PORT": str(ports[mode]), "GANTRY_ASYNC_DISPATCH": "0",
                "GANTRY_GATEWAY_ID": f"bench-trace-{mode}"}
-        if mode == "on":
-            env.update(GANTRY_OTLP_ENDPOINT=sink.url, GANTRY_TRACE_SAMPLE_RATIO="1")
+        if mode in RATIOS:
+            env.update(GANTRY_OTLP_ENDPOINT=sink.url, GANTRY_TRACE_SAMPLE_RATIO=RATIOS[mode])
         stack._spawn(f"gateway-trace-{mode}", "gateway", env)
         ctx.cleanups.append(lambda m=mode: _stop(stack, f"gateway-trace-{m}"))
     for mode in MODES:
@@ -102,13 +103,13 @@ def measure(ctx) -> dict:
         if r and not ctx.budget.ok(len(MODES) * len(CONCURRENCY) * (duration + 1)):
             break
         for conns in CONCURRENCY:
-            for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+            for mode in MODES[r % 3:] + MODES[:r % 3]:
                 runs[mode][conns].append(one(mode, conns, duration))
         done += 1
     if not sink.requests:
         raise BenchError("the traced gateway exported nothing to the sink")
     out: dict = {"function": {"name": NAME, "handler": "async JSON echo", "cpu": 2.0, "concurrency": 64},
-                 "sampling": 1.0, "exporter": "OTLP/HTTP protobuf, batched (SDK defaults), to a local sink",
+                 "sampling": RATIOS, "exporter": "OTLP/HTTP protobuf, batched (SDK defaults), to a local sink",
                  "duration_s": duration, "rounds": done, "rounds_planned": rounds, "goal_added": GOAL,
                  "exports": {"requests": sink.requests, "bytes": sink.bytes}, "modes": {}, "added": {}}
     for mode in MODES:
@@ -120,9 +121,9 @@ def measure(ctx) -> dict:
                                                    if x["proxy_cpu_cores"] is not None and x["rps"]], 1),
             "errors": sum(x["errors"] for x in runs[mode][c]),
         } for c in CONCURRENCY}
-    for conns in CONCURRENCY:
-        pairs = list(zip(runs["off"][conns], runs["on"][conns]))
-        out["added"][str(conns)] = {   # (on - off) / off, per round
+    for mode, conns in ((m, c) for m in RATIOS for c in CONCURRENCY):
+        pairs = list(zip(runs["off"][conns], runs[mode][conns]))
+        out["added"].setdefault(mode, {})[str(conns)] = {   # (on - off) / off, per round
             "p50": summary([b["p50_ms"] / a["p50_ms"] - 1 for a, b in pairs if a["p50_ms"]], 3),
             "p99": summary([b["p99_ms"] / a["p99_ms"] - 1 for a, b in pairs if a["p99_ms"]], 3),
             "rps_lost": summary([1 - b["rps"] / a["rps"] for a, b in pairs if a["rps"]], 3),

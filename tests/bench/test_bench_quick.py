@@ -28,7 +28,7 @@ def results(tmp_path_factory, docker_client):
     out = tmp_path_factory.mktemp("bench") / "results.json"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, "-m", "gantry.cli", "bench", "--quick", "--out", str(out), "--no-render"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=360)
     assert proc.returncode == 0, f"gantry bench --quick exited {proc.returncode}\n{proc.stderr[-6000:]}"
     with open(out) as f:
         data = json.load(f)
@@ -36,7 +36,7 @@ def results(tmp_path_factory, docker_client):
     return data
 
 
-@pytest.mark.timeout(360)
+@pytest.mark.timeout(420)
 def test_machine_named_and_run_bounded(results):
     m = results["machine"]
     assert results["mode"] == "quick" and results["schema"] == 1
@@ -44,7 +44,7 @@ def test_machine_named_and_run_bounded(results):
     assert m["cores"] >= 1 and m["cores_usable"] >= 1 and m["memory_gib"] > 0
     assert m["docker"] and m["wrk"] and m["nginx"]
     assert results["errors"] == {}
-    assert 0 < results["elapsed_s"] < 240, results["elapsed_s"]   # LIMITS["quick"] and the last section
+    assert 0 < results["elapsed_s"] < 290, results["elapsed_s"]   # LIMITS["quick"] and the last section
 
 
 def test_every_section_present_with_positive_figures(results):

@@ -21,7 +21,7 @@ from .stack import Stack
 from .stats import summary
 
 SCHEMA = 1
-LIMITS = {"full": 870.0, "quick": 210.0}          # seconds: stop starting repeats after this
+LIMITS = {"full": 900.0, "quick": 250.0}          # seconds: stop starting repeats after this
 # Ceilings per section (seconds), full / quick: a section starts no new repeat past its own.
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
             "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60),

@@ -197,7 +197,6 @@ class Reconciler:
             memory = self._memory[name] = Memory(last, fn.scaled_up_at, fn.scaled_at)
         window = self._windows.setdefault(name, WantWindow())
         decision = decide(memory, demand, window.observe(now, want, sc.idle_timeout), policy, now)
-        await self._note_decision(name, memory, decision, now, epoch)
         target = decision.target
         keep_paused = spec.scaling.keep_paused
         decided = plan(fn.active, fn.latest, target, demand, maximum, instances, keep_paused, now)
@@ -219,6 +218,9 @@ class Reconciler:
                 reason, quota = str(exc), exc.encode()
                 break
         await self._set_reason(name, reason, quota)
+        # recorded after the starts, so a cold start waits for no extra round trip (a pass
+        # that ends early records nothing and remembers nothing: the next one decides again)
+        await self._note_decision(name, memory, decision, now, epoch)
         for inst in decided.pause:
             await writes.pause(store, epoch, inst, now)
         for inst in decided.drain:

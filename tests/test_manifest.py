@@ -161,3 +161,35 @@ def test_a_manifest_cannot_name_its_tenant(tmp_path):
     with pytest.raises(ManifestError) as err:
         load_manifest(write(tmp_path, 'name = "f"\nhandler = "main:handle"\ntenant = "acme"\n'))
     assert "tenant" in str(err.value)
+
+
+def test_scaling_policy_fields_default_to_todays_behaviour_and_round_trip(tmp_path):
+    base = 'name = "x"\nhandler = "main:handle"\n'
+    plain = load_manifest(write(tmp_path, base)).scaling
+    assert (plain.target_utilization, plain.scale_up_cooldown, plain.scale_down_cooldown) == (1.0, 0.0, 0.0)
+    spec = load_manifest(write(tmp_path, base + '[scaling]\ntarget_utilization = 0.8\n'
+                                               'scale_up_cooldown = "15s"\nscale_down_cooldown = "2m"'))
+    assert (spec.scaling.target_utilization, spec.scaling.scale_up_cooldown,
+            spec.scaling.scale_down_cooldown) == (0.8, 15.0, 120.0)
+    assert FunctionSpec.from_dict(spec.to_toml_dict()) == spec
+    assert FunctionSpec.from_dict(spec.to_dict()) == spec
+    old = spec.to_dict()                  # a spec stored before the fields existed
+    for key in ("target_utilization", "scale_up_cooldown", "scale_down_cooldown"):
+        del old["scaling"][key]
+    assert FunctionSpec.from_dict(old).scaling == plain
+
+
+@pytest.mark.parametrize("line, field, expected", [
+    ("target_utilization = 0", "scaling.target_utilization", "from 0.01 to 1"),
+    ("target_utilization = 1.5", "scaling.target_utilization", "from 0.01 to 1"),
+    ('target_utilization = "high"', "scaling.target_utilization", "from 0.01 to 1"),
+    ("target_utilization = nan", "scaling.target_utilization", "from 0.01 to 1"),
+    ('scale_up_cooldown = "soon"', "scaling.scale_up_cooldown", "duration"),
+    ('scale_down_cooldown = "-1s"', "scaling.scale_down_cooldown", "duration"),
+    ('scale_down_cooldown = "999d"', "scaling.scale_down_cooldown", "30 days"),
+])
+def test_bad_scaling_policy_names_the_field(tmp_path, line, field, expected):
+    with pytest.raises(ManifestError) as info:
+        load_manifest(write(tmp_path, f'name = "x"\nhandler = "main:handle"\n[scaling]\n{line}'))
+    assert info.value.field == field
+    assert expected in info.value.message

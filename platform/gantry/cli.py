@@ -353,6 +353,8 @@ def parser() -> argparse.ArgumentParser:
     from .cli_schedules import add_commands as schedule_commands
     schedule_commands(add, common)
     async_commands(add, common)
+    from .cli_scaling import add_commands as scaling_commands
+    scaling_commands(add)
     sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
     sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
     add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())

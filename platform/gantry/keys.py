@@ -1413,3 +1413,35 @@ else
 end
 return 1
 """
+
+
+# --- scaling decisions (gantry.scheduler.decisions) ----------------------------------------
+# The scheduler leader remembers its last scaling decision in the function record (fields
+# scale_target, scaled_up_at, scaled_at: a new leader keeps the cooldowns) and appends each
+# decision to a capped list the admin API reads (GET /v1/functions/NAME/decisions).
+# `gantry warm` writes the record's warm and warm_until (UPDATE_FUNCTION).
+
+MAX_DECISIONS = 50                               # kept per function, newest first
+
+
+def function_decisions(name: str) -> str:
+    """LIST of JSON {time, from, to, reason}, newest first (LPUSH, LTRIM to MAX_DECISIONS);
+    removed with the function."""
+    return f"{PREFIX}fn:{name}:decisions"
+
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] function hash, KEYS[3] function_decisions
+# ARGV[1] epoch, ARGV[2] the decision (JSON), ARGV[3] MAX_DECISIONS, ARGV[4] "1": the target
+# changed, then ARGV[5] scale_target, ARGV[6] scaled_up_at, ARGV[7] scaled_at
+# Fenced like the scheduler's other writes (0: stale epoch).  Nothing for a function that
+# is gone (a delete between read and write leaves no list behind).  Returns 1, or 2 when
+# the function does not exist.
+RECORD_DECISION = _FENCED + """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 2 end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[2], 'scale_target', ARGV[5], 'scaled_up_at', ARGV[6], 'scaled_at', ARGV[7])
+end
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+return 1
+"""

@@ -37,7 +37,10 @@ MAX_MEMORY = 16 * 2**40           # 16Ti
 MAX_GPU = 64
 MAX_INSTANCES = 10_000            # min_instances, max_instances
 MAX_CONCURRENCY = 10_000
-MAX_DURATION = 30 * 86400.0       # 30 days: limits.timeout, scaling.idle_timeout, keep_paused
+MAX_DURATION = 30 * 86400.0       # 30 days: limits.timeout, scaling.idle_timeout, keep_paused, cooldowns
+# scaling.target_utilization is in (0, 1]; its floor keeps demand / (concurrency x target)
+# within MAX_INSTANCES' reach of sense (0.01: each instance runs at 1% of its concurrency).
+MIN_UTILIZATION = 0.01
 # limits.max_body, and the gateway's GANTRY_MAX_BODY: the gateway and the runtime each hold a
 # whole request body in memory, so this is a bound on one request's memory, not on traffic.
 MAX_BODY = 2**30                  # 1Gi
@@ -72,6 +75,11 @@ class Scaling:
     concurrency: int = 4             # requests in flight per instance
     idle_timeout: float = 60.0       # seconds
     keep_paused: float = 300.0       # seconds a scaled-down instance stays paused (0: never paused)
+    # Scaling policy (docs/control-plane.md "Scaling"): instances are sized so each runs at
+    # this fraction of its concurrency; 1.0 fills them (ceil(demand / concurrency)).
+    target_utilization: float = 1.0
+    scale_up_cooldown: float = 0.0   # seconds after a scale-up before the next one (0: none)
+    scale_down_cooldown: float = 0.0  # seconds after any change before a scale-down (0: none)
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,8 @@ class FunctionSpec:
         d["resources"]["memory"] = format_size(self.resources.memory)
         d["scaling"]["idle_timeout"] = f"{self.scaling.idle_timeout:g}s"
         d["scaling"]["keep_paused"] = f"{self.scaling.keep_paused:g}s"
+        d["scaling"]["scale_up_cooldown"] = f"{self.scaling.scale_up_cooldown:g}s"
+        d["scaling"]["scale_down_cooldown"] = f"{self.scaling.scale_down_cooldown:g}s"
         d["limits"]["timeout"] = f"{self.limits.timeout:g}s"
         d["limits"]["max_body"] = format_size(self.limits.max_body)
         a = d["async"]
@@ -160,7 +170,8 @@ class FunctionSpec:
 _TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env", "secrets", "async", "schedules"}
 _SECTIONS = {
     "resources": {"cpu", "cpu_request", "memory", "gpu"},
-    "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused"},
+    "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused",
+                "target_utilization", "scale_up_cooldown", "scale_down_cooldown"},
     "limits": {"timeout", "max_body"},
     "async": {"max_retries", "backoff", "max_event_age"},
 }
@@ -258,6 +269,9 @@ def _validate(data: dict[str, Any], source: str, stored: bool = False) -> Functi
         concurrency=number(sc, "scaling", "concurrency", 4, int, 1, MAX_CONCURRENCY),
         idle_timeout=quantity(sc, "scaling", "idle_timeout", "60s", parse_duration, MAX_DURATION),
         keep_paused=quantity(sc, "scaling", "keep_paused", "5m", parse_duration, MAX_DURATION),
+        target_utilization=number(sc, "scaling", "target_utilization", 1.0, float, MIN_UTILIZATION, 1.0),
+        scale_up_cooldown=quantity(sc, "scaling", "scale_up_cooldown", 0, parse_duration, MAX_DURATION),
+        scale_down_cooldown=quantity(sc, "scaling", "scale_down_cooldown", 0, parse_duration, MAX_DURATION),
     )
     if scaling.min_instances > scaling.max_instances:
         raise fail("scaling.min_instances",

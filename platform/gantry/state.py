@@ -190,6 +190,15 @@ class Function:
     updated: float = 0.0
     min_override: int = -1  # `gantry scale NAME N` pins min_instances (-1: the spec's)
     pending_reason: str = ""  # why wanted instances cannot be placed ("" when they can)
+    warm: int = 0             # `gantry warm NAME N`: hold at least N instances ...
+    warm_until: float = 0.0   # ... until this wall time
+    scale_target: int = -1    # the scheduler's last scaling decision (-1: none yet) ...
+    scaled_up_at: float = 0.0  # ... when it last scaled up, and
+    scaled_at: float = 0.0    # ... when it last changed the target (keys.RECORD_DECISION)
+
+    def warm_now(self, now: float) -> int:
+        """The warm hold in force at ``now`` (0: none or expired)."""
+        return self.warm if now < self.warm_until else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "latest": self.latest, "active": self.active, "image": self.image,

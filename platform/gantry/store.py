@@ -148,6 +148,9 @@ class Store(ScriptRunner):
             latest = int(raw["latest"])
             active = int(raw.get("active", latest))
             updated, min_override = float(raw.get("updated", 0)), int(raw.get("min_override", -1))
+            scaling = {"warm": int(raw.get("warm", 0)), "warm_until": float(raw.get("warm_until", 0)),
+                       "scale_target": int(raw.get("scale_target", -1)),
+                       "scaled_up_at": float(raw.get("scaled_up_at", 0)), "scaled_at": float(raw.get("scaled_at", 0))}
         except ValueError as exc:
             raise UnreadableRecord(f"{name}: function record: {exc}") from None
         version = await self.get_version(name, latest)
@@ -155,7 +158,7 @@ class Store(ScriptRunner):
             return None
         image, spec = version
         return Function(name=name, latest=latest, active=active, spec=spec, image=image, updated=updated,
-                        min_override=min_override, pending_reason=raw.get("pending_reason", ""))
+                        min_override=min_override, pending_reason=raw.get("pending_reason", ""), **scaling)
 
     async def function_fields(self, name: str) -> dict[str, str]:
         """The function's record as stored, undecoded beyond text (what is left to show of a
@@ -475,6 +478,7 @@ class Store(ScriptRunner):
                         return False
                     pipe.multi()
                     pipe.delete(key, *[keys.function_version(name, v) for v in range(1, int(latest) + 1)])
+                    pipe.delete(keys.function_decisions(name))               # gone with it
                     pipe.srem(keys.FUNCTIONS, name)
                     pipe.srem(keys.tenant_functions(split(name)[0]), name)   # its `functions` use
                     pipe.publish(keys.EVENTS, f"fn:{name}")

@@ -105,10 +105,10 @@ async def test_a_bug_in_one_reconcile_is_logged_once_with_its_traceback(aredis, 
     s, w = await _two_healthy_one_bad(r, lambda r: _noop())
     real = reconcile_module.compute_want
 
-    def compute_want(demand, concurrency, minimum, maximum):
+    def compute_want(demand, concurrency, minimum, maximum, *rest):
         if minimum == 3:
             raise ZeroDivisionError("a bug")
-        return real(demand, concurrency, minimum, maximum)
+        return real(demand, concurrency, minimum, maximum, *rest)
 
     monkeypatch.setattr(reconcile_module, "compute_want", compute_want)
     await r.hset(keys.function(BAD), "min_override", 3)

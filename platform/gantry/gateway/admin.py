@@ -4,11 +4,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from typing import Any
 
 from aiohttp import web
 
-from ..manifest import FunctionSpec, ManifestError
+from .. import keys
+from ..manifest import MAX_DURATION, FunctionSpec, ManifestError
+from ..quantities import parse_duration
+from ..scheduler.decisions import DecisionStore
 from ..tenants.model import DEFAULT_TENANT, split
 from ..tenants.quotastore import QuotaStore
 from . import audit, registry, secrets_api
@@ -198,6 +202,56 @@ async def scale(request: web.Request) -> web.Response:
     return web.json_response({"name": request.match_info["name"], "min_instances": n})
 
 
+DEFAULT_WARM_FOR = "10m"
+
+
+async def warm(request: web.Request) -> web.Response:
+    """Hold at least N instances ready until the time passes (N 0: end the hold).  The
+    scheduler reads the record's warm and warm_until (docs/control-plane.md "Scaling")."""
+    r = _store(request, "deploy")
+    name = _name(request, "deploy")
+    data = await _json_object(request)
+    unknown = sorted(set(data) - {"instances", "for"})
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}; expected instances and for")
+    n = data.get("instances")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ApiError(400, "bad_request", f"instances: expected a whole number >= 0, got {json.dumps(n)[:40]}")
+    try:
+        seconds = parse_duration(data.get("for", DEFAULT_WARM_FOR), most=MAX_DURATION)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"for: {exc}") from None
+    if seconds <= 0 and n > 0:
+        raise ApiError(400, "bad_request", "for: expected a duration above zero")
+    found = await registry.function_summary(r, name)
+    if found is None:
+        raise _not_found(request)
+    top = (found[0]["spec"] or {}).get("scaling", {}).get("max_instances")
+    if top is not None and n > top:
+        raise ApiError(400, "bad_request", f"instances: expected at most max_instances ({top}), got {n}")
+    await QuotaStore(r.redis).check_min_instances(name, n)     # held like min_instances: its quota
+    until = round(time.time() + seconds, 3) if n > 0 else 0.0
+    if not await registry.set_warm(r, name, n, until):
+        raise _not_found(request)
+    await audit.record(request, "function.warm", split(name)[1], tenant=split(name)[0], instances=n, until=until)
+    return web.json_response({"name": request.match_info["name"], "instances": n, "until": until or None})
+
+
+async def function_decisions(request: web.Request) -> web.Response:
+    """The scheduler's last scaling decisions for the function, newest first."""
+    r = _store(request, "read")
+    name = _name(request, "read")
+    raw = request.query.get("limit", str(keys.MAX_DECISIONS))
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
+    if not 1 <= limit <= keys.MAX_DECISIONS:
+        raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to {keys.MAX_DECISIONS}, "
+                                           f"got {raw[:30]!r}")
+    if not await r.function_fields(name):
+        raise _not_found(request)
+    return web.json_response({"name": request.match_info["name"],
+                              "decisions": await DecisionStore(r.redis).last(name, limit)})
+
+
 async def function_logs(request: web.Request) -> web.Response:
     r = _store(request, "read")
     name = _name(request, "read")
@@ -219,3 +273,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/functions/{name}/scale", scale)
     app.router.add_get("/v1/functions/{name}/logs", function_logs)
     app.router.add_get("/v1/nodes", list_nodes)
+    app.router.add_post("/v1/functions/{name}/warm", warm)
+    app.router.add_get("/v1/functions/{name}/decisions", function_decisions)

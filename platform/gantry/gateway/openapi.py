@@ -20,8 +20,8 @@ from gantry_runtime import wire
 from gantry_runtime.coord import CoordCode
 from gantry_runtime.wire import ErrorCode
 
-from .. import state
-from ..manifest import (MAX_RETRIES, MAX_SCHEDULES, PRIORITIES, SCHEDULE_NAME_RE, MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
+from .. import keys, state
+from ..manifest import (MIN_UTILIZATION, MAX_RETRIES, MAX_SCHEDULES, PRIORITIES, SCHEDULE_NAME_RE, MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
                         MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
 from ..invocations import signing
 from ..quantities import format_size
@@ -110,6 +110,11 @@ def _spec(written: bool) -> _Schema:
             "concurrency": num("integer", 1, MAX_CONCURRENCY, "requests in flight per instance (default 4)"),
             "idle_timeout": duration("how long demand is remembered before scaling down (default 60s)"),
             "keep_paused": duration("how long a scaled-down instance stays paused (default 5m; 0: stopped)"),
+            "target_utilization": num("number", MIN_UTILIZATION, 1, "the share of concurrency each instance is "
+                                      "sized to run: instances = ceil(in flight / (concurrency x this)) "
+                                      "(default 1)"),
+            "scale_up_cooldown": duration("no scale-up within this of the last scale-up (default 0: none)"),
+            "scale_down_cooldown": duration("no scale-down within this of the last change (default 0: none)"),
         },
         "limits": {
             "timeout": duration("per invocation, above zero (default 30s)"),
@@ -183,8 +188,21 @@ SCHEMAS: dict[str, _Schema] = {
                                         "cause": {"type": "string"}},
                                        description="the version's last instance that never became ready, "
                                                    "and why (cleared once one is ready)")),
+        "scale_target": _nullable({"type": "integer", "minimum": 0,
+                                   "description": "the scheduler's last scaling decision (null: none yet)"}),
+        "warm": _nullable(_obj({"instances": {"type": "integer", "minimum": 1}, "until": {"type": "number"}},
+                               description="a `gantry warm` hold in force: at least `instances` until "
+                                           "`until` (unix seconds)")),
         "error": _nullable({"type": "string", "description": "why the stored record cannot be read"}),
     }),
+    "ScalingDecision": _obj({
+        "time": {"type": "number", "description": "unix seconds"},
+        "from": {"type": "integer", "minimum": 0}, "to": {"type": "integer", "minimum": 0},
+        "reason": {"type": "string", "description": "such as \"scale up 1->4: 10 in flight / (4 x 0.8)\" "
+                                                    "or \"held by scale_down_cooldown (12s left): ...\""},
+        "held": {"enum": ["scale_up_cooldown", "scale_down_cooldown"],
+                 "description": "the cooldown that held the change back (`from` == `to`)"}},
+        ["time", "from", "to", "reason"]),
     "Instance": _obj({
         "id": {"type": "string"}, "version": {"type": "integer"}, "node": {"type": "string"},
         "state": {"enum": [s.value for s in state.InstanceState]},
@@ -470,7 +488,7 @@ ONLY_WHERE_LISTED = {"too_many_secrets", "secrets_unavailable", "not_cancellable
                      "not_deployed", "cancelled", "idempotency_conflict"}
 INVOKE_ONLY = {ErrorCode.FUNCTION_ERROR, ErrorCode.BAD_RESULT, "function_crashed",
                ErrorCode.FUNCTION_OUTCOME_UNKNOWN, "no_capacity", ErrorCode.TIMEOUT}
-QUOTA_OPS = {"deploy", "scaleFunction", "invoke"}    # the operations a quota_exceeded may answer
+QUOTA_OPS = {"deploy", "scaleFunction", "warmFunction", "invoke"}    # the operations a quota_exceeded may answer
 INTERNAL = (500, "internal", "a bug in the gateway (logged with its traceback; the caller gets no detail)")
 
 _RETRY_AFTER = {"Retry-After": {"description": "whole seconds to wait", "required": True,
@@ -748,6 +766,26 @@ PATHS: dict[str, dict[str, Any]] = {
         body=_body(_obj({"min_instances": {"type": "integer", "minimum": 0, "maximum": MAX_INSTANCES,
                                            "description": "at most the latest version's scaling.max_instances"}},
                         closed=False)))},
+    "/v1/functions/{name}/warm": {"post": _op(
+        "warmFunction", "functions", "Hold at least N instances ready for a while (`gantry warm`)",
+        {200: _json(_obj({"name": _QNAME, "instances": {"type": "integer", "minimum": 0},
+                          "until": _nullable({"type": "number", "description": "unix seconds; null: no hold"})}),
+                    "the hold")},
+        (400, 404, 413, *_ADMIN_ERRORS), params=[_NAME_PARAM],
+        description="The scheduler keeps at least `instances` of the function (at most its `max_instances`, "
+                    "else 400) until the time passes, then scales down as usual (after `idle_timeout`). "
+                    "`instances` 0 ends a hold. Counted against the tenant's `instances` quota like "
+                    "`min_instances`.",
+        body=_body(_obj({"instances": {"type": "integer", "minimum": 0, "maximum": MAX_INSTANCES},
+                         "for": _duration("how long (default 10m)")}, ["instances"])))},
+    "/v1/functions/{name}/decisions": {"get": _op(
+        "functionDecisions", "functions", "The scheduler's last scaling decisions, newest first",
+        {200: _json(_obj({"name": _QNAME, "decisions": {"type": "array", "items": _ref("ScalingDecision")}}),
+                    "each change of the target, and each time a cooldown started holding one back")},
+        (400, 404, *_ADMIN_ERRORS),
+        params=[_NAME_PARAM, {"name": "limit", "in": "query", "required": False,
+                              "schema": {"type": "integer", "minimum": 1, "maximum": keys.MAX_DECISIONS,
+                                         "default": keys.MAX_DECISIONS}}])},
     "/v1/functions/{name}/logs": {"get": _op(
         "functionLogs", "functions", "The function's container logs, oldest first, after a cursor",
         {200: _json(_obj({"name": _QNAME, "entries": {"type": "array", "items": _ref("LogEntry")},

@@ -3,6 +3,7 @@ through gantry.store (the delete is a WATCH/MULTI of its own, never read-modify-
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -34,6 +35,10 @@ async def set_min_override(store: Store, name: str, n: int) -> bool:
     return await store.update_function(name, min_override=n)
 
 
+async def set_warm(store: Store, name: str, n: int, until: float) -> bool:
+    return await store.update_function(name, warm=n, warm_until=until)
+
+
 async def function_summary(store: Store, name: str) -> tuple[dict[str, Any], list[state.Instance]] | None:
     """What GET /v1/functions lists (and the instances GET /v1/functions/NAME adds).  A
     function whose stored record cannot be read is still listed, with ``error`` saying why
@@ -61,6 +66,10 @@ async def function_summary(store: Store, name: str) -> tuple[dict[str, Any], lis
         "updated": fn.updated,
         "pending_reason": fn.pending_reason or None,
         "start_failed": {"version": failed.version, "cause": failed.cause} if failed else None,
+        # the scaling policy's state (docs/control-plane.md "Scaling")
+        "scale_target": fn.scale_target if fn.scale_target >= 0 else None,
+        "warm": ({"instances": fn.warm, "until": fn.warm_until}
+                 if fn.warm_now(time.time()) else None),
         "error": None,
     }, instances
 
@@ -81,7 +90,7 @@ async def _unreadable_summary(store: Store, name: str, error: str) -> tuple[dict
         "min_override": None, "ready": states.get(state.READY, 0), "total": len(instances),
         "states": dict(sorted(states.items())), "spec": None, "active_spec": None,
         "updated": number("updated", float), "pending_reason": raw.get("pending_reason") or None,
-        "start_failed": None, "error": error,
+        "start_failed": None, "scale_target": None, "warm": None, "error": error,
     }, instances
 
 

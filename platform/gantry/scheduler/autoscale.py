@@ -1,16 +1,22 @@
 """How many instances a function wants: pure functions of demand and time (no I/O).
 
     demand = sum(inflight + waiting) over fresh gateway load reports
-    want   = clamp(ceil(demand / concurrency), min, max)
-    target = the highest `want` observed during the last idle_timeout seconds
+    floor  = max(min, warm while its hold lasts), at most max
+    want   = clamp(ceil(demand / (concurrency x target_utilization)), floor, max)
+    window = the highest `want` observed during the last idle_timeout seconds
+    target = ``decide``: the window, unless a cooldown holds the last target
 
-Scaling up follows `want` at once (target >= want); scaling down follows the window, so a
-function with min 0 scales to zero idle_timeout after its last request.
+Scaling up follows `want` at once (window >= want) unless scale_up_cooldown has not passed
+since the last scale-up; scaling down follows the window, and not within
+scale_down_cooldown of the last change either way.  With the defaults (utilization 1, no
+cooldowns) target == window: a function with min 0 scales to zero idle_timeout after its
+last request.  Every decision carries its reason (docs/control-plane.md "Scaling").
 """
 from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Iterable
 
 import msgpack
@@ -42,10 +48,102 @@ def last_request(reports: dict) -> float:
     return latest
 
 
-def compute_want(demand: int, concurrency: int, minimum: int, maximum: int) -> int:
-    """ceil(demand / concurrency) clamped to [minimum, maximum]."""
-    needed = math.ceil(demand / max(1, concurrency)) if demand > 0 else 0
-    return max(minimum, min(maximum, needed))
+def needed_for(demand: int, concurrency: int, utilization: float = 1.0) -> int:
+    """ceil(demand / (concurrency x utilization)): instances that run demand at the target
+    utilization.  A hair below each whole number counts as it: 3 / (10 x 0.3) is 1, not 2."""
+    if demand <= 0:
+        return 0
+    return max(1, math.ceil(demand / (max(1, concurrency) * utilization) - 1e-9))
+
+
+def compute_want(demand: int, concurrency: int, minimum: int, maximum: int, utilization: float = 1.0) -> int:
+    """ceil(demand / (concurrency x utilization)) clamped to [minimum, maximum]."""
+    return max(minimum, min(maximum, needed_for(demand, concurrency, utilization)))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What decides one function's target: its spec's [scaling], the `gantry scale` override
+    (in ``minimum``) and a `gantry warm` hold still in force (``warm``, 0: none)."""
+    minimum: int
+    maximum: int
+    concurrency: int
+    utilization: float = 1.0
+    up_cooldown: float = 0.0
+    down_cooldown: float = 0.0
+    idle_timeout: float = 60.0
+    warm: int = 0
+
+    @property
+    def floor(self) -> int:
+        return min(self.maximum, max(self.minimum, self.warm))
+
+    def want(self, demand: int) -> int:
+        return compute_want(demand, self.concurrency, self.floor, self.maximum, self.utilization)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What a decision remembers (kept in the function record, so a new leader keeps it):
+    the last target, and the wall times of the last change up and of the last change."""
+    target: int
+    up_at: float = 0.0
+    changed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    target: int
+    reason: str              # "" when nothing changed and nothing was held
+    memory: Memory           # what to remember after it
+    changed: bool = False    # target differs from the last one
+    wanted: int = 0          # what the window asked for (== target unless held)
+    held: str = ""           # the cooldown that held a change back ("" none)
+
+
+def explain(demand: int, policy: Policy, target: int) -> str:
+    """Why ``target``: the demand term, the floor or max that bound it, or the window."""
+    needed = needed_for(demand, policy.concurrency, policy.utilization)
+    term = f"{demand} in flight / ({policy.concurrency} x {policy.utilization:g})"
+    if target == policy.floor and policy.floor > 0 and needed <= target:
+        if policy.warm >= policy.minimum and policy.warm > 0:
+            return f"warm {policy.warm}"
+        return f"min_instances {policy.minimum}"
+    if target == needed:
+        return term
+    if target == policy.maximum and needed > target:
+        return f"{term} = {needed}, capped at max_instances {policy.maximum}"
+    return f"the highest want of the last {policy.idle_timeout:g}s ({term} now)"
+
+
+def decide(memory: Memory, demand: int, window: int, policy: Policy, now: float) -> Decision:
+    """The target of one function: ``window`` (the idle window's highest want, WantWindow)
+    unless a cooldown holds ``memory.target``.  Bounds are never held back: the target is
+    always within [floor, max], whatever the cooldowns say."""
+    previous, wanted = memory.target, window
+    low, high = policy.floor, policy.maximum
+    target, held, left = wanted, "", 0.0
+    if wanted > previous and policy.up_cooldown > 0 and memory.up_at > 0:
+        left = memory.up_at + policy.up_cooldown - now
+        if left > 0:
+            target, held = previous, "scale_up_cooldown"
+    elif wanted < previous and policy.down_cooldown > 0 and memory.changed_at > 0:
+        left = memory.changed_at + policy.down_cooldown - now
+        if left > 0:
+            target, held = previous, "scale_down_cooldown"
+    target = max(low, min(high, target))
+    if target == wanted:
+        held = ""
+    if target == previous:
+        reason = (f"held by {held} ({math.ceil(left)}s left): want {wanted}, "
+                  f"{explain(demand, policy, wanted)}" if held else "")
+        return Decision(target, reason, memory, False, wanted, held)
+    way = "up" if target > previous else "down"
+    reason = f"scale {way} {previous}->{target}: {explain(demand, policy, target)}"
+    if held and target != wanted:        # a bound moved the target; a cooldown holds the rest
+        reason += f" (held by {held}, {math.ceil(left)}s left: want {wanted})"
+    after = Memory(target, now if way == "up" else memory.up_at, now)
+    return Decision(target, reason, after, True, wanted, held)
 
 
 class WantWindow:

@@ -32,7 +32,8 @@ from ..tenants.quota import QuotaExceeded
 from ..tenants.quotastore import QuotaStore
 from . import writes
 from . import reclaim
-from .autoscale import WantWindow, compute_want, demand_from_reports, last_request
+from .autoscale import Decision, Memory, Policy, WantWindow, compute_want, decide, demand_from_reports, last_request
+from .decisions import DecisionStore
 from .placement import Ranker, Request, for_tenant, no_capacity_reason, no_node_reason, place
 from .tenancy import IsolationCache
 
@@ -130,6 +131,11 @@ class Reconciler:
         self.isolation = IsolationCache(store.redis)                  # tenant -> isolation level
         self._settings = settings
         self._windows: dict[str, WantWindow] = {}
+        # The scaling policy's memory (autoscale.decide), seeded from the function record on
+        # first sight, and the cooldown hold last recorded (recorded once, not every pass).
+        self._memory: dict[str, Memory] = {}
+        self._held: dict[str, tuple[str, int]] = {}
+        self._decisions = DecisionStore(store.redis)
         self._crashes: dict[tuple[str, int], tuple[int, float]] = {}   # -> (failures, not before)
         self._reasons: dict[str, tuple[str, str]] = {}                 # (pending_reason, pending_quota) written
         self._failing: dict[str, str] = {}                             # function -> its last failure
@@ -143,8 +149,9 @@ class Reconciler:
 
     def forget(self, keep: set[str]) -> None:
         """Drop memory of functions that no longer exist."""
-        for name in [n for n in self._windows if n not in keep]:
-            del self._windows[name]
+        for memory in (self._windows, self._memory, self._held):
+            for name in [n for n in memory if n not in keep]:
+                del memory[name]
         for name in [n for n in self._reasons if n not in keep]:
             del self._reasons[name]
         for name in [n for n in self._failing if n not in keep]:
@@ -174,15 +181,23 @@ class Reconciler:
                 self._crashes.pop((name, inst.version), None)
         await self._note_start(name, instances)
         demand = demand_from_reports(await store.load_reports(name), now, self._settings.load_fresh)
-        minimum = fn.min_override if fn.min_override >= 0 else spec.scaling.min_instances
-        maximum = max(minimum, spec.scaling.max_instances)
-        want = compute_want(demand, spec.scaling.concurrency, minimum, maximum)
-        window = self._windows.get(name)
-        if window is None:      # first sight (new function or new leader): assume what runs was wanted
-            window = self._windows[name] = WantWindow()
+        sc = spec.scaling
+        minimum = fn.min_override if fn.min_override >= 0 else sc.min_instances
+        maximum = max(minimum, sc.max_instances)
+        policy = Policy(minimum, maximum, sc.concurrency, sc.target_utilization, sc.scale_up_cooldown,
+                        sc.scale_down_cooldown, sc.idle_timeout, fn.warm_now(now))
+        want = compute_want(demand, sc.concurrency, policy.floor, maximum, sc.target_utilization)
+        memory = self._memory.get(name)
+        if memory is None:      # first sight (new function or new leader): the last decision, else
             live = sum(1 for i in instances if i.state in state.LIVE_STATES and i.version == fn.active)
-            window.seed(now, max(minimum, min(maximum, live)))
-        target = window.observe(now, want, spec.scaling.idle_timeout)
+            last = min(maximum, fn.scale_target if fn.scale_target >= 0 else live)
+            self._windows[name] = WantWindow()      # ... assume what runs was wanted
+            self._windows[name].seed(now, max(policy.floor, last))
+            # (below the floor: the first decision says so, "scale up 0->2: min_instances 2")
+            memory = self._memory[name] = Memory(last, fn.scaled_up_at, fn.scaled_at)
+        window = self._windows.setdefault(name, WantWindow())
+        decision = decide(memory, demand, window.observe(now, want, sc.idle_timeout), policy, now)
+        target = decision.target
         keep_paused = spec.scaling.keep_paused
         decided = plan(fn.active, fn.latest, target, demand, maximum, instances, keep_paused, now)
         if decided.promote:
@@ -203,6 +218,9 @@ class Reconciler:
                 reason, quota = str(exc), exc.encode()
                 break
         await self._set_reason(name, reason, quota)
+        # recorded after the starts, so a cold start waits for no extra round trip (a pass
+        # that ends early records nothing and remembers nothing: the next one decides again)
+        await self._note_decision(name, memory, decision, now, epoch)
         for inst in decided.pause:
             await writes.pause(store, epoch, inst, now)
         for inst in decided.drain:
@@ -233,6 +251,8 @@ class Reconciler:
             if inst.state in state.TRANSITIONS[state.DRAINING]:
                 await writes.drain(self._store, epoch, inst, "function deleted")
         self._windows.pop(name, None)
+        self._memory.pop(name, None)
+        self._held.pop(name, None)
 
     async def _start(self, fn: Function, version: int, count: int, nodes: list[Node],
                      now: float, epoch: int, urgent: bool = True) -> str:
@@ -307,6 +327,7 @@ class Reconciler:
             kept = sum(1 for i in on_nodes if i.function == function and i.state in state.LIVE_STATES
                        and i not in decision.victims)
             self._windows.setdefault(function, WantWindow()).seed(now, kept)
+            await self._scaled_down(function, kept, f"stopped idle instances to make room for {name}", now, epoch)
         log.info("function %s: making room on %s: stopping %s", name, decision.node,
                  ", ".join(f"{v.id} ({v.state})" for v in decision.victims))
         return f"making room: stopping {len(decision.victims)} idle instance(s) on {decision.node}"
@@ -317,10 +338,33 @@ class Reconciler:
         if fn is None:
             return None
         reports = await self._store.load_reports(name)
-        minimum = fn.min_override if fn.min_override >= 0 else fn.spec.scaling.min_instances
+        minimum = max(fn.min_override if fn.min_override >= 0 else fn.spec.scaling.min_instances,
+                      fn.warm_now(now))
         live = sum(1 for i in instances if i.function == name and i.state in state.LIVE_STATES)
         return reclaim.Holder(busy=demand_from_reports(reports, now, self._settings.load_fresh) > 0,
                               spare=live - minimum, last_request=last_request(reports))
+
+    async def _note_decision(self, name: str, memory: Memory, decision, now: float, epoch: int) -> None:
+        """Remember a scaling decision; record it (keys.RECORD_DECISION) when it changed the
+        target, or when a cooldown starts holding a change back (once per hold, not per pass)."""
+        hold = (decision.held, decision.wanted) if decision.held else None
+        if decision.changed or (hold is not None and self._held.get(name) != hold):
+            log.info("function %s: %s", name, decision.reason)
+            await self._decisions.record(epoch, name, now, memory.target, decision)
+        if hold is None:
+            self._held.pop(name, None)
+        else:
+            self._held[name] = hold
+        self._memory[name] = decision.memory
+
+    async def _scaled_down(self, name: str, target: int, why: str, now: float, epoch: int) -> None:
+        """Another function's need scaled NAME down to TARGET (reclaim): its decision too."""
+        memory = self._memory.get(name) or Memory(target)
+        if memory.target != target:
+            after = Memory(target, memory.up_at, now)
+            await self._note_decision(name, memory, Decision(
+                target, f"scale down {memory.target}->{target}: {why}", after, True, target), now, epoch)
+        self._memory[name] = Memory(target, memory.up_at, now)
 
     async def _note_start(self, name: str, instances: list[Instance]) -> None:
         """Keep the function record's last failed start (``start_failed``) true: set it when

@@ -18,20 +18,22 @@ def _progress(line: str) -> None:
 
 
 def _docker():
-    import docker
+    from .sdk.deploy import docker_client
 
-    try:
-        client = docker.from_env(timeout=300)
-        client.ping()
-        return client
-    except Exception as exc:
-        raise CLIError(f"cannot reach the Docker engine ({exc}); is dockerd running? (scripts/setup.sh starts it)")
+    return docker_client()
 
 
 def _client(args):
     from .client import Client
 
     return Client.resolve(args.url, args.api_key)
+
+
+def _sdk(args):
+    """The SDK's client (gantry.Client) for the commands that go through it."""
+    from .sdk import Client
+
+    return Client(args.url, args.api_key)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -95,25 +97,8 @@ def cmd_build(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from .build import build_function
-
-    result = build_function(_docker(), args.directory, _progress)
-    client = _client(args)
-    spec = result.spec.to_dict()
-    spec.pop("tenant")                       # the deploying key's (the admin: --tenant)
-    answer = client.call("POST", "/v1/functions" + _tenant_query(args), {"spec": spec, "image": result.image})
-    name, version = answer["name"], answer["version"]
-    _progress(f"deployed {name} version {version} ({result.image})")
-    if args.wait:
-        deadline = time.monotonic() + args.wait
-        while time.monotonic() < deadline:
-            fn = client.call("GET", f"/v1/functions/{name}")
-            if fn["active"] == version and (result.spec.scaling.min_instances == 0 or fn["ready"] > 0):
-                break
-            time.sleep(0.2)
-        else:
-            raise CLIError(f"{name} version {version} did not take traffic within {args.wait:g}s")
-    print(f"{client.url}/v1/invoke/{name}")
+    done = _sdk(args).deploy(args.directory, _progress, tenant=args.tenant, wait=args.wait)
+    print(done.invoke_url)
     return 0
 
 
@@ -160,13 +145,8 @@ def cmd_invoke(args) -> int:
     return 0
 
 
-def _tenant_query(args) -> str:
-    from urllib.parse import quote
-    return f"?tenant={quote(args.tenant)}" if getattr(args, "tenant", None) else ""
-
-
 def cmd_ls(args) -> int:
-    functions = _client(args).call("GET", "/v1/functions" + _tenant_query(args))["functions"]
+    functions = _sdk(args).list_functions(tenant=args.tenant)
     if not functions:
         print("no functions deployed")
         return 0
@@ -185,32 +165,39 @@ def cmd_ls(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    _client(args).call("DELETE", f"/v1/functions/{args.name}")
+    _sdk(args).delete_function(args.name)
     _progress(f"removed {args.name}")
     return 0
 
 
 def cmd_scale(args) -> int:
-    _client(args).call("POST", f"/v1/functions/{args.name}/scale", {"min_instances": args.min_instances})
+    _sdk(args).scale(args.name, args.min_instances)
     _progress(f"{args.name}: min_instances = {args.min_instances}")
     return 0
 
 
 def cmd_logs(args) -> int:
-    client = _client(args)
-    cursor = ""
-    while True:
-        page = client.call("GET", f"/v1/functions/{args.name}/logs?after={cursor}&limit=500")
-        for entry in page["entries"]:
-            print(f"{entry.get('instance', '')}  {entry.get('line', '')}", flush=True)
-        cursor = page["cursor"] or cursor
-        if not args.follow:
-            return 0
-        time.sleep(0.5)
+    from .logview import LogQueryError, level_name, parse_since
+
+    try:     # checked here too, so a typo is one line before any request
+        if args.since:
+            parse_since(args.since, time.time())
+        if args.level:
+            level_name(args.level)
+    except LogQueryError as exc:
+        raise CLIError(f"--{exc}") from None
+    if args.tail is not None and not 1 <= args.tail <= 1000:
+        raise CLIError(f"--tail: expected a whole number from 1 to 1000, got {args.tail}")
+    entries = _sdk(args).stream_logs(args.name, since=args.since, instance=args.instance, level=args.level,
+                                     tail=args.tail, follow=args.follow)
+    for entry in entries:
+        print(json.dumps({"id": entry.id, "instance": entry.instance, "line": entry.line}, ensure_ascii=False)
+              if args.json else entry.format(), flush=True)
+    return 0
 
 
 def cmd_nodes(args) -> int:
-    nodes = _client(args).call("GET", "/v1/nodes")["nodes"]
+    nodes = _sdk(args).nodes()
     if not nodes:
         print("no live nodes")
         return 0
@@ -328,9 +315,17 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--tenant", help="only this tenant's (platform admin; default: every tenant's)")
     sp = add("rm", cmd_rm, "delete a function and stop its instances")
     sp.add_argument("name")
-    sp = add("logs", cmd_logs, "print a function's logs")
+    sp = add("logs", cmd_logs, "print a function's logs (about GANTRY_LOG_MAXLEN lines are kept per function)")
     sp.add_argument("name")
-    sp.add_argument("-f", "--follow", action="store_true")
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until interrupted")
+    sp.add_argument("--since", metavar="WHEN", help="lines from then on: a duration back (10m, 2h, 1d), "
+                                                    "an ISO 8601 time (no zone: UTC) or epoch seconds")
+    sp.add_argument("--instance", metavar="ID", help="only this instance's (its id, or the short id shown)")
+    sp.add_argument("--level", help="this level and above: debug, info, warning, error, critical "
+                                    "(a line that is not JSON counts as info)")
+    sp.add_argument("--tail", type=int, metavar="N", help="only the last N lines (with -f: then the new ones)")
+    sp.add_argument("--json", action="store_true", help="print each entry as the API's JSON (id, instance, "
+                                                        "the raw line)")
     sp = add("scale", cmd_scale, "keep at least N instances of a function ready")
     sp.add_argument("name")
     sp.add_argument("min_instances", type=int, metavar="N")

@@ -2,7 +2,6 @@
 file `gantry up` writes (~/.config/gantry/config.toml)."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import tomllib
@@ -177,30 +176,12 @@ class Client:
                headers: dict[str, str] | None = None) -> Iterator[bytes]:
         """Yield the response body as it arrives (streams arrive chunk by chunk).  A stream that
         fails part-way raises StreamError after the part that came: with the code and message
-        of its error frame, or ``stream_broken`` when it was cut off without one."""
-        resp = self._request("POST", f"/v1/invoke/{name}", body, {**(headers or {}), "Content-Type": content_type})
-        tail = StreamTail(sse=resp.headers.get_content_type() == wire.EVENT_STREAM)
-        with resp:
-            while True:
-                try:
-                    chunk = resp.read1(65536)
-                except (http.client.HTTPException, OSError) as exc:
-                    rest, err = tail.failed()
-                    if rest:
-                        yield rest
-                    if err is not None:
-                        raise StreamError(resp.status, *err) from None
-                    raise StreamError(resp.status, "stream_broken",
-                                      f"the response was cut off after {tail.shown} bytes "
-                                      f"({type(exc).__name__}); the function may not have finished") from None
-                if not chunk:
-                    rest = tail.finish()
-                    if rest:
-                        yield rest
-                    return
-                shown = tail.feed(chunk)
-                if shown:
-                    yield shown
+        of its error frame, or ``stream_broken`` when it was cut off without one.  (The SDK's
+        streaming invoke, gantry.sdk.sync, given the body and headers as they are.)"""
+        from .sdk.sync import Client as SDKClient
+
+        sdk = SDKClient(self.url, self.api_key, timeout=self.timeout)
+        return sdk._stream(f"/v1/invoke/{name}", body, {**(headers or {}), "Content-Type": content_type})
 
     # --- secrets (docs/tenants.md, "Secrets"): values go in, never come back ------------
 

@@ -1445,3 +1445,18 @@ redis.call('LPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
 return 1
 """
+
+
+# --- function logs (the worker's LogShipper through Store.append_logs) ----------------------
+
+# KEYS[1] function hash, KEYS[2] function_logs stream
+# ARGV[1] maxlen (about: MAXLEN ~), then instance, line, instance, line, ...
+# Append the lines only while the function exists: lines of a removed function's draining
+# instances would otherwise bring back the stream its delete removed.  Returns the count added.
+APPEND_LOGS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 2, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'instance', ARGV[i], 'line', ARGV[i + 1])
+end
+return (#ARGV - 1) / 2
+"""

@@ -90,11 +90,14 @@ class ScriptRunner:
         self.redis = redis
         self._scripts: dict[str, Any] = {}
 
-    async def _run(self, script: str, keys_: list[str], args: list[Any]) -> Any:
+    def _script(self, script: str):
         registered = self._scripts.get(script)
         if registered is None:
             registered = self._scripts[script] = self.redis.register_script(script)
-        return await registered(keys=keys_, args=args)
+        return registered
+
+    async def _run(self, script: str, keys_: list[str], args: list[Any]) -> Any:
+        return await self._script(script)(keys=keys_, args=args)
 
 
 class Store(ScriptRunner):
@@ -179,10 +182,23 @@ class Store(ScriptRunner):
         """Each gateway's last load report of the function (raw: gantry.scheduler.autoscale reads it)."""
         return await self.redis.hgetall(keys.function_load(name))
 
-    async def read_logs(self, name: str, after: str | None, limit: int) -> list:
-        """Entries of the function's log stream strictly after the cursor ``after``."""
-        return await self.redis.xrange(keys.function_logs(name), min=f"({after}" if after else "-",
-                                       max="+", count=limit)
+    async def read_logs(self, name: str, after: str | None, limit: int, *, since_ms: int | None = None) -> list:
+        """Entries of the function's log stream strictly after the cursor ``after`` (and from
+        ``since_ms`` on, when that is later), oldest first."""
+        low = f"({after}" if after else "-"
+        if since_ms is not None and (not after or (since_ms, 0) > _id_tuple(after)):
+            low = str(since_ms)
+        return await self.redis.xrange(keys.function_logs(name), min=low, max="+", count=limit)
+
+    async def read_logs_back(self, name: str, before: str | None, limit: int, *, after: str | None = None,
+                             since_ms: int | None = None) -> list:
+        """Entries strictly before ``before`` (None: from the newest), newest first, down to
+        (not including) ``after`` and from ``since_ms`` on."""
+        low = f"({after}" if after else "-"
+        if since_ms is not None and (not after or (since_ms, 0) > _id_tuple(after)):
+            low = str(since_ms)
+        return await self.redis.xrevrange(keys.function_logs(name), max=f"({before}" if before else "+",
+                                          min=low, count=limit)
 
     async def routing_view(self, name: str) -> RoutingView:
         """The version that takes traffic (active, else latest; None while the function is
@@ -316,11 +332,16 @@ class Store(ScriptRunner):
         return raws + list(more or [])
 
     async def append_logs(self, items: list[tuple[str, str, str]], maxlen: int) -> None:
-        """(function, instance, line) appended to each function's capped log stream."""
-        pipe = self.redis.pipeline(transaction=False)
+        """(function, instance, line) appended to each function's capped log stream, in one
+        round trip; lines of a function that no longer exists are dropped (keys.APPEND_LOGS)."""
+        by_function: dict[str, list[str]] = {}
         for function, instance, line in items:
-            pipe.xadd(keys.function_logs(function), {"instance": instance, "line": line},
-                      maxlen=maxlen, approximate=True)
+            by_function.setdefault(function, []).extend((instance, line))
+        script = self._script(keys.APPEND_LOGS)
+        pipe = self.redis.pipeline(transaction=False)
+        for function, pairs in by_function.items():
+            await script(keys=[keys.function(function), keys.function_logs(function)], args=[maxlen, *pairs],
+                         client=pipe)
         await pipe.execute()
 
     # --- instance states (the worker's compare-and-set) -----------------------------------
@@ -477,8 +498,9 @@ class Store(ScriptRunner):
                         await self.redis.srem(keys.tenant_functions(split(name)[0]), name)
                         return False
                     pipe.multi()
-                    pipe.delete(key, *[keys.function_version(name, v) for v in range(1, int(latest) + 1)])
-                    pipe.delete(keys.function_decisions(name))               # gone with it
+                    pipe.delete(key, *[keys.function_version(name, v) for v in range(1, int(latest) + 1)],
+                                keys.function_logs(name))          # its logs go with it
+                    pipe.delete(keys.function_decisions(name))               # and its decisions
                     pipe.srem(keys.FUNCTIONS, name)
                     pipe.srem(keys.tenant_functions(split(name)[0]), name)   # its `functions` use
                     pipe.publish(keys.EVENTS, f"fn:{name}")
@@ -491,6 +513,11 @@ class Store(ScriptRunner):
         """Set fields of an existing function and announce it.  False if it does not exist."""
         return bool(await self._run(keys.UPDATE_FUNCTION, [keys.function(name), keys.EVENTS],
                                     [name, str(time.time()), *_flat(fields)]))
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _decode_version(name: str, version: int, raw: dict) -> tuple[str, FunctionSpec]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -98,8 +99,9 @@ def kinds_build(docker_client):
     return build_function(docker_client, KINDS)
 
 
-@pytest.fixture
-def platform(redis_url, docker_client, tmp_path):
+@contextmanager
+def running_platform(redis_url, docker_client, tmp: str):
+    """Scheduler, gateway and one worker on the e2e database, torn down (containers too) after."""
     import redis
 
     url = redis_url.rsplit("/", 1)[0] + f"/{E2E_DB}"
@@ -108,7 +110,7 @@ def platform(redis_url, docker_client, tmp_path):
     api_key = "gk_e2e_" + uuid.uuid4().hex
     r.set(keys.ADMIN_KEY_HASH, hashlib.sha256(api_key.encode()).hexdigest())
     port = free_port()
-    p = Platform(url, uuid.uuid4().hex[:6], str(tmp_path))
+    p = Platform(url, uuid.uuid4().hex[:6], tmp)
     p.client = Client(f"http://127.0.0.1:{port}", api_key, timeout=60)
     p.start("scheduler", "scheduler", **FAST_SCHEDULER)
     p.start("gateway", "gateway", GANTRY_GATEWAY_PORT=str(port), GANTRY_COLD_START_TIMEOUT="45")
@@ -129,3 +131,10 @@ def platform(redis_url, docker_client, tmp_path):
                 container.remove(force=True)
         r.flushdb()
         r.close()
+
+
+@pytest.fixture
+def platform(redis_url, docker_client, tmp_path):
+    with running_platform(redis_url, docker_client, str(tmp_path)) as p:
+        yield p
+

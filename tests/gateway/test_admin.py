@@ -126,7 +126,7 @@ async def test_logs_cursor_and_nodes(redis_url, redis_client):
         page = await resp.json()
         assert [e["line"] for e in page["entries"]] == ["line 3", "line 4"] and page["cursor"] == ids[4]
         resp = await client.get(f"/v1/functions/fn/logs?after={ids[4]}", headers=AUTH)
-        assert await resp.json() == {"name": "fn", "entries": [], "cursor": ids[4]}
+        assert await resp.json() == {"name": "fn", "entries": [], "cursor": ids[4], "more": False}
         await _bad(await client.get("/v1/functions/fn/logs?after=nope", headers=AUTH))
         await _bad(await client.get("/v1/functions/fn/logs?limit=0", headers=AUTH))
 

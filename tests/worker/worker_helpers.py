@@ -46,6 +46,8 @@ def place(redis_client, node: str, function: str = "kinds", version: int = 1, ep
     inst = st.Instance(id=instance_id, function=function, version=version, node=node, cpu=cpu, memory=memory,
                        created=time.time(), epoch=epoch)
     redis_client.hset(keys.instance(instance_id), mapping=inst.to_hash())
+    # the function exists while its instances are placed (and its log lines are kept: keys.APPEND_LOGS)
+    redis_client.hsetnx(keys.function(function), "latest", version)
     redis_client.sadd(keys.function_instances(function), instance_id)
     redis_client.sadd(keys.node_instances(node), instance_id)
     return instance_id

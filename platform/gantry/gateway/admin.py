@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import keys
+from .. import keys, logview
 from ..manifest import MAX_DURATION, FunctionSpec, ManifestError
 from ..quantities import parse_duration
 from ..scheduler.decisions import DecisionStore
@@ -252,12 +252,35 @@ async def function_decisions(request: web.Request) -> web.Response:
                               "decisions": await DecisionStore(r.redis).last(name, limit)})
 
 
+def _log_query(request: web.Request) -> registry.LogQuery:
+    """The filters of GET /v1/functions/NAME/logs: since, instance, level, tail (docs/api.md)."""
+    after, limit = page(request, MAX_LOG_ENTRIES, "a log cursor")
+    query = request.query
+    try:
+        since = query.get("since")
+        since_ms = None if not since else max(0, int(logview.parse_since(since, time.time()) * 1000))
+        level = logview.level_name(query["level"]) if query.get("level") else None
+    except logview.LogQueryError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    tail = None
+    if query.get("tail"):
+        raw = query["tail"]
+        tail = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
+        if not 1 <= tail <= MAX_LOG_ENTRIES:
+            raise ApiError(400, "bad_request", f"tail: expected a whole number from 1 to {MAX_LOG_ENTRIES}, "
+                                               f"got {raw[:30]!r}")
+    instance = query.get("instance") or None
+    if instance is not None and len(instance) > 200:
+        raise ApiError(400, "bad_request", "instance: expected an instance id or a prefix of one")
+    return registry.LogQuery(after=after, limit=limit, since_ms=since_ms, instance=instance, level=level, tail=tail)
+
+
 async def function_logs(request: web.Request) -> web.Response:
     r = _store(request, "read")
     name = _name(request, "read")
-    after, limit = page(request, MAX_LOG_ENTRIES, "a log cursor")
-    entries, cursor = await registry.logs(r, name, after, limit)
-    return web.json_response({"name": request.match_info["name"], "entries": entries, "cursor": cursor})
+    entries, cursor, more = await registry.logs(r, name, _log_query(request))
+    return web.json_response({"name": request.match_info["name"], "entries": entries, "cursor": cursor,
+                              "more": more})
 
 
 async def list_nodes(request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from ..tenants.model import (FEATURE_RE, MAX_FEATURES, MAX_TENANT_NAME, QUOTA_FI
 from ..tenants.secretbox import MAX_SECRETS, MAX_VALUE_BYTES
 from ..usage.model import COUNTERS, RETENTION_DAYS, WHOLE
 from .admin import MAX_JSON_DEPTH, MAX_LOG_ENTRIES
+from .registry import LOG_SCAN_MAX
 from .audit import MAX_AUDIT_ENTRIES
 from .coord_api import (MAX_DELIVERIES, MAX_EVENTS, MAX_LIST, MAX_NAME, MAX_QUEUE_NAME, MAX_TTL, MAX_VISIBILITY,
                         MAX_WAIT, MAX_WEIGHT)
@@ -790,10 +791,29 @@ PATHS: dict[str, dict[str, Any]] = {
         "functionLogs", "functions", "The function's container logs, oldest first, after a cursor",
         {200: _json(_obj({"name": _QNAME, "entries": {"type": "array", "items": _ref("LogEntry")},
                           "cursor": _nullable({"type": "string", "description": "pass as `after` for the next "
-                                                                                "page"})}),
-                    "up to `limit` entries (none for a name that was never deployed)")},
+                                                                                "page"}),
+                          "more": {"type": "boolean", "description": "whether more entries may follow now "
+                                                                     "(the page is full, or the filters read "
+                                                                     f"{LOG_SCAN_MAX} entries); false at the "
+                                                                     "stream's end"}}),
+                    "up to `limit` entries (none for a name that was never deployed, or removed: its logs "
+                    "go with it)")},
         (400, 404, *_ADMIN_ERRORS),
+        description="Each function keeps about `GANTRY_LOG_MAXLEN` lines (default 1000; the oldest are "
+                    "trimmed). Filters are applied here: `since`, `instance`, `level`; `tail` gives the last "
+                    "N matching entries (oldest first) and a cursor at the newest entry, to follow from.",
         params=[_NAME_PARAM,
+                {"name": "since", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "entries from this time on: a duration back from now (`90s`, `10m`, `1h30m`, "
+                                "`2d`), an ISO 8601 time (no zone: UTC) or epoch seconds"},
+                {"name": "instance", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200},
+                 "description": "only this instance's: its id, or a prefix of the id or of its random part"},
+                {"name": "level", "in": "query", "required": False,
+                 "schema": {"enum": ["debug", "info", "warning", "error", "critical", "warn"]},
+                 "description": "this level and above; a line that is not JSON counts as info"},
+                {"name": "tail", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LOG_ENTRIES},
+                 "description": "the last N matching entries (then `limit` does not apply)"},
                 {"name": "after", "in": "query", "required": False,
                  "schema": {"type": "string", "pattern": r"^(\d{1,20}(-\d{1,20})?)?$"},
                  "description": "a cursor: a Redis stream id such as 1700000000000-0 (each part at most "

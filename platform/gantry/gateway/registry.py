@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 
-from .. import state
+from .. import logview, state
 from ..manifest import FunctionSpec
 from ..store import Store, UnreadableRecord
 
@@ -119,14 +120,70 @@ async def nodes(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-async def logs(store: Store, name: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    """Entries of keys.function_logs(name) strictly after the cursor, and the next cursor."""
-    if after == _LAST_STREAM_ID:   # nothing can follow it (and Redis refuses it as an exclusive start)
-        return [], after
-    entries = await store.read_logs(name, after, limit)
-    out = []
-    for entry_id, fields in entries:
-        item = {"id": _s(entry_id)}
-        item.update({_s(k): _s(v) for k, v in fields.items()})
-        out.append(item)
-    return out, (out[-1]["id"] if out else after)
+@dataclass(frozen=True)
+class LogQuery:
+    """What GET /v1/functions/NAME/logs asks for (None: no such filter)."""
+    after: str | None = None          # a cursor: entries strictly after it
+    limit: int = 100
+    since_ms: int | None = None       # entries that reached Redis at or after this
+    instance: str | None = None       # an instance id or a prefix of it (logview.instance_matches)
+    level: str | None = None          # this level and above (logview.LEVELS)
+    tail: int | None = None           # the last N matching entries instead of the first LIMIT
+
+
+LOG_SCAN_MAX = 10_000   # entries one request reads at most while filtering (then `more` is true)
+
+
+def _entry(entry_id: Any, fields: dict) -> dict[str, Any]:
+    item = {"id": _s(entry_id)}
+    item.update({_s(k): _s(v) for k, v in fields.items()})
+    return item
+
+
+async def logs(store: Store, name: str, q: LogQuery) -> tuple[list[dict[str, Any]], str | None, bool]:
+    """Entries of keys.function_logs(name) that pass the query's filters, oldest first; the
+    cursor to pass as ``after`` next (the last entry read, matching or not) and whether more
+    entries may follow now (the scan stopped at LIMIT matches or at LOG_SCAN_MAX read)."""
+    if q.after == _LAST_STREAM_ID:   # nothing can follow it (and Redis refuses it as an exclusive start)
+        return [], q.after, False
+    if q.tail is not None:
+        return await _tail(store, name, q)
+    out: list[dict[str, Any]] = []
+    cursor, scanned = q.after, 0
+    while scanned < LOG_SCAN_MAX:
+        ask = min(max(q.limit, 100) if q.instance or q.level else q.limit, LOG_SCAN_MAX - scanned)
+        batch = await store.read_logs(name, cursor, ask, since_ms=q.since_ms)
+        for entry_id, fields in batch:
+            item = _entry(entry_id, fields)
+            cursor = item["id"]
+            scanned += 1
+            if logview.matches(item, q.instance, q.level):
+                out.append(item)
+                if len(out) == q.limit:
+                    return out, cursor, True
+        if len(batch) < ask:
+            return out, cursor, False          # the stream's end
+    return out, cursor, True
+
+
+async def _tail(store: Store, name: str, q: LogQuery) -> tuple[list[dict[str, Any]], str | None, bool]:
+    """The last q.tail matching entries, read newest first; the cursor is the newest entry read."""
+    out: list[dict[str, Any]] = []
+    before, newest, scanned = None, q.after, 0
+    while scanned < LOG_SCAN_MAX and len(out) < q.tail:
+        ask = min(max(q.tail, 100), LOG_SCAN_MAX - scanned)
+        batch = await store.read_logs_back(name, before, ask, after=q.after, since_ms=q.since_ms)
+        for entry_id, fields in batch:
+            item = _entry(entry_id, fields)
+            if newest == q.after:
+                newest = item["id"]
+            before = item["id"]
+            scanned += 1
+            if logview.matches(item, q.instance, q.level):
+                out.append(item)
+                if len(out) == q.tail:
+                    break
+        if len(batch) < ask:
+            break
+    out.reverse()
+    return out, newest, False

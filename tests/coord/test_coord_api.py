@@ -298,3 +298,24 @@ async def test_coordination_tokens(redis_url, redis_client):
             assert err.value.status == 401
         finally:
             await fn.close()
+
+
+async def test_coordination_calls_have_their_own_rate_budget(redis_url, aredis):
+    """A low admin-call limit does not refuse /v1/coord/ calls (they are counted against
+    GANTRY_COORD_RATE_LIMIT instead), and the coordination limit refuses calls over it with
+    a 429 and Retry-After, while the admin budget the admin calls use is untouched by them."""
+    async with coord_gateway(redis_url, admin_rate_limit=1, admin_rate_burst=1,
+                             coord_rate_limit=1, coord_rate_burst=20) as (client, url), \
+            clients(url, 1) as (c,):
+        for i in range(20):             # 20 x the admin burst: all answered within the coord burst
+            await c.set_state("budget", i)
+        with pytest.raises(CoordError) as refused:
+            await c.get_state("budget")
+        assert refused.value.status == 429 and "coordination rate limit" in str(refused.value)
+        # the admin budget was not spent by the coordination calls: one admin call still passes
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        resp = await client.get("/v1/functions", headers=headers)
+        assert resp.status == 200, await resp.text()
+        resp = await client.get("/v1/functions", headers=headers)
+        assert resp.status == 429 and "admin API rate limit" in (await resp.json())["error"]["message"]
+        assert resp.headers["Retry-After"]

@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import asyncq, cold, density, deploy, goals, machine, scale, stream, tenancy, warm
+from . import asyncq, cold, coord, density, deploy, goals, machine, scale, stream, tenancy, warm
 from .stack import Stack
 from .stats import summary
 
@@ -24,7 +24,7 @@ LIMITS = {"full": 870.0, "quick": 210.0}          # seconds: stop starting repea
 # Ceilings per section (seconds), full / quick: a section starts no new repeat past its own.
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
             "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60),
-            "tenancy": (60, 20), "async": (150, 45)}
+            "tenancy": (60, 20), "async": (150, 45), "coord": (60, 20)}
 
 
 def repo_root() -> str | None:
@@ -169,6 +169,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
         section("warm", warm.measure)
         section("tenancy", tenancy.measure)
         section("async", asyncq.measure)
+        section("coord", coord.measure)
         section("streaming", stream.measure)
         section("cold_start", cold.measure)
         section("redeploy", deploy.redeploy, lambda v: sections.setdefault("deploy", {}).__setitem__("redeploy", v))

@@ -684,6 +684,14 @@ end
 return {tonumber(redis.call('GET', KEYS[3]) or '0'), out}
 """
 
+# KEYS[1] coord_state, KEYS[2] coord_state_rev
+# ARGV[1] key
+# {value JSON, revision} of one key (value false when absent): one consistent read in one
+# command (a MULTI of two HGETs cost the gateway two more round trips' worth of work).
+COORD_STATE_GET = """
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1]) or '0'}
+"""
+
 # KEYS[1] coord_queue, KEYS[2] coord_queue_items, KEYS[3] coord_queue_meta,
 # KEYS[4] coord_queue_seq, KEYS[5] coord_queue_wake
 # ARGV[1] value JSON, ARGV[2] priority 0..9 (9 first)

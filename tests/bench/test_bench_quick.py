@@ -49,7 +49,7 @@ def test_machine_named_and_run_bounded(results):
 
 def test_every_section_present_with_positive_figures(results):
     s = results["sections"]
-    assert set(s) >= {"hotpath", "deploy", "warm", "streaming", "cold_start", "scale", "density", "tenancy", "async"}
+    assert set(s) >= {"hotpath", "deploy", "warm", "streaming", "cold_start", "scale", "density", "tenancy", "async", "coord"}
     w = s["warm"]
     for path in ("direct", "nginx", "gateway"):
         for conns in ("1", "64"):
@@ -120,7 +120,7 @@ def test_every_section_present_with_positive_figures(results):
 
 def test_goals_stated(results):
     goals = results["goals"]
-    assert len(goals) == 12
+    assert len(goals) == 13
     for goal in goals:
         assert goal["status"] in ("met", "not met", "not measured"), goal
         assert goal["why"]
@@ -140,6 +140,6 @@ def test_renders_every_section(results):
     assert text.startswith("<!-- bench:begin") and text.rstrip().endswith(render.END)
     for heading in ("### Goals", "### 1. Warm", "### 2. Cold", "### 3. Streaming", "### 4. Deploy", "### 5. Scale",
                     "### 6. Density", "### 7. Hot path", "### 8. Tenant resolution",
-                    "### 9. Async invocations"):
+                    "### 9. Async invocations", "### 10. Coordination"):
         assert heading in text
     assert results["machine"]["cpu_model"] in text

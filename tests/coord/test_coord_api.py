@@ -298,3 +298,68 @@ async def test_coordination_tokens(redis_url, redis_client):
             assert err.value.status == 401
         finally:
             await fn.close()
+
+
+async def test_coordination_calls_have_their_own_rate_budget(redis_url, aredis):
+    """A low admin-call limit does not refuse /v1/coord/ calls (they are counted against
+    GANTRY_COORD_RATE_LIMIT instead), and the coordination limit refuses calls over it with
+    a 429 and Retry-After, while the admin budget the admin calls use is untouched by them."""
+    async with coord_gateway(redis_url, admin_rate_limit=1, admin_rate_burst=1,
+                             coord_rate_limit=1, coord_rate_burst=20) as (client, url), \
+            clients(url, 1) as (c,):
+        for i in range(20):             # 20 x the admin burst: all answered within the coord burst
+            await c.set_state("budget", i)
+        with pytest.raises(CoordError) as refused:
+            await c.get_state("budget")
+        assert refused.value.status == 429 and "coordination rate limit" in str(refused.value)
+        # the admin budget was not spent by the coordination calls: one admin call still passes
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        resp = await client.get("/v1/functions", headers=headers)
+        assert resp.status == 200, await resp.text()
+        resp = await client.get("/v1/functions", headers=headers)
+        assert resp.status == 429 and "admin API rate limit" in (await resp.json())["error"]["message"]
+        assert resp.headers["Retry-After"]
+
+
+async def test_sync_locks_share_one_renewal_thread(redis_url, aredis):
+    """The synchronous client renews every held lock from one thread of its own (a lock
+    cycle starts no thread): a lock outlives its lease while held, many cycles leave one
+    renewal thread, a lease taken away is reported through on_lost, a released one is not."""
+    import threading
+
+    from gantry import keys
+    from gantry.coord import Coord
+
+    async with coord_gateway(redis_url) as (_, url):
+        def scenario() -> dict:
+            c = Coord(url, ADMIN_KEY, timeout=10)
+            lost: list = []
+            try:
+                kept = c.try_lock("kept", ttl=0.3, on_lost=lost.append)
+                for _ in range(50):
+                    lk = c.try_lock("cycled", ttl=5)
+                    assert lk is not None and lk.release()
+                threads = [t for t in threading.enumerate() if t.name == "coord-lock-renewer"]
+                time.sleep(1.0)                     # over three leases: only renewals keep it
+                holder = c.lock_holder("kept")
+                return {"kept": kept, "lost": lost, "threads": len(threads), "holder": holder, "c": c}
+            except BaseException:
+                c.close()
+                raise
+
+        out = await asyncio.to_thread(scenario)
+        c, kept = out["c"], out["kept"]
+        try:
+            assert out["threads"] == 1
+            assert out["holder"] == (kept.holder, kept.token) and kept.held and out["lost"] == []
+            await aredis.delete(keys.coord_lock("admin", "kept"))       # the lease taken away
+            deadline = time.monotonic() + 5
+            while not out["lost"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert out["lost"] == [kept] and kept.lost and not kept.held
+            again = await asyncio.to_thread(c.try_lock, "again", 0.3)
+            await asyncio.to_thread(again.release)
+            await asyncio.sleep(0.3)
+            assert not again.lost                  # a released lock is never reported lost
+        finally:
+            await asyncio.to_thread(c.close)

@@ -3,6 +3,8 @@ run's own figures, with the figures that decide it (a goal whose figure is missi
 measured", never met)."""
 from __future__ import annotations
 
+from .coord import LABELS, worst_gap
+
 
 def _get(d: dict | None, *path):
     for p in path:
@@ -91,4 +93,15 @@ def evaluate(sections: dict) -> list[dict]:
                        f"{_get(aq, 'submit', 'accepted')} of {_get(aq, 'submit', 'requests')} answered 202 at "
                        f"{_get(aq, 'submit', 'rps', 'median')} submissions/s ({_get(aq, 'submit_vs_sync_rps', 'median')}x "
                        f"the sync invoke rate); settled: {_get(aq, 'drained', 'states')}"))
+    # Issue 13: each coordination operation through the gateway within 0.5 ms (p50) of the
+    # nearest redis-py operation on the same Redis, measured in the same round.
+    ops = _get(sections, "coord", "operations") or {}
+    worst, gap = worst_gap(ops)
+    gaps = "; ".join(f"{LABELS[op]} {_get(ops, op, 'gateway', 'p50', 'median')} vs "
+                     f"{_get(ops, op, 'redis', 'p50', 'median')} ms" for op in ops if op != "http")
+    goals.append(_goal("coordination through the gateway vs redis-py on the same Redis, p50 added, worst operation",
+                       gap, "<= 0.5 ms", None if gap is None else gap <= 0.5,
+                       f"worst: {LABELS.get(worst, worst)}; gateway vs redis-py p50 (median of rounds): {gaps}; "
+                       f"an HTTP round trip alone (/healthz vs PING) adds "
+                       f"{_get(ops, 'http', 'gap_p50', 'median')} ms"))
     return goals

@@ -47,7 +47,8 @@ TITLES = {"warm": "1. Warm invocation: trivial JSON echo, one container",
           "density": "6. Density: functions with default manifests on this node",
           "hotpath": "7. Hot path (ns per operation)",
           "tenancy": "8. Tenant resolution on the invoke path",
-          "async": "9. Async invocations: submissions and queue-to-start with a warm instance"}
+          "async": "9. Async invocations: submissions and queue-to-start with a warm instance",
+          "coord": "10. Coordination: latency through the gateway vs redis-py on the same Redis"}
 
 
 def render(results: dict, results_path: str | None = None) -> str:
@@ -83,7 +84,8 @@ def render(results: dict, results_path: str | None = None) -> str:
                               (TITLES["density"], s.get("density"), _density),
                               (TITLES["hotpath"], s.get("hotpath"), _hotpath),
                               (TITLES["tenancy"], s.get("tenancy"), _tenancy),
-                              (TITLES["async"], s.get("async"), render_async)):
+                              (TITLES["async"], s.get("async"), render_async),
+                              (TITLES["coord"], s.get("coord"), render_coord)):
         out += ["", f"### {title}", ""] + (body(data) if data else ["not measured in this run"])
     out += ["", END]
     return "\n".join(out) + "\n"
@@ -144,6 +146,23 @@ def render_async(a: dict) -> list[str]:
     out += ["", f"Each p50 and p99 is one batch's own (nearest rank), then the median [min–max] over batches; "
             f"{single['succeeded']} of {single['invocations']} one-at-a-time and {burst['succeeded']} of "
             f"{burst['invocations']} burst invocations succeeded. {a['latency']['wait_poll']}."]
+    return out
+
+
+def render_coord(c: dict) -> list[str]:
+    """The coordination section's table (also used by hand for a single-section run's notes)."""
+    from .coord import LABELS
+
+    out = [f"{c['client']}; {c['samples_per_round']:,} calls per operation and side in each of {c['rounds']} "
+           "rounds, the side that goes first alternating; floors: "
+           + "; ".join(f"{LABELS[op]}: {f}" for op, f in c["floors"].items()) + ".", ""]
+    rows = []
+    for op, x in c["operations"].items():
+        rows.append([LABELS[op], fmt(x["gateway"]["p50"], 3), fmt(x["gateway"]["p99"], 3), fmt(x["redis"]["p50"], 3),
+                     fmt(x["redis"]["p99"], 3), fmt(x["gap_p50"], 3)])
+    out.append(table(["operation", "gateway p50 ms", "gateway p99 ms", "redis-py p50 ms", "redis-py p99 ms",
+                      "p50 added (paired per round)"], rows))
+    out += ["", "Each p50 and p99 is one round's own (nearest rank), then the median [min–max] over rounds."]
     return out
 
 

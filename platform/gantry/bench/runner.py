@@ -15,7 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import asyncq, cold, density, deploy, goals, machine, scale, stream, tenancy, warm
+from . import asyncq, cold, coord, density, deploy, goals, machine, scale, stream, tenancy, warm
 from . import tracing as tracing_cost
 from .stack import Stack
 from .stats import summary
@@ -25,8 +25,7 @@ LIMITS = {"full": 900.0, "quick": 250.0}          # seconds: stop starting repea
 # Ceilings per section (seconds), full / quick: a section starts no new repeat past its own.
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
             "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60),
-            "tenancy": (60, 20), "async": (150, 45)}
-CEILINGS["tracing"] = (90, 35)   # warm path with tracing off vs on (bench/tracing.py)
+            "tenancy": (60, 20), "async": (150, 45), "coord": (60, 20), "tracing": (90, 35)}
 
 
 def repo_root() -> str | None:
@@ -169,14 +168,15 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
         results["platform"] = ctx.stack.settings
         ctx.stack.start()
         section("warm", warm.measure)
-        section("tracing", tracing_cost.measure)
         section("tenancy", tenancy.measure)
         section("async", asyncq.measure)
+        section("coord", coord.measure)
         section("streaming", stream.measure)
         section("cold_start", cold.measure)
         section("redeploy", deploy.redeploy, lambda v: sections.setdefault("deploy", {}).__setitem__("redeploy", v))
         section("scale", scale.measure)
         section("density", density.measure)
+        section("tracing", tracing_cost.measure)   # last: it starts gateways of its own
     except Exception as exc:  # noqa: BLE001 - the platform did not start
         results["errors"]["platform"] = f"{type(exc).__name__}: {exc}"[:4000]
         say(f"FAILED: {exc}")

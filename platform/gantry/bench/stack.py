@@ -22,10 +22,11 @@ LABEL_NODE = "gantry.node"
 LABEL_FUNCTION = "gantry.function"
 
 # Platform defaults, except: the node declares ample capacity (so placement never limits a
-# measurement), and the per-key rate limit is set high enough never to refuse the load test
-# (the limiter's decision still runs on every request).
+# measurement), and the per-key rate limits (invocations, coordination) are set high enough
+# never to refuse the load test (the limiter's decision still runs on every request).
 WORKER_ENV = {"GANTRY_NODE_CPU": "64", "GANTRY_NODE_MEMORY": "32Gi"}
 GATEWAY_ENV = {"GANTRY_RATE_LIMIT": "100000000", "GANTRY_RATE_BURST": "100000000",
+               "GANTRY_COORD_RATE_LIMIT": "100000000", "GANTRY_COORD_RATE_BURST": "100000000",
                "GANTRY_COLD_START_TIMEOUT": "60"}
 SCHEDULER_ENV: dict[str, str] = {}
 

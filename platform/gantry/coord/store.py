@@ -121,10 +121,7 @@ class CoordStore(ScriptRunner):
 
     async def state_get(self, ns: str, key: str) -> tuple[str, int] | None:
         """(value JSON, revision that last changed it), or None."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hget(keys.coord_state(ns), key)
-        pipe.hget(keys.coord_state_rev(ns), key)
-        value, rev = await pipe.execute()
+        value, rev = await self._run(keys.COORD_STATE_GET, [keys.coord_state(ns), keys.coord_state_rev(ns)], [key])
         return None if value is None else (_text(value), int(rev or 0))
 
     async def state_write(self, ns: str, key: str, op: str, value: str, expect: int | None = None,

@@ -16,9 +16,9 @@ from .admission import Admission
 from ..store import Store
 from ..tenants.store import TenantStore
 from ..settings import redis_client
-from .appkeys import (ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE,
+from .appkeys import (ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, COORD_ADMISSION, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE,
                       TENANTS, UPSTREAM)
-from .auth import ADMIN, Authenticator, require_admin
+from .auth import ADMIN, COORD_PATH, Authenticator, require_admin
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
 from .dispatch import DISPATCHER, dispatch_ctx
@@ -48,13 +48,17 @@ def _needs_key(request: web.Request) -> bool:
 @web.middleware
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     """The bearer key of every /v1 call and of /metrics (unless GANTRY_METRICS_PUBLIC); admin
-    API calls and /metrics then count against the key's admin limit (invocations are admitted
-    per key in invoke)."""
+    API calls and /metrics then count against the key's admin limit, /v1/coord/ calls against
+    its coordination limit (agents call it at the rate of their work, not of an operator's),
+    and invocations are admitted per key in invoke."""
     if _needs_key(request):
         principal = request[PRINCIPAL] = await request.app[AUTH].authenticate(request)
-        if request.path == "/metrics":
-            require_admin(principal)
-        if not request.path.startswith("/v1/invoke/"):
+        path = request.path
+        if path.startswith(COORD_PATH):
+            request.app[COORD_ADMISSION].check(principal.key_id, asyncio.get_running_loop().time())
+        elif not path.startswith("/v1/invoke/"):
+            if path == "/metrics":
+                require_admin(principal)
             request.app[ADMIN_ADMISSION].check(principal.key_id, asyncio.get_running_loop().time())
     return await handler(request)
 
@@ -118,7 +122,8 @@ async def _state_ctx(app: web.Application):
         asyncio.create_task(run_every(settings.cache_refresh_interval, refresher._iteration, "cache refresh"),
                             name="gantry-cache-refresh"),
         asyncio.create_task(run_every(ADMISSION_SWEEP, _sweeper(app[ADMISSION], app[ADMIN_ADMISSION],
-                                                                app[AUTH].failures), "rate-limit sweep"),
+                                                                app[COORD_ADMISSION], app[AUTH].failures),
+                                      "rate-limit sweep"),
                             name="gantry-ratelimit-sweep"),
         asyncio.create_task(run_every(settings.load_report_interval, LoadLoop(app[REPORTER])._iteration,
                                       "load report"), name="gantry-load-report"),
@@ -175,6 +180,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[ADMISSION] = Admission(settings.rate_limit, settings.rate_burst)
     app[ADMIN_ADMISSION] = Admission(settings.admin_rate_limit, settings.admin_rate_burst,
                                      "admin API rate limit exceeded")
+    app[COORD_ADMISSION] = Admission(settings.coord_rate_limit, settings.coord_rate_burst,
+                                     "coordination rate limit exceeded")
     app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx, tenant_limits_ctx, usage.usage_ctx, dispatch_ctx,
                             callbacks_api.callbacks_ctx])
     app.cleanup_ctx.append(tracing_ctx)   # OpenTelemetry when GANTRY_OTLP_ENDPOINT is set

@@ -25,6 +25,7 @@ METRICS = web.AppKey("metrics", Metrics)
 REPORTER = web.AppKey("reporter", LoadReporter)
 ADMISSION = web.AppKey("admission", Admission)               # invocations per key
 ADMIN_ADMISSION = web.AppKey("admin_admission", Admission)   # admin API calls per key
+COORD_ADMISSION = web.AppKey("coord_admission", Admission)   # /v1/coord/ calls per key (their own budget)
 
 if hasattr(web, "RequestKey"):   # aiohttp >= 3.12
     PRINCIPAL = web.RequestKey("principal", Principal)

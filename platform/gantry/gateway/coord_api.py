@@ -112,7 +112,7 @@ async def _blocking(request: web.Request, wait, seconds: float) -> None:
 # -- request helpers ------------------------------------------------------------------------
 
 def _json(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, status=status, content_type="application/json")
+    return web.Response(body=text.encode(), status=status, content_type="application/json")
 
 
 def _answer(data: dict) -> web.Response:
@@ -155,8 +155,8 @@ async def _namespace(request: web.Request) -> str:
 
 
 async def _body(request: web.Request) -> dict:
-    try:
-        data = await request.json(loads=json.loads) if request.can_read_body else {}
+    try:     # the bytes as they came (json.loads reads UTF-8): no text decoding step of their own
+        data = json.loads(await request.read()) if request.can_read_body else {}
     except ValueError as exc:
         raise _bad(f"invalid JSON body: {exc}") from None
     if not isinstance(data, dict):

@@ -39,6 +39,8 @@ class GatewaySettings:
     rate_burst: float = 2000.0             # requests a key may send at once
     admin_rate_limit: float = 100.0        # admin API calls/s per key (0: no limit); more -> 429
     admin_rate_burst: float = 200.0        # admin API calls a key may send at once
+    coord_rate_limit: float = 2000.0       # /v1/coord/ calls/s per key or function instance (0: no limit)
+    coord_rate_burst: float = 4000.0       # /v1/coord/ calls a key may send at once
     auth_failure_rate: float = 1.0         # wrong keys/s per client address (0: no limit); more -> 429
     auth_failure_burst: float = 10.0       # wrong keys an address may send at once
     header_timeout: float = 10.0           # seconds for a request head (a new connection's first one
@@ -66,7 +68,7 @@ class GatewaySettings:
         """GANTRY_REDIS_URL, GANTRY_GATEWAY_HOST, GANTRY_GATEWAY_PORT, GANTRY_GATEWAY_ID,
         GANTRY_MAX_BODY ("6Mi", or bytes; at most 1Gi), GANTRY_COLD_START_TIMEOUT ("30s", or seconds),
         GANTRY_RATE_LIMIT, GANTRY_RATE_BURST, GANTRY_ADMIN_RATE_LIMIT, GANTRY_ADMIN_RATE_BURST,
-        GANTRY_AUTH_FAILURE_RATE, GANTRY_AUTH_FAILURE_BURST, GANTRY_HEADER_TIMEOUT ("10s"; "0s": none),
+        GANTRY_COORD_RATE_LIMIT, GANTRY_COORD_RATE_BURST, GANTRY_AUTH_FAILURE_RATE, GANTRY_AUTH_FAILURE_BURST, GANTRY_HEADER_TIMEOUT ("10s"; "0s": none),
         GANTRY_KEEPALIVE_TIMEOUT ("75s"), GANTRY_METRICS_PUBLIC ("1" or "0"), GANTRY_ADMIN_KEY_HASH,
         GANTRY_USAGE_FLUSH_INTERVAL ("5s"), GANTRY_PRICES (a JSON object, or the path of a file
         holding one), GANTRY_ASYNC_DISPATCH ("1" or "0"), GANTRY_DISPATCH_ID, GANTRY_ASYNC_RETENTION
@@ -89,6 +91,8 @@ class GatewaySettings:
             "rate_burst": e.number("GANTRY_RATE_BURST", what="a number of requests"),
             "admin_rate_limit": e.number("GANTRY_ADMIN_RATE_LIMIT", what="a number of requests per second"),
             "admin_rate_burst": e.number("GANTRY_ADMIN_RATE_BURST", what="a number of requests"),
+            "coord_rate_limit": e.number("GANTRY_COORD_RATE_LIMIT", what="a number of requests per second"),
+            "coord_rate_burst": e.number("GANTRY_COORD_RATE_BURST", what="a number of requests"),
             "auth_failure_rate": e.number("GANTRY_AUTH_FAILURE_RATE", what="a number of failures per second"),
             "auth_failure_burst": e.number("GANTRY_AUTH_FAILURE_BURST", what="a number of failures"),
             "header_timeout": e.duration("GANTRY_HEADER_TIMEOUT", allow_zero=True),

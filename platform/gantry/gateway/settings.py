@@ -57,6 +57,10 @@ class GatewaySettings:
     async_reclaim_after: float = 30.0      # seconds without a heartbeat before held work is taken over
     async_max_payload: int = 1024 * 1024   # bytes of an async invocation's body; more -> 413
     async_max_result: int = 6 * 1024 * 1024  # bytes of a result kept; more -> the invocation fails
+    # metrics (docs/metrics.md)
+    metrics: bool = True                   # record per-minute rows and histograms (0: counters only)
+    metrics_retention: float = 7 * 86400.0  # seconds per-minute metrics are kept
+    metrics_flush_interval: float = 5.0    # seconds between writes of the gathered rows to Redis
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
@@ -68,12 +72,14 @@ class GatewaySettings:
         GANTRY_USAGE_FLUSH_INTERVAL ("5s"), GANTRY_PRICES (a JSON object, or the path of a file
         holding one), GANTRY_ASYNC_DISPATCH ("1" or "0"), GANTRY_DISPATCH_ID, GANTRY_ASYNC_RETENTION
         ("24h"), GANTRY_ASYNC_DLQ_RETENTION ("7d"), GANTRY_IDEMPOTENCY_TTL ("24h"),
-        GANTRY_ASYNC_RECLAIM_AFTER ("30s"), GANTRY_ASYNC_MAX_PAYLOAD ("1Mi"), GANTRY_ASYNC_MAX_RESULT ("6Mi");
+        GANTRY_ASYNC_RECLAIM_AFTER ("30s"), GANTRY_ASYNC_MAX_PAYLOAD ("1Mi"), GANTRY_ASYNC_MAX_RESULT ("6Mi"),
+        GANTRY_METRICS ("1" or "0"), GANTRY_METRICS_RETENTION ("7d"), GANTRY_METRICS_FLUSH_INTERVAL ("5s");
         keyword arguments (flags) win over the environment."""
         e = Env(env)
         key_hash = e.text("GANTRY_ADMIN_KEY_HASH")
         public = e.choice("GANTRY_METRICS_PUBLIC", _FLAGS)
         dispatch = e.choice("GANTRY_ASYNC_DISPATCH", _FLAGS)
+        recording = e.choice("GANTRY_METRICS", _FLAGS)
         return cls(**given({
             "redis_url": env_redis_url(e.env),
             "host": e.text("GANTRY_GATEWAY_HOST"),
@@ -101,6 +107,9 @@ class GatewaySettings:
             "async_reclaim_after": e.duration("GANTRY_ASYNC_RECLAIM_AFTER"),
             "async_max_payload": e.size("GANTRY_ASYNC_MAX_PAYLOAD", lo=1, hi=MAX_BODY),
             "async_max_result": e.size("GANTRY_ASYNC_MAX_RESULT", lo=1, hi=MAX_BODY),
+            "metrics": None if recording is None else recording in ("1", "true", "yes"),
+            "metrics_retention": e.duration("GANTRY_METRICS_RETENTION"),
+            "metrics_flush_interval": e.duration("GANTRY_METRICS_FLUSH_INTERVAL"),
         }, overrides))
 
 

@@ -68,7 +68,8 @@ async def test_percentiles_match_the_durations_the_client_measured(redis_url, re
         # no duration is below its sleep (upper bounds would depend on this machine's load)
         d = totals["duration"]
         assert 0.05 / 1.05 < d["p50"] and 0.12 / 1.05 < d["p95"] and 0.5 / 1.05 < d["p99"]
-        assert totals["duration"]["avg"] == pytest.approx(sum(measured) / len(measured), rel=0.1)
+        # each gateway duration lies between the handler's sleep and what the client measured
+        assert sum(sleeps) / len(sleeps) <= totals["duration"]["avg"] <= sum(measured) / len(measured)
         assert totals["instances_peak"] == 1 and totals["inflight_peak"] <= 1
         # every point is a minute; the one (or two) with traffic hold all of it
         assert report["step"] == 60 and len(report["series"]) == 60
@@ -81,8 +82,9 @@ async def test_percentiles_match_the_durations_the_client_measured(redis_url, re
         prom = await (await client.get("/metrics")).text()
         count = re.search(r'gantry_gateway_request_duration_seconds_count\{function="slow"\} (\S+)', prom)
         assert count and float(count.group(1)) == len(sleeps), prom
-        fwd = re.search(r'gantry_gateway_forward_duration_seconds_bucket\{function="slow",le="0.1"\} (\S+)', prom)
-        assert fwd and float(fwd.group(1)) == 10          # the ten 50 ms calls
+        fwd = re.search(r'gantry_gateway_forward_duration_seconds_bucket\{function="slow",le="0.05"\} (\S+)', prom)
+        assert fwd and float(fwd.group(1)) == 0           # no forward is shorter than its sleep
+        assert f'gantry_gateway_forward_duration_seconds_count{{function="slow"}} {len(sleeps)}.0' in prom
         assert 'gantry_gateway_requests_total{function="slow",status="200"} 20.0' in prom
 
         text = format_metrics(report)

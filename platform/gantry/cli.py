@@ -345,6 +345,8 @@ def parser() -> argparse.ArgumentParser:
     ssp.add_argument("name")
     from .cli_usage import add_commands as usage_commands
     usage_commands(add)
+    from .cli_metrics import add_commands as metrics_commands
+    metrics_commands(add)
     from .cli_schedules import add_commands as schedule_commands
     schedule_commands(add, common)
     async_commands(add, common)

@@ -1468,3 +1468,48 @@ for i = 2, #ARGV, 2 do
 end
 return (#ARGV - 1) / 2
 """
+
+
+# --- metrics: per-minute rows of functions and tenants (gantry.metrics) --------------------
+# One HASH per function (or tenant) and UTC hour (hour = unix time // 3600), field
+# "MM|FIELD" -> whole number (MM the minute in the hour, FIELD one of gantry.metrics.model's:
+# counts and microseconds that gateways add, and two peaks kept as the max).  Gateways write
+# them (METRICS_ADD) from their local aggregates every GANTRY_METRICS_FLUSH_INTERVAL; each
+# expires GANTRY_METRICS_RETENTION after its hour ends.
+
+
+def metrics_function(qualified: str, hour: int) -> str:
+    """HASH "MM|FIELD" -> int: the function's metrics (qualified name) in HOUR."""
+    return f"{PREFIX}metrics:fn:{qualified}:{hour}"
+
+
+def metrics_tenant(tenant_id: str, hour: int) -> str:
+    """HASH "MM|FIELD" -> int: the sum of the tenant's functions' metrics in HOUR."""
+    return f"{PREFIX}metrics:tenant:{tenant_id}:{hour}"
+
+
+# KEYS[i]: metrics_function / metrics_tenant hashes
+# ARGV: for each KEYS[i] in order: expire-at (unix seconds), n (number of pairs to add), m
+# (number of pairs to raise to at least), then n pairs field, amount (HINCRBY), then m pairs
+# field, amount (kept as the max of the stored value and amount)
+# Add a gateway's aggregated rows in one step (all or nothing) and set each hash's expiry.
+# Returns the number of fields changed.
+METRICS_ADD = """
+local at, changed = 1, 0
+for i = 1, #KEYS do
+  local expire_at, n, m = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  at = at + 3
+  for _ = 1, n do
+    redis.call('HINCRBY', KEYS[i], ARGV[at], ARGV[at + 1])
+    at = at + 2
+  end
+  for _ = 1, m do
+    local old = tonumber(redis.call('HGET', KEYS[i], ARGV[at]) or '0') or 0
+    if tonumber(ARGV[at + 1]) > old then redis.call('HSET', KEYS[i], ARGV[at], ARGV[at + 1]) end
+    at = at + 2
+  end
+  changed = changed + n + m
+  redis.call('EXPIREAT', KEYS[i], expire_at)
+end
+return changed
+"""

@@ -11,7 +11,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from . import admin, async_api, callbacks_api, coord_api, openapi, secrets_api, tenants_api, usage
+from . import admin, async_api, callbacks_api, coord_api, metrics_api, openapi, secrets_api, tenants_api, usage
 from .admission import Admission
 from ..store import Store
 from ..tenants.store import TenantStore
@@ -25,7 +25,7 @@ from .dispatch import DISPATCHER, dispatch_ctx
 from .errors import error_middleware
 from .invoke import CONNECT_TIMEOUT, invoke
 from .load import LoadReporter
-from .metrics import Metrics
+from .metrics import Metrics, metrics_ctx
 from .protocol import GatewayRunner
 from .schedules_api import add_routes as add_schedule_routes
 from .settings import GatewaySettings
@@ -176,14 +176,14 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[AUTH] = Authenticator(settings.admin_key_hash, Admission(
         settings.auth_failure_rate, settings.auth_failure_burst, "too many wrong API keys from this address"))
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(enabled=settings.metrics)
     app[ADMISSION] = Admission(settings.rate_limit, settings.rate_burst)
     app[ADMIN_ADMISSION] = Admission(settings.admin_rate_limit, settings.admin_rate_burst,
                                      "admin API rate limit exceeded")
     app[COORD_ADMISSION] = Admission(settings.coord_rate_limit, settings.coord_rate_burst,
                                      "coordination rate limit exceeded")
     app.cleanup_ctx.extend([_redis_ctx, _upstream_ctx, _state_ctx, tenant_limits_ctx, usage.usage_ctx, dispatch_ctx,
-                            callbacks_api.callbacks_ctx])
+                            callbacks_api.callbacks_ctx, metrics_ctx])
     app.cleanup_ctx.append(tracing_ctx)   # OpenTelemetry when GANTRY_OTLP_ENDPOINT is set
     app.router.add_post("/v1/invoke/{name}", invoke)
     async_api.add_routes(app)
@@ -192,6 +192,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     coord_api.add_routes(app)
     secrets_api.add_routes(app)
     usage.add_routes(app)
+    metrics_api.add_routes(app)
     add_schedule_routes(app)
     callbacks_api.add_routes(app)
     app.router.add_get("/healthz", healthz)

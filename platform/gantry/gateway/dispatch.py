@@ -25,7 +25,7 @@ from aiohttp import web
 from gantry_runtime import wire
 
 from . import upstream
-from .appkeys import CACHE, REDIS, SETTINGS, STORE, UPSTREAM
+from .appkeys import CACHE, METRICS, REDIS, SETTINGS, STORE, UPSTREAM
 from .background import run_every
 from .errors import ApiError
 from .invoke import CONNECT_SUSPEND, RETRYABLE_503, wait_for_slot
@@ -226,6 +226,7 @@ class Dispatcher:
         except _Outcome as out:
             tenant, fn = split(entry.function)
             self.app[METER].observe(tenant, fn, True, out.status or 502, time.monotonic() - started)
+            self.app[METRICS].attempt(entry.function, out.status or 502, out.code, time.monotonic() - started)
             await self._settle(entry, claim, inv.deadline, policy, out)
 
     async def _settle(self, entry: Entry, claim: Claim, deadline: float, policy: AsyncPolicy, out: _Outcome) -> None:

@@ -157,7 +157,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         # before its name was resolved counts in the caller's tenant, under the name it asked
         if metered:
             tenant, fn = split(name) if name is not None else (request[PRINCIPAL].tenant, request.match_info["name"])
-            request.app[METER].observe(tenant, fn, label != UNKNOWN, status, time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            request.app[METER].observe(tenant, fn, label != UNKNOWN, status, elapsed)
+            metrics.observe(tenant, fn, label != UNKNOWN, status, elapsed)
 
 
 async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
@@ -203,6 +205,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
         if trace is None and wire.TRACEPARENT in request.headers:   # tracing off: still the caller's trace
             headers[wire.TRACEPARENT] = request.headers[wire.TRACEPARENT]
         entry.load.inflight += 1
+        forwarded = time.monotonic()
         try:
             forwarding = _forward(request, entry, inst, body, headers, timeout + settings.upstream_timeout_margin, ids)
             return await (forwarding if trace is None else trace.forward(forwarding, headers, inst.id))
@@ -217,6 +220,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
                 "function": entry.name, "instance": inst.id, "reason": retry.reason,
                 "attempt": attempt + 1, "invocation_id": inv_id})
         finally:
+            app[METRICS].forwarded(entry.name, forwarded)
             entry.load.inflight -= 1
             entry.routing.release(ticket)
     if last is not None and last.connection:
@@ -233,7 +237,7 @@ async def wait_for_slot(app: web.Application, entry: Entry, exclude: set[str], d
     """Signal demand and wait for a free slot on a ready instance; None at the deadline (or
     sooner, when waiting cannot help: deleted, its start failed, its tenant's quota)."""
     cache, reporter = app[CACHE], app[REPORTER]
-    app[METRICS].cold_waits[entry.name] += 1
+    waited = app[METRICS].cold_wait_started(entry.name)
     entry.load.waiting += 1
     try:
         await reporter.signal_demand(entry)
@@ -258,6 +262,7 @@ async def wait_for_slot(app: web.Application, entry: Entry, exclude: set[str], d
                 await reporter.signal_demand(entry)   # at most one per 100 ms per function
                 raise_if_cancelled()
     finally:
+        app[METRICS].cold_wait_ended(entry.name, waited)
         entry.load.waiting -= 1
 
 

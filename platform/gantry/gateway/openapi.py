@@ -1041,8 +1041,73 @@ PATHS: dict[str, dict[str, Any]] = {
         {200: {"description": "Prometheus text format",
                "content": {"text/plain": {"schema": {"type": "string"}}}}},
         (401, 403, 429), security=None,
-        description="Needs the admin key unless the gateway runs with `GANTRY_METRICS_PUBLIC=1`.")},
+        description="Needs the admin key unless the gateway runs with `GANTRY_METRICS_PUBLIC=1`. Rendered by "
+                    "prometheus_client: counters per function (`gantry_gateway_requests_total` by status, "
+                    "`_cold_waits_total`, `_retries_total`, `_stream_aborts_total`), gauges (`_inflight`, "
+                    "`_waiting`) and histograms (`gantry_gateway_request_duration_seconds`, "
+                    "`_forward_duration_seconds`, `_cold_start_wait_seconds`); docs/metrics.md.")},
 }
+
+# --- metrics (gateway/metrics_api.py; docs/metrics.md) -------------------------------------------
+from ..metrics.model import STEP_NAMES  # noqa: E402  (kept with the section it serves)
+_COUNT = {"type": "integer", "minimum": 0}
+_SECS = _nullable({"type": "number", "minimum": 0})
+_METRICS_POINT = {
+    "invocations": {**_COUNT, "description": "calls of the deployed function past the rate limit, and async attempts"},
+    "async_attempts": {**_COUNT, "description": "of which async attempts"},
+    "errors": {**_COUNT, "description": "invocations answered >= 500"},
+    "errors_by_code": {"type": "object", "additionalProperties": _COUNT,
+                       "description": "the gateway's error code (timeout, no_capacity, function_crashed...) or, "
+                                      "for an error the function answered itself, its HTTP status (\"500\")"},
+    "throttles": {**_COUNT, "description": "429s: the key's rate limit or the tenant's rate or concurrency quota"},
+    "cold_starts": {**_COUNT, "description": "invocations that waited for an instance (a free slot)"},
+    "cold_wait_avg": {**_SECS, "description": "their average wait, seconds (null: none)"},
+    "duration": _obj({q: {**_SECS, "description": f"{q}, seconds (null: no invocations)"}
+                      for q in ("avg", "p50", "p95", "p99")},
+                     description="gateway wall time of the invocations; percentiles from log-spaced buckets "
+                                 "(each 9 % wide), reported at the bucket's middle"),
+    "concurrency_avg": {"type": "number", "minimum": 0, "description": "busy seconds / seconds: average in flight"},
+    "inflight_peak": {**_COUNT, "description": "the most in flight one gateway saw at once (sampled each second)"},
+    "instances_peak": {**_COUNT, "description": "the most ready instances seen (sampled each second)"},
+}
+SCHEMAS["MetricsPoint"] = _obj(_METRICS_POINT)
+SCHEMAS["MetricsSeriesPoint"] = _obj({"start": {**_COUNT, "description": "the point's start (epoch seconds)"},
+                                      **_METRICS_POINT})
+SCHEMAS["MetricsReport"] = _obj({
+    "name": {"type": "string", "description": "the function, as named in the path (function metrics only)"},
+    "tenant": _TENANT,
+    "range": {**_COUNT, "description": "seconds covered (as asked, in whole minutes)"},
+    "retention": {"type": "number", "description": "seconds metrics are kept (GANTRY_METRICS_RETENTION)"},
+    "recording": {"type": "boolean", "description": "false: this gateway runs with GANTRY_METRICS=0"},
+    "since": {**_COUNT, "description": "start of the first point (epoch seconds)"},
+    "until": {**_COUNT, "description": "end of the last point (epoch seconds; the current minute included)"},
+    "step": {**_COUNT, "description": "seconds per point"},
+    "totals": _ref("MetricsPoint"),
+    "series": {"type": "array", "items": _ref("MetricsSeriesPoint"),
+               "description": "one point per step, oldest first (every step, empty ones too)"},
+}, ["tenant", "range", "retention", "recording", "since", "until", "step", "totals", "series"])
+_METRICS_PARAMS = [
+    _coord_query("range", {"type": "string", "pattern": r"^(\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*)?$"}, False,
+                 "how far back: 30m, 1h, 24h, 7d... (absent or empty: 1h; at least 1m, at most the retention)"),
+    _coord_query("step", {"enum": ["", *STEP_NAMES]}, False,
+                 "per point (absent or empty: the smallest that shows the range in at most 360 points)")]
+_METRICS_DESCRIPTION = ("Per-minute rows written by every gateway every `GANTRY_METRICS_FLUSH_INTERVAL` (5 s): "
+                        "replicas and minutes combine exactly. Needs a key whose scope allows `read` (admin, "
+                        "tenant-admin, deploy); 403 otherwise. A bad `range` or `step` is 400 naming it.")
+PATHS.update({
+    "/v1/functions/{name}/metrics": {"get": _op(
+        "functionMetrics", "functions", "A function's metrics per minute over a range (`gantry metrics NAME`)",
+        {200: _json(_ref("MetricsReport"), "totals and a series of points")},
+        (400, 404, *_ADMIN_ERRORS), params=[_NAME_PARAM, *_METRICS_PARAMS],
+        description=_METRICS_DESCRIPTION + " A function that is not deployed is 404.")},
+    "/v1/tenants/{id}/metrics": {"get": _op(
+        "tenantMetrics", "usage", "A tenant's metrics per minute, its functions together (`gantry metrics --tenant`)",
+        {200: _json(_ref("MetricsReport"), "totals and a series of points")},
+        (400, 404, *_ADMIN_ERRORS),
+        params=[{"name": "id", "in": "path", "required": True, "schema": _TENANT,
+                 "description": "the tenant (a tenant key: its own only; any other is 404)"}, *_METRICS_PARAMS],
+        description=_METRICS_DESCRIPTION)},
+})
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",

@@ -62,6 +62,10 @@ class GatewaySettings:
     # traces (docs/tracing.md): spans go over OTLP/HTTP to this URL; None: tracing is off
     otlp_endpoint: str | None = None
     trace_sample_ratio: float = 1.0        # share of new traces kept (a caller's sampled flag wins)
+    # metrics (docs/metrics.md)
+    metrics: bool = True                   # record per-minute rows and histograms (0: counters only)
+    metrics_retention: float = 7 * 86400.0  # seconds per-minute metrics are kept
+    metrics_flush_interval: float = 5.0    # seconds between writes of the gathered rows to Redis
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
@@ -74,12 +78,14 @@ class GatewaySettings:
         holding one), GANTRY_ASYNC_DISPATCH ("1" or "0"), GANTRY_DISPATCH_ID, GANTRY_ASYNC_RETENTION
         ("24h"), GANTRY_ASYNC_DLQ_RETENTION ("7d"), GANTRY_IDEMPOTENCY_TTL ("24h"),
         GANTRY_ASYNC_RECLAIM_AFTER ("30s"), GANTRY_ASYNC_MAX_PAYLOAD ("1Mi"), GANTRY_ASYNC_MAX_RESULT ("6Mi"),
-        GANTRY_OTLP_ENDPOINT (else OTEL_EXPORTER_OTLP_ENDPOINT), GANTRY_TRACE_SAMPLE_RATIO ("0.1");
+        GANTRY_OTLP_ENDPOINT (else OTEL_EXPORTER_OTLP_ENDPOINT), GANTRY_TRACE_SAMPLE_RATIO ("0.1"),
+        GANTRY_METRICS ("1" or "0"), GANTRY_METRICS_RETENTION ("7d"), GANTRY_METRICS_FLUSH_INTERVAL ("5s");
         keyword arguments (flags) win over the environment."""
         e = Env(env)
         key_hash = e.text("GANTRY_ADMIN_KEY_HASH")
         public = e.choice("GANTRY_METRICS_PUBLIC", _FLAGS)
         dispatch = e.choice("GANTRY_ASYNC_DISPATCH", _FLAGS)
+        recording = e.choice("GANTRY_METRICS", _FLAGS)
         return cls(**given({
             "redis_url": env_redis_url(e.env),
             "host": e.text("GANTRY_GATEWAY_HOST"),
@@ -112,6 +118,9 @@ class GatewaySettings:
             "otlp_endpoint": (e.parsed("GANTRY_OTLP_ENDPOINT", traces_url)
                               or e.parsed("OTEL_EXPORTER_OTLP_ENDPOINT", traces_url)),
             "trace_sample_ratio": e.parsed("GANTRY_TRACE_SAMPLE_RATIO", sample_ratio),
+            "metrics": None if recording is None else recording in ("1", "true", "yes"),
+            "metrics_retention": e.duration("GANTRY_METRICS_RETENTION"),
+            "metrics_flush_interval": e.duration("GANTRY_METRICS_FLUSH_INTERVAL"),
         }, overrides))
 
 

@@ -13,11 +13,12 @@ from aiohttp import web
 
 from . import admin, async_api, callbacks_api, coord_api, metrics_api, openapi, secrets_api, tenants_api, usage
 from .admission import Admission
+from ..invocations.store import InvocationStore
 from ..store import Store
 from ..tenants.store import TenantStore
 from ..settings import redis_client
-from .appkeys import (ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, COORD_ADMISSION, METRICS, PRINCIPAL, REDIS, REPORTER, SETTINGS, STORE,
-                      TENANTS, UPSTREAM)
+from .appkeys import (ADMIN_ADMISSION, ADMISSION, AUTH, CACHE, COORD_ADMISSION, INVOCATIONS, METRICS, PRINCIPAL,
+                      REDIS, REPORTER, SETTINGS, STORE, TENANTS, UPSTREAM)
 from .auth import ADMIN, COORD_PATH, Authenticator, require_admin
 from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
@@ -83,6 +84,7 @@ async def _redis_ctx(app: web.Application):
     client = redis_client(app[SETTINGS].redis_url)
     app[REDIS] = client
     app[STORE] = Store(client)
+    app[INVOCATIONS] = InvocationStore(client)
     app[TENANTS] = app[AUTH].keys = TenantStore(client)
     yield
     await client.aclose()

@@ -11,6 +11,7 @@ from .load import LoadReporter
 from .metrics import Metrics
 from .settings import GatewaySettings
 from .upstream import UpstreamPool
+from ..invocations.store import InvocationStore
 from ..store import Store
 from ..tenants.store import TenantStore
 
@@ -18,6 +19,7 @@ SETTINGS = web.AppKey("settings", GatewaySettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 STORE = web.AppKey("store", Store)                          # every control-plane record read and write
 TENANTS = web.AppKey("tenants", TenantStore)                # tenants and API keys
+INVOCATIONS = web.AppKey("invocations", InvocationStore)    # async invocations
 UPSTREAM = web.AppKey("upstream", UpstreamPool)             # pooled connections to instances
 CACHE = web.AppKey("cache", FunctionCache)
 AUTH = web.AppKey("auth", Authenticator)

@@ -13,7 +13,7 @@ import uuid
 from aiohttp import web
 from gantry_runtime import wire
 
-from .appkeys import ADMISSION, CACHE, PRINCIPAL, REDIS, SETTINGS
+from .appkeys import ADMISSION, CACHE, INVOCATIONS, PRINCIPAL, SETTINGS
 from .auth import Principal, function_name, require, tenant_filter
 from .dispatch import DISPATCHER
 from .errors import ApiError
@@ -28,14 +28,10 @@ _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _IDEM_RE = re.compile(r"^[\x21-\x7e]{1,255}$")      # printable ASCII, no spaces
 _STARTED = SETTLED | {State.RUNNING}
 MAX_WAIT = 60.0           # seconds one GET ?wait= may hold the request
-STORE = web.AppKey("invocations", InvocationStore)
 
 
 def _store(app: web.Application) -> InvocationStore:
-    store = app.get(STORE)
-    if store is None:
-        store = app[STORE] = InvocationStore(app[REDIS])
-    return store
+    return app[INVOCATIONS]
 
 
 def _idempotency_key(request: web.Request) -> str:

@@ -25,14 +25,14 @@ from aiohttp import web
 from gantry_runtime import wire
 
 from . import upstream
-from .appkeys import CACHE, METRICS, REDIS, SETTINGS, STORE, UPSTREAM
+from .appkeys import CACHE, INVOCATIONS, METRICS, SETTINGS, STORE, UPSTREAM
 from .background import run_every
 from .errors import ApiError
 from .invoke import CONNECT_SUSPEND, RETRYABLE_503, wait_for_slot
 from .tenantlimits import TENANT_LIMITS
 from .usage import METER
 from ..invocations.model import PRIORITIES, State, Verdict, may_retry, read_order, retry_delay, verdict
-from ..invocations.store import Claim, Entry, InvocationStore
+from ..invocations.store import Claim, Entry
 from ..manifest import AsyncPolicy
 from ..state import Instance, InstanceState
 from ..store import UNAVAILABLE
@@ -69,7 +69,7 @@ class Dispatcher:
         self.app = app
         s = app[SETTINGS]
         self.settings = s
-        self.store = InvocationStore(app[REDIS])
+        self.store = app[INVOCATIONS]
         self.consumer = s.dispatch_id or f"{socket.gethostname()}:{s.port}"
         self.held: dict[str, Held] = {}                 # invocation id -> its entry and lease
         self.outstanding: dict[str, int] = {}           # function -> entries held here

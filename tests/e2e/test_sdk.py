@@ -238,6 +238,26 @@ def test_tenants_keys_secrets_usage_schedules_audit(sdk, deployed, module_platfo
         sdk.get_tenant(t)
 
 
+def test_warm_decisions_and_metrics(sdk, deployed, module_platform):
+    with pytest.raises(BadRequest):                          # async-work has max_instances 1
+        sdk.warm(NAME, 2)
+    sdk.scale(NAME, 0)
+    held = sdk.warm(NAME, 1, for_="1m")
+    assert held["instances"] == 1 and held["until"] > time.time()
+    module_platform.wait("a decision", lambda: sdk.decisions(NAME), timeout=30)
+    assert len(sdk.decisions(NAME, limit=1)) == 1
+    sdk.warm(NAME, 0)                                       # ends the hold
+    for i in range(3):
+        sdk.invoke(NAME, {"n": i})
+    # the gateway flushes its per-minute rows every few seconds
+    report = module_platform.wait("the metrics", lambda: (
+        lambda r: r if r["totals"]["invocations"] >= 3 else None)(sdk.get_metrics(NAME, range="1h")), timeout=30)
+    assert report["totals"]["duration"]["p50"] > 0
+    assert sdk.get_metrics(tenant="default")["totals"]["invocations"] >= 3
+    with pytest.raises(ValueError):
+        sdk.get_metrics()
+
+
 def _refused(client: Client) -> bool:
     try:
         client.whoami()

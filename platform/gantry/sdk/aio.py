@@ -116,6 +116,23 @@ class AsyncClient:
     async def scale(self, name: str, min_instances: int) -> None:
         await self._do(calls.scale(name, min_instances))
 
+    async def warm(self, name: str, instances: int, *, for_: str | float = "10m") -> dict[str, Any]:
+        """Hold at least INSTANCES ready for ``for_`` (a duration or seconds; 0 instances ends the
+        hold): ``{"name", "instances", "until"}``."""
+        return await self._do(calls.warm(name, instances, for_))
+
+    async def decisions(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The scheduler's last scaling decisions for NAME, newest first (time, from, to, reason)."""
+        return await self._do(calls.decisions(name, limit))
+
+    async def get_metrics(self, name: str | None = None, *, tenant: str | None = None, range: str = "1h",
+                    step: str | None = None) -> dict[str, Any]:
+        """Per-minute metrics of function NAME (or of a whole TENANT) over RANGE: invocations,
+        errors by code, throttles, cold starts, p50/p95/p99 (docs/metrics.md)."""
+        if (name is None) == (tenant is None):
+            raise ValueError("get_metrics: name a function or a tenant, not both")
+        return await self._do(calls.metrics(name, tenant, range, step))
+
     async def nodes(self) -> list[Node]:
         return await self._do(calls.nodes())
 

@@ -67,6 +67,19 @@ def scale(name: str, min_instances: int) -> Call:
     return Call("POST", f"/v1/functions/{seg(name)}/scale", {"min_instances": min_instances})
 
 
+def warm(name: str, instances: int, for_: str | float) -> Call:
+    return Call("POST", f"/v1/functions/{seg(name)}/warm", {"instances": instances, "for": for_})
+
+
+def decisions(name: str, limit: int | None) -> Call:
+    return Call("GET", query(f"/v1/functions/{seg(name)}/decisions", limit=limit), parse=_key("decisions"))
+
+
+def metrics(name: str | None, tenant: str | None, range_: str | None, step: str | None) -> Call:
+    path = f"/v1/tenants/{seg(tenant)}/metrics" if tenant is not None else f"/v1/functions/{seg(name)}/metrics"
+    return Call("GET", query(path, range=range_, step=step))
+
+
 def since_text(since: str | float | datetime | timedelta | None) -> str | None:
     """A since filter as the API takes it: a duration or time string as given, a timedelta as
     seconds back, a datetime as ISO 8601 (naive: UTC), a number as epoch seconds."""

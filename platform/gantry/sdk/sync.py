@@ -113,6 +113,23 @@ class Client:
         """Keep at least MIN_INSTANCES ready (an override of the manifest's scaling.min_instances)."""
         self._do(calls.scale(name, min_instances))
 
+    def warm(self, name: str, instances: int, *, for_: str | float = "10m") -> dict[str, Any]:
+        """Hold at least INSTANCES ready for ``for_`` (a duration or seconds; 0 instances ends the
+        hold): ``{"name", "instances", "until"}``."""
+        return self._do(calls.warm(name, instances, for_))
+
+    def decisions(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The scheduler's last scaling decisions for NAME, newest first (time, from, to, reason)."""
+        return self._do(calls.decisions(name, limit))
+
+    def get_metrics(self, name: str | None = None, *, tenant: str | None = None, range: str = "1h",
+                    step: str | None = None) -> dict[str, Any]:
+        """Per-minute metrics of function NAME (or of a whole TENANT) over RANGE: invocations,
+        errors by code, throttles, cold starts, p50/p95/p99 (docs/metrics.md)."""
+        if (name is None) == (tenant is None):
+            raise ValueError("get_metrics: name a function or a tenant, not both")
+        return self._do(calls.metrics(name, tenant, range, step))
+
     def nodes(self) -> list[Node]:
         return self._do(calls.nodes())
 

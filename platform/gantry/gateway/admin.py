@@ -1,4 +1,5 @@
-"""The admin API (JSON): deploy, list, get, delete and scale functions; function logs; nodes."""
+"""The admin API (JSON): deploy, list, get, delete and scale functions, change their scaling
+policy; function logs; nodes."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,9 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from .. import keys, logview
-from ..manifest import MAX_DURATION, FunctionSpec, ManifestError
+from ..manifest import MAX_DURATION, FunctionSpec, ManifestError, Scaling
 from ..quantities import parse_duration
 from ..scheduler.decisions import DecisionStore
+from ..store import UnreadableRecord
 from ..tenants.model import DEFAULT_TENANT, split
 from ..tenants.quotastore import QuotaStore
 from . import audit, registry, secrets_api
@@ -100,6 +102,17 @@ def _not_found(request: web.Request) -> ApiError:
     return ApiError(404, "not_found", f"no function named {request.match_info['name'][:80]!r} is deployed")
 
 
+async def _register(request: web.Request, r, spec: FunctionSpec, image: str) -> tuple[int, int]:
+    """Register SPEC with IMAGE as the function's next version, as every deploy does (its
+    secrets must exist; the functions quota; the rollout follows): (version, active version)."""
+    missing = await secrets_api.missing_secrets(request.app[secrets_api.SECRET_STORE], spec.tenant, spec.secrets)
+    if missing:
+        raise secrets_api.missing_secrets_error(spec.tenant, missing)
+    version, active = await registry.deploy(r, spec, image)
+    request.app[CACHE].refresh_name(spec.qualified)
+    return version, active
+
+
 async def deploy(request: web.Request) -> web.Response:
     r = _store(request, "deploy")
     principal = request[PRINCIPAL]
@@ -124,11 +137,7 @@ async def deploy(request: web.Request) -> web.Response:
     if tenant != DEFAULT_TENANT and await request.app[TENANTS].get_tenant(tenant) is None:
         raise ApiError(404, "not_found", f"no tenant {tenant!r}")
     spec = dataclasses.replace(spec, tenant=tenant)
-    missing = await secrets_api.missing_secrets(request.app[secrets_api.SECRET_STORE], spec.tenant, spec.secrets)
-    if missing:
-        raise secrets_api.missing_secrets_error(spec.tenant, missing)
-    version, active = await registry.deploy(r, spec, image.strip())
-    request.app[CACHE].refresh_name(spec.qualified)
+    version, active = await _register(request, r, spec, image.strip())
     await audit.record(request, "function.deploy", spec.name, tenant=tenant, version=version, image=image.strip())
     return web.json_response({"name": _shown_name(principal, spec.qualified), "tenant": tenant,
                               "version": version, "active": active}, status=201)
@@ -200,6 +209,45 @@ async def scale(request: web.Request) -> web.Response:
         raise _not_found(request)
     await audit.record(request, "function.scale", split(name)[1], tenant=split(name)[0], min_instances=n)
     return web.json_response({"name": request.match_info["name"], "min_instances": n})
+
+
+SCALING_FIELDS = tuple(f.name for f in dataclasses.fields(Scaling))
+
+
+async def configure_scaling(request: web.Request) -> web.Response:
+    """PATCH /v1/functions/NAME/scaling: any of the manifest's [scaling] fields, applied to the
+    latest version's spec and registered, with its image, as a new version (a deploy without
+    a build: docs/control-plane.md "Scaling").  A patch that changes nothing makes no version."""
+    r = _store(request, "deploy")
+    name = _name(request, "deploy")
+    data = await _json_object(request)
+    unknown = sorted(set(data) - set(SCALING_FIELDS))
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field {unknown[0][:40]!r}; expected any of {', '.join(SCALING_FIELDS)}")
+    if not data:
+        raise ApiError(400, "bad_request", f"expected at least one of {', '.join(SCALING_FIELDS)}")
+    try:
+        fn = await r.get_function(name)
+    except UnreadableRecord as exc:
+        raise ApiError(409, "conflict", f"the function's record cannot be read ({exc}): deploy it again") from None
+    if fn is None:
+        raise _not_found(request)
+    current = fn.spec.to_dict()
+    try:   # the whole spec again, so every rule of the manifest (min <= max ...) applies
+        spec = FunctionSpec.from_dict({**current, "scaling": {**current["scaling"], **data}}, source="spec")
+    except ManifestError as exc:
+        raise ApiError(400, "bad_request", f"{exc.field}: {exc.message}") from None
+    shown = request.match_info["name"]
+    if spec == fn.spec:
+        return web.json_response({"name": shown, "version": fn.latest, "active": fn.active, "changed": False,
+                                  "scaling": current["scaling"]})
+    if spec.scaling.min_instances > fn.spec.scaling.min_instances:
+        await QuotaStore(r.redis).check_min_instances(name, spec.scaling.min_instances)   # 403 above the quota
+    version, active = await _register(request, r, spec, fn.image)
+    changed = {k: v for k, v in spec.to_dict()["scaling"].items() if current["scaling"][k] != v}
+    await audit.record(request, "function.scaling", spec.name, tenant=spec.tenant, version=version, **changed)
+    return web.json_response({"name": shown, "version": version, "active": active, "changed": True,
+                              "scaling": spec.to_dict()["scaling"]})
 
 
 DEFAULT_WARM_FOR = "10m"
@@ -298,3 +346,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/nodes", list_nodes)
     app.router.add_post("/v1/functions/{name}/warm", warm)
     app.router.add_get("/v1/functions/{name}/decisions", function_decisions)
+    app.router.add_patch("/v1/functions/{name}/scaling", configure_scaling)

@@ -1,7 +1,7 @@
 """The audit stream of admin actions: ``record`` after an action succeeded, ``GET /v1/audit``.
 
 An entry says who (the key id, never a key), when, in which tenant, what (``function.deploy``,
-``function.delete``, ``function.scale``, ``key.create``, ``key.revoke``, ``tenant.create``,
+``function.delete``, ``function.scale``, ``function.scaling``, ``key.create``, ``key.revoke``, ``tenant.create``,
 ``tenant.update``, ``tenant.remove``, ``secret.set``, ``secret.remove``, ``callback_secret.read``)
 and to what.  The action has happened by the time it is recorded, so a failure to record it
 (Redis gone for a moment) is logged and never turns the caller's success into an error.

@@ -447,7 +447,8 @@ ERRORS: list[tuple[int, str, str]] = [
      "starting); the error names `resource`, `current` and `limit`"),
     (404, ErrorCode.NOT_FOUND, "no such function, tenant or key (or route): another tenant's is not found either; in "
      "/v1/coord/: no such state key, registration or live service instance"),
-    (409, "conflict", "a tenant id that exists; removing a tenant that still has functions, or the default tenant"),
+    (409, "conflict", "a tenant id that exists; removing a tenant that still has functions, or the default tenant; "
+     "changing the scaling of a function whose stored record cannot be read"),
     (409, CoordCode.FENCE_STALE, "a fenced write or ack whose lock is no longer held with that token: a newer "
      "holder may have written; stop"),
     (409, CoordCode.LOCK_LOST, "a renew of a lease that is gone (expired, or released)"),
@@ -489,7 +490,7 @@ ONLY_WHERE_LISTED = {"too_many_secrets", "secrets_unavailable", "not_cancellable
                      "not_deployed", "cancelled", "idempotency_conflict"}
 INVOKE_ONLY = {ErrorCode.FUNCTION_ERROR, ErrorCode.BAD_RESULT, "function_crashed",
                ErrorCode.FUNCTION_OUTCOME_UNKNOWN, "no_capacity", ErrorCode.TIMEOUT}
-QUOTA_OPS = {"deploy", "scaleFunction", "warmFunction", "invoke"}    # the operations a quota_exceeded may answer
+QUOTA_OPS = {"deploy", "scaleFunction", "warmFunction", "configureScaling", "invoke"}    # the operations a quota_exceeded may answer
 INTERNAL = (500, "internal", "a bug in the gateway (logged with its traceback; the caller gets no detail)")
 
 _RETRY_AFTER = {"Retry-After": {"description": "whole seconds to wait", "required": True,
@@ -779,6 +780,24 @@ PATHS: dict[str, dict[str, Any]] = {
                     "`min_instances`.",
         body=_body(_obj({"instances": {"type": "integer", "minimum": 0, "maximum": MAX_INSTANCES},
                          "for": _duration("how long (default 10m)")}, ["instances"])))},
+    "/v1/functions/{name}/scaling": {"patch": _op(
+        "configureScaling", "functions", "Change the scaling policy without a build (`gantry scaling`)",
+        {200: _json(_obj({"name": _QNAME, "version": {"type": "integer", "minimum": 1},
+                          "active": {"type": "integer", "minimum": 1,
+                                     "description": "the version taking traffic (the new one once it is ready)"},
+                          "changed": {"type": "boolean", "description": "false: the patch changed nothing and "
+                                                                        "no version was made"},
+                          "scaling": SCHEMAS["Spec"]["properties"]["scaling"]}),
+                    "the version that holds the policy now: a new one, or the latest when nothing changed")},
+        (400, 404, 409, 413, *_ADMIN_ERRORS), params=[_NAME_PARAM], codes={409: ("conflict",)},
+        description="Any of the manifest's `[scaling]` fields, applied to the latest version's spec and "
+                    "registered with the same image as a new version, as a deploy is (the `functions` "
+                    "quota, the audit entry `function.scaling`, the rollout: new instances replace the "
+                    "old once ready). The spec is validated as a manifest is (400 names the field, such "
+                    "as `scaling.min_instances: expected at most max_instances (2), got 3`); raising "
+                    "`min_instances` above the tenant's `instances` quota is 403. A patch that changes "
+                    "nothing answers the latest version with `changed` false.",
+        body=_body({**SCHEMAS["SpecInput"]["properties"]["scaling"], "minProperties": 1}))},
     "/v1/functions/{name}/decisions": {"get": _op(
         "functionDecisions", "functions", "The scheduler's last scaling decisions, newest first",
         {200: _json(_obj({"name": _QNAME, "decisions": {"type": "array", "items": _ref("ScalingDecision")}}),

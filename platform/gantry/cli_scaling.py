@@ -1,6 +1,7 @@
-"""`gantry warm` and `gantry describe` (registered by gantry.cli.parser): hold instances
-ready for a while, and show a function's spec summary, instances and the scheduler's last
-scaling decisions (docs/control-plane.md "Scaling")."""
+"""`gantry warm`, `gantry describe` and `gantry scaling` (registered by gantry.cli.parser):
+hold instances ready for a while, show a function's spec summary, instances and the
+scheduler's last scaling decisions, and change its scaling policy without a build
+(docs/control-plane.md "Scaling")."""
 from __future__ import annotations
 
 import json
@@ -87,8 +88,45 @@ def cmd_warm(args) -> int:
     return 0
 
 
+# `gantry scaling` options -> the [scaling] field each sets (PATCH /v1/functions/NAME/scaling)
+SCALING_OPTIONS = (("--min", "min_instances", int, "N"), ("--max", "max_instances", int, "N"),
+                   ("--concurrency", "concurrency", int, "N"), ("--target", "target_utilization", float, "SHARE"),
+                   ("--scale-up-cooldown", "scale_up_cooldown", str, "DURATION"),
+                   ("--scale-down-cooldown", "scale_down_cooldown", str, "DURATION"),
+                   ("--idle-timeout", "idle_timeout", str, "DURATION"),
+                   ("--keep-paused", "keep_paused", str, "DURATION"))
+
+
+def format_scaling(answer: dict[str, Any]) -> str:
+    """The PATCH answer as `gantry scaling` prints it: what happened, then the whole policy."""
+    sc = answer["scaling"]
+    head = (f"{answer['name']}: version {answer['version']} registered (active {answer['active']}; "
+            f"new instances replace the old once ready)" if answer["changed"] else
+            f"{answer['name']}: unchanged (version {answer['version']})")
+    return "\n".join([head, f"  min {sc['min_instances']}, max {sc['max_instances']}, concurrency "
+                            f"{sc['concurrency']}, target_utilization {sc['target_utilization']:g}",
+                      f"  scale_up_cooldown {_secs(sc['scale_up_cooldown'])}, scale_down_cooldown "
+                      f"{_secs(sc['scale_down_cooldown'])}, idle_timeout {_secs(sc['idle_timeout'])}, "
+                      f"keep_paused {_secs(sc['keep_paused'])}"])
+
+
+def cmd_scaling(args) -> int:
+    from .cli import _sdk
+    from .cli_error import CLIError
+
+    fields = {dest: getattr(args, dest) for _, dest, _, _ in SCALING_OPTIONS if getattr(args, dest) is not None}
+    if not fields:
+        raise CLIError("scaling: give at least one of " + ", ".join(o for o, *_ in SCALING_OPTIONS))
+    answer = _sdk(args).configure_scaling(args.name, **fields)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(format_scaling(answer))
+    return 0
+
+
 def add_commands(add) -> None:
-    """Register `gantry warm` and `gantry describe` with gantry.cli.parser's ``add``."""
+    """Register `gantry warm`, `gantry describe` and `gantry scaling` with gantry.cli.parser's ``add``."""
     sp = add("warm", cmd_warm, "hold at least N instances of a function ready for a while (0: end the hold)")
     sp.add_argument("name")
     sp.add_argument("instances", type=int, metavar="N")
@@ -98,3 +136,8 @@ def add_commands(add) -> None:
     sp.add_argument("name")
     sp.add_argument("--decisions", type=int, default=10, metavar="N", help="how many decisions (default 10, at most 50)")
     sp.add_argument("--json", action="store_true", help="print the API's JSON (the function and its decisions)")
+    sp = add("scaling", cmd_scaling, "change a function's scaling policy without a build (a new version, same image)")
+    sp.add_argument("name")
+    for option, dest, kind, metavar in SCALING_OPTIONS:
+        sp.add_argument(option, dest=dest, type=kind, metavar=metavar, help=f"scaling.{dest}")
+    sp.add_argument("--json", action="store_true", help="print the API's JSON answer")

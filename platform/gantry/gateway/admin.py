@@ -223,7 +223,8 @@ async def configure_scaling(request: web.Request) -> web.Response:
     data = await _json_object(request)
     unknown = sorted(set(data) - set(SCALING_FIELDS))
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown field {unknown[0][:40]!r}; expected any of {', '.join(SCALING_FIELDS)}")
+        raise ApiError(400, "bad_request",
+                       f"unknown field {unknown[0][:40]!r}; expected any of {', '.join(SCALING_FIELDS)}")
     if not data:
         raise ApiError(400, "bad_request", f"expected at least one of {', '.join(SCALING_FIELDS)}")
     try:

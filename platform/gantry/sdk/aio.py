@@ -17,7 +17,7 @@ from .calls import Call
 from .errors import ConnectionFailed, StreamError, WaitTimeout, error_for
 from .sync import Since
 from .types import (SETTLED, ApiKey, Cancelled, Deployment, FunctionSummary, Invocation, InvokeResult, LogEntry,
-                    Mode, Node, Priority, SecretList, Submission, Tenant, Whoami)
+                    Mode, Node, Priority, ScalingChange, SecretList, Submission, Tenant, Whoami)
 
 
 class AsyncClient:
@@ -115,6 +115,21 @@ class AsyncClient:
 
     async def scale(self, name: str, min_instances: int) -> None:
         await self._do(calls.scale(name, min_instances))
+
+    async def configure_scaling(self, name: str, *, min_instances: int | None = None,
+                                max_instances: int | None = None, concurrency: int | None = None,
+                                target_utilization: float | None = None, scale_up_cooldown: str | float | None = None,
+                                scale_down_cooldown: str | float | None = None, idle_timeout: str | float | None = None,
+                                keep_paused: str | float | None = None) -> ScalingChange:
+        """Change the function's scaling policy without a build: the fields given (None:
+        unchanged; durations as seconds or "30s", "5m") replace the latest version's and are
+        registered, with the same image, as a new version that rolls out as a deploy does.  A
+        change that changes nothing makes no version (``changed`` False).  A bad value raises
+        BadRequest naming the field (``scaling.min_instances: ...``)."""
+        return await self._do(calls.configure_scaling(name, dict(
+            min_instances=min_instances, max_instances=max_instances, concurrency=concurrency,
+            target_utilization=target_utilization, scale_up_cooldown=scale_up_cooldown,
+            scale_down_cooldown=scale_down_cooldown, idle_timeout=idle_timeout, keep_paused=keep_paused)))
 
     async def warm(self, name: str, instances: int, *, for_: str | float = "10m") -> dict[str, Any]:
         """Hold at least INSTANCES ready for ``for_`` (a duration or seconds; 0 instances ends the

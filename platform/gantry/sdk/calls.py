@@ -67,6 +67,11 @@ def scale(name: str, min_instances: int) -> Call:
     return Call("POST", f"/v1/functions/{seg(name)}/scale", {"min_instances": min_instances})
 
 
+def configure_scaling(name: str, fields: dict[str, Any]) -> Call:
+    """PATCH the [scaling] fields given (None: leave as it is)."""
+    return Call("PATCH", f"/v1/functions/{seg(name)}/scaling", {k: v for k, v in fields.items() if v is not None})
+
+
 def warm(name: str, instances: int, for_: str | float) -> Call:
     return Call("POST", f"/v1/functions/{seg(name)}/warm", {"instances": instances, "for": for_})
 

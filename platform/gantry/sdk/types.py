@@ -34,6 +34,16 @@ class FunctionSummary(TypedDict, total=False):
     instances: list[InstanceInfo]
 
 
+class ScalingChange(TypedDict):
+    """PATCH /v1/functions/NAME/scaling: the version holding the policy now (a new one, or the
+    latest when ``changed`` is false), the active version, and the whole [scaling] section."""
+    name: str
+    version: int
+    active: int
+    changed: bool
+    scaling: dict[str, Any]
+
+
 class InstanceInfo(TypedDict):
     id: str
     version: int

@@ -1,6 +1,7 @@
 """PATCH /v1/functions/NAME/scaling on a real gateway and Redis: a new version of the same
 image with the [scaling] fields replaced, validated as a manifest is; nothing new when
-nothing changes; the deploy scope; another tenant's function is 404; the audit entry."""
+nothing changes; the deploy scope; another tenant's function is 404; the audit entry;
+`gantry scaling` (through the SDK) as a user runs it."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,8 @@ from gantry.state import unpack
 from gantry.tenants.model import Quotas, Tenant
 from gantry.tenants.store import TenantStore
 
-from .support import AUTH, gateway, spec_dict
+from .support import ADMIN_KEY, AUTH, gateway, spec_dict
+from .test_tenant_cli import gantry
 from .test_tenants import bearer, deploy, make_key, make_tenant
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,3 +144,25 @@ async def test_min_instances_above_the_instances_quota_is_403(redis_url, redis_c
         assert (err["code"], err["resource"], err["limit"]) == ("quota_exceeded", "instances", 3)
         assert redis_client.hget(keys.function("echo"), "latest") == b"1"
         assert (await _patch(client, {"min_instances": 3})).status == 200
+
+
+async def test_gantry_scaling_from_the_cli(redis_url, redis_client):
+    async with gateway(redis_url) as client:
+        await _deploy(client, max_instances=5)
+        url = str(client.make_url("")).rstrip("/")
+        rc, out, err = await gantry(url, ADMIN_KEY, "scaling", "echo", "--min", "1", "--max", "8", "--target", "0.8",
+                                    "--scale-up-cooldown", "30s", "--scale-down-cooldown", "5m")
+        assert rc == 0, err
+        assert out.startswith("echo: version 2 registered (active 1;"), out
+        assert "min 1, max 8, concurrency 4, target_utilization 0.8" in out
+        assert "scale_up_cooldown 30s, scale_down_cooldown 300s" in out
+        spec = unpack(redis_client.hget(keys.function_version("echo", 2), "spec"))
+        assert (spec["scaling"]["min_instances"], spec["scaling"]["scale_down_cooldown"]) == (1, 300.0)
+        rc, out, err = await gantry(url, ADMIN_KEY, "scaling", "echo", "--min", "1")
+        assert rc == 0 and out.startswith("echo: unchanged (version 2)"), (out, err)
+        rc, out, err = await gantry(url, ADMIN_KEY, "scaling", "echo", "--min", "9")
+        assert rc == 1 and err.strip() == ("gantry: error: 400 bad_request: scaling.min_instances: expected at most "
+                                           "max_instances (8), got 9"), err
+        rc, out, err = await gantry(url, ADMIN_KEY, "scaling", "echo")
+        assert rc == 1 and "give at least one of --min" in err and "Traceback" not in err
+        assert redis_client.hget(keys.function("echo"), "latest") == b"2"

@@ -112,6 +112,9 @@ async def test_the_deploy_scope_is_needed_and_another_tenants_function_is_404(re
         await deploy(client, acme_deploy, "work")
         resp = await _patch(client, {"min_instances": 1}, "work", bearer(acme_invoke))
         assert resp.status == 403 and (await resp.json())["error"]["code"] == "forbidden"
+        only_other = await make_key(client, "acme", "deploy", functions=["other"])
+        resp = await _patch(client, {"min_instances": 1}, "work", bearer(only_other))
+        assert resp.status == 403 and "limited to the functions other" in (await resp.json())["error"]["message"]
         resp = await _patch(client, {"min_instances": 1}, "work", bearer(globex_deploy))
         assert resp.status == 404
         assert redis_client.hget(keys.function("acme.work"), "latest") == b"1"

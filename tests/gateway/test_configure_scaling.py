@@ -169,3 +169,16 @@ async def test_gantry_scaling_from_the_cli(redis_url, redis_client):
         rc, out, err = await gantry(url, ADMIN_KEY, "scaling", "echo")
         assert rc == 1 and "give at least one of --min" in err and "Traceback" not in err
         assert redis_client.hget(keys.function("echo"), "latest") == b"2"
+
+
+async def test_async_client_configure_scaling(redis_url):
+    from gantry import AsyncClient
+    from gantry.sdk import BadRequest
+
+    async with gateway(redis_url) as client:
+        await _deploy(client, max_instances=5)
+        async with AsyncClient(str(client.make_url("")).rstrip("/"), ADMIN_KEY, timeout=30) as sdk:
+            answer = await sdk.configure_scaling("echo", max_instances=6, keep_paused="0s")
+            assert (answer["version"], answer["changed"], answer["scaling"]["keep_paused"]) == (2, True, 0.0)
+            with pytest.raises(BadRequest, match="scaling.concurrency: expected a whole number"):
+                await sdk.configure_scaling("echo", concurrency=0)

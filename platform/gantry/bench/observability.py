@@ -124,28 +124,41 @@ def measure(ctx) -> dict:
                  "exporter": "OTLP/HTTP protobuf, batched (SDK defaults), to a local sink",
                  "duration_s": duration, "rounds": done, "rounds_planned": rounds, "goal_added": GOAL,
                  "goal_modes": list(GOAL_MODES),
-                 "exports": {"requests": sink.requests, "bytes": sink.bytes}, "modes": {}, "added": {}}
-    for mode in modes:
-        out["modes"][mode] = {str(c): {
+                 "exports": {"requests": sink.requests, "bytes": sink.bytes}}
+    out["modes"], out["added"] = figures(runs)
+    stack.delete(NAME)
+    return out
+
+
+def figures(runs: dict) -> tuple[dict, dict]:
+    """RUNS: mode -> connections -> [one wrk run per round] (rounds in the same order for every
+    mode).  Returns each mode's figures and, for every mode but the baseline, what it added
+    over the baseline: per round (x - a) / a (req/s: 1 - x/a), then median and range."""
+    modes: dict = {}
+    for mode in runs:
+        modes[mode] = {str(c): {
             "rps": summary([x["rps"] for x in runs[mode][c]], 1),
             "p50_ms": summary([x["p50_ms"] for x in runs[mode][c]], 3),
             "p99_ms": summary([x["p99_ms"] for x in runs[mode][c]], 3),
             "gateway_cpu_us_per_request": summary([_cpu_per_request(x) for x in runs[mode][c]], 1),
             "requests": sum(x["requests"] for x in runs[mode][c]),
             "errors": sum(x["errors"] for x in runs[mode][c]),
-        } for c in CONCURRENCY}
-    for mode, conns in ((m, c) for m in modes if m != BASELINE for c in CONCURRENCY):
-        pairs = list(zip(runs[BASELINE][conns], runs[mode][conns]))
-        out["added"].setdefault(mode, {})[str(conns)] = {   # (mode - baseline) / baseline, per round
-            "gateway_cpu_per_request": summary([
-                _cpu_per_request(b) / _cpu_per_request(a) - 1 for a, b in pairs
-                if _cpu_per_request(a) and _cpu_per_request(b)], 3),
-            "rps_lost": summary([1 - b["rps"] / a["rps"] for a, b in pairs if a["rps"]], 3),
-            "p50": summary([b["p50_ms"] / a["p50_ms"] - 1 for a, b in pairs if a["p50_ms"]], 3),
-            "p99": summary([b["p99_ms"] / a["p99_ms"] - 1 for a, b in pairs if a["p99_ms"]], 3),
-        }
-    stack.delete(NAME)
-    return out
+        } for c in runs[mode]}
+    added: dict = {}
+    for mode in runs:
+        if mode == BASELINE:
+            continue
+        for conns in runs[mode]:
+            pairs = list(zip(runs[BASELINE][conns], runs[mode][conns]))
+            added.setdefault(mode, {})[str(conns)] = {
+                "gateway_cpu_per_request": summary([
+                    _cpu_per_request(b) / _cpu_per_request(a) - 1 for a, b in pairs
+                    if _cpu_per_request(a) and _cpu_per_request(b)], 3),
+                "rps_lost": summary([1 - b["rps"] / a["rps"] for a, b in pairs if a["rps"]], 3),
+                "p50": summary([b["p50_ms"] / a["p50_ms"] - 1 for a, b in pairs if a["p50_ms"]], 3),
+                "p99": summary([b["p99_ms"] / a["p99_ms"] - 1 for a, b in pairs if a["p99_ms"]], 3),
+            }
+    return modes, added
 
 
 def _cpu_per_request(x: dict) -> float | None:

@@ -49,7 +49,8 @@ def test_machine_named_and_run_bounded(results):
 
 def test_every_section_present_with_positive_figures(results):
     s = results["sections"]
-    assert set(s) >= {"hotpath", "deploy", "warm", "streaming", "cold_start", "scale", "density", "tenancy", "async", "coord"}
+    assert set(s) >= {"hotpath", "deploy", "warm", "streaming", "cold_start", "scale", "density", "tenancy", "async", "coord",
+                      "observability"}
     w = s["warm"]
     for path in ("direct", "nginx", "gateway"):
         for conns in ("1", "64"):
@@ -111,6 +112,19 @@ def test_every_section_present_with_positive_figures(results):
             assert x["requests"] > 0 and x["errors"] == 0, (path, conns, x)
     assert t["keys"] >= 100 and set(t["ratios"]) == {"1", "64"}
 
+    o = s["observability"]             # four gateways: metrics and tracing off, metrics, +1 % traces, +all traces
+    assert set(o["modes"]) == {"off", "metrics", "metrics_trace_1pct", "metrics_trace_all"}
+    for mode, by_conns in o["modes"].items():
+        for conns in ("1", "64"):
+            x = by_conns[conns]
+            positive(x["rps"], f"observability.{mode}.{conns}.rps")
+            positive(x["gateway_cpu_us_per_request"], f"observability.{mode}.{conns}.gateway_cpu_us_per_request")
+            assert x["requests"] > 0 and x["errors"] == 0, (mode, conns, x)
+    for mode in ("metrics", "metrics_trace_1pct", "metrics_trace_all"):   # paired against the baseline
+        for conns in ("1", "64"):
+            assert o["added"][mode][conns]["gateway_cpu_per_request"]["n"] == o["rounds"], (mode, conns)
+    assert "off" not in o["added"] and o["exports"]["requests"] > 0
+
     h = s["hotpath"]
     for group, names in (("ratelimit", ("c", "py", "limits")), ("router", ("c", "py", "random.choices")),
                          ("placement", ("c", "py", "uhashring"))):
@@ -120,7 +134,7 @@ def test_every_section_present_with_positive_figures(results):
 
 def test_goals_stated(results):
     goals = results["goals"]
-    assert len(goals) == 13
+    assert len(goals) == 16
     for goal in goals:
         assert goal["status"] in ("met", "not met", "not measured"), goal
         assert goal["why"]
@@ -140,6 +154,6 @@ def test_renders_every_section(results):
     assert text.startswith("<!-- bench:begin") and text.rstrip().endswith(render.END)
     for heading in ("### Goals", "### 1. Warm", "### 2. Cold", "### 3. Streaming", "### 4. Deploy", "### 5. Scale",
                     "### 6. Density", "### 7. Hot path", "### 8. Tenant resolution",
-                    "### 9. Async invocations", "### 10. Coordination"):
+                    "### 9. Async invocations", "### 10. Coordination", "### 11. Observability"):
         assert heading in text
     assert results["machine"]["cpu_model"] in text

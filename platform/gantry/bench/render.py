@@ -48,7 +48,8 @@ TITLES = {"warm": "1. Warm invocation: trivial JSON echo, one container",
           "hotpath": "7. Hot path (ns per operation)",
           "tenancy": "8. Tenant resolution on the invoke path",
           "async": "9. Async invocations: submissions and queue-to-start with a warm instance",
-          "coord": "10. Coordination: latency through the gateway vs redis-py on the same Redis"}
+          "coord": "10. Coordination: latency through the gateway vs redis-py on the same Redis",
+          "observability": "11. Observability: warm-path cost of metrics and tracing"}
 
 
 def render(results: dict, results_path: str | None = None) -> str:
@@ -85,7 +86,8 @@ def render(results: dict, results_path: str | None = None) -> str:
                               (TITLES["hotpath"], s.get("hotpath"), _hotpath),
                               (TITLES["tenancy"], s.get("tenancy"), _tenancy),
                               (TITLES["async"], s.get("async"), render_async),
-                              (TITLES["coord"], s.get("coord"), render_coord)):
+                              (TITLES["coord"], s.get("coord"), render_coord),
+                              (TITLES["observability"], s.get("observability"), render_observability)):
         out += ["", f"### {title}", ""] + (body(data) if data else ["not measured in this run"])
     out += ["", END]
     return "\n".join(out) + "\n"
@@ -164,6 +166,44 @@ def render_coord(c: dict) -> list[str]:
                       "p50 added (paired per round)"], rows))
     out += ["", "Each p50 and p99 is one round's own (nearest rank), then the median [min–max] over rounds."]
     return out
+
+
+def render_observability(o: dict) -> list[str]:
+    """The observability section's tables (also used by hand for a single-section run's notes)."""
+    fn, labels = o["function"], o["labels"]
+    out = [f"Four gateways with the same settings in front of one warm {fn['handler']} ({fn['cpu']:g} CPU, "
+           f"concurrency {fn['concurrency']}), differing only in `GANTRY_METRICS` and `GANTRY_TRACE_SAMPLE_RATIO`; "
+           f"traces exported {o['exporter']} ({o['exports']['requests']:,} export requests). wrk for "
+           f"{o['duration_s']} s per gateway and client count, the four interleaved (order rotating), "
+           f"{o['rounds']} rounds.", ""]
+    rows = []
+    for conns in ("1", "64"):
+        for mode, label in labels.items():
+            p = g(o, "modes", mode, conns) or {}
+            rows.append([conns, label, fmt(p.get("rps"), 0), fmt(p.get("p50_ms")), fmt(p.get("p99_ms")),
+                         fmt(p.get("gateway_cpu_us_per_request"), 0), p.get("errors")])
+    out.append(table(["clients", "gateway", "req/s", "p50 ms", "p99 ms", "gateway CPU µs/req", "errors"], rows))
+    rows = []
+    for conns in ("1", "64"):
+        for mode, label in labels.items():
+            if mode == o["baseline"]:
+                continue
+            a = g(o, "added", mode, conns) or {}
+            rows.append([conns, label, _pct(a.get("gateway_cpu_per_request")), _pct(a.get("rps_lost")),
+                         _pct(a.get("p50")), _pct(a.get("p99"))])
+    out += ["", table(["clients", "against (a)", "gateway CPU per request added", "req/s lost", "p50 added",
+                       "p99 added"], rows),
+            "", "Added figures are paired within a round ((x − a) / a, or 1 − x/a for req/s), then the median "
+                "[min–max] over rounds."]
+    return out
+
+
+def _pct(s: dict | None) -> str:
+    """A summary of fractions as percentages, median [min–max]."""
+    if not isinstance(s, dict) or s.get("median") is None:
+        return "–"
+    scaled = {**s, **{k: s[k] * 100 for k in ("median", "min", "max")}}
+    return fmt(scaled, 1) + " %"
 
 
 def _warm(w: dict | None) -> list[str]:

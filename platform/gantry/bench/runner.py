@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import asyncq, cold, coord, density, deploy, goals, machine, scale, stream, tenancy, warm
-from . import tracing as tracing_cost
+from . import observability
 from .stack import Stack
 from .stats import summary
 
@@ -25,7 +25,9 @@ LIMITS = {"full": 900.0, "quick": 250.0}          # seconds: stop starting repea
 # Ceilings per section (seconds), full / quick: a section starts no new repeat past its own.
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
             "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60),
-            "tenancy": (60, 20), "async": (150, 45), "coord": (60, 20), "tracing": (90, 35)}
+            "tenancy": (60, 20), "async": (150, 45), "coord": (60, 20),
+            "observability": (150, 40)}
+ALIASES = {"tracing": "observability"}            # the section's earlier name, for --only
 
 
 def repo_root() -> str | None:
@@ -122,6 +124,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
     the names of the sections to run (keys of CEILINGS); None runs them all."""
     import docker
 
+    only = {ALIASES.get(name, name) for name in only} if only else only
     unknown = sorted(set(only or ()) - set(CEILINGS))
     if unknown:
         raise ValueError(f"no section named {', '.join(unknown)} (sections: {', '.join(CEILINGS)})")
@@ -176,7 +179,7 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
         section("redeploy", deploy.redeploy, lambda v: sections.setdefault("deploy", {}).__setitem__("redeploy", v))
         section("scale", scale.measure)
         section("density", density.measure)
-        section("tracing", tracing_cost.measure)   # last: it starts gateways of its own
+        section("observability", observability.measure)   # last: it starts gateways of its own
     except Exception as exc:  # noqa: BLE001 - the platform did not start
         results["errors"]["platform"] = f"{type(exc).__name__}: {exc}"[:4000]
         say(f"FAILED: {exc}")

@@ -16,6 +16,7 @@ runtime's id, so ``ctx.span_id`` in the handler is the exported span's id.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any, Awaitable, TypeVar
 
@@ -63,6 +64,7 @@ class Tracer:
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": SERVICE_NAME, "service.instance.id": settings.gateway_id}),
             sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)), id_generator=self.ids)
+        self.ratio = settings.trace_sample_ratio   # begin() decides with it before any span is made
         self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("gantry.gateway")
 
@@ -86,13 +88,47 @@ async def tracing_ctx(app: web.Application):
         await asyncio.to_thread(tracer.shutdown)
 
 
-def begin(request: web.Request) -> "Trace | None":
-    """The request's trace, or None when tracing is off (the only cost then: this call)."""
+def begin(request: web.Request) -> "Trace | Unsampled | None":
+    """The request's trace, or None when tracing is off (the only cost then: this call).  The
+    sampling decision comes first, here, as the SDK's parent-based ratio sampler would make
+    it: a request that will not be recorded gets an ``Unsampled``, which makes no
+    OpenTelemetry object at all (a non-recording span per request cost as much as recording
+    a few: the bench's observability section)."""
     tracer = request.app[TRACER]
     if tracer is None:
         return None
-    trace = request[TRACE] = Trace(tracer, request)
+    parent = wire.parse_traceparent(request.headers.get(wire.TRACEPARENT))
+    if (parent is not None and not parent.flags & 1) or (parent is None and random.random() >= tracer.ratio):
+        trace: Trace | Unsampled = Unsampled(parent)
+    else:
+        trace = Trace(tracer, request)
+    request[TRACE] = trace
     return trace
+
+
+class Unsampled:
+    """A request outside the sample: no spans; the handler still gets a ``traceparent``
+    (flags 00), the caller's trace id or a new one, so ``ctx.trace_id`` is always set."""
+
+    __slots__ = ("trace_id",)
+    sampled = False
+
+    def __init__(self, parent: wire.TraceParent | None) -> None:
+        self.trace_id = parent.trace_id if parent is not None else f"{random.getrandbits(128) or 1:032x}"
+
+    def admit(self) -> None:
+        pass
+
+    async def cold_wait(self, waiting: Awaitable[T], function: str) -> T:
+        return await waiting
+
+    async def forward(self, forwarding: Awaitable[web.StreamResponse], headers: dict[str, str],
+                      instance: str) -> web.StreamResponse:
+        headers[wire.TRACEPARENT] = wire.format_traceparent(self.trace_id, wire.new_span_id(), 0)
+        return await forwarding
+
+    def end(self, status: int, function: str | None) -> None:
+        pass
 
 
 def caller_context(tracer: Tracer, raw: str | None):

@@ -2,7 +2,7 @@
 print the results with their latency, and stop the platform leaving no container behind.
 
 Run through `make demo` (which sets the machine up first).  Everything goes through the
-`gantry` CLI and the HTTP API, as a user would.
+`gantry` CLI and the Python SDK (gantry.Client), as a user would.
 
 The demo's platform keeps its state and CLI config in a folder of its own, removed at the
 end: the user's `gantry up` data (~/.local/state/gantry), API key and CLI config file
@@ -18,9 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-from gantry.client import Client
+from gantry import Client
+from gantry.sdk import GantryError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GANTRY = os.path.join(os.path.dirname(sys.executable), "gantry")
@@ -29,16 +29,15 @@ EXAMPLES = [("hello", '{"name": "demo"}'), ("stream", '{"count": 5}'),
             ("wordcount", '{"text": "Gantry runs functions. Functions scale to zero."}')]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+def wait_healthy(client: Client, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"gantry up exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
+            if client.health(timeout=1)["status"] == "ok":
+                return
+        except (GantryError, OSError):     # not listening yet (ConnectionFailed), or slow to answer
             time.sleep(0.2)
     sys.exit("gantry up did not become healthy")
 
@@ -54,15 +53,15 @@ def gantry(*args: str, env: dict) -> tuple[float, str]:
 
 def _timed(client: Client, name: str, data: str) -> float:
     started = time.monotonic()
-    for _ in client.invoke(name, data.encode(), "application/json"):
-        pass
+    for _ in client.invoke(name, data.encode(), stream=True, content_type="application/json"):
+        pass        # to the last byte
     return time.monotonic() - started
 
 
 def _wait_zero(client: Client, name: str, timeout: float = 60) -> None:
     """Wait until the function runs no instance, so the next call is a cold start."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and client.call("GET", f"/v1/functions/{name}")["total"]:
+    while time.monotonic() < deadline and client.get_function(name)["total"]:
         time.sleep(0.2)
 
 
@@ -80,7 +79,7 @@ def main() -> int:
     up = subprocess.Popen([GANTRY, "up", "--port", port], env=env)
     client = Client(url, env["GANTRY_API_KEY"])
     try:
-        wait_healthy(url, up)
+        wait_healthy(client, up)
         rows = []
         for name, data in EXAMPLES:
             print(f"==> gantry deploy examples/{name}", flush=True)

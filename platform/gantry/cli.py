@@ -1,5 +1,5 @@
 """`gantry`: the user's whole interface.  Commands that act on a running platform go through
-its HTTP API (see gantry.client); `build` and `images` work on the local Docker engine, and
+its HTTP API through the SDK (gantry.Client, docs/sdk.md); `build` and `images` work on the local Docker engine, and
 `up` runs the platform itself.  Failures print one line `gantry: error: ...`, exit 1."""
 from __future__ import annotations
 
@@ -23,14 +23,8 @@ def _docker():
     return docker_client()
 
 
-def _client(args):
-    from .client import Client
-
-    return Client.resolve(args.url, args.api_key)
-
-
 def _sdk(args):
-    """The SDK's client (gantry.Client) for the commands that go through it."""
+    """The SDK's client (gantry.Client): every command that talks to the platform goes through it."""
     from .sdk import Client
 
     return Client(args.url, args.api_key)
@@ -126,15 +120,15 @@ def _payload(args) -> tuple[bytes, str]:
 
 
 def cmd_invoke(args) -> int:
-    from .cli_async import invoke_async, invoke_headers
+    from .cli_async import invoke_async, invoke_options
 
-    headers = invoke_headers(args)
+    options = invoke_options(args)
     body, content_type = _payload(args)
     if args.async_:
-        return invoke_async(_client(args), args.name, body, content_type, headers)
+        return invoke_async(_sdk(args), args.name, body, content_type, options)
     out = sys.stdout.buffer
-    try:
-        for chunk in _client(args).invoke(args.name, body, content_type, headers):
+    try:     # streamed even without --stream: a large answer is never held whole
+        for chunk in _sdk(args).invoke(args.name, body, stream=True, content_type=content_type, **options):
             out.write(chunk)
             if args.stream:
                 out.flush()
@@ -214,12 +208,12 @@ def cmd_nodes(args) -> int:
 
 
 def _with_client(cmd):
-    """A gantry.cli_tenants command, given the API client and the table printer."""
+    """A gantry.cli_tenants command, given the SDK's client and the table printer."""
     def run(args) -> int:
         from .cli_tenants import check, _Error
         try:
             check(args)
-            return cmd(args, _client(args), _table)
+            return cmd(args, _sdk(args), _table)
         except _Error as exc:
             raise CLIError(str(exc)) from None
     return run
@@ -246,19 +240,19 @@ def _secret_value(args) -> str:
 
 
 def cmd_secrets(args) -> int:
-    client = _client(args)
+    client = _sdk(args)
     if args.action == "set":
         value = _secret_value(args)
         if not value:
             raise CLIError("the secret's value is empty")
-        done = client.set_secret(args.name, value, args.tenant)
+        done = client.set_secret(args.name, value, tenant=args.tenant)
         _progress(f"secret {done['name']} {'created' if done['created'] else 'updated'} in tenant {done['tenant']}"
                   + ("" if done["created"] else "; running instances keep the old value until they restart"))
     elif args.action == "rm":
-        done = client.delete_secret(args.name, args.tenant)
+        done = client.delete_secret(args.name, tenant=args.tenant)
         _progress(f"removed secret {done['name']} of tenant {done['tenant']}")
     else:
-        listed = client.list_secrets(args.tenant)
+        listed = client.list_secrets(tenant=args.tenant)
         if not listed["secrets"]:
             print(f"no secrets in tenant {listed['tenant']}")
             return 0

@@ -1,7 +1,7 @@
 """Async invocations on the command line (registered by gantry.cli.parser): `gantry invoke
 --async` and the options `gantry invoke` sends as headers, `gantry invocations get|cancel|result`
-and `gantry dlq ls|show|replay|purge`.  Everything goes through the HTTP API of
-gantry.gateway.async_api; docs/async.md describes it."""
+and `gantry dlq ls|show|replay|purge`.  Everything goes through the SDK (gantry.Client) to the
+HTTP API of gantry.gateway.async_api; docs/async.md describes it."""
 from __future__ import annotations
 
 import argparse
@@ -9,25 +9,15 @@ import base64
 import json
 import sys
 import time
-import urllib.parse
-from typing import Any, Iterator
+from typing import Any
 
-from .cli import _client, _progress, _table
+from .cli import _progress, _sdk, _table
 from .cli_error import CLIError
-from .cli_usage import _query
 from .invocations.model import PRIORITIES, SETTLED
+from .sdk.calls import IDEMPOTENCY_KEY, MAX_WAIT
 
-# the request headers gantry.gateway.async_api reads (not imported: that pulls in the gateway)
-IDEMPOTENCY_KEY = "Idempotency-Key"
-PRIORITY = "X-Gantry-Priority"
-CALLBACK_URL = "X-Callback-Url"
-MAX_WAIT = 60.0               # the most one GET ?wait= may hold (async_api.MAX_WAIT)
 DEFAULT_WAIT = 300.0
 _SETTLED = frozenset(str(s) for s in SETTLED)
-
-
-def _id(inv_id: str) -> str:
-    return urllib.parse.quote(inv_id, safe="")
 
 
 def _when(ts: float | None) -> str:
@@ -45,31 +35,31 @@ def add_invoke_arguments(sp) -> None:
                     help="run once per KEY: a repeat gets the first run's invocation and result")
 
 
-def invoke_headers(args) -> dict[str, str]:
-    """The headers `gantry invoke`'s options ask for; options that only mean something with
-    --async are refused without it."""
-    headers = {IDEMPOTENCY_KEY: args.idempotency_key} if args.idempotency_key else {}
+def invoke_options(args) -> dict[str, str]:
+    """The SDK invoke() arguments `gantry invoke`'s options ask for; options that only mean
+    something with --async are refused without it (here, as one CLI line, before any request)."""
+    options = {"idempotency_key": args.idempotency_key} if args.idempotency_key else {}
     if not args.async_:
         for flag, value in (("--priority", args.priority), ("--callback-url", args.callback_url)):
             if value:
                 raise CLIError(f"{flag} needs --async (a sync invoke runs at once and answers here)")
-        return headers
+        return options
     if args.stream:
         raise CLIError("--stream does not go with --async (the result is kept: `gantry invocations get ID`)")
     if args.priority:
         if args.priority.lower() not in PRIORITIES:
             raise CLIError(f"--priority: expected one of {', '.join(PRIORITIES)}, got {args.priority!r}")
-        headers[PRIORITY] = args.priority.lower()
+        options["priority"] = args.priority.lower()
     if args.callback_url:
-        headers[CALLBACK_URL] = args.callback_url
-    return headers
+        options["callback_url"] = args.callback_url
+    return options
 
 
-def invoke_async(client, name: str, body: bytes, content_type: str, headers: dict[str, str]) -> int:
+def invoke_async(client, name: str, body: bytes, content_type: str, options: dict[str, str]) -> int:
     """Queue the invocation; only its id goes to stdout (`ID=$(gantry invoke f --async)`)."""
-    sub = client.submit_async(name, body, content_type, headers)
+    sub = client.invoke(name, body, mode="async", content_type=content_type, **options)
     if sub.get("idempotent_replay"):
-        _progress(f"{IDEMPOTENCY_KEY} {headers[IDEMPOTENCY_KEY]!r} was used before: invocation {sub['id']} "
+        _progress(f"{IDEMPOTENCY_KEY} {options['idempotency_key']!r} was used before: invocation {sub['id']} "
                   f"is {sub['state']}")
     print(sub["id"])
     return 0
@@ -124,13 +114,14 @@ def format_invocation(inv: dict[str, Any]) -> str:
 
 def wait_settled(client, inv_id: str, budget: float) -> dict[str, Any]:
     """The invocation once it settles, or as it is when BUDGET seconds have passed: long polls
-    of at most MAX_WAIT seconds each, so no one request outlives a proxy's idle timeout."""
+    of at most MAX_WAIT seconds each, so no one request outlives a proxy's idle timeout.  (Not
+    the SDK's wait(): that raises when time is up, and the CLI shows the record as it is.)"""
     deadline = time.monotonic() + budget
     while True:
         left = deadline - time.monotonic()
         asked = min(MAX_WAIT, max(0.0, left))
         began = time.monotonic()
-        inv = client.call("GET", f"/v1/invocations/{_id(inv_id)}?wait={asked:.3f}")
+        inv = client.get_invocation(inv_id, wait=asked)
         if inv["state"] in _SETTLED or left <= 0:
             return inv
         if time.monotonic() - began < min(asked, 0.2):     # answered early unsettled: don't spin
@@ -138,10 +129,10 @@ def wait_settled(client, inv_id: str, budget: float) -> dict[str, Any]:
 
 
 def cmd_invocations(args) -> int:
-    client = _client(args)
+    client = _sdk(args)
     if args.action == "get":
         if args.wait is None:
-            inv = client.call("GET", f"/v1/invocations/{_id(args.id)}")
+            inv = client.get_invocation(args.id)
         else:
             inv = wait_settled(client, args.id, args.wait)
         print(json.dumps(inv, indent=2) if args.json else format_invocation(inv))
@@ -151,34 +142,19 @@ def cmd_invocations(args) -> int:
             raise CLIError(f"invocation {inv['id']} is still {inv['state']} after {args.wait:g}s")
         return 0 if inv["state"] == "succeeded" else 1
     if args.action == "cancel":
-        done = client.call("DELETE", f"/v1/invocations/{_id(args.id)}")
+        done = client.cancel(args.id)
         _progress(f"cancelled {done['id']} (it was {done['was']})")
         return 0
-    status, body = client.invocation_result(args.id)      # "result"
+    result = client.invocation_result(args.id)      # "result"
     out = sys.stdout.buffer
-    out.write(body)
+    out.write(result.body)
     out.flush()
-    if status >= 400:
-        raise CLIError(f"invocation {args.id} failed: its result (above) has status {status}")
+    if result.status >= 400:
+        raise CLIError(f"invocation {args.id} failed: its result (above) has status {result.status}")
     return 0
 
 
 # --- gantry dlq ------------------------------------------------------------------------------
-
-def dead_letters(client, *, function: str | None, tenant: str | None, limit: int) -> Iterator[dict[str, Any]]:
-    """Up to LIMIT dead letters, oldest first, page by page (the API gives at most 1000 a page)."""
-    after = None
-    given = 0
-    for _ in range(100_000):                  # pages; ends long before, when `next` does
-        page = client.call("GET", "/v1/dlq" + _query(function=function, tenant=tenant,
-                                                     limit=min(1000, limit - given), after=after))
-        for item in page["invocations"]:
-            yield item
-            given += 1
-        if page["next"] is None or page["next"] == after or given >= limit:
-            return
-        after = page["next"]
-
 
 def format_dead(items: list[dict[str, Any]]) -> str:
     if not items:
@@ -192,17 +168,17 @@ def format_dead(items: list[dict[str, Any]]) -> str:
 
 
 def cmd_dlq(args) -> int:
-    client = _client(args)
+    client = _sdk(args)
     if args.action == "ls":
         if args.limit < 1:
             raise CLIError(f"--limit: expected at least 1, got {args.limit}")
-        items = list(dead_letters(client, function=args.function, tenant=args.tenant, limit=args.limit))
+        items = list(client.dead_letters(function=args.function, tenant=args.tenant, limit=args.limit))
         print(json.dumps({"invocations": items}, indent=2) if args.json else format_dead(items))
     elif args.action == "show":
-        inv = client.call("GET", f"/v1/dlq/{_id(args.id)}")
+        inv = client.get_dead_letter(args.id)
         print(json.dumps(inv, indent=2) if args.json else format_invocation(inv))
     elif args.action == "replay":
-        done = client.call("POST", f"/v1/dlq/{_id(args.id)}/replay")
+        done = client.replay(args.id)
         _progress(f"replayed {done['id']}: {done['state']} again (`gantry invocations get {done['id']} --wait`)")
     else:
         return _purge(client, args)
@@ -210,20 +186,19 @@ def cmd_dlq(args) -> int:
 
 
 def _purge(client, args) -> int:
-    from .client import APIError
+    from .sdk import GantryError
 
     if args.all == bool(args.ids):
         raise CLIError("gantry dlq purge: give the ids to purge, or --all")
     if (args.function or args.tenant) and not args.all:
         raise CLIError("--function and --tenant choose what --all purges; they do not go with ids")
-    ids = args.ids or [inv["id"] for inv in dead_letters(client, function=args.function, tenant=args.tenant,
-                                                         limit=sys.maxsize)]
+    ids = args.ids or [inv["id"] for inv in client.dead_letters(function=args.function, tenant=args.tenant)]
     purged, failed = 0, 0
     for inv_id in ids:
         try:
-            client.call("DELETE", f"/v1/dlq/{_id(inv_id)}")
+            client.purge(inv_id)
             purged += 1
-        except APIError as exc:
+        except GantryError as exc:
             if args.all and exc.status == 404:     # replayed or purged since it was listed
                 continue
             failed += 1

@@ -1,11 +1,10 @@
 """`gantry metrics` (registered by gantry.cli.parser): a function's (or a tenant's) per-minute
-metrics over a range, as a summary and a table of the points with traffic (or the API's JSON
-with --json)."""
+metrics over a range (the SDK's get_metrics), as a summary and a table of the points with
+traffic (or the API's JSON with --json)."""
 from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 from typing import Any
 
 from .cli_error import CLIError
@@ -62,14 +61,12 @@ def format_metrics(report: dict[str, Any]) -> str:
 
 
 def cmd_metrics(args) -> int:
-    from .cli import _client
+    from .cli import _sdk
 
     if bool(args.name) == bool(args.tenant):
         raise CLIError("name a function, or a tenant with --tenant (not both)")
-    query = urllib.parse.urlencode({k: v for k, v in (("range", args.range), ("step", args.step)) if v})
-    path = (f"/v1/functions/{urllib.parse.quote(args.name, safe='')}/metrics" if args.name
-            else f"/v1/tenants/{urllib.parse.quote(args.tenant, safe='')}/metrics") + (f"?{query}" if query else "")
-    report = _client(args).call("GET", path)
+    report = _sdk(args).get_metrics(args.name or None, tenant=args.tenant or None, range=args.range or None,
+                                    step=args.step or None)
     print(json.dumps(report, indent=2) if args.json else format_metrics(report))
     return 0
 

@@ -1,7 +1,7 @@
 """`gantry warm`, `gantry describe` and `gantry scaling` (registered by gantry.cli.parser):
 hold instances ready for a while, show a function's spec summary, instances and the
 scheduler's last scaling decisions, and change its scaling policy without a build
-(docs/control-plane.md "Scaling")."""
+(docs/control-plane.md "Scaling"), through the SDK (gantry.Client)."""
 from __future__ import annotations
 
 import json
@@ -64,11 +64,11 @@ def format_describe(fn: dict[str, Any], decisions: list[dict[str, Any]], now: fl
 
 
 def cmd_describe(args) -> int:
-    from .cli import _client
+    from .cli import _sdk
 
-    client = _client(args)
-    fn = client.call("GET", f"/v1/functions/{args.name}")
-    decisions = client.call("GET", f"/v1/functions/{args.name}/decisions?limit={args.decisions}")["decisions"]
+    client = _sdk(args)
+    fn = client.get_function(args.name)
+    decisions = client.decisions(args.name, args.decisions)
     if args.json:
         print(json.dumps({**fn, "decisions": decisions}, indent=2))
     else:
@@ -77,10 +77,9 @@ def cmd_describe(args) -> int:
 
 
 def cmd_warm(args) -> int:
-    from .cli import _client, _progress
+    from .cli import _progress, _sdk
 
-    answer = _client(args).call("POST", f"/v1/functions/{args.name}/warm",
-                                {"instances": args.instances, "for": args.duration})
+    answer = _sdk(args).warm(args.name, args.instances, for_=args.duration)
     if answer.get("until"):
         _progress(f"{args.name}: at least {answer['instances']} instance(s) held until {_clock(answer['until'])}")
     else:

@@ -1,9 +1,8 @@
 """`gantry schedules ls` (registered by gantry.cli.parser): the [[schedules]] of the caller's
-functions as a table, from GET /v1/schedules (or its JSON with --json)."""
+functions as a table, from GET /v1/schedules through the SDK (or its JSON with --json)."""
 from __future__ import annotations
 
 import json
-import urllib.parse
 from typing import Any
 
 
@@ -22,12 +21,11 @@ def format_schedules(schedules: list[dict[str, Any]]) -> str:
 
 def cmd_schedules(args) -> int:
     """`gantry schedules ACTION` (ls is the only one)."""
-    from .cli import _client
+    from .cli import _sdk
 
-    given = {k: v for k, v in (("function", args.function), ("tenant", args.tenant)) if v}
-    path = "/v1/schedules" + ("?" + urllib.parse.urlencode(given) if given else "")
-    answer = _client(args).call("GET", path)
-    print(json.dumps(answer, indent=2) if args.json else format_schedules(answer["schedules"]))
+    schedules = _sdk(args).schedules(tenant=args.tenant or None, function=args.function or None)
+    # --json: the API's answer, {"schedules": [...]}, which is all it holds
+    print(json.dumps({"schedules": schedules}, indent=2) if args.json else format_schedules(schedules))
     return 0
 
 

@@ -1,11 +1,11 @@
-"""`gantry tenants`, `gantry keys` and `gantry whoami` (docs/tenants.md)."""
+"""`gantry tenants`, `gantry keys` and `gantry whoami` (docs/tenants.md), through the SDK's
+client (gantry.Client) that gantry.cli passes each command."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
-from urllib.parse import quote
 
 from .tenants.model import QUOTA_FIELDS, Isolation, Scope
 
@@ -45,8 +45,9 @@ def _quotas(items: list[str] | None) -> dict | None:
     return out
 
 
-def _tenant_body(args, with_id: bool) -> dict:
-    body: dict = {"id": args.id} if with_id else {}
+def _tenant_fields(args) -> dict:
+    """The tenant fields the options give (only those given: an update changes no other)."""
+    body: dict = {}
     if args.name:
         body["name"] = args.name
     if args.isolation:
@@ -84,42 +85,36 @@ def _show_tenant(t: dict) -> None:
 
 def cmd_tenants(args, client, table) -> int:
     if args.action == "create":
-        _show_tenant(client.call("POST", "/v1/tenants", _tenant_body(args, True)))
+        _show_tenant(client.create_tenant(args.id, **_tenant_fields(args)))
     elif args.action == "update":
-        _show_tenant(client.call("PATCH", f"/v1/tenants/{quote(args.id)}", _tenant_body(args, False)))
+        _show_tenant(client.update_tenant(args.id, **_tenant_fields(args)))
     elif args.action == "show":
-        _show_tenant(client.call("GET", f"/v1/tenants/{quote(args.id)}"))
+        _show_tenant(client.get_tenant(args.id))
     elif args.action == "rm":
-        out = client.call("DELETE", f"/v1/tenants/{quote(args.id)}")
+        out = client.delete_tenant(args.id)
         print(f"removed tenant {args.id} and {out['keys_removed']} key(s)", file=sys.stderr)
     else:
         rows = [["TENANT", "NAME", "ISOLATION", "FUNCTIONS", "QUOTAS"]]
-        for t in client.call("GET", "/v1/tenants")["tenants"]:
+        for t in client.list_tenants():
             rows.append([t["id"], t["name"], t["isolation"], t["functions"], _quota_text(t["quotas"])])
         print(table(rows))
     return 0
 
 
 def cmd_keys(args, client, table) -> int:
-    suffix = f"?tenant={quote(args.tenant)}" if getattr(args, "tenant", None) else ""
-    if args.action == "create":
-        body: dict = {"scope": args.scope}
-        if args.function:
-            body["functions"] = args.function
-        if args.ttl:
-            body["ttl"] = args.ttl
-        if args.note:
-            body["note"] = args.note
-        made = client.call("POST", "/v1/keys" + suffix, body)
+    tenant = getattr(args, "tenant", None) or None
+    if args.action == "create":     # options not given are left out of the request (the SDK drops None)
+        made = client.create_key(tenant=tenant, scope=args.scope, functions=args.function or None,
+                                 ttl=args.ttl or None, note=args.note or None)
         print(f"key {made['id']} for tenant {made['tenant']}, scope {made['scope']}"
               + (f", expires {_fmt_time(made['expires'])}" if made.get("expires") else "")
               + ": shown once, keep it now", file=sys.stderr)
         print(made["key"])
     elif args.action == "revoke":
-        out = client.call("DELETE", f"/v1/keys/{quote(args.id)}")
+        out = client.revoke_key(args.id)
         print(f"key {args.id} " + ("was already revoked" if out["already"] else "revoked"), file=sys.stderr)
     else:
-        found = client.call("GET", "/v1/keys" + suffix)["keys"]
+        found = client.list_keys(tenant=tenant)
         if args.json:
             print(json.dumps(found, indent=2))
             return 0
@@ -133,7 +128,7 @@ def cmd_keys(args, client, table) -> int:
 
 
 def cmd_whoami(args, client, table) -> int:
-    who = client.call("GET", "/v1/whoami")
+    who = client.whoami()
     limited = f", limited to {', '.join(who['functions'])}" if who.get("functions") else ""
     print(f"key {who['key_id']}: tenant {who['tenant']}, scope {who['scope']}{limited}")
     return 0

@@ -1,10 +1,9 @@
 """`gantry usage` and `gantry audit` (registered by gantry.cli.parser): read the usage and audit
-APIs and print them as tables (or the API's JSON with --json)."""
+APIs through the SDK (gantry.Client) and print them as tables (or the API's JSON with --json)."""
 from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 from typing import Any
 
 from .usage.model import COUNTERS, CPU, DURATION, GPU, MEMORY
@@ -55,26 +54,19 @@ def format_audit(entries: list[dict[str, Any]]) -> str:
     return _table(rows)
 
 
-def _query(**params: Any) -> str:
-    given = {k: v for k, v in params.items() if v not in (None, "")}
-    return ("?" + urllib.parse.urlencode(given)) if given else ""
-
-
 def cmd_usage(args) -> int:
-    from .cli import _client
+    from .cli import _sdk
 
-    client = _client(args)
-    query = _query(since=args.since, until=args.until)
-    path = (f"/v1/tenants/{urllib.parse.quote(args.tenant, safe='')}/usage" if args.tenant else "/v1/usage") + query
-    report = client.call("GET", path)
+    # an empty option is left out, as if not given
+    report = _sdk(args).usage(tenant=args.tenant or None, since=args.since or None, until=args.until or None)
     print(json.dumps(report, indent=2) if args.json else format_usage(report))
     return 0
 
 
 def cmd_audit(args) -> int:
-    from .cli import _client
+    from .cli import _sdk
 
-    page = _client(args).call("GET", "/v1/audit" + _query(tenant=args.tenant, limit=args.limit, after=args.after))
+    page = _sdk(args).audit(tenant=args.tenant or None, after=args.after or None, limit=args.limit)
     print(json.dumps(page, indent=2) if args.json else format_audit(page["entries"]))
     return 0
 

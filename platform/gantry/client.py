@@ -1,18 +1,16 @@
-"""The CLI's HTTP client and its settings: flags, then GANTRY_URL / GANTRY_API_KEY, then the
-file `gantry up` writes (~/.config/gantry/config.toml)."""
+"""The client settings (flags, then GANTRY_URL / GANTRY_API_KEY, then the file `gantry up`
+writes: ~/.config/gantry/config.toml), the error base class and the stream-error reader that
+the SDK (gantry.sdk) builds on, and ``Client``: those settings, with a thin compatibility face
+over the SDK for code written before it."""
 from __future__ import annotations
 
-import json
 import os
 import tomllib
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from functools import cached_property
+from typing import Any, Iterator
 
 from gantry_runtime import wire
-from gantry_runtime.wire import parse_error
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -132,6 +130,9 @@ class StreamTail:
 
 @dataclass(frozen=True)
 class Client:
+    """The platform's address and key as the CLI and the SDK find them (``resolve``), and a
+    thin compatibility face over the SDK (``call``, ``invoke``) for code written before it
+    (the e2e tests' helpers).  New code uses gantry.Client (gantry.sdk, docs/sdk.md)."""
     url: str
     api_key: str | None
     timeout: float = 330.0
@@ -145,72 +146,20 @@ class Client:
         return cls(url=(url or os.environ.get("GANTRY_URL") or file.get("url") or DEFAULT_URL).rstrip("/"),
                    api_key=api_key or os.environ.get("GANTRY_API_KEY") or file.get("api_key"))
 
-    def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, *, answer: Callable[[Any], bool] | None = None):
-        """The response; an error status raises APIError, unless ANSWER(error) says that error
-        is itself the answer (an HTTPError reads like a response)."""
-        hdrs = dict(headers or {})
-        if self.api_key:
-            hdrs["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=hdrs)
-        try:
-            return urllib.request.urlopen(req, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            if answer is not None and answer(exc):
-                return exc
-            raw = exc.read()
-            err = parse_error(raw)
-            if err is not None:
-                raise APIError(exc.code, *err) from None
-            raise APIError(exc.code, "http_error", raw.decode(errors="replace")[:200] or exc.reason) from None
-        except urllib.error.URLError as exc:
-            raise APIError(0, "unreachable", f"cannot reach {self.url} ({exc.reason}); is `gantry up` running?") from None
+    @cached_property
+    def sdk(self):
+        """The gantry.Client this one delegates to (made once: it reads the config file)."""
+        from .sdk.sync import Client as SDKClient
+
+        return SDKClient(self.url, self.api_key, timeout=self.timeout)
 
     def call(self, method: str, path: str, payload: Any = None) -> Any:
-        body = None if payload is None else json.dumps(payload).encode()
-        with self._request(method, path, body, {"Content-Type": "application/json"}) as resp:
-            raw = resp.read()
-        return json.loads(raw) if raw else None
+        """Any API call by its path: the decoded JSON answer (gantry.Client.request)."""
+        return self.sdk.request(method, path, payload)
 
     def invoke(self, name: str, body: bytes, content_type: str,
                headers: dict[str, str] | None = None) -> Iterator[bytes]:
-        """Yield the response body as it arrives (streams arrive chunk by chunk).  A stream that
-        fails part-way raises StreamError after the part that came: with the code and message
-        of its error frame, or ``stream_broken`` when it was cut off without one.  (The SDK's
-        streaming invoke, gantry.sdk.sync, given the body and headers as they are.)"""
-        from .sdk.sync import Client as SDKClient
-
-        sdk = SDKClient(self.url, self.api_key, timeout=self.timeout)
-        return sdk._stream(f"/v1/invoke/{name}", body, {**(headers or {}), "Content-Type": content_type})
-
-    # --- secrets (docs/tenants.md, "Secrets"): values go in, never come back ------------
-
-    @staticmethod
-    def _tenant_query(tenant: str | None) -> str:
-        return f"?tenant={urllib.parse.quote(tenant)}" if tenant else ""
-
-    def set_secret(self, name: str, value: str, tenant: str | None = None) -> dict:
-        return self.call("PUT", f"/v1/secrets/{urllib.parse.quote(name)}{self._tenant_query(tenant)}", {"value": value})
-
-    def list_secrets(self, tenant: str | None = None) -> dict:
-        return self.call("GET", f"/v1/secrets{self._tenant_query(tenant)}")
-
-    def delete_secret(self, name: str, tenant: str | None = None) -> dict:
-        return self.call("DELETE", f"/v1/secrets/{urllib.parse.quote(name)}{self._tenant_query(tenant)}")
-
-    # --- async invocations (docs/async.md) -------------------------------------------------
-
-    def submit_async(self, name: str, body: bytes, content_type: str, headers: dict[str, str]) -> dict:
-        """Queue an invocation of NAME: the 202's {"id", "state", "status_url", ...}."""
-        with self._request("POST", f"/v1/invoke/{name}/async", body,
-                           {**headers, "Content-Type": content_type}) as resp:
-            return json.loads(resp.read())
-
-    def invocation_result(self, inv_id: str) -> tuple[int, bytes]:
-        """A settled invocation's result: (the status its function answered, the bytes).  A
-        failed invocation's result comes with its 4xx or 5xx status, told apart from the
-        gateway's own errors (raised as APIError) by the invocation id header it carries."""
-        resp = self._request("GET", f"/v1/invocations/{urllib.parse.quote(inv_id, safe='')}/result",
-                             answer=lambda exc: bool(exc.headers.get(wire.INVOCATION_ID)))
-        with resp:
-            return resp.status, resp.read()
+        """The response body as it arrives (gantry.Client.invoke with stream=True, given the body
+        and headers as they are); a stream that fails part-way raises StreamError after the
+        part that came."""
+        return self.sdk._stream(f"/v1/invoke/{name}", body, {**(headers or {}), "Content-Type": content_type})

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import time
 import uuid
 
@@ -178,12 +179,24 @@ def test_logs_filters_and_follow(sdk, deployed, module_platform, capsys):
     assert [r["id"] for r in raw] == [e.id for e in sdk.logs(NAME, tail=2)] and set(raw[0]) == {"id", "instance", "line"}
 
 
+def test_health_answers_without_a_key_and_unreachable_is_typed(sdk, module_platform):
+    health = Client(sdk.url, "gk_not_a_key").health(timeout=5)      # no key needed: a wrong one is not looked at
+    assert health["status"] == "ok" and health["gateway"]
+    from gantry.sdk import ConnectionFailed
+    with socket.socket() as s:            # a port nothing listens on (bound, never listening)
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+        with pytest.raises(ConnectionFailed):
+            Client(closed, "k").health(timeout=2)
+
+
 def test_async_client_covers_the_same_calls(sdk, deployed):
     async def go():
         async with AsyncClient(sdk.url, sdk.api_key, timeout=60) as ac:
             assert [f["name"] for f in await ac.list_functions()] == [NAME]
             assert (await ac.get_function(NAME))["name"] == NAME
             assert (await ac.versions(NAME))[1] >= 1 and len(await ac.nodes()) == 1
+            assert (await ac.health(timeout=5))["status"] == "ok"
             assert (await ac.invoke(NAME, {"n": 21})).json()["n"] == 21
             chunks = [c async for c in await ac.invoke(NAME, {"n": 22}, stream=True)]
             assert json.loads(b"".join(chunks))["n"] == 22

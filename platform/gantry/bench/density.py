@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from ..client import APIError
+from ..sdk import GantryError
 from . import functions
 from .stack import Stack
 from .stats import percentile, summary
@@ -26,7 +26,7 @@ def measure(ctx) -> dict:
     stack = Stack.create(ctx.docker, worker_env=QUICK_NODE if ctx.quick else {})
     try:
         stack.start()
-        node = stack.client.call("GET", "/v1/nodes")["nodes"][0]
+        node = stack.client.nodes()[0]
         names = [f"density-{i:02d}" for i in range(n)]
         for name in names:
             stack.deploy({**spec, "name": name, "resources": {**spec["resources"], "cpu": 0.5, "memory": "512Mi"},
@@ -38,9 +38,11 @@ def measure(ctx) -> dict:
                 cold[round_no] += not stack.ready_instances(name)     # no instance to take it: a start
                 t0 = time.perf_counter()
                 try:
-                    b"".join(stack.client.invoke(name, b'{"msg": "density"}', "application/json"))
+                    # streamed as before, so the call's time runs to the last byte
+                    b"".join(stack.client.invoke(name, b'{"msg": "density"}', stream=True,
+                                                 content_type="application/json"))
                     status = 200
-                except APIError as exc:
+                except GantryError as exc:
                     status = exc.status
                 seconds.append(time.perf_counter() - t0)
                 statuses[str(status)] = statuses.get(str(status), 0) + 1

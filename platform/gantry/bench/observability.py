@@ -8,7 +8,6 @@ neighbours)."""
 from __future__ import annotations
 
 import threading
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import functions, loadgen
@@ -65,10 +64,11 @@ class Sink:
 
 
 def _healthy(port: int) -> bool:
+    from ..sdk import Client, GantryError
+
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
+        return Client(f"http://127.0.0.1:{port}", "").health(timeout=1)["status"] == "ok"
+    except (GantryError, OSError):
         return False
 
 

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .. import keys, state
-from ..client import APIError, Client
+from ..sdk import Client, GantryError, NotFound
 from ..settings import hash_key
 from ..up import OwnRedis, free_port
 
@@ -86,11 +86,11 @@ class Stack:
         r.set(keys.ADMIN_KEY_HASH, hash_key(self.api_key))
         r.close()
         self.port = free_port()
-        self.client = Client(self.url, self.api_key, timeout=120)
+        self.client = Client(self.url, self.api_key, timeout=120)     # the SDK: set-up and teardown only
         self._spawn("scheduler", "scheduler", SCHEDULER_ENV)
         self._spawn("gateway", "gateway", {**GATEWAY_ENV, "GANTRY_GATEWAY_PORT": str(self.port)})
         self._spawn("worker", "worker", {**self.worker_env, "GANTRY_NODE_ID": self.node_id})
-        self.wait("the gateway and the worker node", lambda: self.client.call("GET", "/v1/nodes")["nodes"], 60)
+        self.wait("the gateway and the worker node", self.client.nodes, 60)
 
     def _spawn(self, name: str, component: str, env: dict[str, str]) -> None:
         log = open(os.path.join(self.tmp, f"{name}.log"), "ab")     # a restarted process keeps what came before
@@ -124,7 +124,7 @@ class Stack:
         while time.monotonic() < deadline:
             try:
                 last = predicate()
-            except APIError as exc:
+            except GantryError as exc:
                 last = exc
             if last and not isinstance(last, Exception):
                 return last
@@ -134,10 +134,10 @@ class Stack:
 
     # -- functions ---------------------------------------------------------------------------
     def deploy(self, spec: dict, image: str) -> int:
-        return self.client.call("POST", "/v1/functions", {"spec": spec, "image": image})["version"]
+        return self.client.deploy_image(spec, image).version
 
     def function(self, name: str) -> dict:
-        return self.client.call("GET", f"/v1/functions/{name}")
+        return self.client.get_function(name)
 
     def ready_instances(self, name: str, version: int | None = None) -> list[dict]:
         fn = self.function(name)
@@ -159,10 +159,9 @@ class Stack:
 
     def delete(self, name: str) -> None:
         try:
-            self.client.call("DELETE", f"/v1/functions/{name}")
-        except APIError as exc:
-            if exc.status != 404:
-                raise
+            self.client.delete_function(name)
+        except NotFound:
+            pass
 
     def containers(self, function: str | None = None) -> list[dict]:
         """This run's containers (the low-level listing: no per-container inspect that a

@@ -40,16 +40,16 @@ def measure(ctx) -> dict:
     rounds = 2 if quick else 4
     client = stack.client
     # "shared": the same network path as the other sections, so only resolution differs
-    client.call("POST", "/v1/tenants", {"id": TENANT, "isolation": "shared"})
+    client.create_tenant(TENANT, isolation="shared")
     directory = functions.write_echo(ctx.fn_dir, NAME, "tenancy", cpu=2.0, min_instances=1, max_instances=1,
                                      concurrency=64)
     result = functions.build(ctx.docker, directory)
     spec = functions.spec_dict(result)
     spec.pop("tenant", None)
-    client.call("POST", f"/v1/functions?tenant={TENANT}", {"spec": spec, "image": result.image})
+    client.deploy_image(spec, result.image, tenant=TENANT)
     qualified = f"{TENANT}.{NAME}"
     stack.wait(f"a ready {NAME} instance", lambda: stack.ready_instances(qualified), 90)
-    keys = [client.call("POST", "/v1/keys", {"tenant": TENANT, "scope": "invoke"})["key"] for _ in range(KEYS)]
+    keys = [client.create_key(tenant=TENANT, scope="invoke")["key"] for _ in range(KEYS)]
     many_script = os.path.join(stack.tmp, "many_keys.lua")
     with open(many_script, "w") as f:
         f.write(LUA_MANY)
@@ -102,5 +102,5 @@ def measure(ctx) -> dict:
             out["ratios"][str(c)][f"{path}_rps_vs_admin"] = summary(
                 [x["rps"] / y["rps"] for x, y in zip(runs[path][c], a) if y["rps"]], 3)
     stack.delete(qualified)
-    client.call("DELETE", f"/v1/tenants/{TENANT}")      # its keys with it
+    client.delete_tenant(TENANT)      # its keys with it
     return out

@@ -151,6 +151,10 @@ class AsyncClient:
     async def nodes(self) -> list[Node]:
         return await self._do(calls.nodes())
 
+    async def health(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The gateway's ``{"status": "ok", "gateway": ID}`` (as Client.health)."""
+        return await self._do(calls.health(), timeout=timeout)
+
     # --- logs ------------------------------------------------------------------------------
 
     async def stream_logs(self, name: str, *, since: Since | None = None, instance: str | None = None,

@@ -107,6 +107,10 @@ def nodes() -> Call:
     return Call("GET", "/v1/nodes", parse=_key("nodes"))
 
 
+def health() -> Call:
+    return Call("GET", "/healthz")
+
+
 # --- invoke ----------------------------------------------------------------------------------
 
 def invoke_request(name: str, payload: Any, *, mode: Mode, content_type: str | None, idempotency_key: str | None,

@@ -148,6 +148,11 @@ class Client:
     def nodes(self) -> list[Node]:
         return self._do(calls.nodes())
 
+    def health(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The gateway's ``{"status": "ok", "gateway": ID}`` while it serves (no key needed; it
+        does not check Redis); ConnectionFailed while nothing answers.  TIMEOUT: for this call."""
+        return self._do(calls.health(), timeout=timeout)
+
     # --- logs ------------------------------------------------------------------------------
 
     def stream_logs(self, name: str, *, since: Since | None = None, instance: str | None = None,

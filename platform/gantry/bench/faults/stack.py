@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ... import keys
-from ...client import Client
+from ...sdk import Client
 from ...settings import hash_key
 from ...up import free_port
 from ..stack import Stack, _term_with_parent
@@ -132,7 +132,7 @@ class FaultStack(Stack):
             self.launch("standby", "scheduler", {"GANTRY_SCHEDULER_ID": f"{self.node_id}-standby"})
         self.launch("gateway", "gateway", {"GANTRY_GATEWAY_PORT": str(self.port)})
         self.launch("worker", "worker", {"GANTRY_NODE_ID": self.node_id})
-        self.wait("the gateway and the worker node", lambda: self.client.call("GET", "/v1/nodes")["nodes"], 60)
+        self.wait("the gateway and the worker node", self.client.nodes, 60)
 
     def seed_admin_key(self, only_if_absent: bool = False) -> bool:
         """The admin key's hash in Redis (what ``gantry up`` does, SET NX on its start)."""

@@ -191,3 +191,27 @@ def test_settings_of_tracing():
     for bad in ("1.5", "-0.1", "half", "nan"):
         with pytest.raises(SettingsError, match="GANTRY_TRACE_SAMPLE_RATIO: expected a number from 0 to 1"):
             GatewaySettings.from_env({**env, "GANTRY_TRACE_SAMPLE_RATIO": bad})
+
+
+def test_the_ratio_samples_that_share_of_new_traces_and_a_callers_flag_wins():
+    """begin() decides before any span is made; what it sends to the SDK is recorded."""
+    from aiohttp.test_utils import make_mocked_request
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from gantry.gateway.tracing import TRACER, Trace, Tracer, Unsampled, begin
+
+    def traces(ratio: float, n: int, traceparent: str | None = None) -> list:
+        settings = GatewaySettings(redis_url="redis://127.0.0.1:1", otlp_endpoint="http://127.0.0.1:1/v1/traces",
+                                   trace_sample_ratio=ratio)
+        tracer = Tracer(settings, exporter=InMemorySpanExporter())
+        app = web.Application()
+        app[TRACER] = tracer
+        headers = {"traceparent": traceparent} if traceparent else {}
+        out = [begin(make_mocked_request("POST", "/v1/invoke/f", headers=headers, app=app)) for _ in range(n)]
+        tracer.shutdown()
+        return out
+
+    sampled = [t for t in traces(0.25, 2000) if isinstance(t, Trace)]
+    assert 400 <= len(sampled) <= 600 and all(t.sampled for t in sampled)     # binomial: 500 +- 19
+    caller = "00-" + "ab" * 16 + "-" + "cd" * 8
+    assert all(isinstance(t, Unsampled) and t.trace_id == "ab" * 16 for t in traces(1.0, 5, caller + "-00"))
+    assert all(isinstance(t, Trace) and t.sampled for t in traces(0.0, 5, caller + "-01"))

@@ -179,7 +179,7 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
         ticket = entry.routing.balancer.pick(exclude)
         if ticket is None:
             waiting = wait_for_slot(request.app, entry, exclude, cold_deadline)
-            ticket = await (waiting if trace is None else trace.cold_wait(waiting, entry.name))
+            ticket = await (waiting if trace is None or not trace.sampled else trace.cold_wait(waiting, entry.name))
         if ticket is None:
             if not entry.known.exists:
                 raise ApiError(404, "not_found", f"function {entry.name!r} was deleted")
@@ -202,13 +202,17 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
         headers = {**ids, wire.TIMEOUT: wire.format_timeout(timeout), wire.TENANT: request[PRINCIPAL].tenant,
                    wire.INSTANCE_KEY: inst.key,
                    "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
-        if trace is None and wire.TRACEPARENT in request.headers:   # tracing off: still the caller's trace
-            headers[wire.TRACEPARENT] = request.headers[wire.TRACEPARENT]
+        if trace is None:
+            if wire.TRACEPARENT in request.headers:   # tracing off: still the caller's trace
+                headers[wire.TRACEPARENT] = request.headers[wire.TRACEPARENT]
+        elif not trace.sampled:       # outside the sample: no span, the trace id still goes on
+            trace.propagate(headers)
         entry.load.inflight += 1
         forwarded = time.monotonic()
         try:
             forwarding = _forward(request, entry, inst, body, headers, timeout + settings.upstream_timeout_margin, ids)
-            return await (forwarding if trace is None else trace.forward(forwarding, headers, inst.id))
+            return await (forwarding if trace is None or not trace.sampled
+                          else trace.forward(forwarding, headers, inst.id))
         except _Retry as retry:
             last = retry
             if retry.reason != "at_capacity":

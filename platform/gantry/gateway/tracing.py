@@ -32,7 +32,7 @@ SERVICE_NAME = "gantry-gateway"
 
 class Tracer:
     """The OpenTelemetry SDK set up for one gateway: a provider (not the process-global one)
-    with a parent-based ratio sampler and a batching OTLP/HTTP exporter (spans leave on the
+    that records what ``begin`` sampled, and a batching OTLP/HTTP exporter (spans leave on the
     SDK's own thread, never on the request path)."""
 
     def __init__(self, settings: GatewaySettings, exporter: Any = None) -> None:
@@ -41,7 +41,7 @@ class Tracer:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
             from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-            from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
             from opentelemetry import trace as api
             from opentelemetry.trace.status import Status, StatusCode
             if exporter is None:
@@ -63,7 +63,8 @@ class Tracer:
         self.ids = Ids()
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": SERVICE_NAME, "service.instance.id": settings.gateway_id}),
-            sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)), id_generator=self.ids)
+            # begin() makes the ratio decision before any span: what reaches the SDK is sampled
+            sampler=ParentBased(ALWAYS_ON), id_generator=self.ids)
         self.ratio = settings.trace_sample_ratio   # begin() decides with it before any span is made
         self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("gantry.gateway")
@@ -108,7 +109,8 @@ def begin(request: web.Request) -> "Trace | Unsampled | None":
 
 class Unsampled:
     """A request outside the sample: no spans; the handler still gets a ``traceparent``
-    (flags 00), the caller's trace id or a new one, so ``ctx.trace_id`` is always set."""
+    (flags 00), the caller's trace id or a new one, so ``ctx.trace_id`` is always set.
+    gateway.invoke calls only ``propagate``, ``admit`` and ``end`` on it."""
 
     __slots__ = ("trace_id",)
     sampled = False
@@ -119,13 +121,10 @@ class Unsampled:
     def admit(self) -> None:
         pass
 
-    async def cold_wait(self, waiting: Awaitable[T], function: str) -> T:
-        return await waiting
-
-    async def forward(self, forwarding: Awaitable[web.StreamResponse], headers: dict[str, str],
-                      instance: str) -> web.StreamResponse:
+    def propagate(self, headers: dict[str, str]) -> None:
+        """The handler's ``traceparent`` (the request path awaits the forward itself: no
+        wrapping coroutine outside the sample)."""
         headers[wire.TRACEPARENT] = wire.format_traceparent(self.trace_id, wire.new_span_id(), 0)
-        return await forwarding
 
     def end(self, status: int, function: str | None) -> None:
         pass

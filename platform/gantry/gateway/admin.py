@@ -21,7 +21,7 @@ from . import audit, registry, secrets_api
 from .appkeys import CACHE, PRINCIPAL, STORE, TENANTS
 from .auth import Principal, acting_tenant, function_name, require, tenant_filter
 from .errors import ApiError
-from .paging import page
+from .paging import page, whole_number
 
 MAX_LOG_ENTRIES = 1000
 MAX_JSON_DEPTH = 32          # the deepest admin body (spec -> section -> field) is 3 levels
@@ -290,11 +290,7 @@ async def function_decisions(request: web.Request) -> web.Response:
     """The scheduler's last scaling decisions for the function, newest first."""
     r = _store(request, "read")
     name = _name(request, "read")
-    raw = request.query.get("limit", str(keys.MAX_DECISIONS))
-    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
-    if not 1 <= limit <= keys.MAX_DECISIONS:
-        raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to {keys.MAX_DECISIONS}, "
-                                           f"got {raw[:30]!r}")
+    limit = whole_number(request, "limit", keys.MAX_DECISIONS, keys.MAX_DECISIONS)
     if not await r.function_fields(name):
         raise _not_found(request)
     return web.json_response({"name": request.match_info["name"],
@@ -311,13 +307,7 @@ def _log_query(request: web.Request) -> registry.LogQuery:
         level = logview.level_name(query["level"]) if query.get("level") else None
     except logview.LogQueryError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    tail = None
-    if query.get("tail"):
-        raw = query["tail"]
-        tail = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
-        if not 1 <= tail <= MAX_LOG_ENTRIES:
-            raise ApiError(400, "bad_request", f"tail: expected a whole number from 1 to {MAX_LOG_ENTRIES}, "
-                                               f"got {raw[:30]!r}")
+    tail = whole_number(request, "tail", MAX_LOG_ENTRIES, MAX_LOG_ENTRIES) if query.get("tail") else None
     instance = query.get("instance") or None
     if instance is not None and len(instance) > 200:
         raise ApiError(400, "bad_request", "instance: expected an instance id or a prefix of one")

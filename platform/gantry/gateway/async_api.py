@@ -17,6 +17,7 @@ from .appkeys import ADMISSION, CACHE, INVOCATIONS, PRINCIPAL, SETTINGS
 from .auth import Principal, function_name, require, tenant_filter
 from .dispatch import DISPATCHER
 from .errors import ApiError
+from .paging import whole_number
 from .invoke import IDEMPOTENCY_KEY, _asked_timeout, body_limit, read_body
 from ..invocations.model import PRIORITIES, SETTLED, Invocation, State, view
 from ..invocations.store import InvocationStore
@@ -233,10 +234,7 @@ async def list_dead(request: web.Request) -> web.Response:
     require(principal, "read")
     tenant = tenant_filter(request, principal)
     function = request.query.get("function")
-    raw_limit = request.query.get("limit", "100")
-    limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 4 else 0
-    if not 1 <= limit <= 1000:
-        raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to 1000, got {raw_limit[:30]!r}")
+    limit = whole_number(request, "limit", 100, 1000)
     try:
         after = float(request.query.get("after", "0"))
     except ValueError:

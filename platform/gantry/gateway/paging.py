@@ -24,9 +24,14 @@ def page(request: web.Request, most: int, cursor: str = "a cursor") -> tuple[str
     if after is not None and not stream_id(after):
         raise ApiError(400, "bad_request", f"after: expected {cursor} such as 1700000000000-0 "
                        f"(each part at most 2**64-1), got {after[:60]!r}")
-    raw_limit = request.query.get("limit", "100")
-    limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4 else 0
-    if not 1 <= limit <= most:
-        raise ApiError(400, "bad_request", f"limit: expected a whole number from 1 to {most}, "
-                       f"got {raw_limit[:30]!r}")
-    return after, limit
+    return after, whole_number(request, "limit", 100, most)
+
+
+def whole_number(request: web.Request, name: str, default: int, most: int) -> int:
+    """Query parameter NAME, a whole number from 1 to MOST (DEFAULT when absent); 400 naming
+    it otherwise (ASCII digits only: int() would take other scripts' digits)."""
+    raw = request.query.get(name, str(default))
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
+    if not 1 <= value <= most:
+        raise ApiError(400, "bad_request", f"{name}: expected a whole number from 1 to {most}, got {raw[:30]!r}")
+    return value

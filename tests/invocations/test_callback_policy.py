@@ -11,8 +11,8 @@ import pytest
 from gantry.invocations import signing
 from gantry.invocations.callbacks import (BACKOFF_MAX, MAX_ATTEMPTS, CallbackSecretError, CallbackState, Failure,
                                           Outcome, backoff, check_callback_url, configured_secret, decide,
-                                          decode_result, payload)
-from gantry.invocations.model import Invocation, State
+                                          payload)
+from gantry.invocations.model import Invocation, State, decoded_result as decode_result
 from gantry.manifest import DEFAULT_TENANT
 
 SECRET = b"s" * 32

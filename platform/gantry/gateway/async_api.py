@@ -58,12 +58,16 @@ def _callback_url(request: web.Request) -> str:
     return url
 
 
-async def _submit(request: web.Request, name: str, *, priority: str, callback_url: str, idem: str):
-    """Read and queue the request's invocation of function NAME (the caller was admitted and
-    may invoke it): keys.ASYNC_SUBMIT's outcome."""
+async def _deployed(request: web.Request, name: str):
     entry = await request.app[CACHE].get(name)
     if entry is None or entry.known.active is None:
         raise ApiError(404, "not_found", f"no function named {request.match_info['name']!r} is deployed")
+    return entry
+
+
+async def _submit(request: web.Request, name: str, entry, *, priority: str, callback_url: str, idem: str):
+    """Read and queue the request's invocation of function NAME, cached as ENTRY (the caller
+    was admitted and may invoke it): keys.ASYNC_SUBMIT's outcome."""
     settings = request.app[SETTINGS]
     limit, source = body_limit(settings, entry.known.active)
     if settings.async_max_payload < limit:
@@ -97,8 +101,8 @@ async def submit(request: web.Request) -> web.Response:
     principal: Principal = request[PRINCIPAL]
     request.app[ADMISSION].check(principal.key_id, asyncio.get_running_loop().time())
     name = function_name(principal, request.match_info["name"], "invoke")
-    submitted = await _submit(request, name, priority=priority, callback_url=_callback_url(request),
-                              idem=_idempotency_key(request))
+    submitted = await _submit(request, name, await _deployed(request, name), priority=priority,
+                              callback_url=_callback_url(request), idem=_idempotency_key(request))
     state = "queued"
     if submitted.outcome == "existing":
         known = await _store(request.app).get(submitted.id)
@@ -196,12 +200,11 @@ async def idempotent_invoke(request: web.Request, name: str) -> web.Response:
     """A sync invoke with an Idempotency-Key (the caller was admitted and may invoke NAME):
     queued at high priority and waited for; a repeat of the key answers the first one's
     result (header Idempotent-Replayed); the same key with another body is a 422."""
-    entry = await request.app[CACHE].get(name)
-    if entry is None or entry.known.active is None:
-        raise ApiError(404, "not_found", f"no function named {request.match_info['name']!r} is deployed")
+    entry = await _deployed(request, name)
     settings = request.app[SETTINGS]
     asked = _asked_timeout(request)
-    submitted = await _submit(request, name, priority="high", callback_url="", idem=_idempotency_key(request))
+    submitted = await _submit(request, name, entry, priority="high", callback_url="",
+                              idem=_idempotency_key(request))
     inv = await _store(request.app).get(submitted.id)
     if inv is None:
         raise ApiError(404, "not_found", f"invocation {submitted.id} is gone (past its retention)")

@@ -272,10 +272,7 @@ class Dispatcher:
             raise _Outcome(0, wire.ErrorCode.FUNCTION_OUTCOME_UNKNOWN,
                            f"instance {claim.instance} that was running attempt {claim.attempts} is gone; "
                            "the function may have run")
-        spec = cached.known.active.spec
-        sent = await self._forward(entry, claim, inv, inst, spec.limits.timeout)
-        if sent is None:
-            return
+        await self._forward(entry, claim, inv, inst, cached.known.active.spec.limits.timeout)
 
     async def _run(self, entry: Entry, claim: Claim, inv, cached) -> None:
         """Send the attempt to a free instance (waiting for one as a sync request does);

@@ -36,7 +36,7 @@ from .. import keys
 from ..cancellation import raise_if_cancelled
 from ..store import ScriptRunner
 from . import signing
-from .model import Invocation, decoded_result as decode_result
+from .model import Invocation, view
 
 log = logging.getLogger("gantry.callbacks")
 
@@ -84,12 +84,9 @@ def check_callback_url(url: str) -> str | None:
 def payload(inv: Invocation) -> dict[str, Any]:
     """The callback's body: the invocation as GET /v1/invocations/{id} shows it, without its
     ``callback`` part (which this very POST is changing)."""
-    value, encoding = decode_result(inv)
-    view = inv.to_json(result=value)
-    view.pop("callback", None)
-    if encoding is not None and "result" in view:
-        view["result_encoding"] = encoding
-    return view
+    out = view(inv)
+    out.pop("callback", None)
+    return out
 
 
 # --- the policy (pure) ----------------------------------------------------------------------

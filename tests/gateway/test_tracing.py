@@ -211,7 +211,7 @@ def test_the_ratio_samples_that_share_of_new_traces_and_a_callers_flag_wins():
         return out
 
     sampled = [t for t in traces(0.25, 2000) if isinstance(t, Trace)]
-    assert 400 <= len(sampled) <= 600 and all(t.sampled for t in sampled)     # binomial: 500 +- 19
+    assert 400 <= len(sampled) <= 600 and all(t.span.is_recording() for t in sampled)   # binomial: 500 +- 19
     caller = "00-" + "ab" * 16 + "-" + "cd" * 8
     assert all(isinstance(t, Unsampled) and t.trace_id == "ab" * 16 for t in traces(1.0, 5, caller + "-00"))
-    assert all(isinstance(t, Trace) and t.sampled for t in traces(0.0, 5, caller + "-01"))
+    assert all(isinstance(t, Trace) and t.span.is_recording() for t in traces(0.0, 5, caller + "-01"))

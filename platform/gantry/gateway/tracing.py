@@ -143,10 +143,10 @@ def caller_context(tracer: Tracer, raw: str | None):
 
 
 class Trace:
-    """One invocation's spans.  Child spans are made only when the trace is sampled; the
-    handler still gets a ``traceparent`` (unsampled) so ``ctx.trace_id`` is always set."""
+    """One sampled invocation's spans (``begin`` makes an ``Unsampled`` for the others)."""
 
-    __slots__ = ("tracer", "span", "context", "started", "admitted", "sampled")
+    __slots__ = ("tracer", "span", "context", "started", "admitted")
+    sampled = True
 
     def __init__(self, tracer: Tracer, request: web.Request) -> None:
         self.tracer = tracer
@@ -155,8 +155,7 @@ class Trace:
             "invoke", caller_context(tracer, request.headers.get(wire.TRACEPARENT)),
             kind=tracer.api.SpanKind.SERVER, start_time=self.started,
             attributes={"http.request.method": request.method, "url.path": request.path})
-        self.sampled = self.span.is_recording()
-        self.context = tracer.api.set_span_in_context(self.span) if self.sampled else None
+        self.context = tracer.api.set_span_in_context(self.span)
         self.admitted = False
 
     def _error(self, span, why: str) -> None:
@@ -171,8 +170,7 @@ class Trace:
     def admit(self) -> None:
         """The request passed admission: its span runs from the request's start to now."""
         self.admitted = True
-        if self.sampled:
-            self._child("admission", self.started, time.time_ns())
+        self._child("admission", self.started, time.time_ns())
 
     async def cold_wait(self, waiting: Awaitable[T], function: str) -> T:
         """Await ``waiting`` (gateway.invoke.wait_for_slot) inside a ``cold_wait`` span."""
@@ -184,9 +182,8 @@ class Trace:
             error = type(exc).__name__
             raise
         finally:
-            if self.sampled:
-                self._child("cold_wait", start, time.time_ns(), error or (None if ticket else "no free slot"),
-                            **{"gantry.function": function, "gantry.got_slot": ticket is not None})
+            self._child("cold_wait", start, time.time_ns(), error or (None if ticket else "no free slot"),
+                        **{"gantry.function": function, "gantry.got_slot": ticket is not None})
 
     async def forward(self, forwarding: Awaitable[web.StreamResponse], headers: dict[str, str],
                       instance: str) -> web.StreamResponse:
@@ -195,10 +192,6 @@ class Trace:
         then record the runtime's ``handler`` span under it."""
         api = self.tracer.api
         inv_id = headers.get(wire.INVOCATION_ID, "")
-        if not self.sampled:
-            ctx = self.span.get_span_context()
-            headers[wire.TRACEPARENT] = wire.format_traceparent(f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", 0)
-            return await forwarding
         span = self.tracer.tracer.start_span("forward", self.context, kind=api.SpanKind.CLIENT, attributes={
             "gantry.instance": instance, "gantry.invocation_id": inv_id})
         ctx = span.get_span_context()
@@ -242,13 +235,12 @@ class Trace:
     def end(self, status: int, function: str | None) -> None:
         """The request's answer: close the ``invoke`` span (and a refused admission's)."""
         span = self.span
-        if self.sampled:
-            end = time.time_ns()
-            if not self.admitted and status in (403, 429):
-                self._child("admission", self.started, end, f"status {status}")
-            span.set_attribute("http.response.status_code", status)
-            if function is not None:
-                span.set_attribute("gantry.function", function)
-            if status >= 500:
-                self._error(span, f"status {status}")
+        end = time.time_ns()
+        if not self.admitted and status in (403, 429):
+            self._child("admission", self.started, end, f"status {status}")
+        span.set_attribute("http.response.status_code", status)
+        if function is not None:
+            span.set_attribute("gantry.function", function)
+        if status >= 500:
+            self._error(span, f"status {status}")
         span.end()

@@ -257,9 +257,11 @@ def test_warm_decisions_and_metrics(sdk, deployed, module_platform):
     sdk.scale(NAME, 0)
     held = sdk.warm(NAME, 1, for_="1m")
     assert held["instances"] == 1 and held["until"] > time.time()
+    assert sdk.get_function(NAME)["warm"] == {"instances": 1, "until": held["until"]}
     module_platform.wait("a decision", lambda: sdk.decisions(NAME), timeout=30)
-    assert len(sdk.decisions(NAME, limit=1)) == 1
+    assert len(sdk.decisions(NAME, limit=1)) == 1 and sdk.decisions(NAME)[0]["reason"]
     sdk.warm(NAME, 0)                                       # ends the hold
+    assert sdk.get_function(NAME)["warm"] is None
     for i in range(3):
         sdk.invoke(NAME, {"n": i})
     # the gateway flushes its per-minute rows every few seconds

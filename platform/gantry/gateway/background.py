@@ -1,9 +1,12 @@
 """The gateway's background work, each loop one ``_iteration`` driven by ``run_every`` (so a
-test can run exactly one): refresh the function cache and the admin key hash, report load."""
+test can run exactly one): refresh the function cache and the admin key hash, report load; and
+``flushing``, the loop that writes what the request path gathered locally (metrics, usage)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Awaitable, Callable
 
 from ..store import Store
@@ -26,6 +29,54 @@ async def run_every(interval: float, iteration: Callable[[], Awaitable[None]], w
             log.warning(f"{what} failed", extra={"error": repr(exc)})
         raise_if_cancelled()
         await asyncio.sleep(interval)
+
+
+FINAL_FLUSH_TIMEOUT = 5.0    # seconds the shutdown flush may take
+
+
+async def flush_until_stopped(flush: Callable[[], Awaitable[None]], interval: float, stop: asyncio.Event,
+                              what: str, tick: Callable[[], None] | None = None, tick_every: float = 1.0) -> None:
+    """Call ``flush`` every INTERVAL and once more when STOP is set (and ``tick``, if given, every
+    TICK_EVERY in between).  Never cancelled while a write is in flight: a cancelled script may
+    still have run, and what its caller put back would then be written twice; so it is only asked
+    to stop between writes.  A failed flush is logged; the flusher keeps what it did not write."""
+    step = min(tick_every, interval) if tick else interval
+    next_flush = time.monotonic() + interval
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), step)
+        except TimeoutError:
+            pass
+        if tick:
+            tick()
+        # half a step of slack: a timer may fire a hair early, and a flush due then is not
+        # worth a whole further step's wait
+        if stop.is_set() or time.monotonic() >= next_flush - step / 2:
+            next_flush = time.monotonic() + interval
+            try:
+                await flush()
+            except Exception as exc:
+                log.warning(f"{what} flush failed; it is kept for the next one", extra={"error": repr(exc)})
+        if stop.is_set():
+            return
+
+
+@contextlib.asynccontextmanager
+async def flushing(flush: Callable[[], Awaitable[None]], interval: float, what: str,
+                   left: Callable[[], dict], tick: Callable[[], None] | None = None, tick_every: float = 1.0):
+    """Run ``flush_until_stopped`` for the body of the ``with``, then stop it and wait (bounded)
+    for its last flush; LEFT says what was not written if that wait runs out."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(flush_until_stopped(flush, interval, stop, what, tick, tick_every), name=f"gantry-{what}-flush")
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            async with asyncio.timeout(FINAL_FLUSH_TIMEOUT):
+                await task
+        except TimeoutError:
+            log.warning(f"{what} not written at shutdown", extra=left())
 
 
 class CacheRefresher:

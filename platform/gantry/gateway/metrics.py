@@ -11,8 +11,6 @@ GANTRY_METRICS=0 turns the rows and histograms off (the counters stay: they cost
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
 import time
 from collections import Counter
@@ -26,14 +24,13 @@ from prometheus_client.registry import Collector
 from ..metrics.model import Rows
 from ..metrics.store import MetricsStore
 from ..tenants.model import qualify, split
+from .background import flushing
 from .errors import ApiError
 
-log = logging.getLogger("gantry.gateway")
 disable_created_metrics()   # no *_created series: start times Prometheus does not need here
 
 UNKNOWN = "_unknown"   # requests for names that are not deployed share one label value
 SAMPLE_EVERY = 1.0     # seconds between samples of in-flight and instance counts
-FINAL_FLUSH_TIMEOUT = 5.0
 # Prometheus buckets (seconds): its histograms aggregate in Prometheus, by its own rules; the
 # per-minute rows use gantry.metrics.histogram's finer ladder.
 DURATION_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -175,47 +172,21 @@ class MetricsFlusher:
 FLUSHER = web.AppKey("metrics_flusher", MetricsFlusher)
 
 
-async def _loop(app: web.Application, metrics: Metrics, flusher: MetricsFlusher, interval: float,
-                stop: asyncio.Event) -> None:
-    """Sample every SAMPLE_EVERY, flush every INTERVAL and once more when STOP is set; never
-    cancelled mid-write (a cancelled script may still have run: its rows, put back, would
-    count twice)."""
-    from .appkeys import CACHE
-    next_flush = time.monotonic() + interval
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), min(SAMPLE_EVERY, interval))
-        except TimeoutError:
-            pass
-        cache = app.get(CACHE)
-        if cache is not None:
-            metrics.sample(cache.entries.values())
-        if time.monotonic() >= next_flush or stop.is_set():
-            next_flush = time.monotonic() + interval
-            try:
-                await flusher._iteration()
-            except Exception as exc:
-                log.warning("metrics flush failed; its rows are kept for the next one", extra={"error": repr(exc)})
-        if stop.is_set():
-            return
-
-
 async def metrics_ctx(app: web.Application):
     """The sampler and flush loop (none with GANTRY_METRICS=0); a last flush at shutdown,
     before Redis is closed (this context is set up after the Redis client's)."""
-    from .appkeys import METRICS, REDIS, SETTINGS
+    from .appkeys import CACHE, METRICS, REDIS, SETTINGS
     settings, metrics = app[SETTINGS], app[METRICS]
     if not settings.metrics:
         yield
         return
     flusher = app[FLUSHER] = MetricsFlusher(metrics, MetricsStore(app[REDIS]), settings.metrics_retention)
-    stop = asyncio.Event()
-    task = asyncio.create_task(_loop(app, metrics, flusher, settings.metrics_flush_interval, stop),
-                               name="gantry-metrics-flush")
-    yield
-    stop.set()
-    try:
-        async with asyncio.timeout(FINAL_FLUSH_TIMEOUT):
-            await task
-    except TimeoutError:
-        log.warning("metrics not written at shutdown", extra={"rows": len(metrics.rows.rows)})
+
+    def sample() -> None:
+        cache = app.get(CACHE)
+        if cache is not None:
+            metrics.sample(cache.entries.values())
+
+    async with flushing(flusher._iteration, settings.metrics_flush_interval, "metrics",
+                        lambda: {"rows": len(metrics.rows.rows)}, tick=sample, tick_every=SAMPLE_EVERY):
+        yield

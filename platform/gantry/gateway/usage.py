@@ -14,8 +14,6 @@ nowhere.  Duration is the gateway's wall time of the invocation (a stream: to it
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 
 from aiohttp import web
@@ -26,12 +24,10 @@ from ..usage.model import DURATION, ERRORS, INVOCATIONS, THROTTLES, UsageError
 from ..usage.store import UsageStore
 from . import audit
 from .appkeys import PRINCIPAL, REDIS, SETTINGS
+from .background import flushing
 from .auth import acting_tenant, require, visible_tenant
 from .errors import ApiError
 
-log = logging.getLogger("gantry.gateway")
-
-FINAL_FLUSH_TIMEOUT = 5.0    # seconds the shutdown flush may take
 # Throttled calls name any function they like, deployed or not: past this many rows between
 # two flushes, their throttles gather under OTHER (no function name starts with "_"), so a
 # flood of made-up names costs bounded memory here and bounded fields in Redis.
@@ -103,38 +99,14 @@ METER = web.AppKey("usage_meter", Meter)
 FLUSHER = web.AppKey("usage_flusher", UsageFlusher)
 
 
-async def _flush_loop(flusher: UsageFlusher, interval: float, stop: asyncio.Event) -> None:
-    """Flush every INTERVAL and once more when STOP is set.  The loop is never cancelled while
-    a write is in flight (a cancelled script may still have run: its counts, put back, would
-    be written twice), only asked to stop between writes."""
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except TimeoutError:
-            pass
-        try:
-            await flusher._iteration()
-        except Exception as exc:
-            log.warning("usage flush failed; its counts are kept for the next one", extra={"error": repr(exc)})
-        if stop.is_set():
-            return
-
-
 async def usage_ctx(app: web.Application):
     """The meter and its flush loop, which flushes a last time at shutdown (before Redis is
     closed: this context is set up after, so torn down before, the Redis client's)."""
     meter = app[METER] = Meter()
     flusher = app[FLUSHER] = UsageFlusher(meter, UsageStore(app[REDIS]))
-    stop = asyncio.Event()
-    task = asyncio.create_task(_flush_loop(flusher, app[SETTINGS].usage_flush_interval, stop),
-                               name="gantry-usage-flush")
-    yield
-    stop.set()
-    try:
-        async with asyncio.timeout(FINAL_FLUSH_TIMEOUT):
-            await task
-    except TimeoutError:
-        log.warning("usage not written at shutdown", extra={"functions": len(meter.counts)})
+    async with flushing(flusher._iteration, app[SETTINGS].usage_flush_interval, "usage",
+                        lambda: {"functions": len(meter.counts)}):
+        yield
 
 
 # --- the API -----------------------------------------------------------------------------

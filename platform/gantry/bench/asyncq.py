@@ -229,11 +229,7 @@ def wait_settled(redis_url: str, ids: list[str], timeout: float) -> dict:
 
 def measure(ctx) -> dict:
     stack, p = ctx.stack, plan(ctx.quick)
-    directory = functions.write_echo(ctx.fn_dir, NAME, "async", cpu=2.0, min_instances=1, max_instances=1,
-                                     concurrency=64)
-    result = functions.build(ctx.docker, directory)
-    stack.deploy(functions.spec_dict(result), result.image)
-    stack.wait(f"a ready {NAME} instance", lambda: stack.ready_instances(NAME), 90)
+    functions.deploy_warm_echo(ctx, NAME, "async")
     headers = {"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"}
     urls = {"async": f"{stack.url}/v1/invoke/{NAME}/async", "sync": f"{stack.url}/v1/invoke/{NAME}"}
 

@@ -26,7 +26,7 @@ async def burst(url: str, n: int, body: bytes, headers: dict) -> dict:
                 async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     return resp.status, time.perf_counter() - t0
-            except Exception as exc:  # noqa: BLE001 - counted, reported
+            except Exception:  # noqa: BLE001 - counted, reported
                 return -1, time.perf_counter() - t0
 
         tasks = [asyncio.create_task(one()) for _ in range(n)]

@@ -76,11 +76,7 @@ def measure(ctx) -> dict:
     stack, quick = ctx.stack, ctx.quick
     duration = 1 if quick else 3
     rounds = 3 if quick else 5
-    directory = functions.write_echo(ctx.fn_dir, NAME, "observed", cpu=2.0, min_instances=1, max_instances=1,
-                                     concurrency=64)
-    result = functions.build(ctx.docker, directory)
-    stack.deploy(functions.spec_dict(result), result.image)
-    stack.wait(f"a ready {NAME} instance", lambda: stack.ready_instances(NAME), 90)
+    functions.deploy_warm_echo(ctx, NAME, "observed")
     sink = Sink()
     ctx.cleanups.append(sink.stop)
     modes = list(MODES)

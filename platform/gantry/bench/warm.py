@@ -22,11 +22,7 @@ def measure(ctx) -> dict:
     stack, quick = ctx.stack, ctx.quick
     duration = 1 if quick else 3
     rounds = 3 if quick else 5
-    directory = functions.write_echo(ctx.fn_dir, NAME, "warm", cpu=2.0, min_instances=1, max_instances=1,
-                                     concurrency=64)
-    result = functions.build(ctx.docker, directory)
-    stack.deploy(functions.spec_dict(result), result.image)
-    inst = stack.wait(f"a ready {NAME} instance", lambda: stack.ready_instances(NAME), 90)[0]
+    inst = functions.deploy_warm_echo(ctx, NAME, "warm")
     host, port = inst["address"].rsplit(":", 1)
     urls = {"direct": f"http://{host}:{port}/invoke", "gateway": f"{stack.url}/v1/invoke/{NAME}"}
     nginx = Nginx(os.path.join(stack.tmp, "nginx"), int(port), free_port())

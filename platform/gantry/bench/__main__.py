@@ -40,11 +40,13 @@ def _relative(path: str, root: str | None) -> str:
     return path
 
 
-def results_of(args, measure, out_for_mode, markdown_name: str, render) -> dict:
+def results_of(args, measure, out_for_mode, markdown_name: str, render, charts=None) -> dict:
     """The flow ``gantry bench`` and ``gantry bench --faults`` share: load the results
     (--render-only) or measure them (``measure()``) and write them to --out (default:
     ``out_for_mode(quick)``), then render them into the checkout's MARKDOWN_NAME (or
-    --markdown) unless --no-render.  SIGTERM unwinds through the run's clean-up like Ctrl-C."""
+    --markdown) unless --no-render, with the images ``charts(results, markdown's folder)`` drew
+    (paths relative to that folder) in ``results["charts"]``.  SIGTERM unwinds through the
+    run's clean-up like Ctrl-C."""
     from .runner import repo_root
 
     root = repo_root()
@@ -67,11 +69,30 @@ def results_of(args, measure, out_for_mode, markdown_name: str, render) -> dict:
     markdown = args.markdown or (os.path.join(root, markdown_name) if root else None)
     if not args.no_render:
         if markdown and os.path.isfile(markdown):
+            if charts is not None:
+                results["charts"] = charts(results, os.path.dirname(os.path.abspath(markdown)))
             render.update_markdown(markdown, render.render(results, _relative(out, root)))
             print(f"rendered into {markdown}", file=sys.stderr)
         else:
             print(f"no {markdown_name} to render into (not a source checkout); use --markdown FILE", file=sys.stderr)
     return results
+
+
+CHARTS_DIR = os.path.join("benchmarks", "charts")   # beside BENCHMARKS.md
+
+
+def draw_charts(results: dict, root: str) -> list[str]:
+    """The run's charts (gantry.bench.charts) in ROOT/benchmarks/charts, for a full run only
+    (the committed pictures are of a whole run); without matplotlib, a note and none."""
+    from .charts import ChartsUnavailable, draw
+
+    if results.get("mode") != "full":
+        return []
+    try:
+        return [os.path.relpath(p, root) for p in draw(results, os.path.join(root, CHARTS_DIR))]
+    except ChartsUnavailable as exc:
+        print(f"gantry bench: no charts: {exc}", file=sys.stderr)
+        return []
 
 
 def main_args(args) -> int:
@@ -94,7 +115,7 @@ def main_args(args) -> int:
               file=sys.stderr)
         args.no_render = True
     results = results_of(args, lambda: run(quick=args.quick, only=set(only) if only else None),
-                         lambda quick: default_out(quick, only), "BENCHMARKS.md", render)
+                         lambda quick: default_out(quick, only), "BENCHMARKS.md", render, draw_charts)
     for goal in results.get("goals", []):
         if only and goal["status"] == "not measured":
             continue

@@ -72,6 +72,9 @@ def render(results: dict, results_path: str | None = None) -> str:
     if results.get("errors"):
         out += ["", "**Sections that failed in this run:** " +
                 "; ".join(f"{k}: {v.splitlines()[0][:200]}" for k, v in results["errors"].items())]
+    if results.get("charts"):
+        out += ["", "Charts of this run, drawn by `gantry bench` with matplotlib (the `bench` extra):", ""]
+        out += [f"![{os.path.splitext(os.path.basename(p))[0].replace('_', ' ')}]({p})" for p in results["charts"]]
     out += ["", "### Goals", ""]
     out.append(table(["goal", "target", "measured", "status", "from"],
                      [[x["goal"], x["target"], "–" if x["value"] is None else x["value"], f"**{x['status']}**", x["why"]]

@@ -73,6 +73,8 @@ def cmd_daemon(args) -> int:
 
     if args.command == "worker":
         return daemons.worker(remove_on_exit=not args.keep_containers)
+    if args.command == "gateway" and args.workers is not None:
+        os.environ["GANTRY_GATEWAY_WORKERS"] = str(args.workers)   # the workers read it too
     return getattr(daemons, args.command)()
 
 
@@ -349,7 +351,9 @@ def parser() -> argparse.ArgumentParser:
     sp = add("worker", cmd_daemon, "run this node's worker agent (multi-node; settings from GANTRY_* variables)", ())
     sp.add_argument("--keep-containers", action="store_true", help="leave containers running on exit")
     add("scheduler", cmd_daemon, "run a scheduler replica (one leads at a time)", ())
-    add("gateway", cmd_daemon, "run a gateway replica", ())
+    sp = add("gateway", cmd_daemon, "run a gateway replica", ())
+    sp.add_argument("--workers", type=int, metavar="N",
+                    help="gateway processes sharing the port (SO_REUSEPORT); else GANTRY_GATEWAY_WORKERS, else 1")
     sp = add("build", cmd_build, "build a function directory into an image; print its tag", ())
     sp.add_argument("directory", help="function directory holding gantry.toml")
     add("images", cmd_images, "build the base and runtime images if missing; print the runtime tag", ())

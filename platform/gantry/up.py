@@ -267,7 +267,7 @@ def read_settings(host: str, port: int, node_id: str):
 
     return (WorkerSettings.from_env(node_id=node_id),
             SchedulerSettings.from_env(holder_id=f"{node_id}-{os.getpid()}"),
-            GatewaySettings.from_env(host=host, port=port))
+            GatewaySettings.from_env(host=host, port=port, workers=1))   # one gateway: in this process
 
 
 @dataclass(frozen=True)

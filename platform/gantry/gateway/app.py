@@ -214,7 +214,8 @@ async def serve(settings: GatewaySettings, stop_event: asyncio.Event,
                            handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        # several workers share the port: the kernel spreads connections over them (gateway.workers)
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_port=settings.workers > 1 or None)
         await site.start()
         port = runner.addresses[0][1] if runner.addresses else settings.port
         log.info("gateway listening", extra={"host": settings.host, "port": port, "gateway": settings.gateway_id})

@@ -31,6 +31,7 @@ from .errors import ApiError
 from .invoke import CONNECT_SUSPEND, RETRYABLE_503, wait_for_slot
 from .tenantlimits import TENANT_LIMITS
 from .usage import METER
+from .workers import worker_suffix
 from ..invocations.model import PRIORITIES, State, Verdict, may_retry, read_order, retry_delay, verdict
 from ..invocations.store import Claim, Entry
 from ..manifest import AsyncPolicy
@@ -70,7 +71,7 @@ class Dispatcher:
         s = app[SETTINGS]
         self.settings = s
         self.store = app[INVOCATIONS]
-        self.consumer = s.dispatch_id or f"{socket.gethostname()}:{s.port}"
+        self.consumer = s.dispatch_id or f"{socket.gethostname()}:{s.port}{worker_suffix(s.workers, s.worker_index)}"
         self.held: dict[str, Held] = {}                 # invocation id -> its entry and lease
         self.outstanding: dict[str, int] = {}           # function -> entries held here
         self.wakeups: dict[str, asyncio.Event] = {}     # function -> set when work may be waiting

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from gantry_runtime.config import Env, SettingsError, given
@@ -10,11 +10,13 @@ from gantry_runtime.config import Env, SettingsError, given
 from ..manifest import MAX_BODY
 from ..usage.model import Prices, parse_prices
 from ..settings import redis_url as env_redis_url
+from .workers import worker_identity
 
 __all__ = ["GatewaySettings", "SettingsError"]
 
 
 _FLAGS = ("1", "0", "true", "false", "yes", "no")
+MAX_WORKERS = 64
 
 
 def _random_id() -> str:
@@ -27,6 +29,8 @@ class GatewaySettings:
     host: str = "127.0.0.1"
     port: int = 8000
     gateway_id: str = field(default_factory=_random_id)
+    workers: int = 1                       # gateway processes on this port (SO_REUSEPORT; gateway.workers)
+    worker_index: int | None = None        # this process's index among them (set by the supervisor)
     max_body: int = 6 * 1024 * 1024        # request body bytes unless the function's [limits] max_body
                                            # says otherwise (at most manifest.MAX_BODY); more -> 413
     cold_start_timeout: float = 30.0       # seconds a request may wait for a free instance slot
@@ -86,8 +90,10 @@ class GatewaySettings:
         public = e.choice("GANTRY_METRICS_PUBLIC", _FLAGS)
         dispatch = e.choice("GANTRY_ASYNC_DISPATCH", _FLAGS)
         recording = e.choice("GANTRY_METRICS", _FLAGS)
-        return cls(**given({
+        settings = cls(**given({
             "redis_url": env_redis_url(e.env),
+            "workers": e.integer("GANTRY_GATEWAY_WORKERS", lo=1, hi=MAX_WORKERS),
+            "worker_index": e.integer("GANTRY_GATEWAY_WORKER_INDEX", lo=0, hi=MAX_WORKERS - 1),
             "host": e.text("GANTRY_GATEWAY_HOST"),
             "port": e.integer("GANTRY_GATEWAY_PORT", lo=0, hi=65535),
             "gateway_id": e.text("GANTRY_GATEWAY_ID"),
@@ -122,6 +128,12 @@ class GatewaySettings:
             "metrics_retention": e.duration("GANTRY_METRICS_RETENTION"),
             "metrics_flush_interval": e.duration("GANTRY_METRICS_FLUSH_INTERVAL"),
         }, overrides))
+        if settings.workers > 1 and settings.port == 0:
+            raise SettingsError("GANTRY_GATEWAY_WORKERS above 1 needs a fixed GANTRY_GATEWAY_PORT: every worker "
+                                "binds the same port (SO_REUSEPORT), and port 0 would give each its own")
+        gateway_id, dispatch_id = worker_identity(settings.gateway_id, settings.dispatch_id, settings.workers,
+                                                  settings.worker_index)
+        return replace(settings, gateway_id=gateway_id, dispatch_id=dispatch_id)
 
 
 def read_prices(value: str) -> Prices:

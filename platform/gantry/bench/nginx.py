@@ -1,5 +1,6 @@
 """Debian's nginx as a plain reverse proxy in front of one container: what a user would put
-in front of containers.  One worker process (the gateway under test is one process too),
+in front of containers.  One worker process by default (the gateway under test is one process
+too; the warm section also runs both with two),
 keep-alive to the upstream, access log off, everything else at nginx's defaults; the config
 and temp files live in a temporary directory and it listens on 127.0.0.1 only."""
 from __future__ import annotations
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import time
 
-CONF = """worker_processes 1;
+CONF = """worker_processes {workers};
 daemon off;
 master_process on;
 pid {dir}/nginx.pid;
@@ -40,13 +41,13 @@ http {{
 
 
 class Nginx:
-    def __init__(self, directory: str, upstream_port: int, port: int):
-        self.dir, self.upstream_port, self.port = directory, upstream_port, port
+    def __init__(self, directory: str, upstream_port: int, port: int, workers: int = 1):
+        self.dir, self.upstream_port, self.port, self.workers = directory, upstream_port, port, workers
         self.proc: subprocess.Popen | None = None
 
     @property
     def config(self) -> str:
-        return CONF.format(dir=self.dir, upstream=self.upstream_port, port=self.port)
+        return CONF.format(dir=self.dir, upstream=self.upstream_port, port=self.port, workers=self.workers)
 
     def start(self) -> None:
         binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)

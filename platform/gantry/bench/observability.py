@@ -88,7 +88,7 @@ def measure(ctx) -> dict:
         if ratio is not None:
             env.update(GANTRY_OTLP_ENDPOINT=sink.url, GANTRY_TRACE_SAMPLE_RATIO=ratio)
         stack._spawn(f"gateway-obs-{mode}", "gateway", env)
-        ctx.cleanups.append(lambda m=mode: _stop(stack, f"gateway-obs-{m}"))
+        ctx.cleanups.append(lambda m=mode: stack.stop_process(f"gateway-obs-{m}"))
     for mode in modes:
         stack.wait(f"the {mode} gateway", lambda m=mode: _healthy(ports[m]), 30)
     script = loadgen.write_script(stack.tmp)
@@ -162,10 +162,3 @@ def _cpu_per_request(x: dict) -> float | None:
     if x["proxy_cpu_cores"] is None or not x["rps"]:
         return None
     return x["proxy_cpu_cores"] / x["rps"] * 1e6
-
-
-def _stop(stack, name: str) -> None:
-    proc = stack.procs.pop(name, None)
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        proc.wait(30)

@@ -254,6 +254,22 @@ def _warm(w: dict | None) -> list[str]:
         "machine's cores; proxy CPU is the gateway's (or nginx's master and worker) CPU time over the run's wall time."]
     rows = [[p, c, fmt(w["paths"][p][c].get("proxy_cpu_us_per_request"), 0)] for c in ("1", "64") for p in ("nginx", "gateway")]
     out += ["", table(["proxy", "clients", "proxy CPU µs per request"], rows)]
+    if "gateway_2w" in w["paths"]:
+        out += ["", "**Two processes each, 64 clients** (same rounds): nginx with `worker_processes 2`, the gateway "
+                "with `--workers 2` (two gateway processes on one port, SO_REUSEPORT), beside one of each.", ""]
+        rows = [[label, fmt(x["rps"], 0), fmt(x["p50_ms"], 3), fmt(x["p99_ms"], 3), fmt(x["proxy_cpu_cores"], 2),
+                 fmt(x.get("proxy_cpu_us_per_request"), 0), f"{x['errors']} / {x['requests']:,}"]
+                for label, x in (("nginx, 1 worker", w["paths"]["nginx"]["64"]),
+                                 ("nginx, 2 workers", w["paths"]["nginx_2w"]["64"]),
+                                 ("gateway, 1 worker", w["paths"]["gateway"]["64"]),
+                                 ("gateway, 2 workers", w["paths"]["gateway_2w"]["64"]))]
+        out.append(table(["proxy", "req/s", "p50 ms", "p99 ms", "proxy CPU (cores)", "proxy CPU µs/req",
+                          "errors / requests"], rows))
+        r = w["ratios"]["64"]
+        out += ["", table(["gateway 2w / nginx 2w req/s", "gateway 2w / nginx 2w p99", "gateway 2w / 1w req/s",
+                           "nginx 2w / 1w req/s"],
+                          [[fmt(r.get("gateway_2w_rps_vs_nginx_2w"), 2), fmt(r.get("gateway_2w_p99_vs_nginx_2w"), 2),
+                            fmt(r.get("gateway_2w_rps_vs_gateway"), 2), fmt(r.get("nginx_2w_rps_vs_nginx"), 2)]])]
     return out
 
 

@@ -101,6 +101,13 @@ class Stack:
                                             preexec_fn=_term_with_parent)
         log.close()
 
+    def stop_process(self, name: str) -> None:
+        """Stop one process the run started (an extra gateway) and forget it."""
+        proc = self.procs.pop(name, None)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
     def pid(self, name: str) -> int:
         return self.procs[name].pid
 

@@ -2,13 +2,15 @@
 the same container: directly on its published loopback port (the floor), through nginx as
 a plain reverse proxy, and through the gateway.  Rounds interleave the three paths so noise
 from elsewhere on the machine falls on all of them alike; each figure is the median over
-rounds with min and max."""
+rounds with min and max.  A full run also measures, at 64 clients, nginx with two worker
+processes and the gateway with two workers (``--workers 2``: SO_REUSEPORT) in the same rounds."""
 from __future__ import annotations
 
 import os
 
 from . import functions, loadgen
 from .nginx import Nginx
+from .stack import GATEWAY_ENV
 from .stats import ratio, summary
 from ..up import free_port
 
@@ -16,6 +18,7 @@ NAME = "bench-echo"
 BODY = '{"msg": "hello", "n": 1}'
 CONCURRENCY = (1, 64)
 PATHS = ("direct", "nginx", "gateway")
+WORKER_PATHS = ("nginx_2w", "gateway_2w")   # two processes each; 64 clients, full runs only
 
 
 def measure(ctx) -> dict:
@@ -29,27 +32,41 @@ def measure(ctx) -> dict:
     nginx.start()
     ctx.cleanups.append(nginx.stop)
     urls["nginx"] = f"http://127.0.0.1:{nginx.port}/invoke"
+    pids = {"gateway": stack.pid("gateway"), "nginx": nginx.pid}
+    extra = () if quick else WORKER_PATHS
+    if extra:
+        nginx2 = Nginx(os.path.join(stack.tmp, "nginx-2w"), int(port), free_port(), workers=2)
+        nginx2.start()
+        ctx.cleanups.append(nginx2.stop)
+        gw_port = free_port()
+        stack._spawn("gateway-2w", "gateway", {**GATEWAY_ENV, "GANTRY_GATEWAY_PORT": str(gw_port),
+                                               "GANTRY_GATEWAY_WORKERS": "2", "GANTRY_ASYNC_DISPATCH": "0",
+                                               "GANTRY_GATEWAY_ID": "bench-2w"})
+        ctx.cleanups.append(lambda: stack.stop_process("gateway-2w"))
+        stack.wait("the two-worker gateway", lambda: _both_workers(gw_port), 30)
+        urls.update(nginx_2w=f"http://127.0.0.1:{nginx2.port}/invoke", gateway_2w=f"http://127.0.0.1:{gw_port}/v1/invoke/{NAME}")
+        pids.update(nginx_2w=nginx2.pid, gateway_2w=stack.pid("gateway-2w"))
     script = loadgen.write_script(stack.tmp)
     auth = f"Bearer {stack.api_key}"
     # The container answers only with its instance key: wrk sends it directly and through
     # nginx (which passes it on), so the key never appears in nginx's config or the report.
     key = stack.instance_key(inst["id"])
-    pids = {"gateway": stack.pid("gateway"), "nginx": nginx.pid}
 
     def one(path: str, conns: int, seconds: float) -> dict:
         return loadgen.run_wrk_measuring(pids.get(path), urls[path], script, connections=conns, duration=seconds,
-                                         body=BODY, auth=auth, instance_key=key if path != "gateway" else None)
+                                         body=BODY, auth=auth, instance_key=None if path.startswith("gateway") else key)
 
-    for path in PATHS:  # warm-up: connection pools, the runtime, nginx's upstream keep-alive
+    for path in PATHS + extra:  # warm-up: connection pools, the runtime, nginx's upstream keep-alive
         one(path, 64, 1)
     runs: dict = {p: {c: [] for c in CONCURRENCY} for p in PATHS}
+    runs.update({p: {64: []} for p in extra})
     done_rounds = 0
     for r in range(rounds):
-        if r and not ctx.budget.ok(len(PATHS) * len(CONCURRENCY) * (duration + 1)):
+        if r and not ctx.budget.ok((len(PATHS) * len(CONCURRENCY) + len(extra)) * (duration + 1)):
             break
         order = PATHS[r % 3:] + PATHS[:r % 3]
         for conns in CONCURRENCY:
-            for path in order:
+            for path in order + (extra[r % 2:] + extra[:r % 2] if conns == 64 else ()):
                 runs[path][conns].append(one(path, conns, duration))
         done_rounds += 1
     out: dict = {"function": {"name": NAME, "handler": "async JSON echo", "cpu": 2.0, "concurrency": 64,
@@ -57,9 +74,9 @@ def measure(ctx) -> dict:
                  "body": BODY, "duration_s": duration, "rounds": done_rounds, "rounds_planned": rounds,
                  "load_generator": "wrk (own process), Lua script for the POST body and Authorization header",
                  "nginx_config": nginx.config, "paths": {}}
-    for path in PATHS:
+    for path in PATHS + extra:
         out["paths"][path] = {}
-        for conns in CONCURRENCY:
+        for conns in runs[path]:
             rs = runs[path][conns]
             out["paths"][path][str(conns)] = {
                 "rps": summary([x["rps"] for x in rs], 1),
@@ -91,6 +108,27 @@ def measure(ctx) -> dict:
             "gateway_p50_vs_direct": ratio(gs["p50_ms"]["median"], ds["p50_ms"]["median"]),
             "nginx_p50_vs_direct": ratio(ns["p50_ms"]["median"], ds["p50_ms"]["median"]),
         }
+    if extra:
+        g1, n1, g2, n2 = (runs[k][64] for k in ("gateway", "nginx", "gateway_2w", "nginx_2w"))
+        out["ratios"]["64"].update({
+            "gateway_2w_rps_vs_nginx_2w": summary([a["rps"] / b["rps"] for a, b in zip(g2, n2) if b["rps"]], 2),
+            "gateway_2w_p99_vs_nginx_2w": summary([a["p99_ms"] / b["p99_ms"] for a, b in zip(g2, n2) if b["p99_ms"]], 2),
+            "gateway_2w_rps_vs_gateway": summary([a["rps"] / b["rps"] for a, b in zip(g2, g1) if b["rps"]], 2),
+            "nginx_2w_rps_vs_nginx": summary([a["rps"] / b["rps"] for a, b in zip(n2, n1) if b["rps"]], 2),
+        })
     stack.delete(NAME)
     return out
+
+
+def _both_workers(port: int) -> bool:
+    """Whether both workers of the gateway on PORT answer /healthz (new connections spread over them)."""
+    from ..sdk import Client, GantryError
+
+    seen = set()
+    for _ in range(20):
+        try:
+            seen.add(Client(f"http://127.0.0.1:{port}", "").health(timeout=1)["gateway"])
+        except (GantryError, OSError):
+            return False
+    return len(seen) == 2
 

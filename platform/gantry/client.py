@@ -121,6 +121,15 @@ class StreamTail:
             return b"", err
         return self._release(), None
 
+    def broken(self, exc: BaseException) -> tuple[bytes, str, str]:
+        """The stream broke off with EXC: (the bytes still to show, then the code and message to
+        raise: its own error frame's, else ``stream_broken``)."""
+        rest, err = self.failed()
+        if err is not None:
+            return rest, *err
+        return rest, "stream_broken", (f"the response was cut off after {self.shown} bytes "
+                                       f"({type(exc).__name__}); the function may not have finished")
+
     def _release(self) -> bytes:
         rest = bytes(self.held)
         self.held.clear()

@@ -222,14 +222,10 @@ class Client:
                 try:
                     chunk = resp.read1(65536)
                 except (http.client.HTTPException, OSError) as exc:
-                    rest, err = tail.failed()
+                    rest, code, message = tail.broken(exc)
                     if rest:
                         yield rest
-                    if err is not None:
-                        raise StreamError(resp.status, *err) from None
-                    raise StreamError(resp.status, "stream_broken",
-                                      f"the response was cut off after {tail.shown} bytes "
-                                      f"({type(exc).__name__}); the function may not have finished") from None
+                    raise StreamError(resp.status, code, message) from None
                 if not chunk:
                     rest = tail.finish()
                     if rest:

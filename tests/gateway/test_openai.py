@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gantry import keys, state
+from gantry.cli_metrics import format_metrics
 from gantry.gateway import openai
 from gantry.gateway.upstream import UpstreamPool
 from gantry.manifest import FunctionSpec
@@ -200,6 +201,7 @@ async def test_chat_completion_with_a_tenant_key_reaches_the_engine_with_the_ins
                 break
             await asyncio.sleep(0.1)
         assert (totals["invocations"], totals["tokens_in"], totals["tokens_out"]) == (1, *want)
+        assert f"tokens in {want[0]}   tokens out {want[1]}" in format_metrics(report)   # gantry metrics
         # the same usage as any invoke: the tenant's invocations
         text = await _metrics_text(client)
         assert f'gantry_gateway_requests_total{{function="{q}",status="200"}} 1.0' in text

@@ -81,13 +81,13 @@ class Engine:
     async def models(self, request: web.Request) -> web.Response:
         await self._seen(request)
         if not self._authorized(request):
-            return _error(401, "Unauthorized", "Unauthorized")
+            return web.json_response({"error": "Unauthorized"}, status=401)    # vLLM's own shape for this one
         return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "vllm"}]})
 
     async def completion(self, request: web.Request) -> web.StreamResponse:
         raw = await self._seen(request)
         if not self._authorized(request):
-            return _error(401, "Unauthorized", "Unauthorized")
+            return web.json_response({"error": "Unauthorized"}, status=401)
         try:
             body = json.loads(raw)
         except ValueError:
@@ -114,7 +114,7 @@ class Engine:
         for i, word in enumerate(WORDS):
             delta = {"delta": {"content": word}} if chat else {"text": word}
             chunk = {"id": "cmpl-1", "object": f"{kind}.chunk", "model": MODEL,
-                     "choices": [{"index": 0, **delta, "finish_reason": None}], "usage": None}
+                     "choices": [{"index": 0, **delta, "finish_reason": None}]}   # no usage but in the last
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if i == 0:
                 self.first_sent.set()
@@ -358,6 +358,7 @@ async def test_an_instance_with_another_key_is_refused_by_the_engine(redis_url, 
         async with gateway(redis_url) as client:
             resp = await client.get("/v1/invoke/chat/v1/models", headers=AUTH)
             assert resp.status == 401 and other.seen[-1][2]["Authorization"] == f"Bearer {INSTANCE_KEY}"
+            assert await resp.json() == {"error": "Unauthorized"}       # the engine's body, passed on
     finally:
         await other.close()
 

@@ -47,6 +47,8 @@ def format_metrics(report: dict[str, Any]) -> str:
              f"duration avg {_ms(d['avg'])}   p50 {_ms(d['p50'])}   p95 {_ms(d['p95'])}   p99 {_ms(d['p99'])}",
              f"concurrency avg {t['concurrency_avg']:g}   in-flight peak {t['inflight_peak']}   "
              f"instances peak {t['instances_peak']}"]
+    if t.get("tokens_in") or t.get("tokens_out"):     # vLLM functions (docs/openai.md)
+        lines.append(f"tokens in {t['tokens_in']}   tokens out {t['tokens_out']}")
     busy = [p for p in report["series"] if p["invocations"] or p["throttles"] or p["cold_starts"]
             or p["instances_peak"] or p["inflight_peak"]]
     if not busy:

@@ -28,6 +28,24 @@ def test_an_invocation_counts_its_duration_bucket_and_errors_by_code():
     assert list(rows.rows) == [(M, "default", "echo")]
 
 
+def test_tokens_add_up_per_function_and_in_the_tenants_sum():
+    rows = Rows()
+    rows.invocation(M, "acme", "chat", True, 200, 0.5)
+    rows.tokens(M, "acme", "chat", 12, 30)
+    rows.tokens(M, "acme", "chat", 8, 2)
+    rows.tokens(M + 1, "acme", "chat", 1, 1)
+    assert {k: v for k, v in rows.rows[(M, "acme", "chat")].items() if k in ("ti", "to")} == {"ti": 20, "to": 32}
+    stored = model.scopes(rows.take())
+    hour, mm = divmod(M, 60)
+    assert stored[("tenant", "acme", hour)][f"{mm:02d}|ti"] == 20
+    assert stored[("function", "acme.chat", hour)][f"{mm + 1:02d}|to"] == 1
+    minutes = model.minute_rows({hour: {k: str(v) for k, v in stored[("function", "acme.chat", hour)].items()}},
+                                M, M + 2)
+    totals = model.summarize(list(minutes.values()), 120)
+    assert (totals["tokens_in"], totals["tokens_out"], totals["invocations"]) == (21, 33, 1)
+    assert model.summarize([], 60)["tokens_in"] == 0      # a function without tokens shows 0
+
+
 def test_made_up_names_gather_under_other_past_the_row_bound(monkeypatch):
     monkeypatch.setattr(model, "MAX_ROWS", 2)
     rows = Rows()

@@ -24,7 +24,7 @@ from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
 from .dispatch import DISPATCHER, dispatch_ctx
 from .errors import error_middleware
-from .invoke import CONNECT_TIMEOUT, invoke
+from .invoke import CONNECT_TIMEOUT, OPENAI, invoke, openai_handler
 from .load import LoadReporter
 from .metrics import Metrics, metrics_ctx
 from .protocol import GatewayRunner
@@ -188,6 +188,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
                             callbacks_api.callbacks_ctx, metrics_ctx])
     app.cleanup_ctx.append(tracing_ctx)   # OpenTelemetry when GANTRY_OTLP_ENDPOINT is set
     app.router.add_post("/v1/invoke/{name}", invoke)
+    for route in OPENAI.values():          # a vLLM function's engine routes (gateway.openai)
+        app.router.add_route(route.method, "/v1/invoke/{name}" + route.path, openai_handler(route))
     async_api.add_routes(app)
     admin.add_routes(app)
     tenants_api.add_routes(app)

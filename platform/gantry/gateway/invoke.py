@@ -1,5 +1,8 @@
 """``POST /v1/invoke/{name}``: read the body (bounded), pick a ready instance (or signal demand
-and wait, bounded), forward, and stream the answer back unbuffered.
+and wait, bounded), forward, and stream the answer back unbuffered.  A vLLM function's
+OpenAI-compatible routes (``/v1/invoke/{name}/v1/chat/completions`` and the others of
+gateway.openai.ROUTES) take the same path, with the engine's route and the instance key as
+its bearer key, and count the tokens of the answer.
 
 Delivery: at most once per forward, and a request is forwarded again only when the instance
 cannot have started it.  That is when the instance answers 503 ``draining``, ``at_capacity``
@@ -28,7 +31,7 @@ from multidict import CIMultiDict
 from gantry_runtime import wire
 from gantry_runtime.wire import ErrorCode
 
-from . import tracing, upstream
+from . import openai, tracing, upstream
 from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
 from .auth import function_name
@@ -55,6 +58,7 @@ CONNECT_SUSPEND = 2.0
 _DROP_LOWER = wire.HOP_BY_HOP | wire.FRAMING | frozenset(("date", "server"))
 IDEMPOTENCY_KEY = "Idempotency-Key"   # a sync invoke with one runs once (gateway.async_api)
 SMALL_BODY = 64 * 1024        # an upstream body of known length up to this is answered in one piece
+NOT_OPENAI = "not_openai_compatible"   # an OpenAI-compatible route of a function that is not vLLM
 
 
 # Invocation ids: 32 hex digits, a random per-process prefix and a counter (uuid4 per request
@@ -111,7 +115,34 @@ def _asked_timeout(request: web.Request) -> float | None:
         raise ApiError(400, ErrorCode.BAD_REQUEST, str(exc)) from None
 
 
+class Route:
+    """Where a forward goes on the instance: the runtime's ``POST /invoke``, or one of a vLLM
+    function's OpenAI-compatible routes (gateway.openai.ROUTES)."""
+    __slots__ = ("method", "path", "openai", "counts_tokens")
+
+    def __init__(self, method: str, path: str, openai_route: bool = False, counts_tokens: bool = False) -> None:
+        self.method, self.path, self.openai, self.counts_tokens = method, path, openai_route, counts_tokens
+
+
+INVOKE = Route("POST", "/invoke")
+OPENAI = {key: Route(*key, openai_route=True, counts_tokens=counts) for key, counts in openai.ROUTES.items()}
+
+
 async def invoke(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/invoke/{name}``."""
+    return await _admitted(request, INVOKE)
+
+
+def openai_handler(route: Route):
+    """The handler of ``/v1/invoke/{name}`` + ROUTE's path (``/v1/chat/completions``,
+    ``/v1/completions``, ``/v1/models``): the same admission as invoke, forwarded to the
+    engine's route of the same path."""
+    async def invoke_openai(request: web.Request) -> web.StreamResponse:
+        return await _admitted(request, route)
+    return invoke_openai
+
+
+async def _admitted(request: web.Request, route: Route) -> web.StreamResponse:
     metrics = request.app[METRICS]
     label, status, started = UNKNOWN, 500, time.monotonic()
     name = None          # qualified, once the caller may address it
@@ -123,6 +154,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         now = asyncio.get_running_loop().time()
         request.app[ADMISSION].check(principal.key_id, now)     # first: the cheapest refusal
         name = function_name(principal, request.match_info["name"], "invoke")
+        if IDEMPOTENCY_KEY in request.headers and route.openai:
+            raise ApiError(400, ErrorCode.BAD_REQUEST, f"{IDEMPOTENCY_KEY} is not supported on the "
+                           "OpenAI-compatible routes (it runs a call as an async invocation of /invoke)")
         if IDEMPOTENCY_KEY in request.headers:   # runs as an async invocation, metered by the dispatcher
             from .async_api import idempotent_invoke
             metered = False
@@ -137,8 +171,15 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         if entry is None:
             status = 404
             raise ApiError(404, "not_found", f"no function named {request.match_info['name']!r} is deployed")
+        if route.openai:
+            active = entry.known.active
+            if active is None or active.spec.runtime != openai.RUNTIME:
+                status = 404
+                raise ApiError(404, NOT_OPENAI, f"function {request.match_info['name']!r} is not a vLLM function "
+                               f"(runtime {active.spec.runtime if active else 'unknown'!r}): it serves "
+                               f"POST /v1/invoke/NAME only, not {route.path}")
         label = name
-        resp = await _invoke(request, entry)
+        resp = await _invoke(request, entry, route)
         status = resp.status
         return resp
     except ApiError as exc:
@@ -162,14 +203,15 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             metrics.observe(tenant, fn, label != UNKNOWN, status, elapsed)
 
 
-async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
+async def _invoke(request: web.Request, entry: Entry, route: Route) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     t0 = time.monotonic()
     trace = request.get(tracing.TRACE)
     entry.load.last_request = time.time()
     asked = _asked_timeout(request)
-    body = await read_body(request, *body_limit(settings, entry.known.active))
+    # a GET (/v1/models) forwards no body; a caller's is not read
+    body = b"" if route.method == "GET" else await read_body(request, *body_limit(settings, entry.known.active))
     inv_id = f"{_ID_PREFIX}{next(_ids):016x}"
     ids = {wire.INVOCATION_ID: inv_id}
     cold_deadline = t0 + settings.cold_start_timeout
@@ -200,8 +242,14 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
         # Built afresh: no header of the caller's but Content-Type reaches the runtime, so a
         # caller cannot set the tenant, the invocation id or the instance key.
         headers = {**ids, wire.TIMEOUT: wire.format_timeout(timeout), wire.TENANT: request[PRINCIPAL].tenant,
-                   wire.INSTANCE_KEY: inst.key,
-                   "Content-Type": request.headers.get("Content-Type", "application/octet-stream")}
+                   wire.INSTANCE_KEY: inst.key}
+        if route.openai:
+            # the engine's --api-key is the instance key: it guards the engine's /v1/* routes
+            headers["Authorization"] = f"Bearer {inst.key}"
+            if route.method != "GET":
+                headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
+        else:
+            headers["Content-Type"] = request.headers.get("Content-Type", "application/octet-stream")
         if trace is None:
             if wire.TRACEPARENT in request.headers:   # tracing off: still the caller's trace
                 headers[wire.TRACEPARENT] = request.headers[wire.TRACEPARENT]
@@ -210,7 +258,8 @@ async def _invoke(request: web.Request, entry: Entry) -> web.StreamResponse:
         entry.load.inflight += 1
         forwarded = time.monotonic()
         try:
-            forwarding = _forward(request, entry, inst, body, headers, timeout + settings.upstream_timeout_margin, ids)
+            forwarding = _forward(request, entry, inst, route, body, headers,
+                                  timeout + settings.upstream_timeout_margin, ids)
             return await (forwarding if trace is None or not trace.sampled
                           else trace.forward(forwarding, headers, inst.id))
         except _Retry as retry:
@@ -286,15 +335,16 @@ def _passthrough(headers: list[tuple[str, str]]) -> CIMultiDict:
     return out
 
 
-async def _forward(request: web.Request, entry: Entry, inst: Instance, body: bytes,
+async def _forward(request: web.Request, entry: Entry, inst: Instance, route: Route, body: bytes,
                    headers: dict[str, str], limit: float, ids: dict[str, str]) -> web.StreamResponse:
     pool = request.app[UPSTREAM]
+    tail: openai.Tail | None = None     # the end of a streamed answer whose tokens are counted
     out: web.StreamResponse | None = None
     up: upstream.Response | None = None
     try:
         async with asyncio.timeout(limit):
             try:
-                up = await pool.post(inst.host, inst.port, "/invoke", headers, body)
+                up = await pool.request(route.method, inst.host, inst.port, route.path, headers, body)
             except upstream.UpstreamError as exc:
                 if not exc.request_sent:      # the instance never saw it: safe elsewhere
                     raise _Retry(str(exc), connection=True) from None
@@ -309,18 +359,25 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, body: byt
                                f"the instance of {entry.name!r} broke off after the request was sent "
                                f"({exc}); the function may have run, so the gateway did not retry it",
                                ids) from None
-            if up.status == 503:
+            if up.status == 503 and not route.openai:   # the engine's 503 is its own: passed on
                 data = await up.read()
                 code, _ = wire.parse_error(data) or ("", "")
                 if code in RETRYABLE_503:
                     raise _Retry(code, connection=False)
                 return web.Response(status=503, body=data, headers=_passthrough(up.headers))
+            answer_headers = _passthrough(up.headers)
+            if route.openai:             # the runtime sends the id back; the engine does not know it
+                answer_headers[wire.INVOCATION_ID] = ids[wire.INVOCATION_ID]
             length = up.content_length
             if length is not None and length <= SMALL_BODY:
                 # A small body of known length is not a stream: read it, answer it in one write.
                 data = await up.read()
-                return web.Response(status=up.status, body=data, headers=_passthrough(up.headers))
-            out = web.StreamResponse(status=up.status, headers=_passthrough(up.headers))
+                if route.counts_tokens and up.status == 200:
+                    _count_tokens(request, entry, openai.usage_of(data[-openai.TAIL:]))
+                return web.Response(status=up.status, body=data, headers=answer_headers)
+            if route.counts_tokens and up.status == 200:
+                tail = openai.Tail()
+            out = web.StreamResponse(status=up.status, headers=answer_headers)
             if length is not None:
                 out.content_length = length
             try:
@@ -335,12 +392,16 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, body: byt
                     return out
                 if not chunk:
                     break
+                if tail is not None:
+                    tail.feed(chunk)
                 try:
                     await out.write(chunk)   # each chunk goes to the client as it arrives
                 except ConnectionError:
                     log.info("client went away mid-stream", extra={"function": entry.name, **ids})
                     return out
             up.release()                 # fully read: the connection goes back to the pool
+            if tail is not None:         # a complete answer only: a cut one has no final usage
+                _count_tokens(request, entry, tail.usage())
             try:
                 await out.write_eof()
             except ConnectionError:
@@ -357,6 +418,11 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, body: byt
         if up is not None:
             up.release()   # a complete read returns the connection; anything else closes it,
                            # cancelling upstream work
+
+
+def _count_tokens(request: web.Request, entry: Entry, usage: tuple[int, int] | None) -> None:
+    if usage is not None:
+        request.app[METRICS].tokens(entry.name, *usage)
 
 
 def _abort(request: web.Request, entry: Entry, metrics, why: str) -> None:

@@ -52,7 +52,10 @@ class _Counters(Collector):
         for name, help_text, counter in (
                 ("cold_waits", "Invocations that waited for a free instance.", m.cold_waits),
                 ("retries", "Forwards retried on another instance.", m.retries),
-                ("stream_aborts", "Responses aborted after the headers were sent.", m.upstream_aborts)):
+                ("stream_aborts", "Responses aborted after the headers were sent.", m.upstream_aborts),
+                ("tokens_in", "Prompt tokens of a vLLM function's answers (their usage object).", m.tokens_in),
+                ("tokens_out", "Completion tokens of a vLLM function's answers (their usage object).",
+                 m.tokens_out)):
             fam = CounterMetricFamily(f"gantry_gateway_{name}", help_text, labels=("function",))
             for fn, n in sorted(counter.items()):
                 fam.add_metric((fn,), n)
@@ -88,6 +91,8 @@ class Metrics:
         self.cold_waits: Counter[str] = Counter()             # requests that waited for an instance
         self.retries: Counter[str] = Counter()                # forwards retried on another instance
         self.upstream_aborts: Counter[str] = Counter()        # streams broken after the headers
+        self.tokens_in: Counter[str] = Counter()              # vLLM functions: prompt tokens
+        self.tokens_out: Counter[str] = Counter()             # ... and completion tokens
         self.gauges: tuple[dict[str, int], dict[str, int]] = ({}, {})   # set at each scrape
         self.rows = Rows()                                    # per-minute rows until the next flush
         self.registry = CollectorRegistry(auto_describe=True)  # per app: tests run several apps
@@ -123,6 +128,13 @@ class Metrics:
             tenant, name = split(function)
             self.rows.invocation(int(self.clock() // 60), tenant, name, True, status, seconds,
                                  code or None, attempt=True)
+
+    def tokens(self, function: str, prompt: int, completion: int) -> None:
+        """The usage of one answer of FUNCTION (qualified; gateway.openai.usage_of)."""
+        self.tokens_in[function] += prompt
+        self.tokens_out[function] += completion
+        if self.enabled:
+            self.rows.tokens(int(self.clock() // 60), *split(function), prompt, completion)
 
     def cold_wait_started(self, function: str) -> float:
         self.cold_waits[function] += 1

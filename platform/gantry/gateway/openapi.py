@@ -447,6 +447,8 @@ ERRORS: list[tuple[int, str, str]] = [
      "starting); the error names `resource`, `current` and `limit`"),
     (404, ErrorCode.NOT_FOUND, "no such function, tenant or key (or route): another tenant's is not found either; in "
      "/v1/coord/: no such state key, registration or live service instance"),
+    (404, "not_openai_compatible", "an OpenAI-compatible route (`/v1/invoke/{name}/v1/...`) of a function whose "
+     "runtime is not `vllm`: it serves `POST /v1/invoke/{name}` only"),
     (409, "conflict", "a tenant id that exists; removing a tenant that still has functions, or the default tenant; "
      "changing the scaling of a function whose stored record cannot be read"),
     (409, CoordCode.FENCE_STALE, "a fenced write or ack whose lock is no longer held with that token: a newer "
@@ -486,11 +488,12 @@ ERRORS: list[tuple[int, str, str]] = [
      "`GANTRY_SECRETS_KEY`); an operator must set one"),
 ]
 # Codes that apply only to the operations whose ``codes`` name them.
-ONLY_WHERE_LISTED = {"too_many_secrets", "secrets_unavailable", "not_cancellable", "not_settled", "no_result",
+ONLY_WHERE_LISTED = {"not_openai_compatible", "too_many_secrets", "secrets_unavailable", "not_cancellable", "not_settled", "no_result",
                      "not_deployed", "cancelled", "idempotency_conflict"}
 INVOKE_ONLY = {ErrorCode.FUNCTION_ERROR, ErrorCode.BAD_RESULT, "function_crashed",
                ErrorCode.FUNCTION_OUTCOME_UNKNOWN, "no_capacity", ErrorCode.TIMEOUT}
-QUOTA_OPS = {"deploy", "scaleFunction", "warmFunction", "configureScaling", "invoke"}    # the operations a quota_exceeded may answer
+QUOTA_OPS = {"deploy", "scaleFunction", "warmFunction", "configureScaling", "invoke", "openaiChatCompletions",
+             "openaiCompletions", "openaiModels"}    # the operations a quota_exceeded may answer
 INTERNAL = (500, "internal", "a bug in the gateway (logged with its traceback; the caller gets no detail)")
 
 _RETRY_AFTER = {"Retry-After": {"description": "whole seconds to wait", "required": True,
@@ -612,6 +615,39 @@ Delivery: at most once per call. The gateway forwards again only when an instanc
 have started the request; a 502 `function_outcome_unknown` or a 504 may have run the function."""
 
 
+_OPENAI_DESCRIPTION = """\
+A vLLM function's engine route of the same path (docs/openai.md): point an OpenAI client at
+`/v1/invoke/{name}/v1` with the tenant's key as its API key. The call is admitted as an invoke
+is (the key's scope and rate limit, the tenant's quotas, the cold-start wait, the function's
+timeout and `[limits] max_body`, metrics and usage) and forwarded with the instance's own key
+as the engine's bearer key. Only `/v1/chat/completions`, `/v1/completions` and `/v1/models`
+are served; the engine's other routes (`/health`, `/metrics`, `/sleep`, `/wake_up`...) are not
+reachable, and a function whose runtime is not `vllm` answers 404 `not_openai_compatible`.
+
+The engine's own answers pass through unchanged, errors included: an error the engine
+answers (a bad model name, a prompt over the context length) is OpenAI's error JSON
+(`{"error": {"message", "type", "param", "code"}}`) with the engine's status, not the
+gateway's `Error`. `"stream": true` is answered `text/event-stream`, each event as the engine
+sends it (the gateway does not buffer). Tokens are counted from the answer's `usage` object
+(a stream has one only with `"stream_options": {"include_usage": true}`). An `Idempotency-Key`
+is refused (400)."""
+_OPENAI_ERRORS = (400, 401, 403, 404, 413, 429, 502, 503, 504)
+_OPENAI_CODES = {404: (ErrorCode.NOT_FOUND, "not_openai_compatible")}
+_OPENAI_OK = {"description": "the engine's answer (a stream of events with `\"stream\": true`)",
+              "headers": {wire.INVOCATION_ID: {**_INVOCATION_ID, "required": True}},
+              "content": {"application/json": {"schema": {"type": "object"}},
+                          "text/event-stream": {"schema": {"type": "string"},
+                                                "description": "`data: {chunk}` events, then `data: [DONE]`"}}}
+_OPENAI_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "description": "the OpenAI request (`model`, `messages` or `prompt`, `max_tokens`, "
+                                     "`stream`...), passed to the engine as it is"}}}}
+
+
+def _openai_op(op_id: str, summary: str, get: bool = False) -> dict[str, Any]:
+    return _op(op_id, "invoke", summary, {200: _OPENAI_OK}, _OPENAI_ERRORS, description=_OPENAI_DESCRIPTION,
+               invoke=True, codes=_OPENAI_CODES, params=[_NAME_PARAM], body=None if get else _OPENAI_BODY)
+
+
 _USAGE_PARAMS = [_coord_query("since", _USAGE_DAY, False, "the first day (default: the 1st of this month)"),
                  _coord_query("until", _USAGE_DAY, False, "the last day (default: today)")]
 _USAGE_DESCRIPTION = ("Needs a key whose scope allows `usage` (admin, tenant-admin); 403 otherwise. Request counts "
@@ -712,6 +748,12 @@ PATHS: dict[str, dict[str, Any]] = {
         {202: _json(_obj({"id": {"type": "string"}, "state": {"const": "queued"},
                           "status_url": {"type": "string"}}), "queued again")},
         (401, 403, 404, 409, 429, 503), params=[_INV_PARAM], codes={409: ("not_deployed",)})},
+    "/v1/invoke/{name}/v1/chat/completions": {"post": _openai_op(
+        "openaiChatCompletions", "A vLLM function's chat completion (OpenAI-compatible)")},
+    "/v1/invoke/{name}/v1/completions": {"post": _openai_op(
+        "openaiCompletions", "A vLLM function's text completion (OpenAI-compatible)")},
+    "/v1/invoke/{name}/v1/models": {"get": _openai_op(
+        "openaiModels", "The model a vLLM function serves (OpenAI-compatible)", get=True)},
     "/v1/invoke/{name}": {"post": _op(
         "invoke", "invoke", "Invoke a function (sync or streamed)",
         {200: {"description": "the function's result, or its stream",
@@ -1088,6 +1130,9 @@ _METRICS_POINT = {
     "concurrency_avg": {"type": "number", "minimum": 0, "description": "busy seconds / seconds: average in flight"},
     "inflight_peak": {**_COUNT, "description": "the most in flight one gateway saw at once (sampled each second)"},
     "instances_peak": {**_COUNT, "description": "the most ready instances seen (sampled each second)"},
+    "tokens_in": {**_COUNT, "description": "prompt tokens of a vLLM function's answers that carried a `usage` "
+                                           "object (docs/openai.md); 0 for other functions"},
+    "tokens_out": {**_COUNT, "description": "completion tokens of those answers"},
 }
 SCHEMAS["MetricsPoint"] = _obj(_METRICS_POINT)
 SCHEMAS["MetricsSeriesPoint"] = _obj({"start": {**_COUNT, "description": "the point's start (epoch seconds)"},

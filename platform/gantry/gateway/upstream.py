@@ -1,5 +1,6 @@
-"""A small HTTP/1.1 client for the gateway's forward path: one POST per request over a pool of
-persistent connections per instance, on asyncio Protocols.
+"""A small HTTP/1.1 client for the gateway's forward path: one request (a POST, or a GET
+without a body) per forward over a pool of persistent connections per instance, on asyncio
+Protocols.
 
 The forward path needs very little of a general client (no cookies, redirects, proxies,
 tracing, URL building, compression), and profiling showed aiohttp's ClientSession spending
@@ -394,15 +395,28 @@ class UpstreamPool:
         self._closed = False
 
     async def post(self, host: str, port: int, path: str, headers: dict[str, str], body: bytes) -> Response:
-        """Send one POST and return once the response head has arrived.  Raises ConnectFailed,
-        Disconnected or BadResponse; only one whose ``request_sent`` is false proves that the
-        instance never saw the request.  If the caller is cancelled meanwhile, the connection is
-        closed."""
+        """Send one POST and return once the response head has arrived (``request``)."""
+        return await self.request("POST", host, port, path, headers, body)
+
+    async def request(self, method: str, host: str, port: int, path: str, headers: dict[str, str],
+                      body: bytes = b"") -> Response:
+        """Send one request and return once the response head has arrived.  A GET goes
+        without a body or Content-Length (HEAD is not supported: its answer has no body
+        whatever its Content-Length says, which this parser does not know); METHOD and PATH come from the gateway's own
+        routes, never from a caller.  Raises ConnectFailed, Disconnected or BadResponse; only
+        one whose ``request_sent`` is false proves that the instance never saw the request.
+        If the caller is cancelled meanwhile, the connection is closed."""
+        if method == "GET":
+            if body:
+                raise ValueError(f"a {method} request has no body")
+            framing = ""
+        else:
+            framing = f"Content-Length: {len(body)}\r\n"
         key = (host, port)
         conn = self._get_idle(key)
         if conn is None:
             conn = await self._connect(key)
-        lines = [f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"]
+        lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{framing}"]
         for name, value in headers.items():
             if "\r" in value or "\n" in value:
                 value = value.replace("\r", " ").replace("\n", " ")

@@ -16,6 +16,8 @@ minutes combine exactly by adding (HINCRBY), except the two peaks, which combine
   b:I    invocations whose duration fell in bucket I of gantry.metrics.histogram
   ip     peak in-flight requests seen by one gateway (max over gateways and samples)
   ni     peak ready instances seen (max over gateways and samples)
+  ti     tokens in: prompt tokens of a vLLM function's answers that carried a usage object
+  to     tokens out: completion tokens of those answers
 
 The tenant's row of a minute is the sum of its functions' rows; its peaks are sampled as the
 tenant's sum at each sampling moment.
@@ -34,6 +36,7 @@ from ..tenants.model import qualify
 INVOCATIONS, ASYNC, THROTTLES, COLD, COLD_US, DURATION_US = "n", "a", "t", "c", "cw", "d"
 ERROR, BUCKET = "e:", "b:"
 INFLIGHT_PEAK, INSTANCES = "ip", "ni"
+TOKENS_IN, TOKENS_OUT = "ti", "to"
 PEAKS = (INFLIGHT_PEAK, INSTANCES)          # combine by max, every other field by sum
 BUCKET_FIELDS = tuple(f"{BUCKET}{i}" for i in range(histogram.COUNT))
 SEP = "|"                                   # stored field: "MM|FIELD", MM the minute in the hour
@@ -105,6 +108,12 @@ class Rows:
         row = self._row((minute, tenant, name))
         row[COLD] = row.get(COLD, 0) + 1
         row[COLD_US] = row.get(COLD_US, 0) + _us(seconds)
+
+    def tokens(self, minute: int, tenant: str, name: str, prompt: int, completion: int) -> None:
+        """The usage of one answer of a vLLM function (a deployed one: no row for made-up names)."""
+        row = self._row((minute, tenant, name))
+        row[TOKENS_IN] = row.get(TOKENS_IN, 0) + prompt
+        row[TOKENS_OUT] = row.get(TOKENS_OUT, 0) + completion
 
     def sample(self, minute: int, gauges: list[tuple[str, str, int, int]]) -> None:
         """One sampling moment: (tenant, function, in-flight, ready instances) of each function
@@ -259,6 +268,8 @@ def summarize(rows: list[dict[str, int]], seconds: float) -> dict[str, Any]:
         "concurrency_avg": round(sums.get(DURATION_US, 0) / 1e6 / seconds, 4) if seconds > 0 else 0.0,
         "inflight_peak": peaks[INFLIGHT_PEAK],
         "instances_peak": peaks[INSTANCES],
+        "tokens_in": sums.get(TOKENS_IN, 0),
+        "tokens_out": sums.get(TOKENS_OUT, 0),
     }
 
 

@@ -30,8 +30,15 @@ def scheduler(r, holder: str = "s1", **kw) -> Scheduler:
 
 
 async def add_node(r, node_id: str, cpu: int = 4000, memory: int = 8 * GiB, gpus: int = 0,
-                   ttl_ms: int = 60_000) -> None:
-    node = state.Node(id=node_id, host="127.0.0.1", cpu=cpu, memory=memory, gpus=gpus, started=time.time())
+                   ttl_ms: int = 60_000, gpu_devices: list[state.GpuDevice] | None = None,
+                   cpu_work: int = 1) -> None:
+    """A live node record as a worker writes it; ``gpus`` without ``gpu_devices``: that many
+    80 GiB A100s with UUIDs made from the node id."""
+    if gpu_devices is None:
+        gpu_devices = [state.GpuDevice(uuid=f"GPU-{node_id}-{i}", name="NVIDIA A100-SXM4-80GB", memory=80 * GiB,
+                                       free=80 * GiB) for i in range(gpus)]
+    node = state.Node(id=node_id, host="127.0.0.1", cpu=cpu, memory=memory, gpus=len(gpu_devices),
+                      started=time.time(), gpu_inventory=state.GpuDevice.encode_list(gpu_devices), cpu_work=cpu_work)
     await r.hset(keys.node(node_id), mapping=node.to_hash())
     await r.sadd(keys.NODES, node_id)
     await r.set(keys.node_alive(node_id), "1", px=ttl_ms)

@@ -224,6 +224,20 @@ SCHEMAS: dict[str, _Schema] = {
                               ("allocated", "reserved by the instances placed there"),
                               ("used", "really in use now (the whole node)"))},
         "instances": {"type": "integer", "minimum": 0}, "states": _COUNTS,
+        "gpu_devices": {"type": "array", "description": "the node's GPUs as its worker read them (NVML), "
+                                                         "refreshed at each heartbeat",
+                        "items": _obj({
+                            "uuid": {"type": "string"}, "name": {"type": "string"},
+                            "memory": {"type": "integer", "description": "bytes in total"},
+                            "free": {"type": "integer", "description": "bytes free at the last reading"},
+                            "util": {"type": "integer", "description": "% busy (-1: not supported)"},
+                            "mig": {"type": "integer", "description": "1: MIG mode on (never leased)"},
+                            "procs": {"type": "array", "items": {"type": "integer"},
+                                      "description": "host PIDs of the compute processes on it"},
+                            "leased": {"type": "integer", "description": "bytes leased to instances "
+                                                                         "(a whole GPU: all of it)"}})},
+        "cpu_work": {"type": "boolean", "description": "whether it takes CPU-only instances "
+                                                       "(a GPU node only with GANTRY_GPU_NODE_CPU_WORK=1)"},
     }),
 }
 _QUOTAS = _obj({name: {"type": "number" if name == "cpu" else "integer", "minimum": 0,

@@ -51,10 +51,11 @@ async def kill_node(r, node_id: str) -> None:
 async def deploy(r, name: str, version: int = 1, image: str | None = None, cpu: float = 0.5,
                  memory: int = 512 * MiB, min_instances: int = 0, max_instances: int = 10,
                  concurrency: int = 4, idle_timeout: float = 60.0, keep_paused: float = 300.0,
-                 **policy) -> FunctionSpec:
-    """What the gateway's deploy does: a version record, then latest (active on first deploy)."""
+                 resources: Resources | None = None, **policy) -> FunctionSpec:
+    """What the gateway's deploy does: a version record, then latest (active on first deploy).
+    RESOURCES, when given, replace cpu and memory (a GPU function's)."""
     spec = FunctionSpec(name=name, handler="main:handle",
-                        resources=Resources(cpu=cpu, memory=memory),
+                        resources=resources or Resources(cpu=cpu, memory=memory),
                         scaling=Scaling(min_instances=min_instances, max_instances=max_instances,
                                         concurrency=concurrency, idle_timeout=idle_timeout,
                                         keep_paused=keep_paused, **policy))   # target_utilization, cooldowns

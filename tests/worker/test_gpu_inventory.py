@@ -165,3 +165,33 @@ def test_node_record_round_trip():
     old = state.Node.from_hash({b"id": b"o", b"cpu": b"1000", b"memory": b"1"})
     assert old.cpu_work == 1 and old.gpu_devices == []
     assert state.GpuDevice.decode_list("not json") == []
+
+
+async def test_a_restarted_worker_reads_its_containers_gpu_leases_back(
+        redis_url, redis_client, docker_client, node_id, kinds_image, kinds_spec, caplog):
+    """The leases are re-derived from the containers' gantry.gpus labels.  A container with a
+    real DeviceRequest cannot start on this engine (no NVIDIA runtime), so the label is put on
+    a CPU container: what register reads is the label."""
+    from worker_helpers import agent_for, place
+
+    from gantry.worker import containers
+    from gantry.worker.containers import LABEL_NODE
+
+    network = containers.ensure_network(docker_client, "gantry-fn")
+    ids = []
+    for lease in ("GPU-x0=1073741824", "GPU-x1=2147483648"):
+        iid = place(redis_client, node_id)
+        redis_client.hset(keys.instance(iid), mapping={"state": state.READY,
+                                                        "gpu_lease": lease if not ids else "GPU-other=1"})
+        kw = container_kwargs(kinds_spec, kinds_image, iid, key="k" * 32, network=network,
+                              labels={LABEL_NODE: node_id, LABEL_GPUS: lease})
+        kw.pop("detach")
+        docker_client.containers.create(**kw).start()
+        ids.append(iid)
+    with caplog.at_level(logging.WARNING, "gantry.worker"):
+        async with agent_for(redis_url, docker_client, node_id, fake_gpus="L4:24Gi,L4:24Gi") as agent:
+            await agent.register()
+            assert agent.gpu_leases == {ids[0]: "GPU-x0=1073741824", ids[1]: "GPU-x1=2147483648"}
+    # the second container's record says another GPU: both are logged, the container keeps its own
+    assert any(ids[1] in r.getMessage() and "GPU-other=1" in r.getMessage() for r in caplog.records)
+    assert not any(ids[0] in r.getMessage() for r in caplog.records if "holds GPUs" in r.getMessage())

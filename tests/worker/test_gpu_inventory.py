@@ -195,3 +195,11 @@ async def test_a_restarted_worker_reads_its_containers_gpu_leases_back(
     # the second container's record says another GPU: both are logged, the container keeps its own
     assert any(ids[1] in r.getMessage() and "GPU-other=1" in r.getMessage() for r in caplog.records)
     assert not any(ids[0] in r.getMessage() for r in caplog.records if "holds GPUs" in r.getMessage())
+
+
+def test_gantry_up_lets_its_one_node_take_cpu_work_unless_told_not_to(monkeypatch):
+    from gantry.up import read_settings
+    monkeypatch.delenv("GANTRY_GPU_NODE_CPU_WORK", raising=False)
+    assert read_settings("127.0.0.1", 8000, "one")[0].gpu_node_cpu_work is True
+    monkeypatch.setenv("GANTRY_GPU_NODE_CPU_WORK", "0")
+    assert read_settings("127.0.0.1", 8000, "one")[0].gpu_node_cpu_work is False

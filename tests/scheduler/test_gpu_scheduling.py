@@ -67,7 +67,9 @@ async def test_cpu_work_stays_off_a_gpu_node_unless_allowed(aredis):
     s = scheduler(r)
     await s._iteration()
     assert await instances(r, "echo") == []
-    assert "no capacity" in (await field(r, "echo", "pending_reason") or "")
+    assert await field(r, "echo", "pending_reason") == (
+        "no capacity: every one of the 1 live node(s) has GPUs and takes GPU instances only "
+        "(GANTRY_GPU_NODE_CPU_WORK=1 on a worker lets it take CPU-only instances)")
     await add_node(r, "g2", gpu_devices=[GpuDevice("GPU-x", "NVIDIA L4", 24 * GiB)], cpu_work=1)
     await settle(s, [FakeWorker(r, "g2")])
     (inst,) = await instances(r, "echo")

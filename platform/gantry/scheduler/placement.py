@@ -169,6 +169,15 @@ async def place_gpu(store: Store, epoch: int, function_name: str, nodes: list[No
     return None
 
 
+def no_cpu_work_reason(req: Request, nodes: list[Node]) -> str:
+    """Why a CPU-only request waits when every live node is a GPU node that takes no CPU work
+    ("" when some node takes it)."""
+    if req.gpu.wanted or not nodes or any(takes(n, req) for n in nodes):
+        return ""
+    return (f"no capacity: every one of the {len(nodes)} live node(s) has GPUs and takes GPU instances only "
+            "(GANTRY_GPU_NODE_CPU_WORK=1 on a worker lets it take CPU-only instances)")
+
+
 def no_gpu_reason(req: Request, nodes: list[Node], leases: list[dict[str, int]]) -> str:
     """Why a GPU request waits: nothing could ever hold it (gpulease.why_none_holds), or every
     node that could has its fitting GPUs leased now."""

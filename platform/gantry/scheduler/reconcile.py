@@ -35,8 +35,8 @@ from . import reclaim
 from .autoscale import Decision, Memory, Policy, WantWindow, compute_want, decide, demand_from_reports, last_request
 from .decisions import DecisionStore
 from . import gpulease
-from .placement import (Ranker, Request, for_tenant, no_capacity_reason, no_gpu_reason, no_node_reason, place,
-                        place_gpu, takes)
+from .placement import (Ranker, Request, for_tenant, no_capacity_reason, no_cpu_work_reason, no_gpu_reason,
+                        no_node_reason, place, place_gpu, takes)
 from .tenancy import IsolationCache
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,8 @@ class Reconciler:
         allowed = for_tenant(nodes, tenant, isolation)      # labelled nodes (GANTRY_NODE_TENANT)
         if nodes and not allowed:
             return no_node_reason(tenant, isolation, nodes)
+        if no_cpu_work := no_cpu_work_reason(req, allowed):
+            return no_cpu_work
         for _ in range(count):
             # QuotaExceeded (the tenant's quota refused) goes up to reconcile: it is the reason
             lease: list[tuple[str, int]] = []

@@ -28,6 +28,7 @@ from gantry_runtime.wire import INSTANCE_KEY_ENV
 from docker.types import DeviceRequest, Mount
 
 from ..manifest import MAX_BODY, FunctionSpec
+from ..scheduler.gpulease import uuids as lease_uuids
 from .secretfiles import SECRET_VARS_ENV, SECRETS_MOUNT
 from . import isolation as isolation_
 
@@ -91,7 +92,6 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
     (worker.secretfiles), mounted read-only at /run/secrets when the spec names secrets.
     GPU_LEASE: the GPUs the scheduler leased it ("UUID=BYTES,..."), given by UUID and only
     those: Docker does not allocate GPUs (a count of 1 twice gives both containers GPU 0)."""
-    from ..scheduler.gpulease import uuids as lease_uuids    # a pure module; here to keep imports light
     gpu_ids = lease_uuids(gpu_lease)
     if not key:
         raise ValueError("an instance needs its key: the runtime would answer anyone")

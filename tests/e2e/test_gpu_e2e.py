@@ -18,6 +18,7 @@ FAST_WORKER = {"GANTRY_HEARTBEAT_INTERVAL": "0.3", "GANTRY_HEARTBEAT_TTL": "1.5"
                "GANTRY_DRAIN_GRACE": "5", "GANTRY_ORPHAN_INTERVAL": "1", "GANTRY_NODE_CPU": "8",
                "GANTRY_NODE_MEMORY": "8Gi"}
 
+from test_cli import gantry
 from test_platform import live, spec_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -38,6 +39,8 @@ def test_gpu_function_leases_a_fake_gpu_by_uuid_and_cpu_work_stays_off_it(platfo
     devices = nodes[0]["gpu_devices"]
     assert [d["name"] for d in devices] == ["NVIDIA L4", "NVIDIA L4"] and nodes[0]["cpu_work"] is False
     uuids = [d["uuid"] for d in devices]
+    shown = gantry(platform, "nodes").stdout
+    assert all(u in shown for u in uuids) and "0/24576 (24576)" in shown and "MEMORY MiB LEASED/TOTAL" in shown
 
     # what no node could hold is refused at deploy, naming what is missing
     with pytest.raises(APIError) as info:

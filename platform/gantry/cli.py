@@ -206,7 +206,20 @@ def cmd_nodes(args) -> int:
                      f"{req['cpu'] / 1000:g}/{alloc['cpu'] / 1000:g} ({used['cpu'] / 1000:.2f}/{cap['cpu'] / 1000:g})",
                      f"{req['memory'] >> 20}/{alloc['memory'] >> 20} ({used['memory'] >> 20})", states])
     print(_table(rows))
+    gpus = [[n["id"], *gpu_row(g)] for n in nodes for g in n.get("gpu_devices") or ()]
+    if gpus:
+        print()
+        print(_table([["NODE", "GPU", "NAME", "MEMORY MiB LEASED/TOTAL (FREE)", "UTIL", "PROCESSES"], *gpus]))
     return 0
+
+
+def gpu_row(g: dict) -> list[str]:
+    """One GPU of ``gantry nodes``: what is leased of it, what NVML says is free and busy."""
+    mib = 2**20
+    util = "n/a" if g.get("util", -1) < 0 else f"{g['util']}%"
+    return [g["uuid"], g["name"] + (" (MIG)" if g.get("mig") else ""),
+            f"{g.get('leased', 0) // mib}/{g['memory'] // mib} ({g.get('free', 0) // mib})", util,
+            str(len(g.get("procs") or ()))]
 
 
 def _with_client(cmd):

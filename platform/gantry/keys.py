@@ -84,7 +84,8 @@ def instance(instance_id: str) -> str:
 def node(node_id: str) -> str:
     """HASH: id, host (address the gateway dials), cpu (millicores), memory (bytes), gpus, started,
     cpu_allocatable (millicores placement may reserve), used_cpu, used_memory, tenant (the tenant
-    the node is labelled for, GANTRY_NODE_TENANT; "" for none) (fields of state.Node)."""
+    the node is labelled for, GANTRY_NODE_TENANT; "" for none), gpu_inventory (JSON list of
+    state.GpuDevice.to_wire()), cpu_work (0: takes no CPU-only instances) (fields of state.Node)."""
     return f"{PREFIX}node:{node_id}"
 
 
@@ -94,7 +95,8 @@ def node_alive(node_id: str) -> str:
 
 
 def node_alloc(node_id: str) -> str:
-    """HASH cpu (millicores), memory (bytes): what the scheduler has placed there."""
+    """HASH cpu (millicores), memory (bytes), and "gpu:UUID" (bytes of that GPU leased, absent
+    when none; a whole GPU leases all of it): what the scheduler has placed there."""
     return f"{PREFIX}node:{node_id}:alloc"
 
 
@@ -155,13 +157,19 @@ return 1
 # Returns 1 if released now, 0 if already released.
 RELEASE_CAPACITY = """
 if redis.call('HSETNX', KEYS[2], 'released', '1') == 0 then return 0 end
-local f = redis.call('HMGET', KEYS[2], 'cpu', 'memory', 'gpus', 'tenant')
+local f = redis.call('HMGET', KEYS[2], 'cpu', 'memory', 'gpus', 'tenant', 'gpu_lease')
 local cpu, mem, gpus = tonumber(f[1] or '0'), tonumber(f[2] or '0'), tonumber(f[3] or '0')
 -- Lua's -0 reaches Redis as "-0", which HINCRBY refuses: zero is skipped
 local function give(key, field, n) if n ~= 0 then redis.call('HINCRBY', key, field, -n) end end
 if ARGV[1] ~= 'tenant' then
   give(KEYS[1], 'cpu', cpu)
   give(KEYS[1], 'memory', mem)
+  -- its GPU lease (RESERVE_GPU_CAPACITY): "UUID=BYTES,..."; a GPU nobody leases has no field
+  for uuid, n in string.gmatch(f[5] or '', '([^,=]+)=(%d+)') do
+    if n ~= '0' and redis.call('HINCRBY', KEYS[1], 'gpu:' .. uuid, '-' .. n) <= 0 then
+      redis.call('HDEL', KEYS[1], 'gpu:' .. uuid)
+    end
+  end
 end
 if #KEYS >= 3 and f[4] and f[4] ~= '' then
   give(KEYS[3], 'instances', 1)
@@ -1512,4 +1520,114 @@ for i = 1, #KEYS do
   redis.call('EXPIREAT', KEYS[i], expire_at)
 end
 return changed
+"""
+
+
+# --- GPU leases (gantry.scheduler.gpulease) -------------------------------------------------
+# A GPU instance's lease is taken by UUID in the same step as its node's CPU and memory and
+# its tenant's usage, and fenced by the leader epoch: the whole decision (which GPUs) is
+# made here, on the node's inventory and current leases, so racing placements never share a
+# whole GPU or overfill one.  gantry.scheduler.gpulease.choose is its pure twin (the tests
+# check they agree).  Leases live in the node alloc hash as "gpu:UUID" -> bytes and on the
+# instance record as gpu_lease; RELEASE_CAPACITY gives them back with the rest, once.
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] node hash, KEYS[3] node alloc hash, KEYS[4] node alive key,
+# and for a tenant's instance KEYS[5] tenant_used hash, KEYS[6] tenant_quota hash
+# ARGV[1] epoch, ARGV[2] cpu millicores, ARGV[3] memory bytes, ARGV[4] whole GPUs wanted,
+# ARGV[5] bytes of one GPU wanted (a share; 0 with whole GPUs), ARGV[6..] GPU types, lower-case,
+# best first (none: any)
+# Returns -1 if the epoch is stale, 0 if it does not fit or the node is dead,
+# {resource, used, limit} when the tenant's quota refuses (a share counts as one GPU), or
+# {'lease', uuid1, bytes1, uuid2, bytes2, ...} when reserved.
+RESERVE_GPU_CAPACITY = """
+if tonumber(ARGV[1]) < tonumber(redis.call('GET', KEYS[1]) or '0') then return -1 end
+local cpu, mem = tonumber(ARGV[2]), tonumber(ARGV[3])
+local count, share = tonumber(ARGV[4]), tonumber(ARGV[5])
+local qgpus = count
+if count == 0 and share > 0 then qgpus = 1 end
+local tenant = #KEYS >= 6
+if tenant then
+  local want = {instances = 1, cpu = cpu, memory = mem, gpus = qgpus}
+  for _, r in ipairs({'instances', 'cpu', 'memory', 'gpus'}) do
+    local limit = redis.call('HGET', KEYS[6], r)
+    if limit and want[r] > 0 then
+      local used = tonumber(redis.call('HGET', KEYS[5], r) or '0')
+      if used + want[r] > tonumber(limit) then return {r, used, tonumber(limit)} end
+    end
+  end
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+local cap_cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu_allocatable') or '0')
+if cap_cpu == 0 then cap_cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu') or '0') end
+local cap_mem = tonumber(redis.call('HGET', KEYS[2], 'memory') or '0')
+local used_cpu = tonumber(redis.call('HGET', KEYS[3], 'cpu') or '0')
+local used_mem = tonumber(redis.call('HGET', KEYS[3], 'memory') or '0')
+if used_cpu + cpu > cap_cpu or used_mem + mem > cap_mem then return 0 end
+local raw = redis.call('HGET', KEYS[2], 'gpu_inventory')
+if not raw or raw == '' then return 0 end
+local ok, devices = pcall(cjson.decode, raw)
+if not ok or type(devices) ~= 'table' then return 0 end
+local types = {}
+for i = 6, #ARGV do types[#types + 1] = ARGV[i] end
+local function rank(name)
+  if #types == 0 then return 0 end
+  local lower = string.lower(tostring(name))
+  for i, t in ipairs(types) do
+    if string.find(lower, t, 1, true) then return i - 1 end
+  end
+  return nil
+end
+local chosen = {}
+for i, d in ipairs(devices) do
+  local total = tonumber(d.memory) or 0
+  local r = nil
+  if tonumber(d.mig) == 0 and total > 0 then r = rank(d.name) end
+  if r then
+    local used = tonumber(redis.call('HGET', KEYS[3], 'gpu:' .. d.uuid) or '0')
+    if count > 0 then
+      if used <= 0 then
+        chosen[r] = chosen[r] or {}
+        table.insert(chosen[r], {d.uuid, total})
+      end
+    elseif total - used >= share then
+      local left = total - used - share
+      local best = chosen.best
+      if not best or r < best[3] or (r == best[3] and left < best[4]) then
+        chosen.best = {d.uuid, share, r, left}
+      end
+    end
+  end
+end
+local lease = nil
+if count > 0 then
+  local ranks = {}
+  for r, _ in pairs(chosen) do ranks[#ranks + 1] = r end
+  table.sort(ranks)
+  for _, r in ipairs(ranks) do
+    if #chosen[r] >= count then
+      lease = {}
+      for j = 1, count do lease[j] = chosen[r][j] end
+      break
+    end
+  end
+elseif chosen.best then
+  lease = {chosen.best}
+end
+if not lease then return 0 end
+redis.call('HINCRBY', KEYS[3], 'cpu', cpu)
+redis.call('HINCRBY', KEYS[3], 'memory', mem)
+local out = {'lease'}
+for _, g in ipairs(lease) do
+  local n = string.format('%d', g[2])
+  redis.call('HINCRBY', KEYS[3], 'gpu:' .. g[1], n)
+  out[#out + 1] = g[1]
+  out[#out + 1] = n
+end
+if tenant then
+  redis.call('HINCRBY', KEYS[5], 'instances', 1)
+  redis.call('HINCRBY', KEYS[5], 'cpu', cpu)
+  redis.call('HINCRBY', KEYS[5], 'memory', mem)
+  redis.call('HINCRBY', KEYS[5], 'gpus', qgpus)
+end
+return out
 """

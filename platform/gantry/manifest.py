@@ -35,6 +35,10 @@ MAX_CPU = 1024                    # cores
 MIN_MEMORY = 6 * 2**20            # Docker's minimum
 MAX_MEMORY = 16 * 2**40           # 16Ti
 MAX_GPU = 64
+MAX_GPU_MEMORY = 2**40            # 1Ti: resources.gpu_memory, a share of one GPU
+MIN_GPU_MEMORY = 2**20            # 1Mi: a smaller share is a typo (a number of bytes meant as MiB)
+MAX_GPU_TYPES = 8
+GPU_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}$")
 MAX_INSTANCES = 10_000            # min_instances, max_instances
 MAX_CONCURRENCY = 10_000
 MAX_DURATION = 30 * 86400.0       # 30 days: limits.timeout, scaling.idle_timeout, keep_paused, cooldowns
@@ -59,6 +63,10 @@ class Resources:
     cpu: float = 0.5                 # cores: the container's hard limit (CFS quota)
     memory: int = 512 * 2**20        # bytes: the limit, and what placement reserves
     gpu: int = 0                     # whole GPUs
+    gpu_memory: int = 0              # bytes of ONE GPU's memory, shared with others (0: none); never with gpu
+    # GPU names placement prefers, best first, each matched case-insensitively as a part of
+    # the GPU's name ("H100" matches "NVIDIA H100 80GB HBM3"); empty: any GPU.
+    gpu_type: tuple[str, ...] = ()
     # cores placement reserves on a node (0: the same as cpu).  Nodes offer their CPUs times an
     # overcommit factor (GANTRY_CPU_OVERCOMMIT), so idle functions do not hold cores they never use.
     cpu_request: float = 0.0
@@ -66,6 +74,10 @@ class Resources:
     @property
     def cpu_request_millis(self) -> int:
         return int(round((self.cpu_request or self.cpu) * 1000))
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.gpu > 0 or self.gpu_memory > 0
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,7 @@ class FunctionSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["async"] = d.pop("async_policy")        # the manifest's name for it
+        d["resources"]["gpu_type"] = list(self.resources.gpu_type)   # as msgpack gives it back
         d["schedules"] = [{k: v for k, v in s.items() if v is not None} for s in d["schedules"]]
         return d
 
@@ -155,6 +168,7 @@ class FunctionSpec:
         d = self.to_dict()
         del d["tenant"]
         d["resources"]["memory"] = format_size(self.resources.memory)
+        d["resources"]["gpu_memory"] = format_size(self.resources.gpu_memory)
         d["scaling"]["idle_timeout"] = f"{self.scaling.idle_timeout:g}s"
         d["scaling"]["keep_paused"] = f"{self.scaling.keep_paused:g}s"
         d["scaling"]["scale_up_cooldown"] = f"{self.scaling.scale_up_cooldown:g}s"
@@ -169,7 +183,7 @@ class FunctionSpec:
 
 _TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env", "secrets", "async", "schedules"}
 _SECTIONS = {
-    "resources": {"cpu", "cpu_request", "memory", "gpu"},
+    "resources": {"cpu", "cpu_request", "memory", "gpu", "gpu_memory", "gpu_type"},
     "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused",
                 "target_utilization", "scale_up_cooldown", "scale_down_cooldown"},
     "limits": {"timeout", "max_body"},
@@ -179,6 +193,21 @@ MAX_RETRIES = 100
 MAX_SCHEDULES = 64
 PRIORITIES = ("high", "normal", "low")
 SCHEDULE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+def _gpu_types(value: Any, fail) -> tuple[str, ...]:
+    """resources.gpu_type: a list of GPU names, best first (a single string is a list of one)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or len(items) > MAX_GPU_TYPES:
+        raise fail("resources.gpu_type", f"expected a list of up to {MAX_GPU_TYPES} GPU names such as "
+                                         f"[\"H100\", \"A100\"], got {_shown(value)}")
+    for item in items:
+        if not isinstance(item, str) or not GPU_TYPE_RE.match(item):
+            raise fail("resources.gpu_type", "expected GPU names of letters, digits, space, '.', '_' or '-' "
+                                             f"(up to 40), such as \"H100\", got {_shown(item)}")
+    if len({i.lower() for i in items}) != len(items):
+        raise fail("resources.gpu_type", f"expected each GPU name once, got {_shown(value)}")
+    return tuple(items)
 
 
 def load_manifest(directory: str) -> FunctionSpec:
@@ -254,7 +283,17 @@ def _validate(data: dict[str, Any], source: str, stored: bool = False) -> Functi
         memory=quantity(res, "resources", "memory", "512Mi", parse_size, MAX_MEMORY),
         gpu=number(res, "resources", "gpu", 0, int, 0, MAX_GPU),
         cpu_request=number(res, "resources", "cpu_request", 0.0, float, 0.0, MAX_CPU),
+        gpu_memory=quantity(res, "resources", "gpu_memory", 0, parse_size, MAX_GPU_MEMORY),
+        gpu_type=_gpu_types(res.get("gpu_type", ()), fail),
     )
+    if resources.gpu and resources.gpu_memory:
+        raise fail("resources.gpu_memory", f"expected either gpu (whole GPUs) or gpu_memory (a share of one GPU), "
+                                           f"not both: gpu = {resources.gpu}")
+    if 0 < resources.gpu_memory < MIN_GPU_MEMORY:
+        raise fail("resources.gpu_memory", f"expected 0 or at least 1Mi (a size such as \"20G\"), "
+                                           f"got {_shown(res.get('gpu_memory'))}")
+    if resources.gpu_type and not resources.wants_gpu:
+        raise fail("resources.gpu_type", "expected only with gpu or gpu_memory: the function asks for no GPU")
     if 0 < resources.cpu_request < 0.01:
         raise fail("resources.cpu_request", f"expected 0 (the same as cpu) or at least 0.01, "
                                             f"got {resources.cpu_request:g}")

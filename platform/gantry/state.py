@@ -15,6 +15,7 @@ read-modify-write.  Who writes what:
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
@@ -118,6 +119,9 @@ class Instance:
     # The tenant whose usage (keys.tenant_used) it reserved; "" when it reserved none (placed
     # before quotas existed): keys.RELEASE_CAPACITY gives usage back only when set.
     tenant: str = ""
+    # The GPUs it leased by UUID (keys.RESERVE_GPU_CAPACITY): "UUID=BYTES,..." (whole GPUs
+    # lease their total memory); keys.RELEASE_CAPACITY gives them back with the rest.
+    gpu_lease: str = ""
     # The runtime's secret (gantry_runtime.wire.INSTANCE_KEY): the worker writes it with host
     # and port; the gateway sends it with every forward.  Never shown by the admin API.
     key: str = field(default="", repr=False)
@@ -159,10 +163,17 @@ class Node:
     used_cpu: int = 0          # millicores busy over the last heartbeat interval (the whole node)
     used_memory: int = 0       # bytes in use now (MemTotal - MemAvailable)
     tenant: str = ""           # the tenant the node is labelled for (GANTRY_NODE_TENANT); "": none
+    # Its GPUs (worker/gpus.py), JSON of GpuDevice.to_wire() each, refreshed at each heartbeat.
+    gpu_inventory: str = ""
+    cpu_work: int = 1          # 0: a GPU node that takes no CPU-only instances (GANTRY_GPU_NODE_CPU_WORK)
 
     @property
     def allocatable_cpu(self) -> int:
         return self.cpu_allocatable or self.cpu
+
+    @property
+    def gpu_devices(self) -> list["GpuDevice"]:
+        return GpuDevice.decode_list(self.gpu_inventory)
 
     def to_hash(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -177,7 +188,48 @@ class Node:
             if f.name in data and f.type in ("int", "float"):
                 kwargs[f.name] = (float if f.type == "float" else int)(data[f.name] or 0)
         kwargs["tenant"] = data.get("tenant", "")
+        kwargs["gpu_inventory"] = data.get("gpu_inventory", "")
+        if "cpu_work" not in data:
+            kwargs["cpu_work"] = 1       # a record from before the field: it took any work
         return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One GPU of a node as its worker read it through NVML (worker/gpus.py).  Placement uses
+    uuid, name, memory and mig; the rest is shown (``gantry nodes``)."""
+    uuid: str
+    name: str
+    memory: int                 # bytes in total
+    free: int = 0               # bytes free at the last reading (whoever uses them)
+    util: int = -1              # % busy over NVML's last sample period (-1: not supported)
+    mig: int = 0                # 1: MIG mode on (never leased whole or shared: see docs/gpus.md)
+    procs: tuple[int, ...] = ()  # host PIDs of the compute processes on it
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"uuid": self.uuid, "name": self.name, "memory": self.memory, "free": self.free,
+                "util": self.util, "mig": self.mig, "procs": list(self.procs)}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "GpuDevice":
+        return cls(uuid=str(d["uuid"]), name=str(d.get("name", "")), memory=int(d.get("memory", 0)),
+                   free=int(d.get("free", 0)), util=int(d.get("util", -1)), mig=int(d.get("mig", 0)),
+                   procs=tuple(int(p) for p in d.get("procs") or ()))
+
+    @staticmethod
+    def encode_list(devices: "list[GpuDevice]") -> str:
+        """The node record's ``gpu_inventory`` ("" for none): compact JSON, which the lease
+        script decodes with cjson."""
+        return json.dumps([d.to_wire() for d in devices], separators=(",", ":")) if devices else ""
+
+    @classmethod
+    def decode_list(cls, text: str) -> "list[GpuDevice]":
+        if not text:
+            return []
+        try:
+            return [cls.from_wire(d) for d in json.loads(text)]
+        except (ValueError, TypeError, KeyError):
+            return []        # a record this version cannot read: as if it had no GPUs
 
 
 @dataclass

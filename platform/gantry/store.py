@@ -396,13 +396,52 @@ class Store(ScriptRunner):
             raise QuotaExceeded.from_reply(tenant, reply)
         return bool(reply)
 
+    async def reserve_gpus(self, epoch: int, node_id: str, cpu: int, memory: int, count: int, share: int,
+                           types: tuple[str, ...] = (), tenant: str | None = None) -> list[tuple[str, int]] | None:
+        """Lease COUNT whole GPUs or SHARE bytes of one (keys.RESERVE_GPU_CAPACITY chooses
+        which, by TYPES) with the node's CPU and memory and the tenant's usage, at once; the
+        lease [(uuid, bytes)], or None if it does not fit.  Raises Deposed for a stale epoch
+        and QuotaExceeded when the tenant's quota refuses."""
+        node_keys = [keys.LEADER_EPOCH, keys.node(node_id), keys.node_alloc(node_id), keys.node_alive(node_id)]
+        if tenant is not None:
+            node_keys += [keys.tenant_used(tenant), keys.tenant_quota(tenant)]
+        reply = await self._run(keys.RESERVE_GPU_CAPACITY, node_keys,
+                                [epoch, cpu, memory, count, share, *(t.lower() for t in types)])
+        if reply == -1:
+            raise Deposed(f"GPU lease on {node_id}")
+        if not isinstance(reply, list):
+            return None
+        if _text(reply[0]) != "lease":
+            raise QuotaExceeded.from_reply(tenant, reply)
+        items = [_text(x) for x in reply[1:]]
+        return [(items[i], int(items[i + 1])) for i in range(0, len(items), 2)]
+
+    async def node_gpu_leases(self, node_ids: list[str]) -> list[dict[str, int]]:
+        """uuid -> bytes leased, for each node (the "gpu:UUID" fields of its alloc hash)."""
+        if not node_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for node_id in node_ids:
+            pipe.hgetall(keys.node_alloc(node_id))
+        out = []
+        for raw in await pipe.execute():
+            leases = {}
+            for k, v in raw.items():
+                field = _text(k)
+                if field.startswith("gpu:") and int(v) > 0:
+                    leases[field[4:]] = int(v)
+            out.append(leases)
+        return out
+
     async def unreserve(self, node_id: str, cpu: int, memory: int, tenant: str | None = None,
-                        gpus: int = 0) -> None:
+                        gpus: int = 0, lease: list[tuple[str, int]] | None = None) -> None:
         """Give back a reservation that no instance record took over (MULTI), the tenant's
-        usage with it when it was reserved for ``tenant``."""
+        usage with it when it was reserved for ``tenant``, and its GPU ``lease``."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hincrby(keys.node_alloc(node_id), "cpu", -cpu)
         pipe.hincrby(keys.node_alloc(node_id), "memory", -memory)
+        for uuid, n in lease or ():
+            pipe.hincrby(keys.node_alloc(node_id), f"gpu:{uuid}", -n)
         if tenant is not None:
             used = keys.tenant_used(tenant)
             for field, amount in (("instances", 1), ("cpu", cpu), ("memory", memory), ("gpus", gpus)):

@@ -265,7 +265,10 @@ def read_settings(host: str, port: int, node_id: str):
     from .scheduler.settings import SchedulerSettings
     from .worker.settings import WorkerSettings
 
-    return (WorkerSettings.from_env(node_id=node_id),
+    # One machine is the whole platform: its GPUs do not keep CPU functions off it, unless
+    # GANTRY_GPU_NODE_CPU_WORK=0 says so (docs/gpus.md)
+    cpu_work = None if Env().text("GANTRY_GPU_NODE_CPU_WORK") is not None else True
+    return (WorkerSettings.from_env(node_id=node_id, gpu_node_cpu_work=cpu_work),
             SchedulerSettings.from_env(holder_id=f"{node_id}-{os.getpid()}"),
             GatewaySettings.from_env(host=host, port=port, workers=1))   # one gateway: in this process
 

@@ -30,8 +30,15 @@ def scheduler(r, holder: str = "s1", **kw) -> Scheduler:
 
 
 async def add_node(r, node_id: str, cpu: int = 4000, memory: int = 8 * GiB, gpus: int = 0,
-                   ttl_ms: int = 60_000) -> None:
-    node = state.Node(id=node_id, host="127.0.0.1", cpu=cpu, memory=memory, gpus=gpus, started=time.time())
+                   ttl_ms: int = 60_000, gpu_devices: list[state.GpuDevice] | None = None,
+                   cpu_work: int = 1) -> None:
+    """A live node record as a worker writes it; ``gpus`` without ``gpu_devices``: that many
+    80 GiB A100s with UUIDs made from the node id."""
+    if gpu_devices is None:
+        gpu_devices = [state.GpuDevice(uuid=f"GPU-{node_id}-{i}", name="NVIDIA A100-SXM4-80GB", memory=80 * GiB,
+                                       free=80 * GiB) for i in range(gpus)]
+    node = state.Node(id=node_id, host="127.0.0.1", cpu=cpu, memory=memory, gpus=len(gpu_devices),
+                      started=time.time(), gpu_inventory=state.GpuDevice.encode_list(gpu_devices), cpu_work=cpu_work)
     await r.hset(keys.node(node_id), mapping=node.to_hash())
     await r.sadd(keys.NODES, node_id)
     await r.set(keys.node_alive(node_id), "1", px=ttl_ms)
@@ -44,10 +51,11 @@ async def kill_node(r, node_id: str) -> None:
 async def deploy(r, name: str, version: int = 1, image: str | None = None, cpu: float = 0.5,
                  memory: int = 512 * MiB, min_instances: int = 0, max_instances: int = 10,
                  concurrency: int = 4, idle_timeout: float = 60.0, keep_paused: float = 300.0,
-                 **policy) -> FunctionSpec:
-    """What the gateway's deploy does: a version record, then latest (active on first deploy)."""
+                 resources: Resources | None = None, **policy) -> FunctionSpec:
+    """What the gateway's deploy does: a version record, then latest (active on first deploy).
+    RESOURCES, when given, replace cpu and memory (a GPU function's)."""
     spec = FunctionSpec(name=name, handler="main:handle",
-                        resources=Resources(cpu=cpu, memory=memory),
+                        resources=resources or Resources(cpu=cpu, memory=memory),
                         scaling=Scaling(min_instances=min_instances, max_instances=max_instances,
                                         concurrency=concurrency, idle_timeout=idle_timeout,
                                         keep_paused=keep_paused, **policy))   # target_utilization, cooldowns

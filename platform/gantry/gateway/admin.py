@@ -12,6 +12,8 @@ from aiohttp import web
 
 from .. import keys, logview
 from ..manifest import MAX_DURATION, FunctionSpec, ManifestError, Scaling
+from ..scheduler import gpulease
+from ..scheduler.placement import Request
 from ..quantities import parse_duration
 from ..scheduler.decisions import DecisionStore
 from ..store import UnreadableRecord
@@ -108,6 +110,12 @@ async def _register(request: web.Request, r, spec: FunctionSpec, image: str) -> 
     missing = await secrets_api.missing_secrets(request.app[secrets_api.SECRET_STORE], spec.tenant, spec.secrets)
     if missing:
         raise secrets_api.missing_secrets_error(spec.tenant, missing)
+    if spec.resources.wants_gpu:
+        # refused now rather than left waiting for a GPU no live node has (docs/gpus.md)
+        why = gpulease.why_none_holds({n.id: n.gpu_devices for n in await r.live_nodes()},
+                                      Request.of(spec.resources).gpu)
+        if why:
+            raise ApiError(400, "bad_request", f"spec: resources: {why}")
     version, active = await registry.deploy(r, spec, image)
     request.app[CACHE].refresh_name(spec.qualified)
     return version, active

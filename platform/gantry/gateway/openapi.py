@@ -22,7 +22,7 @@ from gantry_runtime.wire import ErrorCode
 
 from .. import keys, state
 from ..manifest import (MIN_UTILIZATION, MAX_RETRIES, MAX_SCHEDULES, PRIORITIES, SCHEDULE_NAME_RE, MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
-                        MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
+                        MAX_GPU_MEMORY, MAX_GPU_TYPES, GPU_TYPE_RE, MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
 from ..invocations import signing
 from ..quantities import format_size
 from ..tenants.apikeys import KEY_RE, MAX_KEY_FUNCTIONS, MAX_NOTE
@@ -97,6 +97,7 @@ def _spec(written: bool) -> _Schema:
                                                                 "description": f"{what}: bytes"})
     duration = _duration if written else (lambda what: {**num("number", 0, MAX_DURATION, f"{what}: seconds")})
     env_value = ({"type": ["string", "number", "boolean"]} if written else {"type": "string"})
+    gpu_types = {"type": "array", "maxItems": MAX_GPU_TYPES, "items": {"type": "string", "pattern": GPU_TYPE_RE.pattern}}
     sections = {
         "resources": {
             "cpu": num("number", 0.01, MAX_CPU, "cores: the container's CPU quota (default 0.5)"),
@@ -104,6 +105,12 @@ def _spec(written: bool) -> _Schema:
             "memory": size(MAX_MEMORY, f"memory limit, at least {format_size(MIN_MEMORY)} (default 512Mi)",
                            MIN_MEMORY),
             "gpu": num("integer", 0, MAX_GPU, "whole GPUs (default 0)"),
+            "gpu_memory": size(MAX_GPU_MEMORY, "a share of ONE GPU's memory, never with gpu (default 0: none; "
+                                               "docs/gpus.md)"),
+            "gpu_type": {**({"anyOf": [{"type": "string", "pattern": GPU_TYPE_RE.pattern}, gpu_types]}
+                            if written else gpu_types),
+                         "description": "GPU names placement prefers, best first, each matched as a "
+                                        "case-insensitive part of the GPU's name (default: any GPU)"},
         },
         "scaling": {
             "min_instances": num("integer", 0, MAX_INSTANCES, "instances kept ready (default 0: scale to zero)"),
@@ -224,6 +231,20 @@ SCHEMAS: dict[str, _Schema] = {
                               ("allocated", "reserved by the instances placed there"),
                               ("used", "really in use now (the whole node)"))},
         "instances": {"type": "integer", "minimum": 0}, "states": _COUNTS,
+        "gpu_devices": {"type": "array", "description": "the node's GPUs as its worker read them (NVML), "
+                                                         "refreshed at each heartbeat",
+                        "items": _obj({
+                            "uuid": {"type": "string"}, "name": {"type": "string"},
+                            "memory": {"type": "integer", "description": "bytes in total"},
+                            "free": {"type": "integer", "description": "bytes free at the last reading"},
+                            "util": {"type": "integer", "description": "% busy (-1: not supported)"},
+                            "mig": {"type": "integer", "description": "1: MIG mode on (never leased)"},
+                            "procs": {"type": "array", "items": {"type": "integer"},
+                                      "description": "host PIDs of the compute processes on it"},
+                            "leased": {"type": "integer", "description": "bytes leased to instances "
+                                                                         "(a whole GPU: all of it)"}})},
+        "cpu_work": {"type": "boolean", "description": "whether it takes CPU-only instances "
+                                                       "(a GPU node only with GANTRY_GPU_NODE_CPU_WORK=1)"},
     }),
 }
 _QUOTAS = _obj({name: {"type": "number" if name == "cpu" else "integer", "minimum": 0,
@@ -790,7 +811,10 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "between fields that the schema cannot say: `scaling.min_instances` at most "
                                 "`max_instances`, `resources.cpu_request` at most `cpu` (and 0 or at least "
                                 "0.01), `resources.memory` at least 6Mi and `limits.timeout` above zero in any "
-                                "unit, and `runtime = \"vllm\"` needs `resources.gpu` of at least 1."),
+                                "unit, and `runtime = \"vllm\"` needs `resources.gpu` of at least 1.  A GPU function "
+                                "(`resources.gpu` or `gpu_memory`, never both; `gpu_type` only with one of them) "
+                                "that no live node could ever hold (too few GPUs of its type on any one node, "
+                                "or none with that much memory) is refused with what is missing named."),
         "get": _op("listFunctions", "functions", "List functions",
                    {200: _json(_obj({"functions": {"type": "array", "items": _ref("FunctionSummary")}}),
                                "every deployed function, by name")}, _ADMIN_ERRORS),

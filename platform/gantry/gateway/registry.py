@@ -103,9 +103,10 @@ async def nodes(store: Store) -> list[dict[str, Any]]:
     found = await store.live_nodes()
     ids = [n.id for n in found]
     allocs = await store.node_allocations(ids)
+    leases = await store.node_gpu_leases(ids)
     members = await store.instance_sets([(None, node_id) for node_id in ids])
     out = []
-    for node, (cpu, memory), instance_ids in zip(found, allocs, members):
+    for node, (cpu, memory), instance_ids, leased in zip(found, allocs, members, leases):
         insts = await store.get_instances(instance_ids)
         out.append({
             "id": node.id, "host": node.host, "gpus": node.gpus, "started": node.started,
@@ -116,6 +117,8 @@ async def nodes(store: Store) -> list[dict[str, Any]]:
             "used": {"cpu": node.used_cpu, "memory": node.used_memory},   # really in use now (the whole node)
             "instances": len(insts),
             "states": dict(sorted(Counter(i.state for i in insts).items())),
+            "gpu_devices": [{**d.to_wire(), "leased": leased.get(d.uuid, 0)} for d in node.gpu_devices],
+            "cpu_work": bool(node.cpu_work),
         })
     return out
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..hotpath.placement import Placement
+from ..manifest import Resources
 from ..state import Node
 from ..store import Store
 from ..tenants.model import Isolation
+from . import gpulease
+from .gpulease import GpuRequest
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,24 @@ class Candidate:
 class Request:
     cpu: int                # millicores
     memory: int             # bytes
-    gpus: int = 0
+    gpus: int = 0           # whole GPUs
+    gpu_memory: int = 0     # bytes of one GPU (a share); never with gpus
+    gpu_type: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, res: Resources) -> "Request":
+        return cls(cpu=res.cpu_request_millis, memory=res.memory, gpus=res.gpu, gpu_memory=res.gpu_memory,
+                   gpu_type=res.gpu_type)
+
+    @property
+    def gpu(self) -> GpuRequest:
+        return GpuRequest(self.gpus, self.gpu_memory, self.gpu_type)
+
+
+@dataclass(frozen=True)
+class Placed:
+    node: Node
+    lease: list[tuple[str, int]]    # (uuid, bytes) leased; [] for a CPU-only instance
 
 
 class Ranker:
@@ -95,14 +115,30 @@ def no_node_reason(tenant: str, isolation: str, nodes: list[Node]) -> str:
             "labelled for another tenant (GANTRY_NODE_TENANT)")
 
 
+def takes(node: Node, req: Request) -> bool:
+    """Whether NODE takes this kind of work at all: a GPU request needs GPUs; a CPU-only one
+    goes to a GPU node only when its worker allows it (GANTRY_GPU_NODE_CPU_WORK)."""
+    if req.gpu.wanted:
+        return node.gpus > 0
+    return node.gpus == 0 or bool(node.cpu_work)
+
+
 async def candidates(store: Store, nodes: list[Node], req: Request) -> list[Candidate]:
-    """The live ``nodes`` whose free CPU and memory (capacity - alloc) fit ``req``, and
-    that have at least ``req.gpus`` GPUs (GPU accounting is the worker's: see report)."""
+    """The live ``nodes`` that take the kind of work (``takes``) and whose free CPU and
+    memory (capacity - alloc) fit ``req``, and for a GPU request whose GPUs fit it now
+    (gpulease.choose over the leases read: a hint, the reservation decides again)."""
+    nodes = [n for n in nodes if takes(n, req)]
+    ids = [n.id for n in nodes]
+    allocs = await store.node_allocations(ids)
+    leases = await store.node_gpu_leases(ids) if req.gpu.wanted else [{}] * len(nodes)
     out = []
-    for node, (cpu, memory) in zip(nodes, await store.node_allocations([n.id for n in nodes])):
+    for node, (cpu, memory), used in zip(nodes, allocs, leases):
         free_cpu, free_mem = node.allocatable_cpu - cpu, node.memory - memory
-        if free_cpu >= req.cpu and free_mem >= req.memory and node.gpus >= req.gpus:
-            out.append(Candidate(node, free_cpu, free_mem))
+        if free_cpu < req.cpu or free_mem < req.memory:
+            continue
+        if req.gpu.wanted and gpulease.choose(node.gpu_devices, used, req.gpu) is None:
+            continue
+        out.append(Candidate(node, free_cpu, free_mem))
     return out
 
 
@@ -117,6 +153,43 @@ async def place(store: Store, function_name: str, nodes: list[Node], req: Reques
         if await store.reserve(cand.id, req.cpu, req.memory, tenant, req.gpus):
             return cand.node
     return None
+
+
+async def place_gpu(store: Store, epoch: int, function_name: str, nodes: list[Node], req: Request,
+                    ranker: Ranker | None = None, tenant: str | None = None) -> Placed | None:
+    """As ``place`` for a GPU request: the lease (keys.RESERVE_GPU_CAPACITY, fenced by EPOCH:
+    Deposed when stale) on the best-ranked node whose GPUs take it.  Placed, or None."""
+    if ranker is not None:
+        ranker.sync(n.id for n in nodes)
+    g = req.gpu
+    for cand in rank_nodes(function_name, await candidates(store, nodes, req), ranker):
+        lease = await store.reserve_gpus(epoch, cand.id, req.cpu, req.memory, g.count, g.memory, g.types, tenant)
+        if lease:
+            return Placed(cand.node, lease)
+    return None
+
+
+def no_cpu_work_reason(req: Request, nodes: list[Node]) -> str:
+    """Why a CPU-only request waits when every live node is a GPU node that takes no CPU work
+    ("" when some node takes it)."""
+    if req.gpu.wanted or not nodes or any(takes(n, req) for n in nodes):
+        return ""
+    return (f"no capacity: every one of the {len(nodes)} live node(s) has GPUs and takes GPU instances only "
+            "(GANTRY_GPU_NODE_CPU_WORK=1 on a worker lets it take CPU-only instances)")
+
+
+def no_gpu_reason(req: Request, nodes: list[Node], leases: list[dict[str, int]]) -> str:
+    """Why a GPU request waits: nothing could ever hold it (gpulease.why_none_holds), or every
+    node that could has its fitting GPUs leased now."""
+    never = gpulease.why_none_holds({n.id: n.gpu_devices for n in nodes}, req.gpu)
+    if never:
+        return "no capacity: " + never
+    busy = [n.id for n, used in zip(nodes, leases)
+            if not gpulease.never_fits(n.gpu_devices, req.gpu) and gpulease.choose(n.gpu_devices, used, req.gpu) is None]
+    if busy:
+        return (f"no capacity: asked for {req.gpu.describe()}; the GPUs that fit it are leased on "
+                f"{', '.join(busy)}, and no paused or idle instance can be stopped for it")
+    return ""
 
 
 def no_capacity_reason(req: Request, free: list[tuple[str, int, int]]) -> str:

@@ -34,7 +34,9 @@ from . import writes
 from . import reclaim
 from .autoscale import Decision, Memory, Policy, WantWindow, compute_want, decide, demand_from_reports, last_request
 from .decisions import DecisionStore
-from .placement import Ranker, Request, for_tenant, no_capacity_reason, no_node_reason, place
+from . import gpulease
+from .placement import (Ranker, Request, for_tenant, no_capacity_reason, no_cpu_work_reason, no_gpu_reason,
+                        no_node_reason, place, place_gpu, takes)
 from .tenancy import IsolationCache
 
 log = logging.getLogger(__name__)
@@ -270,30 +272,40 @@ class Reconciler:
                 log.warning("function %s: version %d has no record; not starting it", fn.name, version)
                 return ""
             image, spec = found
-        req = Request(cpu=spec.resources.cpu_request_millis, memory=spec.resources.memory,
-                      gpus=spec.resources.gpu)
+        req = Request.of(spec.resources)
         tenant = spec.tenant or split(fn.name)[0]
         isolation = await self.isolation.get(tenant)
         allowed = for_tenant(nodes, tenant, isolation)      # labelled nodes (GANTRY_NODE_TENANT)
         if nodes and not allowed:
             return no_node_reason(tenant, isolation, nodes)
+        if no_cpu_work := no_cpu_work_reason(req, allowed):
+            return no_cpu_work
         for _ in range(count):
             # QuotaExceeded (the tenant's quota refused) goes up to reconcile: it is the reason
-            node = await place(self._store, fn.name, allowed, req, self._ranker, tenant)
+            lease: list[tuple[str, int]] = []
+            if req.gpu.wanted:
+                placed = await place_gpu(self._store, epoch, fn.name, allowed, req, self._ranker, tenant)
+                node, lease = (placed.node, placed.lease) if placed else (None, [])
+            else:
+                node = await place(self._store, fn.name, allowed, req, self._ranker, tenant)
             if node is None:
                 # Never stop anyone's instances for what the quota would refuse anyway.
-                refused = await self._quotas.check_placed(fn.name, req.cpu, req.memory, req.gpus)
+                refused = await self._quotas.check_placed(fn.name, req.cpu, req.memory, req.gpu.quota_gpus)
                 if refused is not None:
                     raise refused
-                return await self._make_room(fn.name, req, allowed, now, epoch, urgent)
+                if req.gpu.wanted:
+                    # GPUs are not reclaimed from other functions (docs/gpus.md): say why it waits
+                    why = no_gpu_reason(req, allowed, await self._store.node_gpu_leases([n.id for n in allowed]))
+                    return why or await self._make_room(fn.name, req, allowed, now, epoch, False)
+                return await self._make_room(fn.name, req, [n for n in allowed if takes(n, req)], now, epoch, urgent)
             inst = Instance(id=new_instance_id(fn.name), function=fn.name, version=version, node=node.id,
                             state=state.PENDING, cpu=req.cpu, memory=req.memory,
                             concurrency=spec.scaling.concurrency, created=now, epoch=epoch,
-                            gpus=req.gpus, tenant=tenant)
+                            gpus=req.gpu.quota_gpus, tenant=tenant, gpu_lease=gpulease.encode(lease))
             try:
                 await writes.create_instance(self._store, epoch, inst, image, spec, isolation)
             except Deposed:
-                await self._store.unreserve(node.id, req.cpu, req.memory, tenant, req.gpus)
+                await self._store.unreserve(node.id, req.cpu, req.memory, tenant, req.gpu.quota_gpus, lease)
                 raise
             log.info("function %s v%d: starting %s on %s", fn.name, version, inst.id, node.id)
         return ""

@@ -17,6 +17,8 @@ def start_command(inst: Instance, epoch: int, image: str, spec: FunctionSpec, is
     """ISOLATION: the tenant's level (worker/isolation.py: the network and firewall the worker
     puts the instance behind); "" leaves it out (the worker then assumes the tenant's floor)."""
     extra = {"isolation": isolation} if isolation else {}
+    if inst.gpu_lease:
+        extra["gpu_lease"] = inst.gpu_lease      # "UUID=BYTES,...": the worker gives exactly these GPUs
     return state.command("start", inst.id, epoch, function=inst.function, version=inst.version,
                          image=image, spec=spec.to_dict(), **extra)
 

@@ -66,6 +66,8 @@ class Node(TypedDict, total=False):
     used: dict[str, int]
     instances: int
     states: dict[str, int]
+    gpu_devices: list[dict[str, Any]]    # uuid, name, memory, free, util, mig, procs, leased
+    cpu_work: bool
 
 
 class Submission(TypedDict):

@@ -12,6 +12,7 @@ tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,9 @@ from ..tenants import secretbox
 from ..tenants.secretbox import MasterKey
 from ..tenants.secretstore import SecretStore
 from . import commands, containers, health, isolation, secretfiles
+from .containerspec import LABEL_GPUS
+from .fakenvml import from_setting as fake_nvml
+from .gpus import GpuInventory
 from .capacity import CpuMeter, detect_cpu_millis, detect_memory, memory_in_use
 from .logship import LogFollower, LogShipper
 from .orphans import find_orphans
@@ -42,7 +46,8 @@ _FROM_ENV = object()       # WorkerAgent's master_key default: GANTRY_SECRETS_KE
 
 
 class WorkerAgent:
-    def __init__(self, settings: WorkerSettings, redis, docker_client, master_key: Any = _FROM_ENV) -> None:
+    def __init__(self, settings: WorkerSettings, redis, docker_client, master_key: Any = _FROM_ENV,
+                 nvml: Any = None) -> None:
         self.settings, self.redis, self.docker_client = settings, redis, docker_client
         self.store = Store(redis)
         # Opens the tenants' secrets a start delivers (worker.secretfiles); None: a function
@@ -51,9 +56,20 @@ class WorkerAgent:
         self.secret_store = SecretStore(redis)
         self.node_id = settings.node_id
         cpu = settings.cpu_millis or detect_cpu_millis()
+        # NVML (worker/gpus.py), or the fake GPUs of GANTRY_FAKE_GPUS (tests only), or NVML given
+        self.gpu_inventory = GpuInventory(fake_nvml(settings.fake_gpus, self.node_id) if settings.fake_gpus
+                                          else nvml)
+        devices = self.gpu_inventory.read()
         self.node = st.Node(id=self.node_id, host=settings.host, cpu=cpu,
-                            memory=settings.memory or detect_memory(), gpus=0, started=time.time(),
-                            cpu_allocatable=int(round(cpu * settings.cpu_overcommit)), tenant=settings.node_tenant)
+                            memory=settings.memory or detect_memory(), gpus=len(devices), started=time.time(),
+                            cpu_allocatable=int(round(cpu * settings.cpu_overcommit)), tenant=settings.node_tenant,
+                            gpu_inventory=st.GpuDevice.encode_list(devices),
+                            cpu_work=int(not devices or settings.gpu_node_cpu_work))
+        self.has_gpus = bool(devices)
+        # instance -> its GPU lease ("UUID=BYTES,..."), for the containers on this node: set at
+        # start, read back from their gantry.gpus labels on a restart (register)
+        self.gpu_leases: dict[str, str] = {}
+        self._gpu_locks: dict[str, asyncio.Lock] = {}
         self._cpu_meter = CpuMeter()
         self.max_epoch = 0          # the highest epoch of an accepted command, in ...
         self.generation: str | None = None   # ... this generation of Redis's data (keys.GENERATION)
@@ -93,6 +109,7 @@ class WorkerAgent:
         self._containers.pop(instance_id, None)
         self._counters.pop(instance_id, None)
         self._starting.pop(instance_id, None)
+        self.gpu_leases.pop(instance_id, None)
         follower = self.followers.pop(instance_id, None)
         if follower is not None:
             follower.stop()
@@ -101,6 +118,20 @@ class WorkerAgent:
         if reset:
             self._starting[instance_id] = time.monotonic()
         return self._starting.setdefault(instance_id, time.monotonic())
+
+    @contextlib.asynccontextmanager
+    async def gpu_starts(self, gpu_ids: list[str]):
+        """Hold the start lock of each GPU (in UUID order, so two starts never wait on each
+        other crosswise): one engine at a time profiles a GPU's memory (two vLLM engines
+        starting at once on one GPU fail)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for uuid in sorted(set(gpu_ids)):
+                await stack.enter_async_context(self._gpu_locks.setdefault(uuid, asyncio.Lock()))
+            yield
+
+    def gpu_starting(self, uuid: str) -> bool:
+        lock = self._gpu_locks.get(uuid)
+        return lock is not None and lock.locked()
 
     @property
     def busy(self) -> set[str]:
@@ -121,14 +152,28 @@ class WorkerAgent:
             inst = await self.store.get_instance(instance_id) if instance_id else None
             if inst is not None and inst.node == self.node_id and container.status in ("running", "paused"):
                 self.adopt(instance_id, inst.function, container.id, since=now)
+                self._readopt_gpus(instance_id, inst, container.labels.get(LABEL_GPUS, ""))
         self.registered = True
         log.info("registered", extra={"node": self.node_id, "cpu": self.node.cpu, "memory": self.node.memory})
+
+    def _readopt_gpus(self, instance_id: str, inst: st.Instance, label: str) -> None:
+        """A restarted worker's lease of an adopted container: its label is what the
+        container was given; the record is what the scheduler accounts.  They agree unless
+        the record was rewritten, which is logged (the container keeps its GPUs)."""
+        if label:
+            self.gpu_leases[instance_id] = label
+        if label != inst.gpu_lease:
+            log.warning("instance %s: its container holds GPUs %r, its record %r", instance_id, label or "none",
+                        inst.gpu_lease or "none")
 
     async def heartbeat(self) -> None:
         """Refresh node_alive and the node record (with what the node really uses now, and
         whole, so a pruned node comes back)."""
         self.node.used_cpu = self._cpu_meter.sample(self.node.cpu)
         self.node.used_memory = memory_in_use()
+        if self.has_gpus:       # free memory and utilisation now (a node without GPUs never looks again)
+            devices = await self.blocking(self.gpu_inventory.read)
+            self.node.gpus, self.node.gpu_inventory = len(devices), st.GpuDevice.encode_list(devices)
         await self.store.heartbeat(self.node, self.settings.heartbeat_ttl)
 
     async def deregister(self) -> None:

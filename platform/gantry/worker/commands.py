@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import state as st
 from ..manifest import FunctionSpec
 from ..tenants.secretbox import KEY_ENV, KEY_FILE_ENV, SecretError
+from ..scheduler import gpulease
 from . import containers, health, isolation, secretfiles
 from .secretfiles import SecretFilesError
 
@@ -34,6 +35,7 @@ log = logging.getLogger("gantry.worker")
 OPS = ("start", "stop", "remove", "pause", "unpause")
 FAST_PROBE = 0.01      # seconds between readiness probes of a fresh or resumed instance
 FAST_WINDOW = 10.0     # seconds of fast probing before the health loop takes over
+SETTLE_PROBE = 0.5     # seconds between looks at a GPU instance still starting (its GPUs' start lock held)
 EXIT_CHECK = 0.1       # seconds between looks at whether a container that does not answer yet has exited
 IDLE_PROBE = 0.02      # seconds between in-flight checks of a pausing instance
 IDLE_CHECKS = 2        # "inflight": 0 this many times in a row before freezing
@@ -92,6 +94,32 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
     if inst.state not in (st.PENDING, *st.RUNNING_STATES):
         log.info("start ignored: instance is %s", inst.state, extra={"instance": instance_id})
         return
+    lease = str(cmd.get("gpu_lease") or inst.gpu_lease or "")
+    gpu_ids = gpulease.uuids(lease)
+    if not gpu_ids:
+        await _start(agent, cmd, inst, "")
+        return
+    # held from create until ready or failed (or the start timeout): see WorkerAgent.gpu_starts
+    async with agent.gpu_starts(gpu_ids):
+        if await _start(agent, cmd, inst, lease):
+            await _await_settled(agent, instance_id)
+
+
+async def _await_settled(agent: "WorkerAgent", instance_id: str) -> None:
+    """Wait while the instance is still starting (the health loop makes it ready, or fails
+    it at the start timeout), up to the start timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + agent.settings.start_timeout
+    while loop.time() < deadline:
+        if await agent.store.instance_state(instance_id) not in (st.PENDING, st.STARTING):
+            return
+        await asyncio.sleep(SETTLE_PROBE)
+
+
+async def _start(agent: "WorkerAgent", cmd: dict[str, Any], inst: st.Instance, lease: str) -> bool:
+    """Create and start the container and wait for the runtime (the fast window); True if
+    the instance is starting or ready."""
+    instance_id = inst.id
     try:
         spec, image = await _spec_and_image(agent, cmd, inst)
         version = int(cmd.get("version") or inst.version)
@@ -99,7 +127,7 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         container_id, port, key = await agent.blocking(functools.partial(
             containers.start, agent.docker_client, agent.node_id, agent.settings.host, spec, image,
             instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace, secret_dir=secret_dir,
-            isolation_level=isolation.level(cmd.get("isolation"), spec.tenant)))
+            isolation_level=isolation.level(cmd.get("isolation"), spec.tenant), gpu_lease=lease))
     except Exception as exc:
         what = "secrets" if isinstance(exc, (SecretError, SecretFilesError)) else type(exc).__name__
         reason = f"start failed: {what}: {exc}"[:500]
@@ -107,17 +135,21 @@ async def start(agent: "WorkerAgent", cmd: dict[str, Any]) -> None:
         # no container to remove (or one that never started): its secret files go now
         await agent.blocking(secretfiles.remove, agent.settings.secrets_dir, agent.node_id, instance_id)
         await agent.store.move_instance(instance_id, st.FAILED, (st.PENDING, *st.RUNNING_STATES), reason=reason)
-        return
+        return False
     agent.adopt(instance_id, inst.function, container_id, since=None)
+    if lease:
+        agent.gpu_leases[instance_id] = lease
     fields = {"host": agent.settings.host, "port": port, "key": key}
     if await agent.store.move_instance(instance_id, st.STARTING, reason="", **fields):
         agent.started_at(instance_id, reset=True)
         log.info("started", extra={"instance": instance_id, "port": port, "container": container_id[:12]})
-        await _await_ready(agent, instance_id, port)
-    elif not await agent.store.move_instance(instance_id, None, st.RUNNING_STATES, **fields):
+        return await _await_ready(agent, instance_id, port) or True
+    if not await agent.store.move_instance(instance_id, None, st.RUNNING_STATES, **fields):
         # Drained, stopped or reaped while we started it: a stop command follows, or the
         # orphan sweep removes the container once the record is gone.
         log.info("started an instance that is no longer wanted", extra={"instance": instance_id})
+        return False
+    return True
 
 
 async def deliver_secrets(agent: "WorkerAgent", spec: FunctionSpec, instance_id: str) -> str | None:

@@ -25,9 +25,10 @@ import os
 from gantry_runtime.coord import COORD_TOKEN_ENV, COORD_URL_ENV, coord_token
 from gantry_runtime.wire import INSTANCE_KEY_ENV
 
-from docker.types import Mount
+from docker.types import DeviceRequest, Mount
 
 from ..manifest import MAX_BODY, FunctionSpec
+from ..scheduler.gpulease import uuids as lease_uuids
 from .secretfiles import SECRET_VARS_ENV, SECRETS_MOUNT
 from . import isolation as isolation_
 
@@ -37,6 +38,9 @@ LABEL_MANAGED = "gantry.managed"
 PIDS_LIMIT = 256
 TMPFS_SIZE = "64m"
 LABEL_NETWORK = "gantry.network"
+# The instance's GPU lease, "UUID=BYTES,..." (scheduler/gpulease.py): a restarted worker reads
+# its containers' leases back from it.
+LABEL_GPUS = "gantry.gpus"
 FUNCTION_NETWORK = "gantry-fn"
 # Docker drops traffic between two containers of the bridge (iptables FORWARD -i br -o br
 # DROP); traffic out of the bridge (outbound, NATed) is as on the default bridge.
@@ -80,11 +84,15 @@ def instance_labels(function: str, instance: str, **extra: str) -> dict[str, str
 
 def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str, network: str,
                      labels: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                     publish_host: str = "127.0.0.1", secret_dir: str | None = None) -> dict:
+                     publish_host: str = "127.0.0.1", secret_dir: str | None = None,
+                     gpu_lease: str = "") -> dict:
     """Keyword arguments for ``client.containers.create`` (or ``run``) of one instance.  KEY
     is the instance's secret (never empty), NETWORK the id or name of its function network
     (``containers.ensure_network``), SECRET_DIR the instance's secret files on the node
-    (worker.secretfiles), mounted read-only at /run/secrets when the spec names secrets."""
+    (worker.secretfiles), mounted read-only at /run/secrets when the spec names secrets.
+    GPU_LEASE: the GPUs the scheduler leased it ("UUID=BYTES,..."), given by UUID and only
+    those: Docker does not allocate GPUs (a count of 1 twice gives both containers GPU 0)."""
+    gpu_ids = lease_uuids(gpu_lease)
     if not key:
         raise ValueError("an instance needs its key: the runtime would answer anyone")
     memory = spec.resources.memory
@@ -98,9 +106,9 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         # The gateway enforces the body limit; the runtime must never refuse what it let
         # through, and the worker cannot know the gateways' GANTRY_MAX_BODY (at most MAX_BODY).
         "GANTRY_MAX_BODY": str(spec.limits.max_body or MAX_BODY),
-        # GPUs are given by UUID when the scheduler assigns some; otherwise none at all.
-        "NVIDIA_VISIBLE_DEVICES": "void",
         **(env or {}),
+        # GPUs are given by UUID when the scheduler leased some; otherwise none at all.
+        "NVIDIA_VISIBLE_DEVICES": ",".join(gpu_ids) if gpu_ids else "void",
         # Last, so nothing overrides it.  Visible in `docker inspect` (root on the node, who
         # holds the Docker socket anyway) and to the function's own code (its own key only).
         INSTANCE_KEY_ENV: key,
@@ -123,7 +131,8 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         image=image,
         name=f"gantry-{spec.qualified}-{instance}",
         detach=True,
-        labels={**instance_labels(spec.qualified, instance), "gantry.tenant": spec.tenant, **(labels or {})},
+        labels={**instance_labels(spec.qualified, instance), "gantry.tenant": spec.tenant, **(labels or {}),
+                **({LABEL_GPUS: gpu_lease} if gpu_ids else {})},
         environment=environment,
         user=FUNCTION_USER,
         read_only=True,
@@ -140,6 +149,7 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         ports={RUNTIME_PORT: (publish_host, None)},
         log_config={"type": "json-file", "config": {"max-size": "10m", "max-file": "2"}},
         mounts=mounts,
+        **({"device_requests": [DeviceRequest(device_ids=gpu_ids, capabilities=[["gpu"]])]} if gpu_ids else {}),
     )
 
 

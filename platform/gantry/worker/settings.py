@@ -31,6 +31,8 @@ class WorkerSettings:
     docker_threads: int = 16          # threads for blocking Docker calls (a stop waits out a drain)
     secrets_dir: str = DEFAULT_SECRETS_DIR   # on a tmpfs: instances' secret files (worker.secretfiles)
     node_tenant: str = ""             # the tenant this node is labelled for ("": any tenant's, none node-isolated)
+    gpu_node_cpu_work: bool = False   # a node with GPUs takes CPU-only instances too (docs/gpus.md)
+    fake_gpus: str = ""               # tests only: "NAME:MEMORY,..." GPUs reported instead of NVML's
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "WorkerSettings":
@@ -39,7 +41,8 @@ class WorkerSettings:
         GANTRY_CPU_OVERCOMMIT (at least 1, default 4), GANTRY_SECRETS_DIR, GANTRY_NODE_TENANT (a tenant id: the
         node runs that tenant's instances only), GANTRY_LOG_MAXLEN (lines kept per function, about),
         GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
-        ("30s", "500ms", or seconds); keyword overrides (flags) win over the environment."""
+        ("30s", "500ms", or seconds), GANTRY_GPU_NODE_CPU_WORK (1/0), GANTRY_FAKE_GPUS (tests only);
+        keyword overrides (flags) win over the environment."""
         e = Env(env)
         settings = cls(**given({
             "node_id": e.text("GANTRY_NODE_ID") or socket.gethostname(),
@@ -50,12 +53,28 @@ class WorkerSettings:
             "secrets_dir": e.text("GANTRY_SECRETS_DIR"),
             "node_tenant": _tenant(e.text("GANTRY_NODE_TENANT")),
             "log_maxlen": e.integer("GANTRY_LOG_MAXLEN", lo=10, hi=10_000_000),
+            "gpu_node_cpu_work": _flag(e.choice("GANTRY_GPU_NODE_CPU_WORK", ("0", "1"))),
+            "fake_gpus": _fake_gpus(e.text("GANTRY_FAKE_GPUS")),
             **{field: e.duration(name, allow_zero=True) for name, field in _DURATIONS},
         }, overrides))
         if settings.heartbeat_ttl <= settings.heartbeat_interval:
             raise SettingsError("GANTRY_HEARTBEAT_TTL: expected a duration longer than the heartbeat "
                                 f"interval ({settings.heartbeat_interval:g}s), got {settings.heartbeat_ttl:g}s")
         return settings
+
+
+def _flag(value: str | None) -> bool | None:
+    return None if value is None else value == "1"
+
+
+def _fake_gpus(value: str | None) -> str | None:
+    if value:
+        from .fakenvml import from_setting
+        try:
+            from_setting(value)
+        except ValueError as exc:
+            raise SettingsError(f"GANTRY_FAKE_GPUS: {exc}") from None
+    return value
 
 
 def _tenant(value: str | None) -> str | None:

@@ -33,7 +33,7 @@ def test_the_runtime_serves_without_importing_aiohttps_client(start):
     assert status == 200 and json.loads(body)["event"] == {"x": 1}
     assert rt.stop() == 0
     imported = _imported(rt.stderr())
-    assert {"aiohttp.web", "aiohttp.web_protocol", "gantry_runtime.server"} <= imported
+    assert {"aiohttp.web_app", "aiohttp.web_protocol", "gantry_runtime.server"} <= imported
     assert not {"aiohttp.client", "aiohttp.connector", "aiohttp.cookiejar"} & imported, sorted(
         m for m in imported if m.startswith("aiohttp"))
 

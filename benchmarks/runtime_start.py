@@ -5,7 +5,9 @@ instance's hardened container (containerspec.container_kwargs, with its CPU quot
 function network, with a key) is created, then started, and these are read on dockerd's
 clock: the container's ``start`` event, and the times Docker stamped on the runtime's
 ``start`` (listening) and ``ready`` (handler imported) log lines; from the host, the time of
-the first GET /healthz that answered 200 (probed every 2 ms from the start call).  The
+the first GET /healthz that answered 200 (probed every 2 ms from the start call), and
+the time the ready line came out of Docker's log stream, followed from the start as the
+worker's log follower does (the ready report, worker.readyreport).  The
 images are measured in turn (A B A B ...), so a busy machine weighs on each alike.
 
 Once per image, ``python3 -X importtime -m gantry_runtime`` in the same container spec
@@ -17,9 +19,11 @@ Run: PYTHONPATH=platform:runtime .venv/bin/python benchmarks/runtime_start.py \
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -31,7 +35,7 @@ from gantry.bench.probes import docker_events, event_time
 from gantry.manifest import load_manifest
 from gantry.worker.containers import ensure_network
 from gantry.worker.containerspec import container_kwargs, network_name, published_port
-from gantry_runtime.wire import new_instance_key
+from gantry_runtime.wire import is_ready_line, new_instance_key
 
 IMPORT_RUNS = 3
 TOP = 15
@@ -64,9 +68,13 @@ def one_start(client, spec, image: str) -> dict:
                               network=ensure_network(client, network_name(spec)), labels={"gantry.bench": "1"})
     kwargs.pop("detach", None)
     container = client.containers.create(**kwargs)
+    reported: list[float] = []
     try:
         t_call = time.time()
         container.start()
+        # as the worker's log follower does: read the stream, note when the ready line arrives
+        follower = threading.Thread(target=_follow, args=(container, reported), daemon=True)
+        follower.start()
         port = published_port(container)
         healthy = None
         while time.time() - t_call < 30:
@@ -83,12 +91,27 @@ def one_start(client, spec, image: str) -> dict:
         events = docker_events(client, t_call - 1, time.time() + 0.5, ["gantry.bench=1"])
         started = [event_time(e) for e in events if e.get("Action") == "start" and e.get("id") == container.id]
         logs = _log_times(container)
+        follower.join(2)
     finally:
         container.remove(force=True)
     t0 = started[0] if started else None
     ms = lambda t: round((t - t0) * 1000, 1) if (t and t0) else None
     return {"started_to_listening_ms": ms(logs.get("start")), "started_to_imported_ms": ms(logs.get("ready")),
-            "started_to_healthz_200_ms": ms(healthy)}
+            "started_to_healthz_200_ms": ms(healthy), "started_to_ready_line_read_ms": ms(reported[0] if reported else None)}
+
+
+def _follow(container, reported: list[float]) -> None:
+    """Follow the container's stdout until the runtime's ready line; its arrival time."""
+    stream = container.logs(stream=True, follow=True, stdout=True, stderr=False)
+    partial = b""
+    try:
+        for chunk in stream:
+            *lines, partial = (partial + chunk).split(b"\n")
+            if any(is_ready_line(line.decode(errors="replace")) for line in lines):
+                reported.append(time.time())
+                return
+    finally:
+        stream.close()
 
 
 def import_times(client, spec, image: str) -> dict:
@@ -137,10 +160,12 @@ def main() -> int:
     ap.add_argument("images", nargs="+")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--dir", default="examples/hello", help="the function directory the images were built from")
+    ap.add_argument("--cpu", type=float, default=1.0, help="the CPU quota (the cold-start bench's function has 1.0)")
     ap.add_argument("--json")
     args = ap.parse_args()
     client = docker.from_env(timeout=120)
     spec = load_manifest(args.dir)
+    spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, cpu=args.cpu))
     samples: dict[str, list[dict]] = {image: [] for image in args.images}
     for _ in range(args.repeats):
         for image in args.images:

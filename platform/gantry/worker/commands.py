@@ -156,11 +156,12 @@ async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_s
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FAST_WINDOW
     look_at = loop.time() + EXIT_CHECK
+    reported = False    # this probe was woken by the ready report, not by the tick
     while loop.time() < deadline:
         ok, _ = await health.probe(session, f"http://{agent.settings.host}:{port}", agent.settings.health_timeout)
         if ok:
             if await agent.store.move_instance(instance_id, st.READY, (from_state,), reason=""):
-                log.info("instance ready", extra={"instance": instance_id})
+                log.info("instance ready", extra={"instance": instance_id, "ready_report": reported})
             return True
         if loop.time() >= look_at:
             look_at = loop.time() + EXIT_CHECK
@@ -174,7 +175,7 @@ async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_s
         if report is None:
             await asyncio.sleep(FAST_PROBE)
         else:
-            await report.wait(FAST_PROBE)
+            reported = await report.wait(FAST_PROBE)
     return False
 
 

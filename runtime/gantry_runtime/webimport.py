@@ -2,8 +2,9 @@
 
 ``import aiohttp.web`` runs ``aiohttp/__init__.py`` first, which imports the whole client
 (``aiohttp.client``, its connector, cookie jar, resolver ...) and builds two SSL contexts by
-reading the CA bundle: measured with ``python -X importtime`` inside the runtime image, that
-is about three quarters of aiohttp's import time, and the runtime serves without any of it.
+reading the CA bundle; the runtime serves without any of it.  Measured with ``python -X
+importtime`` inside the runtime image, the runtime's imports take half as long without it
+(docs/benchmarks.md, "Runtime start-up").
 So ``import_server()`` puts the package in ``sys.modules`` without running its
 ``__init__`` and imports ``aiohttp.web`` (the server modules) into it.
 

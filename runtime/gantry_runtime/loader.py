@@ -1,7 +1,6 @@
 """Import the user's handler once: ``module:callable`` with the code directory on sys.path."""
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import sys
@@ -59,6 +58,8 @@ def _found(owner: Any, wanted: str, limit: int = 5) -> str:
             names.append(name)
     if not names:
         return "it defines no public callable"
+    import difflib   # only for this error message: not imported at every start
+
     close = difflib.get_close_matches(wanted, names, n=limit, cutoff=0.5)
     ordered = close + [n for n in sorted(names) if n not in close]
     more = len(ordered) - limit

@@ -13,10 +13,11 @@ import traceback
 from datetime import datetime, timezone
 from typing import Any
 
+from .wire import RUNTIME_LOGGER   # the ready line names it (wire.is_ready_line)
+
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
-RUNTIME_LOGGER = "gantry.runtime"
 FUNCTION_LOGGER = "gantry.function"
 
 

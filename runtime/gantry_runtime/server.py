@@ -18,7 +18,7 @@ from .loader import load_handler
 from .settings import Settings
 from .check import describe
 from .detached import Detached
-from .wire import ATTEMPT, INSTANCE_KEY, INVOCATION_ID, ErrorCode, StartFailure, key_matches
+from .wire import ATTEMPT, INSTANCE_KEY, INVOCATION_ID, READY_MSG, ErrorCode, StartFailure, key_matches
 
 EXIT_OK, EXIT_LISTEN, EXIT_IMPORT = 0, 1, 3
 REAP_EVERY = 1.0     # seconds between looks at the pids counters (gantry_runtime.pids)
@@ -188,7 +188,8 @@ async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) ->
                                     concurrency=settings.concurrency, timeout=settings.timeout,
                                     max_body=settings.max_body, log=log)
             state.phase = "ready"
-            log.info("ready", extra={"import_ms": round((time.monotonic() - t0) * 1000, 3)})
+            # the ready report (wire.is_ready_line): written once /healthz answers 200
+            log.info(READY_MSG, extra={"import_ms": round((time.monotonic() - t0) * 1000, 3)})
             await stopping
         else:
             loading.cancel()

@@ -246,6 +246,28 @@ def parse_sse_error(tail: bytes) -> tuple[str, str] | None:
     return None
 
 
+# -- the ready report ------------------------------------------------------------------------
+# The runtime tells the worker it is ready with a log line: the moment the handler is imported
+# (/healthz then answers 200) it writes {"msg": "ready", "logger": "gantry.runtime", ...} on
+# stdout, and the worker, which follows every container's log stream anyway, probes at once
+# instead of at its next tick.  The line only wakes the probe: the probe still decides, so a
+# handler that prints such a line can at most cost its own instance one probe.
+
+RUNTIME_LOGGER = "gantry.runtime"
+READY_MSG = "ready"
+
+
+def is_ready_line(line: str) -> bool:
+    """Whether LINE (one line of a container's stdout) is the runtime's ready line."""
+    if '"ready"' not in line or not line.startswith("{"):   # most lines: no JSON decoding
+        return False
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("msg") == READY_MSG and entry.get("logger") == RUNTIME_LOGGER
+
+
 # -- handler spec ----------------------------------------------------------------------------
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"

@@ -95,13 +95,15 @@ class WorkerAgent:
     async def blocking(self, fn: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    def adopt(self, instance_id: str, function: str, container_id: str, since: float | None) -> None:
-        """Track the instance's container and follow its logs (from SINCE, or its beginning)."""
+    def adopt(self, instance_id: str, function: str, container_id: str, since: float | None,
+              on_ready: Callable[[], None] | None = None) -> None:
+        """Track the instance's container and follow its logs (from SINCE, or its beginning);
+        ON_READY is called on the runtime's ready line (worker.readyreport)."""
         self._containers[instance_id] = (function, container_id)
         follower = self.followers.get(instance_id)
         if follower is None or not follower.alive or follower.container_id != container_id:
             self.followers[instance_id] = LogFollower(self.docker_client, container_id, function, instance_id,
-                                                      self.logs, since=since).start()
+                                                      self.logs, since=since, on_ready=on_ready).start()
 
     def forget(self, instance_id: str) -> None:
         """Stop tracking the instance, whose container is gone: its secret files go too."""

@@ -25,6 +25,7 @@ from ..manifest import FunctionSpec
 from ..tenants.secretbox import KEY_ENV, KEY_FILE_ENV, SecretError
 from ..scheduler import gpulease
 from . import containers, health, isolation, secretfiles
+from .readyreport import ReadyReport
 from .secretfiles import SecretFilesError
 
 if TYPE_CHECKING:
@@ -136,14 +137,15 @@ async def _start(agent: "WorkerAgent", cmd: dict[str, Any], inst: st.Instance, l
         await agent.blocking(secretfiles.remove, agent.settings.secrets_dir, agent.node_id, instance_id)
         await agent.store.move_instance(instance_id, st.FAILED, (st.PENDING, *st.RUNNING_STATES), reason=reason)
         return False
-    agent.adopt(instance_id, inst.function, container_id, since=None)
+    report = ReadyReport(asyncio.get_running_loop())   # the runtime's ready line wakes the probe
+    agent.adopt(instance_id, inst.function, container_id, since=None, on_ready=report.notify)
     if lease:
         agent.gpu_leases[instance_id] = lease
     fields = {"host": agent.settings.host, "port": port, "key": key}
     if await agent.store.move_instance(instance_id, st.STARTING, reason="", **fields):
         agent.started_at(instance_id, reset=True)
         log.info("started", extra={"instance": instance_id, "port": port, "container": container_id[:12]})
-        return await _await_ready(agent, instance_id, port) or True
+        return await _await_ready(agent, instance_id, port, report=report) or True
     if not await agent.store.move_instance(instance_id, None, st.RUNNING_STATES, **fields):
         # Drained, stopped or reaped while we started it: a stop command follows, or the
         # orphan sweep removes the container once the record is gone.
@@ -172,23 +174,26 @@ async def deliver_secrets(agent: "WorkerAgent", spec: FunctionSpec, instance_id:
     return await agent.blocking(secretfiles.write, agent.settings.secrets_dir, agent.node_id, instance_id, values)
 
 
-async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_state: str = st.STARTING) -> bool:
+async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_state: str = st.STARTING,
+                       report: ReadyReport | None = None) -> bool:
     """Probe a fresh (or resumed) instance every FAST_PROBE seconds for up to FAST_WINDOW, so
     a request waiting for it is served as soon as the runtime answers, not at the next round
     of the health loop; then FROM_STATE -> ready.  False if it never answered in the window
     (for a fresh one the health loop and its start timeout take over), or if its container
     exited first: the instance is then failed at once with the cause (Exited.reason: the
     runtime's start-failure line), so the scheduler and a waiting caller learn it in well
-    under a second rather than after the window."""
+    under a second rather than after the window.  With a REPORT (a fresh start), the wait
+    between two probes ends early when the runtime logs its ready line (worker.readyreport)."""
     session = agent.health_session()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FAST_WINDOW
     look_at = loop.time() + EXIT_CHECK
+    reported = False    # this probe was woken by the ready report, not by the tick
     while loop.time() < deadline:
         ok, _ = await health.probe(session, f"http://{agent.settings.host}:{port}", agent.settings.health_timeout)
         if ok:
             if await agent.store.move_instance(instance_id, st.READY, (from_state,), reason=""):
-                log.info("instance ready", extra={"instance": instance_id})
+                log.info("instance ready", extra={"instance": instance_id, "ready_report": reported})
             return True
         if loop.time() >= look_at:
             look_at = loop.time() + EXIT_CHECK
@@ -199,7 +204,10 @@ async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_s
                     log.warning("instance failed before it was ready", extra={"instance": instance_id,
                                                                               "reason": reason})
                 return False
-        await asyncio.sleep(FAST_PROBE)
+        if report is None:
+            await asyncio.sleep(FAST_PROBE)
+        else:
+            reported = await report.wait(FAST_PROBE)
     return False
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from typing import Callable
+
+from gantry_runtime.wire import is_ready_line
 
 
 log = logging.getLogger("gantry.worker")
@@ -28,9 +31,10 @@ def _ts_key(stamp: str) -> tuple[str, int]:
 
 class LogFollower:
     def __init__(self, client, container_id: str, function: str, instance: str, sink: "LogShipper",
-                 since: float | None = None) -> None:
+                 since: float | None = None, on_ready: Callable[[], None] | None = None) -> None:
         self.client, self.container_id, self.function, self.instance = client, container_id, function, instance
         self.sink = sink
+        self._on_ready = on_ready   # called once, on the runtime's ready line (worker.readyreport)
         self._since = since
         self._last: tuple[str, int] | None = None
         self._stop = threading.Event()
@@ -111,6 +115,9 @@ class LogFollower:
             except ValueError:
                 pass
         line = text.decode(errors="replace")[:MAX_LINE]
+        if self._on_ready is not None and is_ready_line(line):
+            on_ready, self._on_ready = self._on_ready, None
+            on_ready()
         if line.strip():
             self.sink.put(self.function, self.instance, line)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REDIS_URL
 from gantry.gateway.settings import GatewaySettings
 from gantry.gateway.workers import next_delay, worker_identity
 from gantry_runtime.config import SettingsError
@@ -78,9 +77,9 @@ def _until(what: str, check, timeout: float = 30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_two_workers_share_the_port_restart_and_stop_together(tmp_path):
+def test_two_workers_share_the_port_restart_and_stop_together(tmp_path, redis_url):
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT / 'runtime'}", "GANTRY_REDIS_URL": REDIS_URL,
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT / 'runtime'}", "GANTRY_REDIS_URL": redis_url,
            "GANTRY_GATEWAY_PORT": str(port), "GANTRY_GATEWAY_ID": "wtest", "GANTRY_ADMIN_KEY_HASH": "0" * 64,
            "GANTRY_ASYNC_DISPATCH": "0"}
     log = open(tmp_path / "gateway.log", "wb")

@@ -96,6 +96,9 @@ def ensure_runtime_image(client, progress: Progress = quiet) -> str:
 # installed on the host (`pip install --target`) and copied in, so `docker build` is offline.
 
 VLLM_REPO = "gantry/vllm"
+# Part of the site tree's hash: bumped when how the tree is made changes (2: the byte-code of
+# removed distributions goes too, so no empty namespace package shadows them).
+VLLM_SITE_LAYOUT = "2"
 
 
 class VllmFlavour:
@@ -158,6 +161,8 @@ def remove_distributions(site: str, names: tuple[str, ...]) -> list[str]:
                         os.remove(path)
                     dirs.add(os.path.dirname(path))
         subprocess.run(["rm", "-rf", info], check=False)
+        for d in dirs:      # the byte-code compiled after the install is not in RECORD
+            subprocess.run(["rm", "-rf", os.path.join(d, "__pycache__")], check=False)
         for d in sorted(dirs, key=len, reverse=True):   # deepest first
             while d.startswith(site + os.sep):
                 try:
@@ -186,7 +191,7 @@ def write_placeholder(site: str, version: str) -> None:
 def vllm_site(flavour: str, progress: Progress = quiet) -> str:
     """The cached `pip install --target` tree of FLAVOUR, made when missing (minutes)."""
     spec = vllm_pins(flavour)
-    digest = Hasher("vllm", spec.name, *spec.pins, *spec.omit, spec.placeholder or "").hexdigest()
+    digest = Hasher("vllm", VLLM_SITE_LAYOUT, spec.name, *spec.pins, *spec.omit, spec.placeholder or "").hexdigest()
     site = os.path.join(_CACHE, f"vllm-{spec.name}-{digest}")
     if os.path.isdir(site):
         return site
@@ -214,7 +219,8 @@ def vllm_image_tag(client, flavour: str, progress: Progress = quiet) -> tuple[st
     base_id = ensure_base(client, progress)
     with open(os.path.join(images_dir(), "vllm", "Dockerfile"), encoding="utf-8") as f:
         dockerfile_text = f.read()
-    digest = Hasher(base_id, dockerfile_text, spec.name, *spec.pins, *spec.omit, spec.placeholder or "").hexdigest()
+    digest = Hasher(base_id, dockerfile_text, VLLM_SITE_LAYOUT, spec.name, *spec.pins, *spec.omit,
+                    spec.placeholder or "").hexdigest()
     return f"{VLLM_REPO}:{flavour}-{digest}", dockerfile_text
 
 

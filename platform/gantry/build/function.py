@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from ..manifest import FunctionSpec, load_manifest
 from .context import (Hasher, Progress, compile_tree, copy_tree, docker_build, ignore_patterns,
                       image_exists, pip_install_target, quiet, remove_image, tag_image, walk_files)
-from .errors import BuildError
 from .images import ensure_runtime_image, ensure_vllm_image
 from .verify import HandlerCheckFailed, verify_handler
 

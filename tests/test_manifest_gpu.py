@@ -57,6 +57,12 @@ def test_bad_gpu_fields_name_file_and_field(tmp_path, resources, field, expected
     assert str(info.value).startswith(str(tmp_path / "gantry.toml") + ": " + field)
 
 
-def test_the_vllm_runtime_rule_is_unchanged(tmp_path):
-    with pytest.raises(ManifestError, match="resources.gpu: the vllm runtime needs at least one GPU"):
-        load_manifest(write(tmp_path, 'name = "m"\nhandler = "main:handle"\nruntime = "vllm"\n'))
+def test_a_vllm_function_takes_a_gpu_share_or_none(tmp_path):
+    """gpu = 0 runs the CPU engine (docs/vllm.md); a share of one GPU packs engines on a card."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    shared = load_manifest(write(tmp_path, 'name = "m"\nruntime = "vllm"\n[model]\npath = "model"\n'
+                                           '[resources]\ngpu_memory = "20G"\ngpu_type = ["L4"]\n'))
+    assert shared.resources.gpu == 0 and shared.resources.gpu_memory == 20 * 10**9
+    cpu = load_manifest(write(tmp_path, 'name = "m"\nruntime = "vllm"\n[model]\npath = "model"\n'))
+    assert cpu.resources.gpu == 0 and cpu.resources.gpu_memory == 0

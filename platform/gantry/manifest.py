@@ -126,6 +126,31 @@ class Schedule:
     priority: str = "normal"
 
 
+# [model] of a vllm function (docs/vllm.md).  ``source``: "function" when ``path`` is a folder
+# of the function directory (copied into the image under /app), "node" when it names a folder
+# under the node's models directory (GANTRY_MODELS_DIR, mounted read-only at MODELS_MOUNT).
+MODEL_SOURCES = ("function", "node")
+MODELS_MOUNT = "/models"
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+MAX_MODEL_LEN = 10_000_000
+MAX_ENGINE_ARGS = 64
+# What the platform sets on the engine and a manifest must not override: the port and host
+# the worker probes and publishes, and the key the gateway authenticates with.
+RESERVED_ENGINE_ARGS = ("--port", "--host", "--api-key", "--uds", "--served-model-name", "--model")
+MODEL_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+
+
+@dataclass(frozen=True)
+class Model:
+    path: str
+    source: str = "function"
+    served_name: str = ""             # "" : the function's name
+    max_model_len: int = 0            # 0: the model's own
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.0   # 0: derived from resources.gpu_memory, else vLLM's default
+    engine_args: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     name: str
@@ -140,6 +165,7 @@ class FunctionSpec:
     secrets: dict[str, str] = field(default_factory=dict)
     async_policy: AsyncPolicy = field(default_factory=AsyncPolicy)      # [async]
     schedules: tuple[Schedule, ...] = ()                                # [[schedules]]
+    model: Model | None = None                                          # [model], vllm only
     # The owner, set by the gateway from the deploying key (never from a manifest).
     tenant: str = DEFAULT_TENANT
 
@@ -157,6 +183,10 @@ class FunctionSpec:
         d["async"] = d.pop("async_policy")        # the manifest's name for it
         d["resources"]["gpu_type"] = list(self.resources.gpu_type)   # as msgpack gives it back
         d["schedules"] = [{k: v for k, v in s.items() if v is not None} for s in d["schedules"]]
+        if d["model"] is None:
+            del d["model"]
+        else:
+            d["model"]["engine_args"] = list(d["model"]["engine_args"])
         return d
 
     @classmethod
@@ -181,13 +211,15 @@ class FunctionSpec:
         return d
 
 
-_TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env", "secrets", "async", "schedules"}
+_TOP = {"name", "handler", "runtime", "resources", "scaling", "limits", "env", "secrets", "async", "schedules",
+        "model"}
 _SECTIONS = {
     "resources": {"cpu", "cpu_request", "memory", "gpu", "gpu_memory", "gpu_type"},
     "scaling": {"min_instances", "max_instances", "concurrency", "idle_timeout", "keep_paused",
                 "target_utilization", "scale_up_cooldown", "scale_down_cooldown"},
     "limits": {"timeout", "max_body"},
     "async": {"max_retries", "backoff", "max_event_age"},
+    "model": {"path", "source", "served_name", "max_model_len", "dtype", "gpu_memory_utilization", "engine_args"},
 }
 MAX_RETRIES = 100
 MAX_SCHEDULES = 64
@@ -223,6 +255,8 @@ def load_manifest(directory: str) -> FunctionSpec:
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(path, "", f"not valid TOML ({exc})") from None
     spec = _validate(data, path)
+    if spec.model is not None:
+        return _resolve_model(spec, directory, path)
     module_path = spec.handler_module.replace(".", os.sep)
     if not (os.path.isfile(os.path.join(directory, module_path + ".py"))
             or os.path.isfile(os.path.join(directory, module_path, "__init__.py"))):
@@ -253,14 +287,19 @@ def _validate(data: dict[str, Any], source: str, stored: bool = False) -> Functi
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise fail("name", f"expected [a-z][a-z0-9-]{{0,62}} (lower-case, starts with a letter), got {name!r}")
-    handler = data.get("handler")
-    try:
-        parse_handler(handler)   # the runtime's own parse: what passes here, it can load
-    except ValueError as exc:
-        raise fail("handler", str(exc)) from None
     runtime = data.get("runtime", "python3.11")
     if runtime not in RUNTIMES:
         raise fail("runtime", f"expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    handler = data.get("handler", "" if runtime == "vllm" else None)
+    if runtime == "vllm":
+        # The engine serves the model's OpenAI-compatible API: there is no handler to load.
+        if handler != "":
+            raise fail("handler", "a vllm function has no handler (the engine serves [model]); remove it")
+    else:
+        try:
+            parse_handler(handler)   # the runtime's own parse: what passes here, it can load
+        except ValueError as exc:
+            raise fail("handler", str(exc)) from None
 
     res, sc, lim = data.get("resources", {}), data.get("scaling", {}), data.get("limits", {})
 
@@ -319,8 +358,8 @@ def _validate(data: dict[str, Any], source: str, stored: bool = False) -> Functi
                     max_body=quantity(lim, "limits", "max_body", 0, parse_size, MAX_BODY))
     if limits.timeout <= 0:
         raise fail("limits.timeout", "expected a duration above zero")
-    if runtime == "vllm" and resources.gpu < 1:
-        raise fail("resources.gpu", "the vllm runtime needs at least one GPU")
+    # runtime = "vllm" with gpu = 0 runs the CPU build of the engine (docs/vllm.md).
+    model = _model(data.get("model"), runtime, fail)
 
     env = data.get("env", {})
     if not isinstance(env, dict):
@@ -367,7 +406,67 @@ def _validate(data: dict[str, Any], source: str, stored: bool = False) -> Functi
         raise fail("async.max_event_age", "expected a duration above zero")
     return FunctionSpec(name=name, handler=handler, runtime=runtime, resources=resources,
                         scaling=scaling, limits=limits, env=env, secrets=dict(secrets), tenant=tenant,
-                        async_policy=policy, schedules=_schedules(data.get("schedules", []), fail))
+                        async_policy=policy, schedules=_schedules(data.get("schedules", []), fail), model=model)
+
+
+def _model(table: Any, runtime: str, fail) -> Model | None:
+    """[model]: required for runtime = "vllm", refused for any other runtime."""
+    if runtime != "vllm":
+        if table is not None:
+            raise fail("model", f'only a runtime = "vllm" function has a [model] section (runtime is {runtime!r})')
+        return None
+    if table is None:
+        raise fail("model", 'runtime = "vllm" needs a [model] section with at least path = "FOLDER"')
+    if not isinstance(table, dict):
+        raise fail("model", "expected a table")
+    path = table.get("path")
+    if not isinstance(path, str) or not MODEL_PATH_RE.match(path) or ".." in path.split("/"):
+        raise fail("model.path", f"expected a relative folder (letters, digits, _ . -, parts joined by /), "
+                                 f"got {_shown(path)}")
+    source = table.get("source", "function")
+    if source not in MODEL_SOURCES:
+        raise fail("model.source", f"expected one of {', '.join(MODEL_SOURCES)}, got {_shown(source)}")
+    served = table.get("served_name", "")
+    if not isinstance(served, str) or (served and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$", served)):
+        raise fail("model.served_name", f"expected a name of letters, digits and _ . : / -, got {_shown(served)}")
+    max_len = table.get("max_model_len", 0)
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 0 <= max_len <= MAX_MODEL_LEN:
+        raise fail("model.max_model_len", f"expected a whole number of tokens from 1 to {MAX_MODEL_LEN} "
+                                          f"(0: the model's own), got {_shown(max_len)}")
+    dtype = table.get("dtype", "auto")
+    if dtype not in DTYPES:
+        raise fail("model.dtype", f"expected one of {', '.join(DTYPES)}, got {_shown(dtype)}")
+    util = table.get("gpu_memory_utilization", 0.0)
+    if isinstance(util, bool) or not isinstance(util, (int, float)) or not (util == 0 or 0.01 <= util <= 1.0):
+        raise fail("model.gpu_memory_utilization", f"expected a fraction of the GPU from 0.01 to 1 "
+                                                   f"(0: derived), got {_shown(util)}")
+    args = table.get("engine_args", [])
+    if (not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args)
+            or len(args) > MAX_ENGINE_ARGS or any(len(a) > 1000 or "\x00" in a for a in args)):
+        raise fail("model.engine_args", f'expected a list of at most {MAX_ENGINE_ARGS} strings, '
+                                        f'like ["--enforce-eager", "--max-num-seqs", "8"]')
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in RESERVED_ENGINE_ARGS:
+            raise fail("model.engine_args", f"{flag} is set by the platform (the port, host, key and model "
+                                            f"come from the worker and [model]); remove it")
+    return Model(path=path, source=source, served_name=served, max_model_len=max_len, dtype=dtype,
+                 gpu_memory_utilization=float(util), engine_args=tuple(args))
+
+
+def _resolve_model(spec: FunctionSpec, directory: str, source: str) -> FunctionSpec:
+    """A [model] path of the function directory must be a folder there with a config.json;
+    a node model (source = "node") is only checked on the node that runs it."""
+    model = spec.model
+    folder = os.path.join(directory, model.path)
+    if model.source == "function":
+        if not os.path.isdir(folder):
+            raise ManifestError(source, "model.path",
+                                f"no folder {model.path!r} in {directory} (for a model in the node's models "
+                                f"folder, GANTRY_MODELS_DIR, set source = \"node\")")
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise ManifestError(source, "model.path", f"{folder} has no config.json: not a model folder")
+    return spec
 
 
 def _schedules(entries: Any, fail) -> tuple[Schedule, ...]:

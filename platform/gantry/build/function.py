@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from ..manifest import FunctionSpec, load_manifest
 from .context import (Hasher, Progress, compile_tree, copy_tree, docker_build, ignore_patterns,
                       image_exists, pip_install_target, quiet, remove_image, tag_image, walk_files)
-from .errors import BuildError
-from .images import ensure_runtime_image
+from .images import ensure_runtime_image, ensure_vllm_image
 from .verify import HandlerCheckFailed, verify_handler
 
 REQUIREMENTS = "requirements.txt"
@@ -46,8 +45,8 @@ def build_function(client, directory: str, progress: Progress = quiet) -> BuildR
     started = time.monotonic()
     directory = os.path.abspath(directory)
     spec = load_manifest(directory)
-    if spec.runtime != "python3.11":
-        raise BuildError(f"{spec.name}: runtime {spec.runtime!r} has no image builder yet")
+    if spec.runtime == "vllm":
+        return _build_vllm(client, directory, spec, progress, started)
     progress(f"building {spec.name} from {directory}")
     runtime = ensure_runtime_image(client, progress)
     result = BuildResult(spec=spec, image="", runtime_image=runtime, deps_image=None)
@@ -79,6 +78,31 @@ def build_function(client, directory: str, progress: Progress = quiet) -> BuildR
         # Built untagged and tagged only once its handler imports: a tag is a deployable image.
         image_id = _build_code(client, directory, files, spec, parent, code_tag, progress)
         result.verify_seconds = _verify(client, image_id, spec, progress, remove=image_id)
+        tag_image(client, image_id, code_tag)
+        result.built.append(code_tag)
+    result.image = code_tag
+    result.seconds = time.monotonic() - started
+    progress(f"built {code_tag} in {result.seconds:.1f}s")
+    return result
+
+
+def _build_vllm(client, directory: str, spec: FunctionSpec, progress: Progress, started: float) -> BuildResult:
+    """A vllm function: the vLLM image of its flavour (CPU unless it asks for a GPU) plus the
+    function directory (its model folder, when it ships one) under /app.  There is no handler
+    to check; the manifest check made sure a shipped model folder has its config.json."""
+    from ..worker.vllmengine import flavour
+
+    engine = flavour(spec)
+    progress(f"building {spec.name} from {directory} (vLLM, {engine} engine)")
+    parent = ensure_vllm_image(client, progress, engine)
+    result = BuildResult(spec=spec, image="", runtime_image=parent, deps_image=None)
+    files = walk_files(directory, ignore_patterns(directory))
+    code_tag = f"gantry/fn-{spec.name}:{Hasher(parent).tree(directory, files).hexdigest()}"
+    if image_exists(client, code_tag):
+        progress(f"code and model: cached ({code_tag})")
+    else:
+        progress(f"code and model: {len(files)} files")
+        image_id = _build_code(client, directory, files, spec, parent, code_tag, progress)
         tag_image(client, image_id, code_tag)
         result.built.append(code_tag)
     result.image = code_tag

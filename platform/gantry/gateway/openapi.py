@@ -22,7 +22,8 @@ from gantry_runtime.wire import ErrorCode
 
 from .. import keys, state
 from ..manifest import (MIN_UTILIZATION, MAX_RETRIES, MAX_SCHEDULES, PRIORITIES, SCHEDULE_NAME_RE, MAX_BODY, MAX_CONCURRENCY, MAX_CPU, MAX_DURATION, MAX_GPU, MAX_INSTANCES, MAX_MEMORY,
-                        MAX_GPU_MEMORY, MAX_GPU_TYPES, GPU_TYPE_RE, MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE)
+                        MAX_GPU_MEMORY, MAX_GPU_TYPES, GPU_TYPE_RE, MIN_MEMORY, NAME_RE, QUALIFIED_RE, RUNTIMES, SECRET_NAME_RE, TENANT_RE,
+                        DTYPES, MAX_ENGINE_ARGS, MAX_MODEL_LEN, MODEL_SOURCES)
 from ..invocations import signing
 from ..quantities import format_size
 from ..tenants.apikeys import KEY_RE, MAX_KEY_FUNCTIONS, MAX_NOTE
@@ -139,8 +140,11 @@ def _spec(written: bool) -> _Schema:
     }
     props: dict[str, _Schema] = {
         "name": _NAME,
-        "handler": {"type": "string", "pattern": wire.HANDLER_RE.pattern, "description": wire.HANDLER_EXPECTED},
-        "runtime": {"enum": list(RUNTIMES), "description": "default python3.11"},
+        "handler": {"type": "string", "pattern": f"^$|{wire.HANDLER_RE.pattern}",
+                    "description": wire.HANDLER_EXPECTED + "; required, except for runtime vllm, which has none "
+                                   "(empty)"},
+        "runtime": {"enum": list(RUNTIMES), "description": "default python3.11; vllm: the engine serves [model] "
+                                                         "(docs/vllm.md)"},
         **{section: _obj(fields, [] if written else None) for section, fields in sections.items()},
         "env": {"type": "object", "additionalProperties": env_value,
                 "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "not": {"pattern": "^GANTRY_"}},
@@ -160,9 +164,23 @@ def _spec(written: bool) -> _Schema:
         ["name", "cron"] if written else ["name", "cron", "timezone", "priority"])
     props["schedules"] = {"type": "array", "items": schedule, "maxItems": MAX_SCHEDULES,
                           "description": "cron schedules, each tick one async invocation (docs/async.md)"}
+    props["model"] = {**_obj({
+        "path": {"type": "string", "description": "the model folder: in the function directory, or (source node) "
+                                                  "under the node's GANTRY_MODELS_DIR"},
+        "source": {"enum": list(MODEL_SOURCES), "description": "default function"},
+        "served_name": {"type": "string", "description": "the model's name in the API (default: the function's)"},
+        "max_model_len": num("integer", 0, MAX_MODEL_LEN, "tokens (default 0: the model's own)"),
+        "dtype": {"enum": list(DTYPES), "description": "default auto"},
+        "gpu_memory_utilization": num("number", 0, 1, "the engine's share of its GPU (0, the default: derived "
+                                                      "from resources.gpu_memory, else vLLM's own)"),
+        "engine_args": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_ENGINE_ARGS,
+                        "description": "more vLLM arguments; --port, --host, --api-key, --model and "
+                                       "--served-model-name are the platform's"}},
+        ["path"] if written else None), "description": "runtime vllm only, and required there (docs/vllm.md)"}
     props["tenant"] = {**_TENANT_ID, "description": "the owner, set from the deploying key" + (
         " (may be sent, and must then be that tenant)" if written else "")}
-    return _obj(props, ["name", "handler"] if written else None)
+    # a stored spec has every field but model, which only a vllm function's has
+    return _obj(props, ["name"] if written else [k for k in props if k != "model"])
 
 
 SCHEMAS: dict[str, _Schema] = {
@@ -811,7 +829,8 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "between fields that the schema cannot say: `scaling.min_instances` at most "
                                 "`max_instances`, `resources.cpu_request` at most `cpu` (and 0 or at least "
                                 "0.01), `resources.memory` at least 6Mi and `limits.timeout` above zero in any "
-                                "unit, and `runtime = \"vllm\"` needs `resources.gpu` of at least 1.  A GPU function "
+                                "unit, and `runtime = \"vllm\"` needs a `model` (and no handler; `resources.gpu` 0 runs the "
+                                "CPU engine).  A GPU function "
                                 "(`resources.gpu` or `gpu_memory`, never both; `gpu_type` only with one of them) "
                                 "that no live node could ever hold (too few GPUs of its type on any one node, "
                                 "or none with that much memory) is refused with what is missing named."),

@@ -22,12 +22,13 @@ import aiohttp
 from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
 
 from .. import state as st
+from ..scheduler import gpulease
 from ..store import UNAVAILABLE, Store
 from ..tenants import secretbox
 from ..tenants.secretbox import MasterKey
 from ..tenants.secretstore import SecretStore
-from . import commands, containers, health, isolation, secretfiles
-from .containerspec import LABEL_GPUS
+from . import commands, containers, health, isolation, secretfiles, vllmengine
+from .containerspec import LABEL_FLAVOUR, LABEL_GPUS, LABEL_RUNTIME
 from .fakenvml import from_setting as fake_nvml
 from .gpus import GpuInventory
 from .capacity import CpuMeter, detect_cpu_millis, detect_memory, memory_in_use
@@ -79,6 +80,8 @@ class WorkerAgent:
         self.followers: dict[str, LogFollower] = {}
         self.logs = LogShipper(settings.log_maxlen)
         self._containers: dict[str, tuple[str, str]] = {}   # instance -> (function, container id)
+        # instance -> (runtime, engine flavour): which probes and which warm pool (vllmengine)
+        self._engines: dict[str, tuple[str, str]] = {}
         self._counters: dict[str, health.Counters] = {}
         self._starting: dict[str, float] = {}               # instance -> monotonic time seen starting
         self._users: dict[str, int] = {}                    # instance -> commands holding or awaiting its lock
@@ -95,11 +98,21 @@ class WorkerAgent:
     async def blocking(self, fn: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def gpu_memory(self, lease: str) -> int | None:
+        """The total memory of the first GPU of LEASE, from this node's inventory (None when it
+        leases none or the GPU is not known): a memory share's engine sizes itself by it."""
+        ids = gpulease.uuids(lease)
+        for device in st.GpuDevice.decode_list(self.node.gpu_inventory) if ids else ():
+            if device.uuid == ids[0]:
+                return device.memory
+        return None
+
     def adopt(self, instance_id: str, function: str, container_id: str, since: float | None,
-              on_ready: Callable[[], None] | None = None) -> None:
+              runtime: str = "python3.11", flavour: str = "cpu", on_ready: Callable[[], None] | None = None) -> None:
         """Track the instance's container and follow its logs (from SINCE, or its beginning);
         ON_READY is called on the runtime's ready line (worker.readyreport)."""
         self._containers[instance_id] = (function, container_id)
+        self._engines[instance_id] = (runtime, flavour)
         follower = self.followers.get(instance_id)
         if follower is None or not follower.alive or follower.container_id != container_id:
             self.followers[instance_id] = LogFollower(self.docker_client, container_id, function, instance_id,
@@ -109,12 +122,33 @@ class WorkerAgent:
         """Stop tracking the instance, whose container is gone: its secret files go too."""
         secretfiles.remove(self.settings.secrets_dir, self.node_id, instance_id)
         self._containers.pop(instance_id, None)
+        self._engines.pop(instance_id, None)
         self._counters.pop(instance_id, None)
         self._starting.pop(instance_id, None)
         self.gpu_leases.pop(instance_id, None)
         follower = self.followers.pop(instance_id, None)
         if follower is not None:
             follower.stop()
+
+    def runtime_of(self, instance_id: str) -> str:
+        return self._engines.get(instance_id, ("python3.11", "cpu"))[0]
+
+    def warm_mode(self, instance_id: str) -> str:
+        """"pause" or "sleep": how this instance is kept warm (vllmengine.warm_mode)."""
+        return vllmengine.warm_mode(*self._engines.get(instance_id, ("python3.11", "cpu")))
+
+    def start_timeout(self, instance_id: str) -> float:
+        """The worker's start timeout; at least vllmengine.START_TIMEOUT for an engine, which
+        loads a model before it answers."""
+        if self.runtime_of(instance_id) == vllmengine.RUNTIME:
+            return max(self.settings.start_timeout, vllmengine.START_TIMEOUT)
+        return self.settings.start_timeout
+
+    async def probe(self, instance_id: str, port: int, state: str, key: str) -> tuple[bool, str]:
+        """One probe of the instance on PORT: its runtime's path for STATE (health.probe_request)."""
+        path, headers = health.probe_request(self.runtime_of(instance_id), state, key)
+        return await health.probe(self.health_session(), f"http://{self.settings.host}:{port}",
+                                  self.settings.health_timeout, path, headers)
 
     def started_at(self, instance_id: str, reset: bool = False) -> float:
         if reset:
@@ -153,7 +187,9 @@ class WorkerAgent:
             instance_id = container.labels.get(containers.LABEL_INSTANCE, "")
             inst = await self.store.get_instance(instance_id) if instance_id else None
             if inst is not None and inst.node == self.node_id and container.status in ("running", "paused"):
-                self.adopt(instance_id, inst.function, container.id, since=now)
+                self.adopt(instance_id, inst.function, container.id, since=now,
+                           runtime=container.labels.get(LABEL_RUNTIME, "python3.11"),
+                           flavour=container.labels.get(LABEL_FLAVOUR, "cpu"))
                 self._readopt_gpus(instance_id, inst, container.labels.get(LABEL_GPUS, ""))
         self.registered = True
         log.info("registered", extra={"node": self.node_id, "cpu": self.node.cpu, "memory": self.node.memory})
@@ -285,15 +321,15 @@ class WorkerAgent:
         return self._session
 
     async def _check(self, inst: st.Instance) -> None:
-        ok, error = await health.probe(self._session, f"http://{self.settings.host}:{inst.port}",
-                                       self.settings.health_timeout)
+        ok, error = await self.probe(inst.id, inst.port, inst.state, inst.key)
         if not ok:
             ended = await self.container_ended(inst.id)
             if ended is not None:
                 await self._fail(inst, ended.reason())
                 return
-            if inst.state == st.STARTING and time.monotonic() - self.started_at(inst.id) > self.settings.start_timeout:
-                await self._fail(inst, f"not healthy within {self.settings.start_timeout:g}s: {error}")
+            timeout = self.start_timeout(inst.id)
+            if inst.state == st.STARTING and time.monotonic() - self.started_at(inst.id) > timeout:
+                await self._fail(inst, f"not healthy within {timeout:g}s: {error}")
                 return
         counters = self._counters.setdefault(inst.id, health.Counters())
         new = health.transition(inst.state, counters, ok, error)

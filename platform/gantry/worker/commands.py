@@ -24,7 +24,7 @@ from .. import state as st
 from ..manifest import FunctionSpec
 from ..tenants.secretbox import KEY_ENV, KEY_FILE_ENV, SecretError
 from ..scheduler import gpulease
-from . import containers, health, isolation, secretfiles
+from . import containers, health, isolation, secretfiles, vllmengine
 from .readyreport import ReadyReport
 from .secretfiles import SecretFilesError
 
@@ -44,6 +44,7 @@ IDLE_CHECKS = 2        # "inflight": 0 this many times in a row before freezing
 # pub/sub hint arrives in milliseconds; a gateway that missed it rereads within its cache
 # refresh interval, 1 s by default), so no request is sent after the count reached zero.
 PAUSE_SETTLE = 1.0
+ENGINE_CALL_TIMEOUT = 60.0   # seconds a vLLM engine may take to sleep or wake (a large model: seconds)
 
 
 def decode(raw: bytes) -> dict[str, Any] | None:
@@ -128,7 +129,8 @@ async def _start(agent: "WorkerAgent", cmd: dict[str, Any], inst: st.Instance, l
         container_id, port, key = await agent.blocking(functools.partial(
             containers.start, agent.docker_client, agent.node_id, agent.settings.host, spec, image,
             instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace, secret_dir=secret_dir,
-            isolation_level=isolation.level(cmd.get("isolation"), spec.tenant), gpu_lease=lease))
+            isolation_level=isolation.level(cmd.get("isolation"), spec.tenant), gpu_lease=lease,
+            gpu_total=agent.gpu_memory(lease)))
     except Exception as exc:
         what = "secrets" if isinstance(exc, (SecretError, SecretFilesError)) else type(exc).__name__
         reason = f"start failed: {what}: {exc}"[:500]
@@ -138,14 +140,16 @@ async def _start(agent: "WorkerAgent", cmd: dict[str, Any], inst: st.Instance, l
         await agent.store.move_instance(instance_id, st.FAILED, (st.PENDING, *st.RUNNING_STATES), reason=reason)
         return False
     report = ReadyReport(asyncio.get_running_loop())   # the runtime's ready line wakes the probe
-    agent.adopt(instance_id, inst.function, container_id, since=None, on_ready=report.notify)
+    agent.adopt(instance_id, inst.function, container_id, since=None, runtime=spec.runtime,
+                flavour=vllmengine.flavour(spec) if spec.runtime == vllmengine.RUNTIME else "cpu",
+                on_ready=report.notify)
     if lease:
         agent.gpu_leases[instance_id] = lease
     fields = {"host": agent.settings.host, "port": port, "key": key}
     if await agent.store.move_instance(instance_id, st.STARTING, reason="", **fields):
         agent.started_at(instance_id, reset=True)
         log.info("started", extra={"instance": instance_id, "port": port, "container": container_id[:12]})
-        return await _await_ready(agent, instance_id, port, report=report) or True
+        return await _await_ready(agent, instance_id, port, key=key, report=report) or True
     if not await agent.store.move_instance(instance_id, None, st.RUNNING_STATES, **fields):
         # Drained, stopped or reaped while we started it: a stop command follows, or the
         # orphan sweep removes the container once the record is gone.
@@ -175,7 +179,7 @@ async def deliver_secrets(agent: "WorkerAgent", spec: FunctionSpec, instance_id:
 
 
 async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_state: str = st.STARTING,
-                       report: ReadyReport | None = None) -> bool:
+                       key: str = "", report: ReadyReport | None = None) -> bool:
     """Probe a fresh (or resumed) instance every FAST_PROBE seconds for up to FAST_WINDOW, so
     a request waiting for it is served as soon as the runtime answers, not at the next round
     of the health loop; then FROM_STATE -> ready.  False if it never answered in the window
@@ -184,13 +188,12 @@ async def _await_ready(agent: "WorkerAgent", instance_id: str, port: int, from_s
     runtime's start-failure line), so the scheduler and a waiting caller learn it in well
     under a second rather than after the window.  With a REPORT (a fresh start), the wait
     between two probes ends early when the runtime logs its ready line (worker.readyreport)."""
-    session = agent.health_session()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FAST_WINDOW
     look_at = loop.time() + EXIT_CHECK
     reported = False    # this probe was woken by the ready report, not by the tick
     while loop.time() < deadline:
-        ok, _ = await health.probe(session, f"http://{agent.settings.host}:{port}", agent.settings.health_timeout)
+        ok, _ = await agent.probe(instance_id, port, from_state, key)
         if ok:
             if await agent.store.move_instance(instance_id, st.READY, (from_state,), reason=""):
                 log.info("instance ready", extra={"instance": instance_id, "ready_report": reported})
@@ -250,6 +253,16 @@ async def pause(agent: "WorkerAgent", instance_id: str) -> None:
     if inst.state == st.PAUSING and inst.port and not await _await_idle(agent, instance_id, inst.port):
         log.info("pause abandoned: the instance left pausing", extra={"instance": instance_id})
         return
+    if agent.warm_mode(instance_id) == "sleep":
+        # A vLLM engine on a GPU sleeps (weights to host memory, KV cache freed) and keeps running.
+        ok, error = await engine_sleep(agent, inst.port)
+        if not ok:
+            await agent.store.move_instance(instance_id, st.FAILED, (st.PAUSING, st.PAUSED),
+                                            reason=f"engine sleep failed: {error}"[:500])
+            return
+        if await agent.store.move_instance(instance_id, st.PAUSED):
+            log.info("engine asleep", extra={"instance": instance_id})
+        return
     status, container_id = await agent.blocking(containers.pause, agent.docker_client, agent.node_id, instance_id)
     if status != "paused":
         await _fail_warm(agent, instance_id, (st.PAUSING, st.PAUSED), container_id)
@@ -273,7 +286,7 @@ async def _await_idle(agent: "WorkerAgent", instance_id: str, port: int) -> bool
     while True:
         if await agent.store.instance_state(instance_id) != st.PAUSING:
             return False
-        count = await health.inflight(session, url, agent.settings.health_timeout)
+        count = await health.inflight(session, url, agent.settings.health_timeout, agent.runtime_of(instance_id))
         if count is None and await agent.container_ended(instance_id) is not None:
             return True                  # nothing runs: containers.pause says what happened
         idle = idle + 1 if count == 0 else 0
@@ -299,6 +312,16 @@ async def unpause(agent: "WorkerAgent", instance_id: str) -> None:
         log.info("unpause ignored: instance is %s", inst.state, extra={"instance": instance_id})
         return
     t0 = time.perf_counter()
+    if agent.warm_mode(instance_id) == "sleep":
+        ok, error = await engine_wake(agent, inst.port)
+        if not ok:
+            await agent.store.move_instance(instance_id, st.FAILED, (st.RESUMING,),
+                                            reason=f"engine wake failed: {error}"[:500])
+            return
+        if await _await_ready(agent, instance_id, inst.port, from_state=st.RESUMING, key=inst.key):
+            log.info("engine awake %s: ready %.1f ms after the command", instance_id,
+                     (time.perf_counter() - t0) * 1000, extra={"instance": instance_id})
+        return
     status, container_id = await agent.blocking(containers.unpause, agent.docker_client, agent.node_id, instance_id)
     if status != "running" or container_id is None:
         await _fail_warm(agent, instance_id, (st.RESUMING,), container_id)
@@ -306,7 +329,7 @@ async def unpause(agent: "WorkerAgent", instance_id: str) -> None:
     if instance_id not in agent.followers:      # adopted after a restart: follow its logs from now
         agent.adopt(instance_id, inst.function, container_id, since=time.time())
     thawed = time.perf_counter()
-    if await _await_ready(agent, instance_id, inst.port, from_state=st.RESUMING):
+    if await _await_ready(agent, instance_id, inst.port, from_state=st.RESUMING, key=inst.key):
         log.info("resumed %s: ready %.1f ms after the command (docker unpause %.1f ms)", instance_id,
                  (time.perf_counter() - t0) * 1000, (thawed - t0) * 1000, extra={"instance": instance_id})
         return
@@ -328,3 +351,27 @@ async def _fail_warm(agent: "WorkerAgent", instance_id: str, from_states: tuple[
     reason = ended.reason() if ended is not None else "container not running"
     if await agent.store.move_instance(instance_id, st.FAILED, from_states, reason=reason[:500]):
         log.warning("instance failed", extra={"instance": instance_id, "reason": reason})
+
+
+async def _engine_post(agent: "WorkerAgent", port: int, path: str) -> tuple[bool, str]:
+    """POST one of vLLM's dev routes on the instance's loopback port (never through the
+    gateway); (ok, error)."""
+    import aiohttp
+
+    url = f"http://{agent.settings.host}:{port}{path}"
+    try:
+        async with agent.health_session().post(url, timeout=aiohttp.ClientTimeout(total=ENGINE_CALL_TIMEOUT)) as resp:
+            if resp.status == 200:
+                return True, ""
+            return False, f"{path} answered {resp.status}: {(await resp.text())[:200]}"
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        return False, f"{path}: {type(exc).__name__}: {exc}"[:300]
+
+
+async def engine_sleep(agent: "WorkerAgent", port: int) -> tuple[bool, str]:
+    """Sleep mode level 1 (GPU engines only: vllmengine.warm_mode)."""
+    return await _engine_post(agent, port, f"/sleep?level={vllmengine.SLEEP_LEVEL}")
+
+
+async def engine_wake(agent: "WorkerAgent", port: int) -> tuple[bool, str]:
+    return await _engine_post(agent, port, "/wake_up")

@@ -114,7 +114,8 @@ def _networks(client, name: str) -> list:
 
 def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance: str, version: int,
           epoch: int, drain_grace: float, *, secret_dir: str | None = None,
-          isolation_level: str = isolation.SHARED, gpu_lease: str = "") -> tuple[str, int, str]:
+          isolation_level: str = isolation.SHARED, gpu_lease: str = "", gpu_total: int | None = None
+          ) -> tuple[str, int, str]:
     """Create and start the instance's container on its function network (the tenant's own
     at ``container`` and ``node`` isolation, with the host firewall installed first), or reuse
     the one that exists; (id, port, the instance key its runtime accepts)."""
@@ -132,7 +133,7 @@ def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance
         container = None
     if container is None:
         kwargs = container_kwargs(spec, image, instance, key=new_instance_key(), network=network, publish_host=host,
-                                  gpu_lease=gpu_lease,
+                                  gpu_lease=gpu_lease, gpu_total=gpu_total,
                                   labels={LABEL_NODE: node, LABEL_VERSION: str(version), LABEL_EPOCH: str(epoch)},
                                   env={"GANTRY_DRAIN_GRACE": f"{drain_grace:g}"}, secret_dir=secret_dir)
         kwargs.pop("detach", None)

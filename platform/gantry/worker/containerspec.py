@@ -27,10 +27,11 @@ from gantry_runtime.wire import INSTANCE_KEY_ENV
 
 from docker.types import DeviceRequest, Mount
 
-from ..manifest import MAX_BODY, FunctionSpec
+from ..manifest import MAX_BODY, MODELS_MOUNT, FunctionSpec
 from ..scheduler.gpulease import uuids as lease_uuids
 from .secretfiles import SECRET_VARS_ENV, SECRETS_MOUNT
 from . import isolation as isolation_
+from . import vllmengine
 
 RUNTIME_PORT = "8080/tcp"
 FUNCTION_USER = "10001:10001"
@@ -41,6 +42,8 @@ LABEL_NETWORK = "gantry.network"
 # The instance's GPU lease, "UUID=BYTES,..." (scheduler/gpulease.py): a restarted worker reads
 # its containers' leases back from it.
 LABEL_GPUS = "gantry.gpus"
+LABEL_RUNTIME = "gantry.runtime"     # which probes the worker uses (vllmengine.probes) after a restart
+LABEL_FLAVOUR = "gantry.engine"      # a vllm instance's engine flavour, cpu or gpu (its warm pool)
 FUNCTION_NETWORK = "gantry-fn"
 # Docker drops traffic between two containers of the bridge (iptables FORWARD -i br -o br
 # DROP); traffic out of the bridge (outbound, NATed) is as on the default bridge.
@@ -85,13 +88,18 @@ def instance_labels(function: str, instance: str, **extra: str) -> dict[str, str
 def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str, network: str,
                      labels: dict[str, str] | None = None, env: dict[str, str] | None = None,
                      publish_host: str = "127.0.0.1", secret_dir: str | None = None,
-                     gpu_lease: str = "") -> dict:
+                     gpu_lease: str = "", gpu_total: int | None = None, models_dir: str | None = None) -> dict:
     """Keyword arguments for ``client.containers.create`` (or ``run``) of one instance.  KEY
     is the instance's secret (never empty), NETWORK the id or name of its function network
     (``containers.ensure_network``), SECRET_DIR the instance's secret files on the node
     (worker.secretfiles), mounted read-only at /run/secrets when the spec names secrets.
     GPU_LEASE: the GPUs the scheduler leased it ("UUID=BYTES,..."), given by UUID and only
-    those: Docker does not allocate GPUs (a count of 1 twice gives both containers GPU 0)."""
+    those: Docker does not allocate GPUs (a count of 1 twice gives both containers GPU 0);
+    GPU_TOTAL: the memory of the leased GPU (a share's engine uses that fraction of it).
+    A vllm function's instance runs the engine (vllmengine) under the same rules but three
+    relaxations it cannot run without: a bigger /tmp (its caches), more pids (its processes
+    and threads) and a bigger /dev/shm; a node model (MODELS_DIR, default GANTRY_MODELS_DIR)
+    is mounted read-only."""
     gpu_ids = lease_uuids(gpu_lease)
     if not key:
         raise ValueError("an instance needs its key: the runtime would answer anyone")
@@ -127,12 +135,12 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         # The variables' names only: the values are files on a tmpfs, never in Config.Env.
         environment[SECRET_VARS_ENV] = ",".join(sorted(spec.secrets))
         mounts.append(Mount(target=SECRETS_MOUNT, source=secret_dir, type="bind", read_only=True))
-    return dict(
+    kwargs = dict(
         image=image,
         name=f"gantry-{spec.qualified}-{instance}",
         detach=True,
-        labels={**instance_labels(spec.qualified, instance), "gantry.tenant": spec.tenant, **(labels or {}),
-                **({LABEL_GPUS: gpu_lease} if gpu_ids else {})},
+        labels={**instance_labels(spec.qualified, instance), "gantry.tenant": spec.tenant,
+                LABEL_RUNTIME: spec.runtime, **(labels or {}), **({LABEL_GPUS: gpu_lease} if gpu_ids else {})},
         environment=environment,
         user=FUNCTION_USER,
         read_only=True,
@@ -151,6 +159,17 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
         mounts=mounts,
         **({"device_requests": [DeviceRequest(device_ids=gpu_ids, capabilities=[["gpu"]])]} if gpu_ids else {}),
     )
+    if spec.runtime == vllmengine.RUNTIME:
+        # The key goes in last again: the engine's own name for it, VLLM_API_KEY.
+        environment.update(vllmengine.environment(spec, key))
+        folder = vllmengine.models_source(spec, models_dir)
+        if folder is not None:
+            mounts.append(Mount(target=MODELS_MOUNT, source=os.path.abspath(folder), type="bind", read_only=True))
+        kwargs["labels"][LABEL_FLAVOUR] = vllmengine.flavour(spec)
+        kwargs.update(command=vllmengine.command(spec, gpu_total), pids_limit=vllmengine.PIDS_LIMIT,
+                      shm_size=vllmengine.SHM_SIZE,
+                      tmpfs={"/tmp": f"rw,noexec,nosuid,nodev,size={vllmengine.TMPFS_SIZE}"})
+    return kwargs
 
 
 def instance_key(container) -> str:

@@ -49,7 +49,13 @@ TITLES = {"warm": "1. Warm invocation: trivial JSON echo, one container",
           "tenancy": "8. Tenant resolution on the invoke path",
           "async": "9. Async invocations: submissions and queue-to-start with a warm instance",
           "coord": "10. Coordination: latency through the gateway vs redis-py on the same Redis",
-          "observability": "11. Observability: warm-path cost of metrics and tracing"}
+          "observability": "11. Observability: warm-path cost of metrics and tracing",
+          "vllm": "12. A vLLM function: cold start to first token, warm time to first token and tokens/s"}
+
+
+def render_vllm(v: dict) -> list[str]:
+    from .vllm import render as vllm_render    # the section's own tables (gantry.bench.vllm)
+    return vllm_render(v)
 
 
 def render(results: dict, results_path: str | None = None) -> str:
@@ -90,7 +96,8 @@ def render(results: dict, results_path: str | None = None) -> str:
                               (TITLES["tenancy"], s.get("tenancy"), _tenancy),
                               (TITLES["async"], s.get("async"), render_async),
                               (TITLES["coord"], s.get("coord"), render_coord),
-                              (TITLES["observability"], s.get("observability"), render_observability)):
+                              (TITLES["observability"], s.get("observability"), render_observability),
+                              (TITLES["vllm"], s.get("vllm"), render_vllm)):
         out += ["", f"### {title}", ""] + (body(data) if data else ["not measured in this run"])
     out += ["", END]
     return "\n".join(out) + "\n"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import asyncq, cold, coord, density, deploy, goals, machine, scale, stream, tenancy, warm
-from . import observability
+from . import observability, vllm
 from .stack import Stack
 from .stats import summary
 
@@ -26,7 +26,7 @@ LIMITS = {"full": 900.0, "quick": 250.0}          # seconds: stop starting repea
 CEILINGS = {"hotpath": (60, 15), "builds": (60, 15), "warm": (170, 40), "streaming": (25, 14),
             "cold_start": (120, 40), "redeploy": (60, 22), "scale": (120, 40), "density": (300, 60),
             "tenancy": (60, 20), "async": (150, 45), "coord": (60, 20),
-            "observability": (150, 40)}
+            "observability": (150, 40), "vllm": (600, 0)}
 ALIASES = {"tracing": "observability"}            # the section's earlier name, for --only
 
 
@@ -179,7 +179,8 @@ def run(quick: bool = False, only: set[str] | None = None) -> dict:
         section("redeploy", deploy.redeploy, lambda v: sections.setdefault("deploy", {}).__setitem__("redeploy", v))
         section("scale", scale.measure)
         section("density", density.measure)
-        section("observability", observability.measure)   # last: it starts gateways of its own
+        section("observability", observability.measure)   # it starts gateways of its own
+        section("vllm", vllm.measure)      # a full run only, with the vLLM image built (gantry images --vllm)
     except Exception as exc:  # noqa: BLE001 - the platform did not start
         results["errors"]["platform"] = f"{type(exc).__name__}: {exc}"[:4000]
         say(f"FAILED: {exc}")

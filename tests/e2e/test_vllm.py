@@ -3,16 +3,18 @@ built offline (minutes the first time, then cached), a tiny Llama made at test t
 it (nothing downloaded), deployed through the platform's API, started by the worker under
 the instance rules, probed ready on /v1/models, asked for a chat completion and a streamed
 completion, paused and resumed by the warm pool; and the same through the gateway's
-OpenAI-compatible routes.
+OpenAI-compatible routes; and examples/chat-agent deployed as a function that streams the model's answer through the gateway.
 
 One engine start serves the module (a start costs 30-60 s on two cores).  Timings go to
 stdout (pytest -s) for the report."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import time
+import uuid
 import urllib.error
 import urllib.request
 
@@ -20,6 +22,10 @@ import pytest
 
 from gantry.build import build_function
 from gantry.build.images import ensure_vllm_image
+from gantry.client import Client
+from gantry.up import free_port
+from gantry.worker.containers import ensure_network
+from gantry.worker.containerspec import FUNCTION_NETWORK
 
 from conftest import running_platform
 
@@ -63,7 +69,27 @@ def chat_dir(tmp_path_factory, docker_client, vllm_image):
 
 
 @pytest.fixture(scope="module")
-def engine(chat_dir, docker_client, redis_url, tmp_path_factory):
+def secrets_key(tmp_path_factory):
+    """A master key for the module's platform, so the agent's key can be a secret (as in the
+    example): set in the environment the platform's processes start with."""
+    path = tmp_path_factory.mktemp("vllm-secrets") / "secrets.key"
+    path.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    path.chmod(0o600)
+    secrets_dir = f"/dev/shm/gantry-test-vllm-secrets-{uuid.uuid4().hex[:8]}"
+    saved = {k: os.environ.get(k) for k in ("GANTRY_SECRETS_KEY_FILE", "GANTRY_SECRETS_KEY", "GANTRY_SECRETS_DIR")}
+    os.environ.pop("GANTRY_SECRETS_KEY", None)
+    os.environ.update(GANTRY_SECRETS_KEY_FILE=str(path), GANTRY_SECRETS_DIR=secrets_dir)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    shutil.rmtree(secrets_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def engine(chat_dir, docker_client, redis_url, tmp_path_factory, secrets_key):
     """The platform, running the chat-vllm function with one instance held ready."""
     t0 = time.monotonic()
     build = build_function(docker_client, chat_dir, lambda line: print(f"  {line}", flush=True))
@@ -209,18 +235,31 @@ def test_chat_and_stream_through_the_gateway(engine):
         assert refused.value.code in (403, 404, 405), path
 
 
-def test_agent_streams_the_models_answer_through_the_gateway(engine, monkeypatch):
-    """examples/chat-agent's handler, run here against the real gateway and engine (in its own
-    container it reads the same address from GANTRY_COORD_URL)."""
-    import importlib.util
-
+def test_agent_function_streams_the_models_answer_through_the_gateway(engine, docker_client):
+    """examples/chat-agent deployed as a function in its own container: its key a secret, the
+    gateway reached on the function network's bridge address (a second gateway listens there,
+    as docs/coordination.md describes), its answer streamed from the model through the gateway
+    twice (the caller's call to the agent, the agent's call to the model)."""
     p, _ = engine
-    path = os.path.join(EXAMPLE, "..", "chat-agent", "main.py")
-    module_spec = importlib.util.spec_from_file_location("chat_agent_main", path)
-    agent = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(agent)
-    monkeypatch.setenv("CHAT_GATEWAY_URL", p.client.url)
-    monkeypatch.setenv("CHAT_API_KEY", p.client.api_key)
-    pieces = list(agent.handle({"prompt": "hello", "max_tokens": TOKENS, "ignore_eos": True}, None))
-    assert not pieces[0].startswith("[model error"), pieces[0]
-    assert len(pieces) >= TOKENS // 2 and pieces[-1] == "\n", pieces
+    network = docker_client.networks.get(ensure_network(docker_client, FUNCTION_NETWORK))
+    bridge = network.attrs["IPAM"]["Config"][0]["Gateway"]
+    port = free_port()
+    p.start("gateway-bridge", "gateway", GANTRY_GATEWAY_HOST=bridge, GANTRY_GATEWAY_PORT=str(port))
+    url = f"http://{bridge}:{port}"
+    p.wait("the bridge gateway", lambda: Client(url, p.client.api_key, timeout=5).call("GET", "/healthz"), timeout=30)
+    p.client.call("PUT", "/v1/secrets/chat-key", {"value": p.client.api_key})
+    build = build_function(docker_client, os.path.join(EXAMPLE, "..", "chat-agent"))
+    spec = build.spec.to_dict()
+    spec["env"]["CHAT_GATEWAY_URL"] = url          # where its container reaches the gateway
+    assert p.deploy("chat-agent", build.image, spec) == 1
+    t0 = time.monotonic()
+    with _post(f"{p.client.url}/v1/invoke/chat-agent", {"prompt": "hello", "max_tokens": TOKENS, "ignore_eos": True},
+               p.client.api_key, timeout=120) as resp:
+        assert resp.status == 200
+        text = resp.read().decode()
+    _log("agent function: cold start + streamed answer through the gateway", time.monotonic() - t0)
+    assert not text.startswith("[model error"), text
+    assert text.endswith("\n") and len(text.strip()) > 0, text
+    [agent] = [i for i in p.function("chat-agent")["instances"] if i["state"] == "ready"]
+    [container] = docker_client.containers.list(filters={"label": f"gantry.instance={agent['id']}"})
+    assert p.client.api_key not in json.dumps(container.attrs["Config"]["Env"])    # a secret file, not the env

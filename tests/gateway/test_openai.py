@@ -143,8 +143,8 @@ async def engine():
 def register_vllm(r, name: str, tenant: str | None = None) -> str:
     """A function whose runtime is vllm, as a deploy writes it (under TENANT's qualified name
     if given); returns the name its keys are under."""
-    data = spec_dict(name, resources={"gpu": 1})
-    data["runtime"] = "vllm"
+    data = spec_dict(name)
+    data.update(runtime="vllm", handler="", model={"path": "model"})
     spec = FunctionSpec.from_dict(data)
     if tenant is not None:
         spec = dataclasses.replace(spec, tenant=tenant)
@@ -365,7 +365,7 @@ async def test_an_instance_with_another_key_is_refused_by_the_engine(redis_url, 
 
 async def test_a_request_waits_for_the_first_instance_like_any_invoke(redis_url, redis_client, engine):
     register_vllm(redis_client, "chat")
-    async with gateway(redis_url, cold_start_timeout=10.0) as client:
+    async with gateway(redis_url, engine_cold_start_timeout=10.0) as client:
         async def later() -> None:
             await asyncio.sleep(0.5)
             add_instance(redis_client, "chat", engine.port)
@@ -380,9 +380,13 @@ async def test_a_request_waits_for_the_first_instance_like_any_invoke(redis_url,
         # and the cold-start timeout answers as invoke does when nothing comes
         redis_client.delete(keys.function_instances("chat"))
         redis_client.publish(keys.EVENTS, "inst:chat")
-    async with gateway(redis_url, cold_start_timeout=0.5) as client:
+    # an engine's routes wait by GANTRY_ENGINE_COLD_START_TIMEOUT, not the shorter invoke's wait
+    async with gateway(redis_url, engine_cold_start_timeout=0.5, cold_start_timeout=60.0) as client:
+        t0 = time.monotonic()
         resp = await client.get("/v1/invoke/chat/v1/models", headers=AUTH)
-        assert resp.status == 503 and (await resp.json())["error"]["code"] == "no_capacity"
+        error = (await resp.json())["error"]
+        assert resp.status == 503 and error["code"] == "no_capacity" and "within 0.5s" in error["message"]
+        assert time.monotonic() - t0 < 10
 
 
 async def test_a_body_over_the_limit_is_413(redis_url, redis_client, engine):

@@ -214,7 +214,9 @@ async def _invoke(request: web.Request, entry: Entry, route: Route) -> web.Strea
     body = b"" if route.method == "GET" else await read_body(request, *body_limit(settings, entry.known.active))
     inv_id = f"{_ID_PREFIX}{next(_ids):016x}"
     ids = {wire.INVOCATION_ID: inv_id}
-    cold_deadline = t0 + settings.cold_start_timeout
+    # an engine loads its model for a minute or more: a vLLM function's caller waits longer
+    cold_wait = settings.engine_cold_start_timeout if route.openai else settings.cold_start_timeout
+    cold_deadline = t0 + cold_wait
     exclude: set[str] = set()
     last: _Retry | None = None
     for attempt in range(settings.max_tries):
@@ -280,7 +282,7 @@ async def _invoke(request: web.Request, entry: Entry, route: Route) -> web.Strea
         raise ApiError(502, "function_crashed",
                        f"no instance of {entry.name!r} could be reached ({last.reason})", ids)
     why = (f"every instance tried was busy or draining ({last.reason})" if last is not None else
-           f"no instance of {entry.name!r} became free within {settings.cold_start_timeout:g}s"
+           f"no instance of {entry.name!r} became free within {cold_wait:g}s"
            + (f": {entry.known.pending_reason}" if entry.known.pending_reason else ""))
     raise ApiError(503, "no_capacity", why, {**ids, "Retry-After": "1"})
 

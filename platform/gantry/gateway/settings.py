@@ -34,6 +34,7 @@ class GatewaySettings:
     max_body: int = 6 * 1024 * 1024        # request body bytes unless the function's [limits] max_body
                                            # says otherwise (at most manifest.MAX_BODY); more -> 413
     cold_start_timeout: float = 30.0       # seconds a request may wait for a free instance slot
+    engine_cold_start_timeout: float = 300.0  # the same for a vLLM function's OpenAI routes (model load)
     load_report_interval: float = 0.5      # seconds between load reports to fn:NAME:load
     cache_refresh_interval: float = 1.0    # seconds between full cache refreshes (pub/sub is the fast path)
     admin_key_hash: str | None = None      # sha256 hex; None: read keys.ADMIN_KEY_HASH from Redis
@@ -75,6 +76,7 @@ class GatewaySettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "GatewaySettings":
         """GANTRY_REDIS_URL, GANTRY_GATEWAY_HOST, GANTRY_GATEWAY_PORT, GANTRY_GATEWAY_ID,
         GANTRY_MAX_BODY ("6Mi", or bytes; at most 1Gi), GANTRY_COLD_START_TIMEOUT ("30s", or seconds),
+        GANTRY_ENGINE_COLD_START_TIMEOUT ("5m"),
         GANTRY_RATE_LIMIT, GANTRY_RATE_BURST, GANTRY_ADMIN_RATE_LIMIT, GANTRY_ADMIN_RATE_BURST,
         GANTRY_COORD_RATE_LIMIT, GANTRY_COORD_RATE_BURST, GANTRY_AUTH_FAILURE_RATE, GANTRY_AUTH_FAILURE_BURST, GANTRY_HEADER_TIMEOUT ("10s"; "0s": none),
         GANTRY_KEEPALIVE_TIMEOUT ("75s"), GANTRY_METRICS_PUBLIC ("1" or "0"), GANTRY_ADMIN_KEY_HASH,
@@ -99,6 +101,7 @@ class GatewaySettings:
             "gateway_id": e.text("GANTRY_GATEWAY_ID"),
             "max_body": e.size("GANTRY_MAX_BODY", lo=1, hi=MAX_BODY),
             "cold_start_timeout": e.duration("GANTRY_COLD_START_TIMEOUT"),
+            "engine_cold_start_timeout": e.duration("GANTRY_ENGINE_COLD_START_TIMEOUT"),
             "rate_limit": e.number("GANTRY_RATE_LIMIT", what="a number of requests per second"),
             "rate_burst": e.number("GANTRY_RATE_BURST", what="a number of requests"),
             "admin_rate_limit": e.number("GANTRY_ADMIN_RATE_LIMIT", what="a number of requests per second"),

@@ -221,7 +221,7 @@ def measure(ctx) -> dict:
     stack.deploy(functions.spec_dict(result, **scaling), result.image)
     body = json.dumps({"model": served, "messages": PROMPT, "max_tokens": MAX_TOKENS, "temperature": 0,
                        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}).encode()
-    gateway = ("127.0.0.1", stack.port, f"/v1/invoke/{NAME}/v1/chat/completions",
+    gateway = ("127.0.0.1", stack.port, f"/v1/invoke/{NAME}/v1/chat/completions", body,
                {"Authorization": f"Bearer {stack.api_key}"})
     cold: list[dict] = []
     warm: dict[str, list[dict]] = {"gateway": [], "direct": []}
@@ -267,7 +267,8 @@ def _warm(ctx, stack, gateway, body: bytes, warm: dict[str, list[dict]], repeats
     """Alternating rounds on the ready instance; returns the tokens read through the gateway."""
     inst = stack.wait(f"a ready {NAME} instance", lambda: stack.ready_instances(NAME), 60)[0]
     host, port = inst["address"].rsplit(":", 1)
-    direct = (host, int(port), "/v1/chat/completions", {"Authorization": f"Bearer {stack.instance_key(inst['id'])}"})
+    direct = (host, int(port), "/v1/chat/completions", body,
+              {"Authorization": f"Bearer {stack.instance_key(inst['id'])}"})
     targets = {"gateway": gateway, "direct": direct}
     seen = stream_chat(*gateway).get("tokens", 0)     # one each first, not measured
     stream_chat(*direct)

@@ -110,6 +110,33 @@ def node_commands(node_id: str) -> str:
     return f"{PREFIX}node:{node_id}:cmds"
 
 
+def _quota_and_fit(node: int, alloc: int, alive: int, used: int, quota: int, gpus: str) -> str:
+    """The Lua both reserve scripts start with (``cpu`` and ``mem`` set before it): with a
+    tenant (KEYS[QUOTA] given), {resource, used, limit} when its quota refuses one more instance
+    of cpu, mem and GPUS; then 0 when the node is dead (KEYS[ALIVE] gone) or its free CPU or
+    memory (KEYS[NODE] capacity less KEYS[ALLOC]) do not fit.  Sets ``tenant``."""
+    return f"""
+local tenant = #KEYS >= {quota}
+if tenant then
+  local want = {{instances = 1, cpu = cpu, memory = mem, gpus = {gpus}}}
+  for _, r in ipairs({{'instances', 'cpu', 'memory', 'gpus'}}) do
+    local limit = redis.call('HGET', KEYS[{quota}], r)
+    if limit and want[r] > 0 then
+      local used = tonumber(redis.call('HGET', KEYS[{used}], r) or '0')
+      if used + want[r] > tonumber(limit) then return {{r, used, tonumber(limit)}} end
+    end
+  end
+end
+if redis.call('EXISTS', KEYS[{alive}]) == 0 then return 0 end
+local cap_cpu = tonumber(redis.call('HGET', KEYS[{node}], 'cpu_allocatable') or '0')
+if cap_cpu == 0 then cap_cpu = tonumber(redis.call('HGET', KEYS[{node}], 'cpu') or '0') end
+local cap_mem = tonumber(redis.call('HGET', KEYS[{node}], 'memory') or '0')
+local used_cpu = tonumber(redis.call('HGET', KEYS[{alloc}], 'cpu') or '0')
+local used_mem = tonumber(redis.call('HGET', KEYS[{alloc}], 'memory') or '0')
+if used_cpu + cpu > cap_cpu or used_mem + mem > cap_mem then return 0 end
+"""
+
+
 # KEYS[1] node hash, KEYS[2] node alloc hash, KEYS[3] node alive key, and for a tenant's
 # instance KEYS[4] tenant_used hash, KEYS[5] tenant_quota hash ("quotas" section below)
 # ARGV[1] cpu millicores wanted, ARGV[2] memory bytes wanted, ARGV[3] GPUs wanted (default 0)
@@ -118,25 +145,7 @@ def node_commands(node_id: str) -> str:
 # checked first (no node could take what it refuses).  Returns 1 if reserved, 0 if it does
 # not fit or the node is dead, {resource, used, limit} when the tenant's quota refuses.
 RESERVE_CAPACITY = """
-local cpu, mem, gpus = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3] or '0')
-local tenant = #KEYS >= 5
-if tenant then
-  local want = {instances = 1, cpu = cpu, memory = mem, gpus = gpus}
-  for _, r in ipairs({'instances', 'cpu', 'memory', 'gpus'}) do
-    local limit = redis.call('HGET', KEYS[5], r)
-    if limit and want[r] > 0 then
-      local used = tonumber(redis.call('HGET', KEYS[4], r) or '0')
-      if used + want[r] > tonumber(limit) then return {r, used, tonumber(limit)} end
-    end
-  end
-end
-if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-local cap_cpu = tonumber(redis.call('HGET', KEYS[1], 'cpu_allocatable') or '0')
-if cap_cpu == 0 then cap_cpu = tonumber(redis.call('HGET', KEYS[1], 'cpu') or '0') end
-local cap_mem = tonumber(redis.call('HGET', KEYS[1], 'memory') or '0')
-local used_cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu') or '0')
-local used_mem = tonumber(redis.call('HGET', KEYS[2], 'memory') or '0')
-if used_cpu + cpu > cap_cpu or used_mem + mem > cap_mem then return 0 end
+local cpu, mem, gpus = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3] or '0')""" + _quota_and_fit(node=1, alloc=2, alive=3, used=4, quota=5, gpus="gpus") + """
 redis.call('HINCRBY', KEYS[2], 'cpu', cpu)
 redis.call('HINCRBY', KEYS[2], 'memory', mem)
 if tenant then
@@ -1544,25 +1553,7 @@ if tonumber(ARGV[1]) < tonumber(redis.call('GET', KEYS[1]) or '0') then return -
 local cpu, mem = tonumber(ARGV[2]), tonumber(ARGV[3])
 local count, share = tonumber(ARGV[4]), tonumber(ARGV[5])
 local qgpus = count
-if count == 0 and share > 0 then qgpus = 1 end
-local tenant = #KEYS >= 6
-if tenant then
-  local want = {instances = 1, cpu = cpu, memory = mem, gpus = qgpus}
-  for _, r in ipairs({'instances', 'cpu', 'memory', 'gpus'}) do
-    local limit = redis.call('HGET', KEYS[6], r)
-    if limit and want[r] > 0 then
-      local used = tonumber(redis.call('HGET', KEYS[5], r) or '0')
-      if used + want[r] > tonumber(limit) then return {r, used, tonumber(limit)} end
-    end
-  end
-end
-if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-local cap_cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu_allocatable') or '0')
-if cap_cpu == 0 then cap_cpu = tonumber(redis.call('HGET', KEYS[2], 'cpu') or '0') end
-local cap_mem = tonumber(redis.call('HGET', KEYS[2], 'memory') or '0')
-local used_cpu = tonumber(redis.call('HGET', KEYS[3], 'cpu') or '0')
-local used_mem = tonumber(redis.call('HGET', KEYS[3], 'memory') or '0')
-if used_cpu + cpu > cap_cpu or used_mem + mem > cap_mem then return 0 end
+if count == 0 and share > 0 then qgpus = 1 end""" + _quota_and_fit(node=2, alloc=3, alive=4, used=5, quota=6, gpus="qgpus") + """
 local raw = redis.call('HGET', KEYS[2], 'gpu_inventory')
 if not raw or raw == '' then return 0 end
 local ok, devices = pcall(cjson.decode, raw)

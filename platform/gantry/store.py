@@ -289,17 +289,18 @@ class Store(ScriptRunner):
                 nodes.append(node)
         return nodes
 
-    async def node_allocations(self, node_ids: list[str]) -> list[tuple[int, int]]:
-        """(cpu millicores, memory bytes) the scheduler has reserved on each node."""
+    async def _alloc_hashes(self, node_ids: list[str]) -> list[dict]:
+        """Each node's alloc hash (keys.node_alloc), in one round trip."""
         if not node_ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for node_id in node_ids:
             pipe.hgetall(keys.node_alloc(node_id))
-        out = []
-        for raw in await pipe.execute():
-            out.append((_int(raw, b"cpu"), _int(raw, b"memory")))
-        return out
+        return await pipe.execute()
+
+    async def node_allocations(self, node_ids: list[str]) -> list[tuple[int, int]]:
+        """(cpu millicores, memory bytes) the scheduler has reserved on each node."""
+        return [(_int(raw, b"cpu"), _int(raw, b"memory")) for raw in await self._alloc_hashes(node_ids)]
 
     # --- nodes (the worker) ------------------------------------------------------------------
 
@@ -418,13 +419,8 @@ class Store(ScriptRunner):
 
     async def node_gpu_leases(self, node_ids: list[str]) -> list[dict[str, int]]:
         """uuid -> bytes leased, for each node (the "gpu:UUID" fields of its alloc hash)."""
-        if not node_ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for node_id in node_ids:
-            pipe.hgetall(keys.node_alloc(node_id))
         out = []
-        for raw in await pipe.execute():
+        for raw in await self._alloc_hashes(node_ids):
             leases = {}
             for k, v in raw.items():
                 field = _text(k)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of a fresh Debian bookworm machine for Gantry:
-#   1. Debian packages: docker.io, redis-server, debootstrap, nginx-light, wrk, curl, chromium
+#   1. Debian packages: docker.io, redis-server, debootstrap, nginx-light, wrk, valgrind, curl, chromium
 #      (apt-get update first)
 #   2. dockerd in the background and a Redis server on loopback, if not already answering
 #   3. a virtual environment in .venv with Gantry (Cython extensions built) and its dev tools
@@ -23,6 +23,8 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 # the benchmark harness (`gantry bench`): nginx as the reverse-proxy baseline, wrk as the load generator
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v wrk >/dev/null || missing+=(wrk)
+# the bench's instruction counts (valgrind's callgrind: gantry.bench.instructions)
+command -v valgrind >/dev/null || missing+=(valgrind)
 command -v curl >/dev/null || missing+=(curl)
 # the tests' real browser: headless Chromium's EventSource reads a function's Server-Sent Events
 command -v chromium >/dev/null || missing+=(chromium)

@@ -4,7 +4,7 @@ measured", never met)."""
 from __future__ import annotations
 
 from .coord import LABELS, worst_gap
-from .observability import GOAL as OBS_GOAL, LABELS as OBS_LABELS
+from .observability import GOAL as OBS_GOAL, GOAL_MODES, LABELS as OBS_LABELS
 
 
 def _get(d: dict | None, *path):
@@ -129,6 +129,17 @@ def observability_goals(obs: dict | None) -> list[dict]:
         else:
             out.append(_goal(f"{OBS_LABELS[mode]}: added gateway CPU per request, 64 connections", _pct(added),
                              f"< {target:.0%}", None if added is None else added < target, why))
+    counted = _get(obs, "instructions") or {}
+    for mode in GOAL_MODES:
+        added = _get(counted, "added", mode)
+        if not counted.get("available"):
+            why = f"not measured: {counted.get('why', 'no instruction counts in this run')}"
+        else:
+            why = (f"{_get(counted, 'modes', mode, 'per_request'):,} vs {_get(counted, 'modes', 'off', 'per_request'):,} "
+                   f"instructions per request with metrics and tracing off (callgrind, {counted['requests']} requests "
+                   "each, one at a time; a count that does not move with the machine's load)")
+        out.append(_goal(f"{OBS_LABELS[mode]}: added instructions per request (callgrind)", _pct(added),
+                         f"< {OBS_GOAL:.0%}", None if added is None else added < OBS_GOAL, why))
     return out
 
 

@@ -4,13 +4,15 @@ off, the baseline; (b) metrics on, tracing off, the default; (c) metrics on and 
 exported; (d) metrics on and every trace exported (OTLP/HTTP to a sink in this process).
 wrk at 1 and 64 connections, the four interleaved per round (the order rotating).  Each
 "added" figure is the median over rounds of the paired ratio against (a) (same round, same
-neighbours)."""
+neighbours).  A full run also counts each setting's instructions per request under valgrind's
+callgrind (gantry.bench.instructions), a figure that does not move with the machine's load."""
 from __future__ import annotations
 
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import functions, loadgen
+from . import functions, instructions, loadgen
 from .stack import GATEWAY_ENV, BenchError
 from .stats import summary
 from ..up import free_port
@@ -27,6 +29,8 @@ LABELS = {"off": "(a) metrics off, tracing off (baseline)", "metrics": "(b) metr
           "metrics_trace_all": "(d) metrics on, tracing at ratio 1"}
 GOAL = 0.05      # at most 5 % added gateway CPU per request over (a), for (b) and (c)
 GOAL_MODES = ("metrics", "metrics_trace_1pct")
+COUNTED = 600            # requests counted per setting under callgrind (after WARMUP uncounted)
+WARMUP = 200
 
 
 class Sink:
@@ -81,13 +85,9 @@ def measure(ctx) -> dict:
     ctx.cleanups.append(sink.stop)
     modes = list(MODES)
     ports = {}
-    for mode, (metrics, ratio) in MODES.items():
+    for mode in MODES:
         ports[mode] = free_port()
-        env = {**GATEWAY_ENV, "GANTRY_GATEWAY_PORT": str(ports[mode]), "GANTRY_ASYNC_DISPATCH": "0",
-               "GANTRY_GATEWAY_ID": f"bench-obs-{mode}", "GANTRY_METRICS": metrics}
-        if ratio is not None:
-            env.update(GANTRY_OTLP_ENDPOINT=sink.url, GANTRY_TRACE_SAMPLE_RATIO=ratio)
-        stack._spawn(f"gateway-obs-{mode}", "gateway", env)
+        stack._spawn(f"gateway-obs-{mode}", "gateway", _env(mode, ports[mode], sink))
         ctx.cleanups.append(lambda m=mode: stack.stop_process(f"gateway-obs-{m}"))
     for mode in modes:
         stack.wait(f"the {mode} gateway", lambda m=mode: _healthy(ports[m]), 30)
@@ -122,8 +122,48 @@ def measure(ctx) -> dict:
                  "goal_modes": list(GOAL_MODES),
                  "exports": {"requests": sink.requests, "bytes": sink.bytes}}
     out["modes"], out["added"] = figures(runs)
+    for mode in modes:           # the CPU-time gateways are done: the counted ones run alone
+        stack.stop_process(f"gateway-obs-{mode}")
+    out["instructions"] = ({"available": False, "why": "not part of a quick run"} if quick
+                           else _instructions(ctx, sink, modes))
     stack.delete(NAME)
     return out
+
+
+def _env(mode: str, port: int, sink: "Sink") -> dict[str, str]:
+    metrics, ratio = MODES[mode]
+    env = {**GATEWAY_ENV, "GANTRY_GATEWAY_PORT": str(port), "GANTRY_ASYNC_DISPATCH": "0",
+           "GANTRY_GATEWAY_ID": f"bench-obs-{mode}", "GANTRY_METRICS": metrics}
+    if ratio is not None:
+        env.update(GANTRY_OTLP_ENDPOINT=sink.url, GANTRY_TRACE_SAMPLE_RATIO=ratio)
+    return env
+
+
+def _instructions(ctx, sink: "Sink", modes: list[str]) -> dict:
+    """Each setting's gateway alone under callgrind: instructions per request over COUNTED
+    requests, and what each adds over the baseline's."""
+    stack = ctx.stack
+    counted: dict = {}
+    for mode in modes:
+        port, name = free_port(), f"gateway-cg-{mode}"
+        out_file = os.path.join(stack.tmp, f"callgrind-{mode}.out")
+        try:
+            stack._spawn(name, "gateway", _env(mode, port, sink), wrap=instructions.wrap(out_file))
+        except instructions.Unavailable as exc:
+            return {"available": False, "why": str(exc)}
+        ctx.cleanups.append(lambda n=name: stack.stop_process(n))
+        stack.wait(f"the {mode} gateway under callgrind", lambda p=port: _healthy(p), 300, every=0.5)
+        send = instructions.sender(port, f"/v1/invoke/{NAME}", BODY.encode(),
+                                   {"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"})
+        for _ in range(WARMUP):
+            send()
+        counted[mode] = instructions.count(stack.pid(name), out_file, send, COUNTED)
+        stack.stop_process(name)
+    base = counted[BASELINE]["per_request"]
+    return {"available": True, "tool": "valgrind --tool=callgrind --instr-atstart=no (callgrind_control -i on, -d)",
+            "requests": COUNTED, "warmup": WARMUP, "client": "one keep-alive connection, one request at a time",
+            "modes": counted,
+            "added": {m: round(counted[m]["per_request"] / base - 1, 4) for m in counted if m != BASELINE}}
 
 
 def figures(runs: dict) -> tuple[dict, dict]:

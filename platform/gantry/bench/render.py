@@ -205,6 +205,18 @@ def render_observability(o: dict) -> list[str]:
                        "p99 added"], rows),
             "", "Added figures are paired within a round ((x − a) / a, or 1 − x/a for req/s), then the median "
                 "[min–max] over rounds."]
+    counted = o.get("instructions") or {}
+    if counted.get("available"):
+        rows = [[label, f"{g(counted, 'modes', mode, 'per_request'):,}",
+                 "–" if mode == o["baseline"] else f"{counted['added'][mode] * 100:+.2f} %",
+                 g(counted, "modes", mode, "seconds")] for mode, label in labels.items() if mode in counted["modes"]]
+        out += ["", f"**Instructions per request** ({counted['tool']}): each gateway alone, {counted['warmup']} "
+                f"requests uncounted, then {counted['requests']} counted, {counted['client']}. Every thread and "
+                "the gateway's background loops count; valgrind stretches the window's wall time, so the loops' "
+                "share (the metrics sampler's among them) is overstated, never hidden.", "",
+                table(["gateway", "instructions per request", "added over (a)", "window s"], rows)]
+    elif counted:
+        out += ["", f"Instructions per request: {counted.get('why')}."]
     return out
 
 

@@ -92,11 +92,14 @@ class Stack:
         self._spawn("worker", "worker", {**self.worker_env, "GANTRY_NODE_ID": self.node_id})
         self.wait("the gateway and the worker node", self.client.nodes, 60)
 
-    def _spawn(self, name: str, component: str, env: dict[str, str]) -> None:
+    def _spawn(self, name: str, component: str, env: dict[str, str], wrap: list[str] | None = None) -> None:
+        """Start COMPONENT as process NAME with ENV (under the command prefix WRAP, if given:
+        valgrind, for gantry.bench.instructions)."""
         log = open(os.path.join(self.tmp, f"{name}.log"), "ab")     # a restarted process keeps what came before
         full_env = {**os.environ, "GANTRY_REDIS_URL": self.redis.url, "PYTHONUNBUFFERED": "1", **env}
         full_env.pop("GANTRY_API_KEY", None)
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "gantry.daemons", component], env=full_env,
+        self.procs[name] = subprocess.Popen([*(wrap or []), sys.executable, "-m", "gantry.daemons", component],
+                                            env=full_env,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                             preexec_fn=_term_with_parent)
         log.close()

@@ -137,7 +137,8 @@ def observability_goals(obs: dict | None) -> list[dict]:
         else:
             why = (f"{_get(counted, 'modes', mode, 'per_request'):,} vs {_get(counted, 'modes', 'off', 'per_request'):,} "
                    f"instructions per request with metrics and tracing off (callgrind, {counted['requests']} requests "
-                   "each, one at a time; a count that does not move with the machine's load)")
+                   "each, one at a time; a count that does not move with the machine's load; user-space only, so "
+                   "the share of all CPU, the kernel's socket work included, is smaller)")
         out.append(_goal(f"{OBS_LABELS[mode]}: added instructions per request (callgrind)", _pct(added),
                          f"< {OBS_GOAL:.0%}", None if added is None else added < OBS_GOAL, why))
     return out

@@ -213,7 +213,10 @@ def render_observability(o: dict) -> list[str]:
         out += ["", f"**Instructions per request** ({counted['tool']}): each gateway alone, {counted['warmup']} "
                 f"requests uncounted, then {counted['requests']} counted, {counted['client']}. Every thread and "
                 "the gateway's background loops count; valgrind stretches the window's wall time, so the loops' "
-                "share (the metrics sampler's among them) is overstated, never hidden.", "",
+                "share (the metrics sampler's among them) is overstated, never hidden. Only user-space instructions "
+                "count: the kernel's work for a request (its socket reads and writes, a large part of the CPU time "
+                "above) does not, so a percentage here is of the Python and C work alone and overstates the share "
+                "of all CPU.", "",
                 table(["gateway", "instructions per request", "added over (a)", "window s"], rows)]
     elif counted:
         out += ["", f"Instructions per request: {counted.get('why')}."]

@@ -65,25 +65,7 @@ def build_function(client, directory: str, progress: Progress = quiet) -> BuildR
             result.built.append(deps_tag)
         result.deps_image = parent = deps_tag
 
-    ignored = ignore_patterns(directory)
-    files = walk_files(directory, ignored)
-    code_tag = f"gantry/fn-{spec.name}:{Hasher(parent).tree(directory, files).hexdigest()}"
-    if image_exists(client, code_tag):
-        progress(f"code: cached ({code_tag})")
-        # Checked again (it costs well under a second): a tag an older Gantry made unchecked
-        # must not be deployed either; one that fails loses its tag.
-        result.verify_seconds = _verify(client, code_tag, spec, progress, remove=code_tag)
-    else:
-        progress(f"code: {len(files)} files")
-        # Built untagged and tagged only once its handler imports: a tag is a deployable image.
-        image_id = _build_code(client, directory, files, spec, parent, code_tag, progress)
-        result.verify_seconds = _verify(client, image_id, spec, progress, remove=image_id)
-        tag_image(client, image_id, code_tag)
-        result.built.append(code_tag)
-    result.image = code_tag
-    result.seconds = time.monotonic() - started
-    progress(f"built {code_tag} in {result.seconds:.1f}s")
-    return result
+    return _code_layer(client, directory, spec, parent, result, progress, started, "code", verify=True)
 
 
 def _build_vllm(client, directory: str, spec: FunctionSpec, progress: Progress, started: float) -> BuildResult:
@@ -96,13 +78,28 @@ def _build_vllm(client, directory: str, spec: FunctionSpec, progress: Progress, 
     progress(f"building {spec.name} from {directory} (vLLM, {engine} engine)")
     parent = ensure_vllm_image(client, progress, engine)
     result = BuildResult(spec=spec, image="", runtime_image=parent, deps_image=None)
+    # no handler to check: the manifest check made sure a shipped model folder is one
+    return _code_layer(client, directory, spec, parent, result, progress, started, "code and model", verify=False)
+
+
+def _code_layer(client, directory: str, spec: FunctionSpec, parent: str, result: BuildResult, progress: Progress,
+                started: float, what: str, verify: bool) -> BuildResult:
+    """The function directory on PARENT, tagged by its content: found, or built.  With VERIFY
+    the handler must import inside the image (a cached tag is checked again too)."""
     files = walk_files(directory, ignore_patterns(directory))
     code_tag = f"gantry/fn-{spec.name}:{Hasher(parent).tree(directory, files).hexdigest()}"
     if image_exists(client, code_tag):
-        progress(f"code and model: cached ({code_tag})")
+        progress(f"{what}: cached ({code_tag})")
+        # Checked again (it costs well under a second): a tag an older Gantry made unchecked
+        # must not be deployed either; one that fails loses its tag.
+        if verify:
+            result.verify_seconds = _verify(client, code_tag, spec, progress, remove=code_tag)
     else:
-        progress(f"code and model: {len(files)} files")
+        progress(f"{what}: {len(files)} files")
+        # Built untagged and tagged only once its handler imports: a tag is a deployable image.
         image_id = _build_code(client, directory, files, spec, parent, code_tag, progress)
+        if verify:
+            result.verify_seconds = _verify(client, image_id, spec, progress, remove=image_id)
         tag_image(client, image_id, code_tag)
         result.built.append(code_tag)
     result.image = code_tag

@@ -110,6 +110,18 @@ def node_commands(node_id: str) -> str:
     return f"{PREFIX}node:{node_id}:cmds"
 
 
+def _take_for_tenant(used: int, gpus: str) -> str:
+    """The Lua that counts a reserved instance in its tenant's usage (KEYS[USED]) when the
+    script has one (``tenant``, set by ``_quota_and_fit``): one instance, its cpu, mem and GPUS."""
+    return f"""if tenant then
+  redis.call('HINCRBY', KEYS[{used}], 'instances', 1)
+  redis.call('HINCRBY', KEYS[{used}], 'cpu', cpu)
+  redis.call('HINCRBY', KEYS[{used}], 'memory', mem)
+  redis.call('HINCRBY', KEYS[{used}], 'gpus', {gpus})
+end
+"""
+
+
 def _quota_and_fit(node: int, alloc: int, alive: int, used: int, quota: int, gpus: str) -> str:
     """The Lua both reserve scripts start with (``cpu`` and ``mem`` set before it): with a
     tenant (KEYS[QUOTA] given), {resource, used, limit} when its quota refuses one more instance
@@ -148,13 +160,7 @@ RESERVE_CAPACITY = """
 local cpu, mem, gpus = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3] or '0')""" + _quota_and_fit(node=1, alloc=2, alive=3, used=4, quota=5, gpus="gpus") + """
 redis.call('HINCRBY', KEYS[2], 'cpu', cpu)
 redis.call('HINCRBY', KEYS[2], 'memory', mem)
-if tenant then
-  redis.call('HINCRBY', KEYS[4], 'instances', 1)
-  redis.call('HINCRBY', KEYS[4], 'cpu', cpu)
-  redis.call('HINCRBY', KEYS[4], 'memory', mem)
-  redis.call('HINCRBY', KEYS[4], 'gpus', gpus)
-end
-return 1
+""" + _take_for_tenant(used=4, gpus="gpus") + """return 1
 """
 
 # KEYS[1] node alloc hash, KEYS[2] instance hash, KEYS[3] tenant_used hash (optional)
@@ -1614,11 +1620,5 @@ for _, g in ipairs(lease) do
   out[#out + 1] = g[1]
   out[#out + 1] = n
 end
-if tenant then
-  redis.call('HINCRBY', KEYS[5], 'instances', 1)
-  redis.call('HINCRBY', KEYS[5], 'cpu', cpu)
-  redis.call('HINCRBY', KEYS[5], 'memory', mem)
-  redis.call('HINCRBY', KEYS[5], 'gpus', qgpus)
-end
-return out
+""" + _take_for_tenant(used=5, gpus="qgpus") + """return out
 """

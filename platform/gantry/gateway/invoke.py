@@ -154,10 +154,10 @@ async def _admitted(request: web.Request, route: Route) -> web.StreamResponse:
         now = asyncio.get_running_loop().time()
         request.app[ADMISSION].check(principal.key_id, now)     # first: the cheapest refusal
         name = function_name(principal, request.match_info["name"], "invoke")
-        if IDEMPOTENCY_KEY in request.headers and route.openai:
-            raise ApiError(400, ErrorCode.BAD_REQUEST, f"{IDEMPOTENCY_KEY} is not supported on the "
-                           "OpenAI-compatible routes (it runs a call as an async invocation of /invoke)")
         if IDEMPOTENCY_KEY in request.headers:   # runs as an async invocation, metered by the dispatcher
+            if route.openai:
+                raise ApiError(400, ErrorCode.BAD_REQUEST, f"{IDEMPOTENCY_KEY} is not supported on the "
+                               "OpenAI-compatible routes (it runs a call as an async invocation of /invoke)")
             from .async_api import idempotent_invoke
             metered = False
             resp = await idempotent_invoke(request, name)

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gantry import keys, state
 from gantry.up import free_port
-from gantry.gateway import GatewaySettings, create_app
+from gantry.gateway import GatewaySettings, create_app, make_runner
 from gantry.manifest import FunctionSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,6 +133,13 @@ def add_instance(r, name: str, port: int, version: int = 1, st: str = state.READ
     return inst.id
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server on the gateway's own runner (gateway.front), as ``serve`` runs it."""
+
+    async def _make_runner(self, **kwargs):
+        return make_runner(self.app, **kwargs)
+
+
 @asynccontextmanager
 async def gateway(redis_url: str, app_hook=None, **overrides):
     """A gateway on a loopback test server; yields the test client."""
@@ -143,7 +150,7 @@ async def gateway(redis_url: str, app_hook=None, **overrides):
     app = create_app(GatewaySettings(**values))
     if app_hook is not None:
         app_hook(app)
-    client = TestClient(TestServer(app, host="127.0.0.1"))
+    client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
         yield client

@@ -24,10 +24,10 @@ from .background import CacheRefresher, LoadLoop, run_every
 from .cache import FunctionCache, listen_events
 from .dispatch import DISPATCHER, dispatch_ctx
 from .errors import error_middleware
-from .invoke import CONNECT_TIMEOUT, OPENAI, invoke, openai_handler
+from .front import GatewayRunner
+from .invoke import CONNECT_TIMEOUT, FRONT_ROUTES, OPENAI, invoke, openai_handler, serve_call
 from .load import LoadReporter
 from .metrics import Metrics, metrics_ctx
-from .protocol import GatewayRunner
 from .schedules_api import add_routes as add_schedule_routes
 from .settings import GatewaySettings
 from .tenantlimits import TENANT_LIMITS, tenant_limits_ctx
@@ -205,15 +205,22 @@ def create_app(settings: GatewaySettings) -> web.Application:
     return app
 
 
+def make_runner(app: web.Application, **kwargs) -> GatewayRunner:
+    """The runner of a gateway app: gateway.front (invocations served on httptools, the rest by
+    the app), the request-head deadline and JSON answers to malformed requests; a client that
+    disconnects cancels its request's work."""
+    settings = app[SETTINGS]
+    kwargs.setdefault("handler_cancellation", True)
+    return GatewayRunner(app, header_timeout=settings.header_timeout, keepalive_timeout=settings.keepalive_timeout,
+                         routes=FRONT_ROUTES, serve=serve_call, **kwargs)
+
+
 async def serve(settings: GatewaySettings, stop_event: asyncio.Event,
                 on_started: Callable[[int], None] | None = None) -> None:
     """Run the gateway until ``stop_event`` is set (``gantry up`` runs it in-process).
     ``on_started`` gets the bound port (useful with port 0)."""
     app = create_app(settings)
-    # handler_cancellation: a client that disconnects cancels its forwarded request;
-    # GatewayRunner: the request-head deadline and JSON answers to malformed requests
-    runner = GatewayRunner(app, header_timeout=settings.header_timeout, keepalive_timeout=settings.keepalive_timeout,
-                           handler_cancellation=True, access_log=None, shutdown_timeout=5.0)
+    runner = make_runner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
         # several workers share the port: the kernel spreads connections over them (gateway.workers)

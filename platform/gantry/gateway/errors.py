@@ -41,33 +41,40 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
                         content_type=ERROR_CONTENT_TYPE)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
+def answer_exception(exc: Exception, method: str, path: str) -> web.Response:
+    """The JSON answer to an exception a handler raised (never a traceback; an unexpected one
+    is logged with its own)."""
+    if isinstance(exc, ApiError):
         return json_error(exc.status, exc.code, exc.message, exc.headers, exc.details)
-    except QuotaExceeded as exc:     # a deploy (Store.deploy_version) over the functions quota
+    if isinstance(exc, QuotaExceeded):     # a deploy (Store.deploy_version) over the functions quota
         err = quota_error(exc)
         return json_error(err.status, err.code, err.message, None, err.details)
-    except web.HTTPException as exc:
-        if exc.status < 400:  # redirects and the like are not errors
-            raise
+    if isinstance(exc, web.HTTPException):
         code = _CODES.get(exc.status, "internal" if exc.status >= 500 else ErrorCode.BAD_REQUEST)
         message = exc.reason
         if exc.status == 404:
-            message = f"no route {request.method} {request.path}"
+            message = f"no route {method} {path}"
         elif exc.status == 405:
-            message = f"{request.method} is not allowed on {request.path}"
+            message = f"{method} is not allowed on {path}"
         elif exc.status == 413:
             message = "request body too large"
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return json_error(exc.status, code, message, headers or None)
-    except UNAVAILABLE as exc:  # Redis is down or slow: the caller may retry, it is not our bug
-        log.warning("redis unavailable", extra={"method": request.method, "path": request.path,
-                                                "error": repr(exc)})
+    if isinstance(exc, UNAVAILABLE):       # Redis is down or slow: the caller may retry, it is not our bug
+        log.warning("redis unavailable", extra={"method": method, "path": path, "error": repr(exc)})
         return json_error(503, "unavailable", "the gateway cannot reach its state store (Redis); retry shortly",
                           {"Retry-After": "1"})
-    except Exception:  # never a traceback to the caller; the log gets it
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return json_error(500, "internal", "internal error in the gateway")
+    log.error("unhandled error", extra={"method": method, "path": path}, exc_info=exc)
+    return json_error(500, "internal", "internal error in the gateway")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are not errors
+            raise
+        return answer_exception(exc, request.method, request.path)
+    except Exception as exc:
+        return answer_exception(exc, request.method, request.path)

@@ -32,12 +32,13 @@ from gantry_runtime import wire
 from gantry_runtime.wire import ErrorCode
 
 from . import openai, tracing, upstream
-from .appkeys import ADMISSION, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
+from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
 from .auth import function_name
 from .balancer import Ticket
 from .cache import Active, Entry
 from .errors import ApiError, quota_error
+from .front import Call, Stream
 from .metrics import UNKNOWN
 from .usage import METER
 from .settings import GatewaySettings
@@ -126,6 +127,15 @@ class Route:
 
 INVOKE = Route("POST", "/invoke")
 OPENAI = {key: Route(*key, openai_route=True, counts_tokens=counts) for key, counts in openai.ROUTES.items()}
+# what gateway.front serves itself: (method, the path after /v1/invoke/NAME) -> route
+FRONT_ROUTES = {("POST", ""): INVOKE, **OPENAI}
+
+
+async def serve_call(call: Call, route: Route) -> web.StreamResponse | Stream:
+    """A request the front serves (gateway.front): its key, as auth_middleware checks it on
+    the aiohttp side, then the same admission and forward."""
+    call[PRINCIPAL] = await call.app[AUTH].authenticate(call)
+    return await _admitted(call, route)
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
@@ -341,7 +351,7 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, route: Ro
                    headers: dict[str, str], limit: float, ids: dict[str, str]) -> web.StreamResponse:
     pool = request.app[UPSTREAM]
     tail: openai.Tail | None = None     # the end of a streamed answer whose tokens are counted
-    out: web.StreamResponse | None = None
+    out: web.StreamResponse | Stream | None = None
     up: upstream.Response | None = None
     try:
         async with asyncio.timeout(limit):
@@ -379,7 +389,8 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, route: Ro
                 return web.Response(status=up.status, body=data, headers=answer_headers)
             if route.counts_tokens and up.status == 200:
                 tail = openai.Tail()
-            out = web.StreamResponse(status=up.status, headers=answer_headers)
+            out = (request.open_stream(up.status, answer_headers) if type(request) is Call
+                   else web.StreamResponse(status=up.status, headers=answer_headers))
             if length is not None:
                 out.content_length = length
             try:

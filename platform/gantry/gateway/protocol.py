@@ -116,17 +116,3 @@ class GatewayServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         return GatewayProtocol(self, loop=self._loop, header_timeout=self.header_timeout, **self._kwargs)
-
-
-class GatewayRunner(web.AppRunner):
-    """``web.AppRunner`` whose server is a GatewayServer (the app starts up as usual)."""
-
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._header_timeout = header_timeout
-
-    async def _make_server(self) -> web.Server:
-        plain = await super()._make_server()
-        return GatewayServer(plain.request_handler, request_factory=plain.request_factory,
-                             handler_cancellation=plain.handler_cancellation, loop=plain._loop,
-                             header_timeout=self._header_timeout, **plain._kwargs)

@@ -1,0 +1,774 @@
+"""The gateway's front door: one asyncio Protocol per client connection that parses requests
+with httptools (llhttp, Node's HTTP/1.1 parser) and serves invocations itself, with as few
+Python objects per request as it can; every other request goes to the aiohttp application.
+
+Why: a warm invocation through aiohttp's web server paid for its request, router, middleware
+and response objects on top of the gateway's own work (docs/benchmarks.md has the profile).
+The invoke path needs none of them: auth, the rate-limit decision, the pick and the forward
+(gateway.invoke) run on a ``Call`` here, which offers the few things of aiohttp's request
+they read, and the answer is written to the socket in one piece.
+
+Routing happens per request, at the end of its head:
+
+- ``POST /v1/invoke/NAME`` and a vLLM function's OpenAI-compatible routes (gateway.openai),
+  without an ``Idempotency-Key``, are served here;
+- anything else (the admin API, coordination, /metrics, an idempotent invoke, a path with
+  percent-escapes, any method or path this table does not know) goes to a backend
+  connection: the aiohttp application on one end of an in-process socket pair (its
+  gateway.protocol.GatewayProtocol, told the client's address), the request's head written
+  as received, its body as it arrives, and the answer relayed to the client byte for byte.
+
+Requests on one connection are answered in order (HTTP/1.1 pipelining), whichever side
+serves each.  The front keeps the contracts of gateway.protocol: a request head must arrive
+within ``header_timeout``; an idle kept-alive connection is closed after
+``keepalive_timeout``; a request the parser rejects is answered by a JSON 400 naming what was
+wrong and none of its bytes; a client that goes away cancels the work its request started.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+from aiohttp import web
+from multidict import CIMultiDict
+from gantry_runtime.wire import ERROR_CONTENT_TYPE, ErrorCode, error_body
+
+from .errors import ApiError, answer_exception
+from .protocol import GatewayProtocol, GatewayServer
+
+log = logging.getLogger("gantry.gateway")
+
+INVOKE_PREFIX = "/v1/invoke/"
+MAX_LINE = 8190              # bytes of the request target, or of one header: aiohttp's limits
+MAX_HEADERS = 128
+MAX_HEAD = 64 * 1024         # bytes of a whole request head
+BODY_HIGH_WATER = 256 * 1024  # buffered request body bytes before the socket stops being read
+MAX_QUEUED = 16              # pipelined requests waiting their turn before reading stops
+LINGER = 10.0                # seconds an unread request body is still read (and dropped) after the answer
+LINGER_BYTES = 1 << 20       # ... and at most this much of it; then the connection is closed
+
+_REASONS = {                 # httptools' error -> the fixed message a caller gets (no byte of theirs)
+    httptools.HttpParserInvalidMethodError: "malformed request line",
+    httptools.HttpParserInvalidURLError: "malformed request target",
+    httptools.HttpParserInvalidStatusError: "malformed request line",
+}
+
+
+class _TooLong(Exception):
+    """A request line, a header or the head over the limits above."""
+
+
+def _rejection(exc: Exception) -> str:
+    if isinstance(exc, httptools.HttpParserCallbackError) and isinstance(exc.__context__, _TooLong):
+        return "request line or header too long"
+    for kind, reason in _REASONS.items():
+        if isinstance(exc, kind):
+            return reason
+    text = str(exc).lower()
+    if "header" in text:
+        return "malformed header"
+    if "chunk" in text or "content-length" in text or "transfer-encoding" in text:
+        return "malformed body framing"
+    if "version" in text or "http/" in text:
+        return "malformed request line"
+    return "malformed request head"
+
+
+# -- writing answers --------------------------------------------------------------------------
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode()
+    return line
+
+
+class _Date:
+    """The Date header, formatted once a second."""
+    second = -1
+    value = b""
+
+    @classmethod
+    def header(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second = now
+            cls.value = b"Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode() + b"\r\n"
+        return cls.value
+
+
+def _head(status: int, headers, framing: bytes, close: bool) -> bytes:
+    """A response head: the status line, HEADERS (a mapping with ``items()``), Date, the
+    framing line(s) and Connection: close when the connection ends after this answer."""
+    lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
+    return b"".join((status_line(status), "".join(lines).encode("utf-8", "surrogateescape"), _Date.header(),
+                     framing, b"Connection: close\r\n\r\n" if close else b"\r\n"))
+
+
+class Stream:
+    """A streamed answer to a Call (what gateway.invoke writes a long or unsized upstream
+    body through): the subset of aiohttp's StreamResponse that gateway.invoke uses.  Chunked
+    unless its length is known; an HTTP/1.0 client gets the body up to the connection's end."""
+    __slots__ = ("status", "headers", "content_length", "prepared", "eof", "_call", "_chunked")
+
+    def __init__(self, call: "Call", status: int, headers) -> None:
+        self._call = call
+        self.status, self.headers = status, headers
+        self.content_length: int | None = None
+        self.prepared = self.eof = False
+        self._chunked = False
+
+    async def prepare(self, request: Any = None) -> None:
+        call = self._call
+        front = call.front
+        if front.gone:
+            raise ConnectionError("the client went away")
+        if self.content_length is not None:
+            framing = b"Content-Length: %d\r\n" % self.content_length
+        elif call.version_11:
+            framing, self._chunked = b"Transfer-Encoding: chunked\r\n", True
+        else:
+            framing, call.keep_alive = b"", False      # HTTP/1.0: the body ends with the connection
+        self.prepared = True
+        front.transport.write(_head(self.status, self.headers, framing, not call.keep_alive))
+
+    async def write(self, data: bytes) -> None:
+        front = self._call.front
+        if front.gone:
+            raise ConnectionError("the client went away")
+        if not data:
+            return
+        if self._chunked:
+            front.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            front.transport.write(data)
+        if front.write_paused:
+            await front.drained()
+
+    async def write_eof(self) -> None:
+        front = self._call.front
+        if front.gone:
+            raise ConnectionError("the client went away")
+        if self._chunked:
+            front.transport.write(b"0\r\n\r\n")
+        self.eof = True
+
+
+# -- a request served here ---------------------------------------------------------------------
+
+class Call:
+    """One request the front serves: the few things of aiohttp's ``web.Request`` that
+    gateway.invoke, gateway.auth and gateway.tracing read (``app``, ``headers``,
+    ``match_info``, ``method``, ``path``, ``remote``, ``transport``, ``content_length``,
+    ``content.readany()``, item access), its body as it arrives, and its answer."""
+    __slots__ = ("front", "app", "method", "path", "headers", "match_info", "route", "version_11", "keep_alive",
+                 "expect", "content_length", "_items", "_chunks", "_buffered", "_done", "_waiter", "_received",
+                 "_dropped", "_failed", "task", "stream")
+
+    def __init__(self, front: "FrontProtocol", method: str, path: str, name: str, route, headers: CIMultiDict,
+                 version_11: bool, keep_alive: bool) -> None:
+        self.front, self.app = front, front.app
+        self.method, self.path, self.route, self.headers = method, path, route, headers
+        self.match_info = {"name": name}
+        self.version_11, self.keep_alive = version_11, keep_alive
+        self.expect = headers.get("Expect", "").lower() == "100-continue"
+        length = headers.get("Content-Length")
+        self.content_length = int(length) if length is not None and length.isdigit() else None
+        self._items: dict = {}
+        self._chunks: deque[bytes] = deque()
+        self._buffered = self._received = self._dropped = 0
+        self._done = False
+        self._failed: str | None = None     # its body was malformed: the reason
+        self._waiter: asyncio.Future | None = None
+        self.task: asyncio.Task | None = None
+        self.stream: Stream | None = None
+
+    # aiohttp's request is a mutable mapping (request[PRINCIPAL], request.get(TRACE))
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __setitem__(self, key, value) -> None:
+        self._items[key] = value
+
+    def get(self, key, default=None):
+        return self._items.get(key, default)
+
+    @property
+    def remote(self) -> str:
+        return self.front.peer
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self.front.transport
+
+    @property
+    def content(self) -> "Call":
+        return self
+
+    def open_stream(self, status: int, headers) -> Stream:
+        self.stream = Stream(self, status, headers)
+        return self.stream
+
+    # -- the body -----------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        self._received += len(data)
+        if self.task is not None and self.task.done():      # answered already: the rest is dropped
+            self._dropped += len(data)
+            if self._dropped > LINGER_BYTES:
+                self.front.close()
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > BODY_HIGH_WATER:
+            self.front.pause_reading("body")
+        self._wake()
+
+    def end(self) -> None:
+        self._done = True
+        self._wake()
+
+    def fail(self, reason: str) -> None:
+        self._failed = reason
+        self.keep_alive = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def readany(self) -> bytes:
+        """The body bytes that have arrived since the last call (waiting for some); b"" at its end."""
+        while True:
+            if self._chunks:
+                data = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
+                self.front.resume_reading("body")
+                return data
+            if self._failed is not None:
+                raise ApiError(400, ErrorCode.BAD_REQUEST, self._failed)
+            if self._done:
+                return b""
+            if self.front.gone:
+                raise ConnectionError("the client went away")
+            self._waiter = self.front.loop.create_future()
+            await self._waiter
+
+    # -- serving --------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.expect and not self._done:
+            self.front.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.task = self.front.loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        front = self.front
+        try:
+            resp = await front.server.serve(self, self.route)
+        except asyncio.CancelledError:
+            return                 # the client went away (connection_lost cancelled this)
+        except Exception as exc:   # noqa: BLE001 - every error is a JSON answer, as error_middleware's
+            resp = answer_exception(exc, self.method, self.path)
+        if front.gone:
+            return
+        if isinstance(resp, Stream):
+            if not resp.eof:       # cut off (an upstream break or timeout closed the connection)
+                front.close()
+                return
+        else:
+            self.write_response(resp)
+        if self._done or not self.keep_alive:
+            front.finished(self)
+        else:                      # an unread body: read it (dropped) for a while before the next request
+            front.linger(self)
+
+    def write_response(self, resp: web.Response) -> None:
+        body = resp.body or b""
+        if not isinstance(body, (bytes, bytearray)):
+            raise TypeError(f"the front writes bytes bodies only, not {type(body).__name__}")
+        if not self._done and (self.content_length or 0) - self._received > LINGER_BYTES:
+            self.keep_alive = False    # too much body left to read and drop: the connection ends instead
+        self.front.transport.writelines((_head(resp.status, resp.headers, b"Content-Length: %d\r\n" % len(body),
+                                               not self.keep_alive), body))
+
+
+# -- a request served by the aiohttp application -------------------------------------------------
+
+class _Proxied:
+    """A request for the backend: its head as received, its body as it arrives (re-chunked
+    when it came chunked), buffered until its turn."""
+    __slots__ = ("front", "parts", "chunked", "head_request", "keep_alive", "started", "done")
+
+    def __init__(self, front: "FrontProtocol", head: bytes, chunked: bool, head_request: bool,
+                 keep_alive: bool) -> None:
+        self.front, self.parts, self.chunked = front, [head], chunked
+        self.head_request, self.keep_alive = head_request, keep_alive
+        self.started = self.done = False
+
+    def _send(self, data: bytes) -> None:
+        if self.started:
+            self.front.backend.send(data)
+        else:
+            self.parts.append(data)
+
+    def feed(self, data: bytes) -> None:
+        self._send(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+
+    def end(self) -> None:
+        if self.chunked:
+            self._send(b"0\r\n\r\n")
+        self.done = True
+
+    def start(self) -> None:
+        self.started = True
+        backend = self.front.open_backend()
+        backend.expect(self)
+        for part in self.parts:
+            backend.send(part)
+        self.parts.clear()
+
+
+class BackendProtocol(GatewayProtocol):
+    """The aiohttp end of a backend socket pair: a GatewayProtocol whose peer is the client's."""
+    __slots__ = ("_client",)
+
+    def __init__(self, manager: web.Server, client: Any, **kwargs: Any) -> None:
+        super().__init__(manager, header_timeout=0, **kwargs)   # the front keeps the head deadline
+        self._client = client
+
+    @property
+    def peername(self):
+        return self._client
+
+
+class _Backend(asyncio.Protocol):
+    """The front's end of a backend socket pair: requests go in; answers are relayed to the
+    client as they come, parsed only to know where each ends."""
+
+    def __init__(self, front: "FrontProtocol") -> None:
+        self.front = front
+        self.transport: asyncio.Transport | None = None
+        self.pending: list[bytes] = []
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiting: deque[_Proxied] = deque()
+        self.closed = False
+
+    def expect(self, req: _Proxied) -> None:
+        self.waiting.append(req)
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+        elif not self.closed:
+            self.pending.append(data)
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        if self.front.write_paused:
+            transport.pause_reading()
+        if self.pending:
+            transport.writelines(self.pending)
+            self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        front = self.front
+        if not front.gone:
+            front.transport.write(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError as exc:
+            log.error("the backend's answer could not be parsed", extra={"error": repr(exc)})
+            self.transport.close()
+            front.close()
+
+    def on_headers_complete(self) -> None:
+        if self.waiting and self.waiting[0].head_request and self.parser.get_status_code() >= 200:
+            self.parser = httptools.HttpResponseParser(self)   # an answer to HEAD has no body
+            self._answered()
+
+    def on_message_complete(self) -> None:
+        if self.parser.get_status_code() >= 200:   # 1xx answers (100 Continue) are not the answer
+            self._answered()
+
+    def _answered(self) -> None:
+        if self.waiting:
+            req = self.waiting.popleft()
+            if not self.front.gone:
+                self.front.finished(req)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        front = self.front
+        if front.backend is self:
+            front.backend = None
+        if self.waiting:           # it closed before (or after) its last answer: the client's connection ends too
+            front.close()
+
+    def pause(self, paused: bool) -> None:
+        if self.transport is not None and not self.closed:
+            (self.transport.pause_reading if paused else self.transport.resume_reading)()
+
+
+# -- the connection --------------------------------------------------------------------------
+
+class FrontProtocol(asyncio.Protocol):
+    def __init__(self, server: "FrontServer") -> None:
+        self.server = server
+        self.app = server.app
+        self.loop = server._loop
+        self.routes = server.routes
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.peername: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.gone = False               # the connection is closed (or closing)
+        self.closing = False            # close once the requests in hand are answered
+        self.queue: deque = deque()     # requests in the order they came; the first is being answered
+        self.receiving: Call | _Proxied | None = None
+        self.backend: _Backend | None = None
+        self.write_paused = False
+        self._drain: asyncio.Future | None = None
+        self._read_pauses: set[str] = set()
+        self._url: list[bytes] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._rejected: str | None = None
+
+    # -- transport callbacks --------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peername = transport.get_extra_info("peername")
+        self.peer = str(self.peername[0]) if isinstance(self.peername, (tuple, list)) else str(self.peername or "")
+        self.server.fronts.add(self)
+        self._arm_head()
+
+    def connection_lost(self, exc) -> None:
+        self.gone = True
+        self.server.fronts.discard(self)
+        for timer in (self._head_timer, self._idle_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        for req in self.queue:
+            if isinstance(req, Call):
+                if req.task is not None and not req.task.done():
+                    req.task.cancel()      # handler cancellation: the forward closes its upstream connection
+                req._wake()
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.close()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.backend is not None:
+            self.backend.pause(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.backend is not None:
+            self.backend.pause(False)
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    async def drained(self) -> None:
+        if self.write_paused and not self.gone:
+            self._drain = self.loop.create_future()
+            await self._drain
+
+    def data_received(self, data: bytes) -> None:
+        if self._rejected is not None:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # an Upgrade (h2c, websocket) is not taken: the request is answered as HTTP/1.1
+            # and what followed its head is parsed as the next request
+            rest = data[exc.args[0]:]
+            if rest:
+                self.data_received(rest)
+        except httptools.HttpParserError as exc:
+            if isinstance(exc, httptools.HttpParserCallbackError) and not isinstance(exc.__context__, _TooLong):
+                log.error("the gateway's request parsing failed", exc_info=exc.__context__ or exc)
+            self._reject(_rejection(exc), type(exc.__context__ or exc).__name__)
+
+    def eof_received(self) -> bool:
+        # the client half-closed: answer what it sent, then close
+        self.closing = True
+        if not self.queue:
+            self.close()
+        return True
+
+    # -- parser callbacks -----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url.clear()
+        self._headers = []
+        self._head_size = 0
+        self._arm_head()
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._head_size += len(url)
+        if self._head_size > MAX_LINE:
+            raise _TooLong
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        n = len(name) + len(value)
+        self._head_size += n
+        if n > MAX_LINE or self._head_size > MAX_HEAD or len(self._headers) > MAX_HEADERS:
+            raise _TooLong
+
+    def on_headers_complete(self) -> None:
+        self._disarm_head()
+        parser = self.parser
+        method = parser.get_method().decode("ascii")
+        url = b"".join(self._url)
+        version_11 = parser.get_http_version() == "1.1"
+        keep_alive = parser.should_keep_alive()
+        req: Call | _Proxied | None = None
+        if url.startswith(b"/v1/invoke/"):
+            req = self._call(method, url, version_11, keep_alive)
+        if req is None:
+            chunked = any(n.lower() == b"transfer-encoding" for n, _ in self._headers)
+            head = b"".join([b"%s %s HTTP/%s\r\n" % (method.encode(), url, b"1.1" if version_11 else b"1.0"),
+                             *(b"%s: %s\r\n" % h for h in self._headers), b"\r\n"])
+            req = _Proxied(self, head, chunked, method == "HEAD", keep_alive)
+        self.receiving = req
+        self.queue.append(req)
+        if len(self.queue) == 1:
+            req.start()
+        elif len(self.queue) > MAX_QUEUED:
+            self.pause_reading("queue")
+
+    def _call(self, method: str, url: bytes, version_11: bool, keep_alive: bool) -> Call | None:
+        """A Call when this request is one the front serves; None sends it to the backend."""
+        path = url.partition(b"?")[0]
+        if b"%" in path:
+            return None            # aiohttp decodes escapes in a name; so does the backend
+        name, _, rest = path[len(INVOKE_PREFIX):].decode("utf-8", "surrogateescape").partition("/")
+        route = self.routes.get((method, "/" + rest if rest else ""))
+        if route is None or not name:
+            return None
+        headers = CIMultiDict((n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers)
+        if "Idempotency-Key" in headers:   # runs as an async invocation (gateway.async_api): the backend's
+            return None
+        return Call(self, method, path.decode("utf-8", "surrogateescape"), name, route, headers, version_11,
+                    keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        if self.receiving is not None:
+            self.receiving.feed(body)
+
+    def on_message_complete(self) -> None:
+        req, self.receiving = self.receiving, None
+        if req is not None:
+            req.end()
+
+    # -- answering in order ------------------------------------------------------------------------
+    def finished(self, req: Call | _Proxied) -> None:
+        """REQ (the first in the queue) is answered: start the next one, or wait for one."""
+        if not self.queue or self.queue[0] is not req:
+            return
+        self.queue.popleft()
+        if not req.keep_alive or (self.closing and not self.queue):
+            self.close()
+            return
+        self.resume_reading("queue")
+        if self.queue:
+            self.queue[0].start()
+        elif self._rejected is not None:
+            self._answer_rejection()
+        else:
+            self._arm_idle()
+
+    def linger(self, call: Call) -> None:
+        """CALL was answered before its body was all read: the rest is read and dropped, for
+        up to LINGER seconds (as aiohttp does), before the next request is taken."""
+        call._chunks.clear()
+        self.resume_reading("body")
+        self._linger_timer = self.loop.call_later(LINGER, self.close)
+
+        def done() -> None:
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+                self._linger_timer = None
+            self.finished(call)
+        self.loop.create_task(self._until_read(call, done))
+
+    async def _until_read(self, call: Call, then) -> None:
+        while not call._done and not self.gone:
+            call._waiter = self.loop.create_future()
+            await call._waiter
+        if not self.gone:
+            then()
+
+    def open_backend(self) -> _Backend:
+        if self.backend is None or self.backend.closed:
+            self.backend = _Backend(self)
+            self.loop.create_task(self._connect_backend(self.backend))
+        return self.backend
+
+    async def _connect_backend(self, relay: _Backend) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            ours.setblocking(False)
+            theirs.setblocking(False)
+            await self.loop.create_unix_connection(lambda: relay, sock=ours)
+            await self.loop.connect_accepted_socket(lambda: self.server.backend_protocol(self.peername), theirs)
+        except Exception:   # noqa: BLE001 - out of file descriptors and the like: this client is closed
+            log.exception("cannot open a backend connection")
+            ours.close()
+            theirs.close()
+            self.close()
+
+    # -- flow control, timers, closing -------------------------------------------------------------
+    def pause_reading(self, why: str) -> None:
+        if not self._read_pauses and not self.gone:
+            self.transport.pause_reading()
+        self._read_pauses.add(why)
+
+    def resume_reading(self, why: str) -> None:
+        if why in self._read_pauses:
+            self._read_pauses.discard(why)
+            if not self._read_pauses and not self.gone:
+                self.transport.resume_reading()
+
+    def _arm_head(self) -> None:
+        timeout = self.server.header_timeout
+        if timeout > 0 and self._head_timer is None:
+            self._head_timer = self.loop.call_later(timeout, self._head_overdue)
+
+    def _disarm_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        log.debug("closed a connection without a request head in time",
+                  extra={"timeout": self.server.header_timeout})
+        self.close()
+
+    def _arm_idle(self) -> None:
+        timeout = self.server.keepalive_timeout
+        if timeout and not self.gone:
+            self._idle_timer = self.loop.call_later(timeout, self._idle_over)
+
+    def _idle_over(self) -> None:
+        self._idle_timer = None
+        if not self.queue:
+            self.close()
+
+    def _reject(self, reason: str, error: str) -> None:
+        self._disarm_head()
+        self._rejected = reason
+        log.info("rejected a malformed request", extra={"remote": self.peer, "reason": reason, "error": error})
+        self.pause_reading("rejected")
+        bad, self.receiving = self.receiving, None     # None: a new request's head was bad
+        if bad is not None and self.queue and bad is self.queue[0]:
+            if isinstance(bad, Call):   # its body was bad while it is served: it answers the 400 itself
+                self._rejected, self.closing = None, True
+                bad.fail(reason)
+            else:                       # the backend has part of its body: nothing sensible is left to say
+                self.close()
+            return
+        if bad is not None and bad in self.queue:
+            self.queue.remove(bad)      # answered 400 after the requests before it
+        if not self.queue:
+            self._answer_rejection()
+
+    def _answer_rejection(self) -> None:
+        if not self.gone:
+            body = error_body(ErrorCode.BAD_REQUEST, self._rejected or "malformed request head")
+            self.transport.writelines((_head(400, {"Content-Type": ERROR_CONTENT_TYPE},
+                                             b"Content-Length: %d\r\n" % len(body), True), body))
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (what was written still goes out first)."""
+        if not self.gone:
+            self.gone = True
+            self.transport.close()
+
+    # what aiohttp's web.Server asks of its connections at shutdown
+    def begin_shutdown(self) -> None:
+        self.closing = True
+        if not self.queue:
+            self.close()
+
+    async def shutdown(self, timeout: float | None) -> None:
+        tasks = [req.task for req in self.queue if isinstance(req, Call) and req.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for task in tasks:
+            task.cancel()
+        self.close()
+
+
+class FrontServer(GatewayServer):
+    """aiohttp's low-level server whose connections are FrontProtocols; the GatewayProtocol
+    connections it would have made serve the backend's socket pairs."""
+
+    def __init__(self, *args: Any, app: web.Application, routes: dict, serve, keepalive_timeout: float,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, keepalive_timeout=keepalive_timeout, **kwargs)
+        self.app, self.routes, self.serve, self.keepalive_timeout = app, routes, serve, keepalive_timeout
+        self.fronts: set[FrontProtocol] = set()
+
+    def __call__(self) -> FrontProtocol:
+        return FrontProtocol(self)
+
+    def backend_protocol(self, client: Any) -> BackendProtocol:
+        return BackendProtocol(self, client, loop=self._loop, **self._kwargs)
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        for front in list(self.fronts):
+            front.begin_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        await asyncio.gather(*(front.shutdown(timeout) for front in list(self.fronts)),
+                             super().shutdown(timeout))
+
+
+class GatewayRunner(web.AppRunner):
+    """``web.AppRunner`` whose server is a FrontServer (the app starts up as usual): what
+    ``serve`` and the tests run.  ROUTES: (method, path after /v1/invoke/NAME) -> the route
+    the front serves itself, by ``await SERVE(call, route)`` (gateway.invoke.FRONT_ROUTES and
+    serve_call)."""
+
+    def __init__(self, app: web.Application, *, header_timeout: float, keepalive_timeout: float = 75.0,
+                 routes: dict, serve, **kwargs: Any) -> None:
+        super().__init__(app, keepalive_timeout=keepalive_timeout, **kwargs)
+        self._header_timeout, self._keepalive_timeout = header_timeout, keepalive_timeout
+        self._routes, self._serve = routes, serve
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        kwargs = dict(plain._kwargs)
+        kwargs.pop("keepalive_timeout", None)
+        return FrontServer(plain.request_handler, request_factory=plain.request_factory,
+                           handler_cancellation=plain.handler_cancellation, loop=plain._loop,
+                           header_timeout=self._header_timeout, app=self._app, routes=self._routes, serve=self._serve,
+                           keepalive_timeout=self._keepalive_timeout, **kwargs)

@@ -32,7 +32,7 @@ import socket
 import time
 from collections import deque
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 from aiohttp import web
@@ -167,6 +167,13 @@ class Stream:
         self.eof = True
 
 
+class Answer(NamedTuple):
+    """A whole answer to a Call, as gateway.invoke builds it for the front."""
+    status: int
+    headers: Any           # a mapping with items(): CIMultiDict, dict
+    body: bytes
+
+
 # -- a request served here ---------------------------------------------------------------------
 
 class Call:
@@ -295,7 +302,7 @@ class Call:
         else:                      # an unread body: read it (dropped) for a while before the next request
             front.linger(self)
 
-    def write_response(self, resp: web.Response) -> None:
+    def write_response(self, resp: web.Response | Answer) -> None:
         body = resp.body or b""
         if not isinstance(body, (bytes, bytearray)):
             raise TypeError(f"the front writes bytes bodies only, not {type(body).__name__}")

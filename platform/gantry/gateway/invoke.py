@@ -38,7 +38,7 @@ from .auth import function_name
 from .balancer import Ticket
 from .cache import Active, Entry
 from .errors import ApiError, quota_error
-from .front import Call, Stream
+from .front import Answer, Call, Stream
 from .metrics import UNKNOWN
 from .usage import METER
 from .settings import GatewaySettings
@@ -376,7 +376,7 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, route: Ro
                 code, _ = wire.parse_error(data) or ("", "")
                 if code in RETRYABLE_503:
                     raise _Retry(code, connection=False)
-                return web.Response(status=503, body=data, headers=_passthrough(up.headers))
+                return _answer(request, 503, data, _passthrough(up.headers))
             answer_headers = _passthrough(up.headers)
             if route.openai:             # the runtime sends the id back; the engine does not know it
                 answer_headers[wire.INVOCATION_ID] = ids[wire.INVOCATION_ID]
@@ -386,7 +386,7 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, route: Ro
                 data = await up.read()
                 if route.counts_tokens and up.status == 200:
                     _count_tokens(request, entry, openai.usage_of(data[-openai.TAIL:]))
-                return web.Response(status=up.status, body=data, headers=answer_headers)
+                return _answer(request, up.status, data, answer_headers)
             if route.counts_tokens and up.status == 200:
                 tail = openai.Tail()
             out = (request.open_stream(up.status, answer_headers) if type(request) is Call
@@ -431,6 +431,14 @@ async def _forward(request: web.Request, entry: Entry, inst: Instance, route: Ro
         if up is not None:
             up.release()   # a complete read returns the connection; anything else closes it,
                            # cancelling upstream work
+
+
+def _answer(request: web.Request | Call, status: int, body: bytes, headers: CIMultiDict) -> web.Response | Answer:
+    """A whole answer: for the front, the bare fields it writes (an aiohttp Response costs
+    more to build than the rest of the answer)."""
+    if type(request) is Call:
+        return Answer(status, headers, body)
+    return web.Response(status=status, body=body, headers=headers)
 
 
 def _count_tokens(request: web.Request, entry: Entry, usage: tuple[int, int] | None) -> None:

@@ -13,10 +13,10 @@ Routing happens per request, at the end of its head:
 - ``POST /v1/invoke/NAME`` and a vLLM function's OpenAI-compatible routes (gateway.openai),
   without an ``Idempotency-Key``, are served here;
 - anything else (the admin API, coordination, /metrics, an idempotent invoke, a path with
-  percent-escapes, any method or path this table does not know) goes to a backend
-  connection: the aiohttp application on one end of an in-process socket pair (its
-  gateway.protocol.GatewayProtocol, told the client's address), the request's head written
-  as received, its body as it arrives, and the answer relayed to the client byte for byte.
+  percent-escapes, any method or path this table does not know) goes to the connection's
+  backend: aiohttp's protocol for the application (gateway.protocol.GatewayProtocol) fed the
+  request's head as received and its body as it arrives, writing its answer straight to the
+  client through a transport of ours that notes where each answer ends.
 
 Requests on one connection are answered in order (HTTP/1.1 pipelining), whichever side
 serves each.  The front keeps the contracts of gateway.protocol: a request head must arrive
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections import deque
 from http import HTTPStatus
@@ -348,49 +347,33 @@ class _Proxied:
         self.parts.clear()
 
 
-class BackendProtocol(GatewayProtocol):
-    """The aiohttp end of a backend socket pair: a GatewayProtocol whose peer is the client's."""
-    __slots__ = ("_client",)
-
-    def __init__(self, manager: web.Server, client: Any, **kwargs: Any) -> None:
-        super().__init__(manager, header_timeout=0, **kwargs)   # the front keeps the head deadline
-        self._client = client
-
-    @property
-    def peername(self):
-        return self._client
-
-
-class _Backend(asyncio.Protocol):
-    """The front's end of a backend socket pair: requests go in; answers are relayed to the
-    client as they come, parsed only to know where each ends."""
+class _Backend(asyncio.Transport):
+    """The aiohttp side of one client connection: a GatewayProtocol fed the requests the
+    front does not serve, writing its answers through this transport to the client's (and
+    parsed on the way only to know where each ends).  No socket in between: aiohttp sees the
+    client's address, and its flow control is the client connection's."""
 
     def __init__(self, front: "FrontProtocol") -> None:
+        super().__init__()
         self.front = front
-        self.transport: asyncio.Transport | None = None
-        self.pending: list[bytes] = []
         self.parser = httptools.HttpResponseParser(self)
         self.waiting: deque[_Proxied] = deque()
         self.closed = False
+        server = front.server
+        self.handler = GatewayProtocol(server, loop=server._loop, header_timeout=0, **server._kwargs)
+        self.handler.connection_made(self)     # the front keeps the head deadline: header_timeout=0
 
     def expect(self, req: _Proxied) -> None:
         self.waiting.append(req)
 
     def send(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
-        elif not self.closed:
-            self.pending.append(data)
+        if not self.closed:
+            self.handler.data_received(data)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        if self.front.write_paused:
-            transport.pause_reading()
-        if self.pending:
-            transport.writelines(self.pending)
-            self.pending.clear()
-
-    def data_received(self, data: bytes) -> None:
+    # -- what aiohttp's protocol calls ----------------------------------------------------------
+    def write(self, data) -> None:
+        if self.closed:
+            return
         front = self.front
         if not front.gone:
             front.transport.write(data)
@@ -399,10 +382,56 @@ class _Backend(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             pass
         except httptools.HttpParserError as exc:
-            log.error("the backend's answer could not be parsed", extra={"error": repr(exc)})
-            self.transport.close()
+            log.error("the admin API's answer could not be parsed", extra={"error": repr(exc)})
             front.close()
 
+    def writelines(self, lines) -> None:
+        for data in lines:
+            self.write(data)
+
+    def is_closing(self) -> bool:
+        return self.closed or self.front.gone
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        front = self.front
+        if front.backend is self:
+            front.backend = None
+        front.loop.call_soon(self.handler.connection_lost, None)
+        if self.waiting:           # it closed before its last answer: the client's connection ends too
+            front.close()
+
+    abort = close
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self.front.peername
+        return self.front.transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self.front.pause_reading("backend")
+
+    def resume_reading(self) -> None:
+        self.front.resume_reading("backend")
+
+    def is_reading(self) -> bool:
+        return "backend" not in self.front._read_pauses
+
+    def get_write_buffer_size(self) -> int:
+        return self.front.transport.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.front.transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.front.transport.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    # -- the answers' ends ----------------------------------------------------------------------
     def on_headers_complete(self) -> None:
         if self.waiting and self.waiting[0].head_request and self.parser.get_status_code() >= 200:
             self.parser = httptools.HttpResponseParser(self)   # an answer to HEAD has no body
@@ -415,20 +444,14 @@ class _Backend(asyncio.Protocol):
     def _answered(self) -> None:
         if self.waiting:
             req = self.waiting.popleft()
-            if not self.front.gone:
-                self.front.finished(req)
+            if not self.front.gone:   # after this write returns: the front may start the next request
+                self.front.loop.call_soon(self.front.finished, req)
 
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        front = self.front
-        if front.backend is self:
-            front.backend = None
-        if self.waiting:           # it closed before (or after) its last answer: the client's connection ends too
-            front.close()
-
-    def pause(self, paused: bool) -> None:
-        if self.transport is not None and not self.closed:
-            (self.transport.pause_reading if paused else self.transport.resume_reading)()
+    def lost(self, exc: BaseException | None) -> None:
+        """The client's connection is gone."""
+        if not self.closed:
+            self.closed = True
+            self.handler.connection_lost(exc)
 
 
 # -- the connection --------------------------------------------------------------------------
@@ -478,20 +501,20 @@ class FrontProtocol(asyncio.Protocol):
                 if req.task is not None and not req.task.done():
                     req.task.cancel()      # handler cancellation: the forward closes its upstream connection
                 req._wake()
-        if self.backend is not None and self.backend.transport is not None:
-            self.backend.transport.close()
+        if self.backend is not None:
+            self.backend.lost(exc)
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.backend is not None:
-            self.backend.pause(True)
+        if self.backend is not None and not self.backend.closed:
+            self.backend.handler.pause_writing()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.backend is not None:
-            self.backend.pause(False)
+        if self.backend is not None and not self.backend.closed:
+            self.backend.handler.resume_writing()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -633,21 +656,7 @@ class FrontProtocol(asyncio.Protocol):
     def open_backend(self) -> _Backend:
         if self.backend is None or self.backend.closed:
             self.backend = _Backend(self)
-            self.loop.create_task(self._connect_backend(self.backend))
         return self.backend
-
-    async def _connect_backend(self, relay: _Backend) -> None:
-        ours, theirs = socket.socketpair()
-        try:
-            ours.setblocking(False)
-            theirs.setblocking(False)
-            await self.loop.create_unix_connection(lambda: relay, sock=ours)
-            await self.loop.connect_accepted_socket(lambda: self.server.backend_protocol(self.peername), theirs)
-        except Exception:   # noqa: BLE001 - out of file descriptors and the like: this client is closed
-            log.exception("cannot open a backend connection")
-            ours.close()
-            theirs.close()
-            self.close()
 
     # -- flow control, timers, closing -------------------------------------------------------------
     def pause_reading(self, why: str) -> None:
@@ -734,8 +743,8 @@ class FrontProtocol(asyncio.Protocol):
 
 
 class FrontServer(GatewayServer):
-    """aiohttp's low-level server whose connections are FrontProtocols; the GatewayProtocol
-    connections it would have made serve the backend's socket pairs."""
+    """aiohttp's low-level server whose connections are FrontProtocols; the GatewayProtocols
+    it would have made serve their backends (_Backend)."""
 
     def __init__(self, *args: Any, app: web.Application, routes: dict, serve, keepalive_timeout: float,
                  **kwargs: Any) -> None:
@@ -745,9 +754,6 @@ class FrontServer(GatewayServer):
 
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
-
-    def backend_protocol(self, client: Any) -> BackendProtocol:
-        return BackendProtocol(self, client, loop=self._loop, **self._kwargs)
 
     def pre_shutdown(self) -> None:
         super().pre_shutdown()

@@ -21,7 +21,8 @@ Routing happens per request, at the end of its head:
 Requests on one connection are answered in order (HTTP/1.1 pipelining), whichever side
 serves each.  The front keeps the contracts of gateway.protocol: a request head must arrive
 within ``header_timeout``; an idle kept-alive connection is closed after
-``keepalive_timeout``; a request the parser rejects is answered by a JSON 400 naming what was
+``keepalive_timeout`` (both checked by one sweep a few times per deadline, not by a timer per
+request); a request the parser rejects is answered by a JSON 400 naming what was
 wrong and none of its bytes; a client that goes away cancels the work its request started.
 """
 from __future__ import annotations
@@ -477,8 +478,10 @@ class FrontProtocol(asyncio.Protocol):
         self._url: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        # deadlines, checked by FrontServer's sweep (no timer per request): loop times since
+        # a head has been awaited (None: not awaiting one) and since the connection is idle
+        self.head_since: float | None = None
+        self.idle_since: float | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._rejected: str | None = None
 
@@ -488,14 +491,13 @@ class FrontProtocol(asyncio.Protocol):
         self.peername = transport.get_extra_info("peername")
         self.peer = str(self.peername[0]) if isinstance(self.peername, (tuple, list)) else str(self.peername or "")
         self.server.fronts.add(self)
-        self._arm_head()
+        self.head_since = self.loop.time()
 
     def connection_lost(self, exc) -> None:
         self.gone = True
         self.server.fronts.discard(self)
-        for timer in (self._head_timer, self._idle_timer, self._linger_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         for req in self.queue:
             if isinstance(req, Call):
                 if req.task is not None and not req.task.done():
@@ -526,9 +528,7 @@ class FrontProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._rejected is not None:
             return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self.idle_since = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -554,7 +554,8 @@ class FrontProtocol(asyncio.Protocol):
         self._url.clear()
         self._headers = []
         self._head_size = 0
-        self._arm_head()
+        if self.head_since is None:
+            self.head_since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
@@ -570,7 +571,7 @@ class FrontProtocol(asyncio.Protocol):
             raise _TooLong
 
     def on_headers_complete(self) -> None:
-        self._disarm_head()
+        self.head_since = None
         parser = self.parser
         method = parser.get_method().decode("ascii")
         url = b"".join(self._url)
@@ -630,7 +631,7 @@ class FrontProtocol(asyncio.Protocol):
         elif self._rejected is not None:
             self._answer_rejection()
         else:
-            self._arm_idle()
+            self.idle_since = self.loop.time()
 
     def linger(self, call: Call) -> None:
         """CALL was answered before its body was all read: the rest is read and dropped, for
@@ -670,34 +671,16 @@ class FrontProtocol(asyncio.Protocol):
             if not self._read_pauses and not self.gone:
                 self.transport.resume_reading()
 
-    def _arm_head(self) -> None:
-        timeout = self.server.header_timeout
-        if timeout > 0 and self._head_timer is None:
-            self._head_timer = self.loop.call_later(timeout, self._head_overdue)
-
-    def _disarm_head(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_overdue(self) -> None:
-        self._head_timer = None
-        log.debug("closed a connection without a request head in time",
-                  extra={"timeout": self.server.header_timeout})
-        self.close()
-
-    def _arm_idle(self) -> None:
-        timeout = self.server.keepalive_timeout
-        if timeout and not self.gone:
-            self._idle_timer = self.loop.call_later(timeout, self._idle_over)
-
-    def _idle_over(self) -> None:
-        self._idle_timer = None
-        if not self.queue:
+    def overdue(self, now: float, header_timeout: float, keepalive_timeout: float) -> None:
+        """Close the connection if its request head is late or it has idled too long."""
+        if header_timeout > 0 and self.head_since is not None and now - self.head_since > header_timeout:
+            log.debug("closed a connection without a request head in time", extra={"timeout": header_timeout})
+            self.close()
+        elif keepalive_timeout and self.idle_since is not None and now - self.idle_since > keepalive_timeout:
             self.close()
 
     def _reject(self, reason: str, error: str) -> None:
-        self._disarm_head()
+        self.head_since = None
         self._rejected = reason
         log.info("rejected a malformed request", extra={"remote": self.peer, "reason": reason, "error": error})
         self.pause_reading("rejected")
@@ -751,6 +734,16 @@ class FrontServer(GatewayServer):
         super().__init__(*args, keepalive_timeout=keepalive_timeout, **kwargs)
         self.app, self.routes, self.serve, self.keepalive_timeout = app, routes, serve, keepalive_timeout
         self.fronts: set[FrontProtocol] = set()
+        # one sweep for every connection's deadlines, a few times per shortest deadline
+        limits = [t for t in (self.header_timeout, keepalive_timeout) if t and t > 0]
+        self._sweep_every = max(0.05, min([1.0, *(t / 4 for t in limits)]))
+        self._sweeper: asyncio.TimerHandle | None = self._loop.call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for front in list(self.fronts):
+            front.overdue(now, self.header_timeout, self.keepalive_timeout)
+        self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
 
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
@@ -761,6 +754,9 @@ class FrontServer(GatewayServer):
             front.begin_shutdown()
 
     async def shutdown(self, timeout: float | None = None) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         await asyncio.gather(*(front.shutdown(timeout) for front in list(self.fronts)),
                              super().shutdown(timeout))
 

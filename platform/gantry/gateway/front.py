@@ -11,7 +11,9 @@ they read, and the answer is written to the socket in one piece.
 Routing happens per request, at the end of its head:
 
 - ``POST /v1/invoke/NAME`` and a vLLM function's OpenAI-compatible routes (gateway.openai),
-  without an ``Idempotency-Key``, are served here;
+  without an ``Idempotency-Key``, are served here, and so is the coordination API
+  (``/v1/coord/``: gateway.coord_api's handlers, found by the application's router, answer a
+  Call as they would aiohttp's request);
 - anything else (the admin API, coordination, /metrics, an idempotent invoke, a path with
   percent-escapes, any method or path this table does not know) goes to the connection's
   backend: aiohttp's protocol for the application (gateway.protocol.GatewayProtocol) fed the
@@ -37,14 +39,18 @@ from typing import Any, NamedTuple
 import httptools
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 from gantry_runtime.wire import ERROR_CONTENT_TYPE, ErrorCode, error_body
 
+from .appkeys import SETTINGS
 from .errors import ApiError, answer_exception
 from .protocol import GatewayProtocol, GatewayServer
 
 log = logging.getLogger("gantry.gateway")
 
 INVOKE_PREFIX = "/v1/invoke/"
+COORD_PREFIX = "/v1/coord/"
+COORD = "coord"              # the routes' key of the coordination API's route, when the front serves it
 MAX_LINE = 8190              # bytes of the request target, or of one header: aiohttp's limits
 MAX_HEADERS = 128
 MAX_HEAD = 64 * 1024         # bytes of a whole request head
@@ -178,18 +184,20 @@ class Answer(NamedTuple):
 
 class Call:
     """One request the front serves: the few things of aiohttp's ``web.Request`` that
-    gateway.invoke, gateway.auth and gateway.tracing read (``app``, ``headers``,
-    ``match_info``, ``method``, ``path``, ``remote``, ``transport``, ``content_length``,
-    ``content.readany()``, item access), its body as it arrives, and its answer."""
-    __slots__ = ("front", "app", "method", "path", "headers", "match_info", "route", "version_11", "keep_alive",
+    gateway.invoke, gateway.coord_api, gateway.auth and gateway.tracing read (``app``,
+    ``headers``, ``match_info``, ``method``, ``path``, ``rel_url``, ``query``, ``remote``,
+    ``transport``, ``content_length``, ``content.readany()``, ``can_read_body``, ``read()``,
+    item access), its body as it arrives, and its answer."""
+    __slots__ = ("front", "app", "method", "path", "rel_url", "headers", "match_info", "route", "version_11",
+                 "keep_alive",
                  "expect", "content_length", "_items", "_chunks", "_buffered", "_done", "_waiter", "_received",
                  "_dropped", "_failed", "task", "stream")
 
-    def __init__(self, front: "FrontProtocol", method: str, path: str, name: str, route, headers: CIMultiDict,
-                 version_11: bool, keep_alive: bool) -> None:
+    def __init__(self, front: "FrontProtocol", method: str, path: str, match_info: Any, route, headers: CIMultiDict,
+                 version_11: bool, keep_alive: bool, rel_url: URL | None = None) -> None:
         self.front, self.app = front, front.app
         self.method, self.path, self.route, self.headers = method, path, route, headers
-        self.match_info = {"name": name}
+        self.match_info, self.rel_url = match_info, rel_url
         self.version_11, self.keep_alive = version_11, keep_alive
         self.expect = headers.get("Expect", "").lower() == "100-continue"
         length = headers.get("Content-Length")
@@ -224,6 +232,26 @@ class Call:
     @property
     def content(self) -> "Call":
         return self
+
+    @property
+    def query(self):
+        return self.rel_url.query
+
+    @property
+    def can_read_body(self) -> bool:
+        return bool(self._chunks) or not self._done
+
+    async def read(self) -> bytes:
+        """The whole body, up to the gateway's GANTRY_MAX_BODY (aiohttp's client_max_size)."""
+        limit = self.app[SETTINGS].max_body
+        parts = []
+        size = 0
+        while chunk := await self.readany():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, ErrorCode.TOO_LARGE, "request body too large")
+            parts.append(chunk)
+        return b"".join(parts)
 
     def open_stream(self, status: int, headers) -> Stream:
         self.stream = Stream(self, status, headers)
@@ -580,6 +608,10 @@ class FrontProtocol(asyncio.Protocol):
         req: Call | _Proxied | None = None
         if url.startswith(b"/v1/invoke/"):
             req = self._call(method, url, version_11, keep_alive)
+        elif url.startswith(b"/v1/coord/") and COORD in self.routes:
+            req = Call(self, method, url.partition(b"?")[0].decode("utf-8", "surrogateescape"), None,
+                       self.routes[COORD], self._decoded_headers(), version_11, keep_alive,
+                       URL(url.decode("utf-8", "surrogateescape"), encoded=True))
         if req is None:
             chunked = any(n.lower() == b"transfer-encoding" for n, _ in self._headers)
             head = b"".join([b"%s %s HTTP/%s\r\n" % (method.encode(), url, b"1.1" if version_11 else b"1.0"),
@@ -601,11 +633,14 @@ class FrontProtocol(asyncio.Protocol):
         route = self.routes.get((method, "/" + rest if rest else ""))
         if route is None or not name:
             return None
-        headers = CIMultiDict((n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers)
+        headers = self._decoded_headers()
         if "Idempotency-Key" in headers:   # runs as an async invocation (gateway.async_api): the backend's
             return None
-        return Call(self, method, path.decode("utf-8", "surrogateescape"), name, route, headers, version_11,
-                    keep_alive)
+        return Call(self, method, path.decode("utf-8", "surrogateescape"), {"name": name}, route, headers,
+                    version_11, keep_alive)
+
+    def _decoded_headers(self) -> CIMultiDict:
+        return CIMultiDict((n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers)
 
     def on_body(self, body: bytes) -> None:
         if self.receiving is not None:

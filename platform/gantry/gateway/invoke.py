@@ -32,13 +32,13 @@ from gantry_runtime import wire
 from gantry_runtime.wire import ErrorCode
 
 from . import openai, tracing, upstream
-from .appkeys import ADMISSION, AUTH, CACHE, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
+from .appkeys import ADMISSION, AUTH, CACHE, COORD_ADMISSION, METRICS, PRINCIPAL, REPORTER, SETTINGS, UPSTREAM
 from ..cancellation import raise_if_cancelled
 from .auth import function_name
 from .balancer import Ticket
 from .cache import Active, Entry
 from .errors import ApiError, quota_error
-from .front import Answer, Call, Stream
+from .front import COORD, COORD_PREFIX, Answer, Call, Stream
 from .metrics import UNKNOWN
 from .usage import METER
 from .settings import GatewaySettings
@@ -127,14 +127,22 @@ class Route:
 
 INVOKE = Route("POST", "/invoke")
 OPENAI = {key: Route(*key, openai_route=True, counts_tokens=counts) for key, counts in openai.ROUTES.items()}
-# what gateway.front serves itself: (method, the path after /v1/invoke/NAME) -> route
-FRONT_ROUTES = {("POST", ""): INVOKE, **OPENAI}
+COORD_ROUTE = Route("*", COORD_PREFIX)
+# what gateway.front serves itself: (method, the path after /v1/invoke/NAME) -> route, and
+# the coordination API
+FRONT_ROUTES = {("POST", ""): INVOKE, **OPENAI, COORD: COORD_ROUTE}
 
 
 async def serve_call(call: Call, route: Route) -> web.StreamResponse | Stream:
     """A request the front serves (gateway.front): its key, as auth_middleware checks it on
-    the aiohttp side, then the same admission and forward."""
-    call[PRINCIPAL] = await call.app[AUTH].authenticate(call)
+    the aiohttp side, then the same admission and forward; or a coordination call, limited
+    per key as auth_middleware limits it, to its gateway.coord_api handler."""
+    app = call.app
+    principal = call[PRINCIPAL] = await app[AUTH].authenticate(call)
+    if route is COORD_ROUTE:
+        app[COORD_ADMISSION].check(principal.key_id, asyncio.get_running_loop().time())
+        match = call.match_info = await app.router.resolve(call)
+        return await match.handler(call)
     return await _admitted(call, route)
 
 

@@ -167,3 +167,25 @@ async def test_an_invocation_with_a_query_string_and_a_chunked_body_reaches_the_
         resp = await client.post("/v1/invoke/front-echo?x=1", data=chunks(), headers={**AUTH, "Content-Type": "application/json"})
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["event"] == {"parts": [1, 2, 3]}
+
+
+@pytest.mark.asyncio
+async def test_a_client_still_sending_a_refused_body_reads_the_answer_not_a_reset(redis_url, redis_client, runtimes):
+    """urllib sends Connection: close and the whole body before it reads: the front keeps
+    reading (and dropping) the body after its 413, then closes."""
+    import urllib.error
+    import urllib.request
+
+    await _echo(redis_client, runtimes)
+    async with gateway(redis_url, max_body=2**20) as client:
+        def call() -> tuple[int, bytes]:
+            req = urllib.request.Request(f"http://127.0.0.1:{client.server.port}/v1/invoke/front-echo",
+                                         data=b"x" * (7 * 2**20), headers=dict(AUTH))
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return resp.status, resp.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+        status, body = await asyncio.to_thread(call)
+    assert status == 413
+    assert json.loads(body)["error"]["code"] == "too_large"

@@ -56,8 +56,8 @@ MAX_HEADERS = 128
 MAX_HEAD = 64 * 1024         # bytes of a whole request head
 BODY_HIGH_WATER = 256 * 1024  # buffered request body bytes before the socket stops being read
 MAX_QUEUED = 16              # pipelined requests waiting their turn before reading stops
-LINGER = 10.0                # seconds an unread request body is still read (and dropped) after the answer
-LINGER_BYTES = 1 << 20       # ... and at most this much of it; then the connection is closed
+LINGER = 10.0                # seconds an unread request body is still read (and dropped) after the answer,
+                             # as aiohttp does: a client still sending it then reads the answer, not a reset
 
 _REASONS = {                 # httptools' error -> the fixed message a caller gets (no byte of theirs)
     httptools.HttpParserInvalidMethodError: "malformed request line",
@@ -190,8 +190,8 @@ class Call:
     item access), its body as it arrives, and its answer."""
     __slots__ = ("front", "app", "method", "path", "rel_url", "headers", "match_info", "route", "version_11",
                  "keep_alive",
-                 "expect", "content_length", "_items", "_chunks", "_buffered", "_done", "_waiter", "_received",
-                 "_dropped", "_failed", "task", "stream")
+                 "expect", "content_length", "_items", "_chunks", "_buffered", "_done", "_waiter",
+                 "_failed", "task", "stream")
 
     def __init__(self, front: "FrontProtocol", method: str, path: str, match_info: Any, route, headers: CIMultiDict,
                  version_11: bool, keep_alive: bool, rel_url: URL | None = None) -> None:
@@ -204,7 +204,7 @@ class Call:
         self.content_length = int(length) if length is not None and length.isdigit() else None
         self._items: dict = {}
         self._chunks: deque[bytes] = deque()
-        self._buffered = self._received = self._dropped = 0
+        self._buffered = 0
         self._done = False
         self._failed: str | None = None     # its body was malformed: the reason
         self._waiter: asyncio.Future | None = None
@@ -259,11 +259,7 @@ class Call:
 
     # -- the body -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
-        self._received += len(data)
         if self.task is not None and self.task.done():      # answered already: the rest is dropped
-            self._dropped += len(data)
-            if self._dropped > LINGER_BYTES:
-                self.front.close()
             return
         self._chunks.append(data)
         self._buffered += len(data)
@@ -325,17 +321,15 @@ class Call:
                 return
         else:
             self.write_response(resp)
-        if self._done or not self.keep_alive:
+        if self._done or self._failed is not None:
             front.finished(self)
-        else:                      # an unread body: read it (dropped) for a while before the next request
-            front.linger(self)
+        else:   # an unread body: read (and drop) it for a while first, even before closing, so that
+            front.linger(self)   # a client still sending it reads the answer instead of a reset
 
     def write_response(self, resp: web.Response | Answer) -> None:
         body = resp.body or b""
         if not isinstance(body, (bytes, bytearray)):
             raise TypeError(f"the front writes bytes bodies only, not {type(body).__name__}")
-        if not self._done and (self.content_length or 0) - self._received > LINGER_BYTES:
-            self.keep_alive = False    # too much body left to read and drop: the connection ends instead
         self.front.transport.writelines((_head(resp.status, resp.headers, b"Content-Length: %d\r\n" % len(body),
                                                not self.keep_alive), body))
 

@@ -191,7 +191,7 @@ class Call:
     __slots__ = ("front", "app", "method", "path", "rel_url", "headers", "match_info", "route", "version_11",
                  "keep_alive",
                  "expect", "content_length", "_items", "_chunks", "_buffered", "_done", "_waiter",
-                 "_failed", "task", "stream")
+                 "_failed", "task")
 
     def __init__(self, front: "FrontProtocol", method: str, path: str, match_info: Any, route, headers: CIMultiDict,
                  version_11: bool, keep_alive: bool, rel_url: URL | None = None) -> None:
@@ -209,7 +209,6 @@ class Call:
         self._failed: str | None = None     # its body was malformed: the reason
         self._waiter: asyncio.Future | None = None
         self.task: asyncio.Task | None = None
-        self.stream: Stream | None = None
 
     # aiohttp's request is a mutable mapping (request[PRINCIPAL], request.get(TRACE))
     def __getitem__(self, key):
@@ -254,8 +253,7 @@ class Call:
         return b"".join(parts)
 
     def open_stream(self, status: int, headers) -> Stream:
-        self.stream = Stream(self, status, headers)
-        return self.stream
+        return Stream(self, status, headers)
 
     # -- the body -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -328,8 +326,9 @@ class Call:
 
     def write_response(self, resp: web.Response | Answer) -> None:
         body = resp.body or b""
-        if not isinstance(body, (bytes, bytearray)):
-            raise TypeError(f"the front writes bytes bodies only, not {type(body).__name__}")
+        if not isinstance(body, (bytes, bytearray)):   # a handler's bug: the front writes bytes bodies only
+            resp = answer_exception(TypeError(f"a {type(body).__name__} body, not bytes"), self.method, self.path)
+            body = resp.body
         self.front.transport.writelines((_head(resp.status, resp.headers, b"Content-Length: %d\r\n" % len(body),
                                                not self.keep_alive), body))
 
@@ -385,6 +384,8 @@ class _Backend(asyncio.Transport):
         server = front.server
         self.handler = GatewayProtocol(server, loop=server._loop, header_timeout=0, **server._kwargs)
         self.handler.connection_made(self)     # the front keeps the head deadline: header_timeout=0
+        if front.write_paused:
+            self.handler.pause_writing()
 
     def expect(self, req: _Proxied) -> None:
         self.waiting.append(req)

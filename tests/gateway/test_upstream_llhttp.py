@@ -156,6 +156,7 @@ async def test_bytes_after_the_end_of_a_response_are_a_bad_response(serve):
     def answer(head, body):
         case = head.split(b"X-Case: ")[1].split(b"\r\n")[0]
         return {b"length": [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokX"],
+                b"length_later": [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok", 0.05, b"okX"],
                 b"empty": [b"HTTP/1.1 204 No Content\r\n\r\nX"],
                 b"chunked": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nX"],
                 b"later": [b"HTTP/1.1 204 No Content\r\n\r\n", 0.05, b"X", "eof"],
@@ -163,7 +164,7 @@ async def test_bytes_after_the_end_of_a_response_are_a_bad_response(serve):
                 }[case]
 
     server, pool = await serve(answer)
-    for case in ("length", "empty", "chunked", "close"):
+    for case in ("length", "length_later", "empty", "chunked", "close"):
         with pytest.raises(upstream.BadResponse) as info:
             resp = await pool.post(HOST, server.port, "/invoke", {"X-Case": case}, b"")
             await resp.read()
@@ -287,3 +288,19 @@ async def test_a_response_cut_off_is_disconnected_with_before_response_right(ser
         await resp.read_chunk()
     resp.release()
     assert not pool._all
+
+
+async def test_responses_follow_a_body_of_known_length_read_over_several_reads(serve):
+    # such a body's later reads bypass llhttp (no copy); the next response gets a fresh parser
+    def answer(head, body):
+        if b"X-Case: split" in head:
+            return [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", 0.03, b"defg", 0.03, b"hij"]
+        return [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"]
+
+    server, pool = await serve(answer)
+    for case, want in (("split", b"abcdefghij"), ("chunked", b"ok"), ("split", b"abcdefghij"), ("split", b"abcdefghij"),
+                       ("chunked", b"ok")):
+        resp = await pool.post(HOST, server.port, "/invoke", {"X-Case": case}, b"")
+        assert await resp.read() == want
+        resp.release()
+    assert server.connections == 1

@@ -7,7 +7,9 @@ tracing, URL building, compression), and profiling showed aiohttp's ClientSessio
 more CPU per request than the rest of the gateway's request path.  This client sends the
 request head and body in one write, parses the response with llhttp (httptools, the parser
 uvicorn uses: one per connection, fed as bytes arrive), and hands the body on as it arrives:
-Content-Length, chunked, or (without either) up to the connection's end.
+Content-Length, chunked, or (without either) up to the connection's end.  The reads of a
+body of known length or up to the end that follow the head's read are passed on as they
+came, counted but not parsed (llhttp would copy each one).
 
 What llhttp refuses is a BadResponse (its reason in the message), and so is, on top of it: a
 version other than HTTP/1.0 or 1.1, a status below 100, a 101, a 1xx answer with a body, a
@@ -110,10 +112,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, pool: "UpstreamPool", key: tuple[str, int]) -> None:
         self.pool, self.key = pool, key
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)   # one per connection: it runs on to the next response
-        # The one leniency: Transfer-Encoding beside Content-Length is read as chunked (the
-        # Transfer-Encoding wins, RFC 9112 6.3) instead of refused, as this client always did.
-        self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
+        self.parser = self._new_parser()
         self.state = _DONE
         self.active = False           # a request is using this connection
         self.got_bytes = False        # some of the response arrived
@@ -131,6 +130,7 @@ class _Conn(asyncio.Protocol):
         self.head_bytes = 0           # bytes fed while its head was incomplete (bounded by MAX_HEAD)
         self.headers: list[tuple[str, str]] = []
         self.length: int | None = None
+        self.remaining = 0            # _LENGTH: body bytes still to come
         self.te: bytes | None = None  # the Transfer-Encoding values, joined
         self.trailer_bytes = 0
         self.stall = 0                # _CHUNKED: bytes fed since body or a trailer last arrived
@@ -163,22 +163,28 @@ class _Conn(asyncio.Protocol):
         if not self.active or self.error is not None:
             self.close()                  # nothing may arrive on an idle connection
             return
-        if self.state == _DONE:
+        state = self.state
+        if state == _LENGTH:              # the rest of a body of known length: counted, not parsed
+            self._body_length(data)
+            return
+        if state == _UNTIL_CLOSE:
+            self._push(bytes(data))
+            return
+        if state == _DONE:
             self._fail(BadResponse("bytes after the end of the response"))
             return
         self.got_bytes = True
-        if self.state == _HEAD:
+        if state == _HEAD:
             room = MAX_HEAD - self.head_bytes
             if len(data) > room:          # the head must end within the room left
                 if not self._feed(data[:room]):
                     return
                 if self.state == _HEAD:
                     self._fail(BadResponse(f"response head over {MAX_HEAD} bytes"))
-                    return
-                data = data[room:]
-            else:
-                self.head_bytes += len(data)
-        state = self.state
+                else:
+                    self.data_received(data[room:])
+                return
+            self.head_bytes += len(data)
         if not self._feed(data) or state != _CHUNKED:
             return
         # llhttp keeps no limit of its own on chunk framing or on one unfinished trailer
@@ -195,6 +201,30 @@ class _Conn(asyncio.Protocol):
         return None   # close the transport: connection_lost follows
 
     # -- parsing (llhttp through httptools; its callbacks below) ------------------------------
+    def _new_parser(self) -> httptools.HttpResponseParser:
+        parser = httptools.HttpResponseParser(self)
+        # The one leniency: Transfer-Encoding beside Content-Length is read as chunked (the
+        # Transfer-Encoding wins, RFC 9112 6.3) instead of refused, as this client always did.
+        parser.set_dangerous_leniencies(lenient_chunked_length=True)
+        return parser
+
+    def _body_length(self, data: bytes) -> None:
+        """Body bytes of known length after the read that ended the head, passed on as they
+        came: llhttp would hand each read on as a copy (httptools' on_body), which doubled
+        the cost of a large body.  The parser did not see them, so the next response gets a
+        new one (one per connection otherwise: it runs on from response to response)."""
+        n = len(data)
+        if n > self.remaining:
+            self._fail(BadResponse(f"bytes after the end of the response (over its Content-Length "
+                                   f"{self.response.content_length})"))
+            return
+        self.remaining -= n
+        self._push(bytes(data))
+        if not self.remaining:
+            self.parser = self._new_parser()
+            self.state = _DONE
+            self._wake()
+
     def _feed(self, data: bytes) -> bool:
         """Parse DATA; False when the response failed (``self.error`` set, connection closed)."""
         self.parts_seen = False
@@ -268,7 +298,7 @@ class _Conn(asyncio.Protocol):
         elif chunked:
             self.state, self.stall, self.trailer_bytes = _CHUNKED, 0, 0
         elif length is not None:
-            self.state = _LENGTH
+            self.state, self.remaining = _LENGTH, length
         else:
             self.state, self.keep_alive = _UNTIL_CLOSE, False
         waiter, self.head_waiter = self.head_waiter, None
@@ -278,6 +308,7 @@ class _Conn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.parts.append(body)
         self.parts_seen = True
+        self.remaining -= len(body)       # _LENGTH: the rest comes to _body_length
 
     def on_message_complete(self) -> None:
         if self.state == _HEAD:           # the end of an interim (1xx) answer: the next head follows

@@ -5,9 +5,18 @@ Protocols.
 The forward path needs very little of a general client (no cookies, redirects, proxies,
 tracing, URL building, compression), and profiling showed aiohttp's ClientSession spending
 more CPU per request than the rest of the gateway's request path.  This client sends the
-request head and body in one write, parses the response head with plain bytes operations,
-and hands the body on as it arrives: Content-Length, chunked, or (without either) up to the
-connection's end.
+request head and body in one write, parses the response with llhttp (httptools, the parser
+uvicorn uses: one per connection, fed as bytes arrive), and hands the body on as it arrives:
+Content-Length, chunked, or (without either) up to the connection's end.  The reads of a
+body of known length or up to the end that follow the head's read are passed on as they
+came, counted but not parsed (llhttp would copy each one).
+
+What llhttp refuses is a BadResponse (its reason in the message), and so is, on top of it: a
+version other than HTTP/1.0 or 1.1, a status below 100, a 101, a 1xx answer with a body, a
+transfer coding that does not end in chunked, a head over MAX_HEAD bytes, and any byte after
+the end of the response but stray CRLFs (llhttp skips those).  Interim 1xx answers are
+skipped, trailers read and dropped, and Transfer-Encoding beside Content-Length is read as
+chunked (RFC 9112 6.3: the Transfer-Encoding wins), the one leniency asked of llhttp.
 
 A connection goes back to its instance's pool only after its response was read completely
 and the server did not ask to close it; anything else (a cancelled or timed-out request, a
@@ -20,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+
+import httptools
 
 MAX_HEAD = 64 * 1024          # bytes of status line + headers
 HIGH_WATER = 256 * 1024       # buffered body bytes before the socket stops being read
@@ -93,11 +104,15 @@ class Response:
         self._conn.finish()
 
 
+class _Malformed(Exception):
+    """Raised inside a parser callback to stop llhttp; the reason is already in ``_Conn.error``."""
+
+
 class _Conn(asyncio.Protocol):
     def __init__(self, pool: "UpstreamPool", key: tuple[str, int]) -> None:
         self.pool, self.key = pool, key
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.parser = self._new_parser()
         self.state = _DONE
         self.active = False           # a request is using this connection
         self.got_bytes = False        # some of the response arrived
@@ -107,11 +122,20 @@ class _Conn(asyncio.Protocol):
         self.buffered = 0
         self.waiter: asyncio.Future | None = None
         self.error: UpstreamError | None = None
-        self.remaining = 0            # _LENGTH: body bytes still to come; _CHUNKED: of this chunk (-1: size line next)
         self.keep_alive = True
         self.paused = False
         self.closed = False
         self.idle_since = 0.0
+        # the message being parsed
+        self.head_bytes = 0           # bytes fed while its head was incomplete (bounded by MAX_HEAD)
+        self.headers: list[tuple[str, str]] = []
+        self.length: int | None = None
+        self.remaining = 0            # _LENGTH: body bytes still to come
+        self.te: bytes | None = None  # the Transfer-Encoding values, joined
+        self.trailer_bytes = 0
+        self.stall = 0                # _CHUNKED: bytes fed since body or a trailer last arrived
+        self.parts: list[bytes] = []  # body bytes of the current feed
+        self.parts_seen = False       # the current feed brought body bytes or a trailer
 
     # -- protocol callbacks -------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -139,88 +163,140 @@ class _Conn(asyncio.Protocol):
         if not self.active or self.error is not None:
             self.close()                  # nothing may arrive on an idle connection
             return
-        self.got_bytes = True
-        if self.state == _HEAD:
-            self.buf += data
-            self._parse_head()
-        elif self.state == _LENGTH:
+        state = self.state
+        if state == _LENGTH:              # the rest of a body of known length: counted, not parsed
             self._body_length(data)
-        elif self.state == _CHUNKED:
-            self.buf += data
-            self._parse_chunks()
-        elif self.state == _UNTIL_CLOSE:
+            return
+        if state == _UNTIL_CLOSE:
             self._push(bytes(data))
-        else:
+            return
+        if state == _DONE:
             self._fail(BadResponse("bytes after the end of the response"))
+            return
+        self.got_bytes = True
+        if state == _HEAD:
+            room = MAX_HEAD - self.head_bytes
+            if len(data) > room:          # the head must end within the room left
+                if not self._feed(data[:room]):
+                    return
+                if self.state == _HEAD:
+                    self._fail(BadResponse(f"response head over {MAX_HEAD} bytes"))
+                else:
+                    self.data_received(data[room:])
+                return
+            self.head_bytes += len(data)
+        if not self._feed(data) or state != _CHUNKED:
+            return
+        # llhttp keeps no limit of its own on chunk framing or on one unfinished trailer
+        # (httptools buffers a header until it ends): bound what arrives without progress.
+        if self.parts_seen:
+            self.stall = 0
+        else:
+            self.stall += len(data)
+            if self.stall > MAX_HEAD:
+                self._fail(BadResponse(f"bad chunked body: over {MAX_HEAD} bytes of chunk "
+                                       f"framing or trailers without data"))
 
     def eof_received(self):
         return None   # close the transport: connection_lost follows
 
-    # -- parsing ------------------------------------------------------------------------------
-    def _parse_head(self) -> None:
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buf) > MAX_HEAD:
-                self._fail(BadResponse("response head too large"))
+    # -- parsing (llhttp through httptools; its callbacks below) ------------------------------
+    def _new_parser(self) -> httptools.HttpResponseParser:
+        parser = httptools.HttpResponseParser(self)
+        # The one leniency: Transfer-Encoding beside Content-Length is read as chunked (the
+        # Transfer-Encoding wins, RFC 9112 6.3) instead of refused, as this client always did.
+        parser.set_dangerous_leniencies(lenient_chunked_length=True)
+        return parser
+
+    def _body_length(self, data: bytes) -> None:
+        """Body bytes of known length after the read that ended the head, passed on as they
+        came: llhttp would hand each read on as a copy (httptools' on_body), which doubled
+        the cost of a large body.  The parser did not see them, so the next response gets a
+        new one (one per connection otherwise: it runs on from response to response)."""
+        n = len(data)
+        if n > self.remaining:
+            self._fail(BadResponse(f"bytes after the end of the response (over its Content-Length "
+                                   f"{self.response.content_length})"))
             return
-        head = bytes(self.buf[:end])
-        rest = bytes(self.buf[end + 4:])
-        self.buf.clear()
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
-        try:
-            version, code = status_line.split(b" ", 2)[:2]
-            status = int(code)
-            if not version.startswith(b"HTTP/1.") or not 100 <= status <= 999 or len(code) != 3:
-                raise ValueError(status_line)
-        except ValueError:
-            self._fail(BadResponse(f"bad status line {status_line[:80]!r}"))
-            return
-        if status < 200:                       # 1xx interim answers: skip them
-            self.buf += rest
-            if self.buf:
-                self._parse_head()
-            return
-        headers = []
-        length = None
-        chunked = False
-        keep_alive = version == b"HTTP/1.1"
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                self._fail(BadResponse("bad header line"))
-                return
-            value = value.strip()
-            lname = name.lower()
-            if lname == b"content-length":
-                try:
-                    n = int(value)
-                    if n < 0 or (length is not None and n != length):
-                        raise ValueError
-                except ValueError:
-                    self._fail(BadResponse("bad Content-Length"))
-                    return
-                length = n
-            elif lname == b"transfer-encoding":
-                chunked = value.lower().endswith(b"chunked")
-                if not chunked:
-                    self._fail(BadResponse(f"unsupported Transfer-Encoding {value[:40]!r}"))
-                    return
-            elif lname == b"connection":
-                tokens = value.lower()
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
-            headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
-        if chunked:
-            length = None
-        self.keep_alive = keep_alive
-        self.response = Response(self, status, headers, length)
-        if status in (204, 304) or (length == 0 and not chunked):
+        self.remaining -= n
+        self._push(bytes(data))
+        if not self.remaining:
+            self.parser = self._new_parser()
             self.state = _DONE
+            self._wake()
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse DATA; False when the response failed (``self.error`` set, connection closed)."""
+        self.parts_seen = False
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self.error is None:        # llhttp's own error, not one of ours from a callback
+                where = {_HEAD: "bad response head", _CHUNKED: "bad chunked body"}.get(
+                    self.state, "bad response")
+                self._fail(BadResponse(f"{where}: {exc}"))
+        parts = self.parts
+        if parts:
+            self.parts = []
+            if self.error is not None:
+                return False
+            self._push(parts[0] if len(parts) == 1 else b"".join(parts))
+        if self.error is not None:
+            return False
+        if self.state == _DONE:
+            self._wake()
+        return True
+
+    def _malformed(self, msg: str) -> None:
+        self._fail(BadResponse(msg))
+        raise _Malformed(msg)
+
+    def on_message_begin(self) -> None:
+        if self.state == _DONE:           # a second response in the same read
+            self._malformed("bytes after the end of the response")
+        self.headers, self.length, self.te = [], None, None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.state != _HEAD:           # a trailer: read past, within MAX_HEAD in all
+            self.parts_seen = True
+            self.trailer_bytes += len(name) + len(value) + 4
+            if self.trailer_bytes > MAX_HEAD:
+                self._malformed(f"bad chunked body: trailers over {MAX_HEAD} bytes")
+            return
+        value = value.strip()             # llhttp drops the leading whitespace only
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            self.length = int(value)      # digits only, and only one: llhttp checked
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            self.te = value if self.te is None else self.te + b"," + value
+        self.headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        version = parser.get_http_version()
+        if (version != "1.1" and version != "1.0") or status < 100:
+            self._malformed(f"bad status line: HTTP/{version} {status}, where HTTP/1.x and a "
+                            f"status 100-999 were expected")
+        if status < 200:
+            if status == 101:             # llhttp stops there: what follows is another protocol
+                self._malformed("101 Switching Protocols, but the gateway asked for no protocol switch")
+            if self.te is not None or self.length:   # llhttp would read a body for it
+                self._malformed(f"a {status} interim answer with a body (Content-Length or "
+                                f"Transfer-Encoding), where 1xx answers have none")
+            return                        # an interim answer: skipped (on_message_complete)
+        chunked = False
+        if self.te is not None:           # chunked only as the last coding, as llhttp reads it
+            chunked = self.te.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+            if not chunked:
+                self._malformed(f"unsupported Transfer-Encoding {self.te[:40]!r}")
+        length = None if chunked else self.length
+        self.keep_alive = parser.should_keep_alive()
+        self.response = Response(self, status, self.headers, length)
+        if status == 204 or status == 304 or length == 0:
+            self.state = _DONE            # llhttp reads no body here either (on_message_complete)
         elif chunked:
-            self.state, self.remaining = _CHUNKED, -1
+            self.state, self.stall, self.trailer_bytes = _CHUNKED, 0, 0
         elif length is not None:
             self.state, self.remaining = _LENGTH, length
         else:
@@ -228,80 +304,19 @@ class _Conn(asyncio.Protocol):
         waiter, self.head_waiter = self.head_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(self.response)
-        if rest:
-            self.data_received(rest)
 
-    def _body_length(self, data: bytes) -> None:
-        n = len(data)
-        if n <= self.remaining:
-            self.remaining -= n
-            self._push(bytes(data))
-            if not self.remaining:
-                self.state = _DONE
-                self._wake()
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+        self.parts_seen = True
+        self.remaining -= len(body)       # _LENGTH: the rest comes to _body_length
+
+    def on_message_complete(self) -> None:
+        if self.state == _HEAD:           # the end of an interim (1xx) answer: the next head follows
+            self.head_bytes = 0
         else:
-            self._fail(BadResponse("more bytes than Content-Length"))
+            self.state = _DONE
 
-    def _parse_chunks(self) -> None:
-        buf = self.buf
-        pos = 0
-        out = []
-        try:
-            while True:
-                if self.remaining == -1:            # a chunk-size line
-                    eol = buf.find(b"\r\n", pos)
-                    if eol < 0:
-                        if len(buf) - pos > 4096:
-                            raise ValueError("chunk size line too long")
-                        break
-                    size = int(bytes(buf[pos:eol]).split(b";", 1)[0].strip(), 16)
-                    if size < 0:
-                        raise ValueError("negative chunk size")
-                    pos = eol + 2
-                    if size == 0:
-                        self.remaining = -3
-                    else:
-                        self.remaining = size
-                elif self.remaining == -2:          # the CRLF after a chunk's data
-                    if len(buf) - pos < 2:
-                        break
-                    if buf[pos:pos + 2] != b"\r\n":
-                        raise ValueError("missing CRLF after chunk data")
-                    pos += 2
-                    self.remaining = -1
-                elif self.remaining == -3:          # trailers, up to an empty line
-                    eol = buf.find(b"\r\n", pos)
-                    if eol < 0:
-                        if len(buf) - pos > MAX_HEAD:
-                            raise ValueError("trailers too large")
-                        break
-                    if eol == pos:
-                        pos += 2
-                        if pos != len(buf):
-                            raise ValueError("bytes after the last chunk")
-                        self.state = _DONE
-                        break
-                    pos = eol + 2
-                else:                               # chunk data
-                    avail = len(buf) - pos
-                    if not avail:
-                        break
-                    take = min(avail, self.remaining)
-                    out.append(bytes(buf[pos:pos + take]))
-                    pos += take
-                    self.remaining -= take
-                    if not self.remaining:
-                        self.remaining = -2
-        except ValueError as exc:
-            del buf[:pos]
-            self._fail(BadResponse(f"bad chunked body: {exc}"))
-            return
-        del buf[:pos]
-        if out:
-            self._push(b"".join(out) if len(out) > 1 else out[0])
-        if self.state == _DONE:
-            self._wake()
-
+    # -- the response body --------------------------------------------------------------------
     def _push(self, data: bytes) -> None:
         if not data:
             return
@@ -330,10 +345,9 @@ class _Conn(asyncio.Protocol):
     # -- the request side ---------------------------------------------------------------------
     async def request(self, head: bytes, body: bytes) -> Response:
         self.active, self.got_bytes, self.error, self.response = True, False, None, None
-        self.state, self.keep_alive = _HEAD, True
+        self.state, self.keep_alive, self.head_bytes = _HEAD, True, 0
         self.chunks.clear()
         self.buffered = 0
-        self.buf.clear()
         if self.closed:
             raise Disconnected("connection closed by the instance before the request was sent",
                                before_response=True, request_sent=False)
@@ -369,7 +383,7 @@ class _Conn(asyncio.Protocol):
             return
         self.active = False
         if (self.state == _DONE and not self.chunks and self.keep_alive and self.error is None
-                and not self.closed and not self.buf):
+                and not self.closed):
             self.response = None
             self.pool._put(self)
         else:

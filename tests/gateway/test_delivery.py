@@ -176,11 +176,13 @@ async def test_draining_at_capacity_and_refused_instances_are_retried_and_the_ha
     for k in range(8):
         ran = fleet.side_effects(f"call-{k}")
         assert sum(ran.values()) == 1 and ran[good] == 1, (k, ran)
-    retried = {(r.instance, r.reason.split(":")[0]) for r in caplog.records
-               if r.getMessage() == "retrying on another instance"}
+    logged = [(r.instance, r.reason.split(":")[0]) for r in caplog.records
+              if r.getMessage() == "retrying on another instance"]
+    retried = set(logged)
     assert {(busy, "at_capacity"), (draining, "draining"), ("safe-refused", "ConnectionRefusedError")} <= retried, retried
+    # every retry is counted (the busy one is skipped for only 50 ms: it may be tried again)
     retries = re.search(r'gantry_gateway_retries_total\{function="safe"\} (\d+)', metrics)
-    assert retries and int(retries.group(1)) == len(retried) >= 3, metrics
+    assert retries and int(retries.group(1)) == len(logged) >= 3, (metrics, logged)
 
 
 # -- the moment the connection breaks, exactly (fake upstreams) ---------------------------------

@@ -589,6 +589,10 @@ class WorkerAgent:
                                  return_exceptions=True)
             for instance_id in instance_ids:
                 self.forget(instance_id)
+            # sandboxes go with their container; one whose container was gone already, now
+            for c in await self.blocking(containers.node_containers, self.docker_client, self.node_id):
+                if containers.is_sandbox(c.labels):
+                    await self.blocking(containers.force_remove, self.docker_client, c)
         for follower in self.followers.values():
             follower.stop()
         self.followers.clear()

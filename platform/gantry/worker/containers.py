@@ -27,7 +27,8 @@ LABEL_INSTANCE = "gantry.instance"
 LABEL_FUNCTION = "gantry.function"
 LABEL_VERSION = "gantry.version"
 LABEL_EPOCH = "gantry.epoch"
-# a container made ahead of need (worker/spares.py), and a network-namespace holder
+# a container made ahead of need (worker/spares.py; it keeps the label once an instance's),
+# and a network-namespace holder, labelled with the instance it serves (not gantry.instance)
 LABEL_SPARE = "gantry.spare"
 LABEL_SANDBOX = "gantry.sandbox"
 STOP_MARGIN = 2.0   # seconds past the drain grace before Docker sends SIGKILL: the runtime's own exit
@@ -69,7 +70,12 @@ def find(client, node: str, instance: str):
 
 
 def is_sandbox(labels: dict) -> bool:
-    return labels.get(LABEL_SANDBOX) == "1"
+    return bool(labels.get(LABEL_SANDBOX))
+
+
+def instance_of(labels: dict) -> str:
+    """The instance a container of this node is for: its own, or the one a sandbox serves."""
+    return labels.get(LABEL_INSTANCE) or labels.get(LABEL_SANDBOX) or ""
 
 
 # (id(client), network name) -> its id: a start looks the network up once per worker, not
@@ -153,6 +159,7 @@ def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance
     already (a repeated start, one made before a restart) is looked up only when create
     says so."""
     name = network_name(spec, isolation_level)
+    network_id(client, name)             # first: the firewall below covers the network's bridge
     if isolation.is_isolated_network(name):
         isolation.install(client)        # raises: an isolated instance never runs unprotected
     if precreated:
@@ -180,7 +187,10 @@ def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance
             if sandbox:
                 sandbox = None           # the sandbox is gone: a namespace of its own
             elif "network" in str(exc).lower():
-                forget_network(client, name)   # removed behind our back: made again
+                forget_network(client, name)   # removed behind our back: made again, firewalled again
+                network_id(client, name)
+                if isolation.is_isolated_network(name):
+                    isolation.install(client)
             else:
                 raise                    # the image
             kwargs = arguments()

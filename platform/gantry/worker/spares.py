@@ -44,9 +44,9 @@ from gantry_runtime.wire import new_instance_key
 
 from ..manifest import FunctionSpec
 from . import isolation, vllmengine
-from .containers import (LABEL_EPOCH, LABEL_NODE, LABEL_SANDBOX, LABEL_SPARE, LABEL_VERSION, create as create_container,
-                         join_sandbox, network_id, node_filter)
-from .containerspec import (FUNCTION_USER, LABEL_RUNTIME, RUNTIME_PORT, container_kwargs, instance_labels,
+from .containers import (LABEL_EPOCH, LABEL_FUNCTION, LABEL_INSTANCE, LABEL_NODE, LABEL_SANDBOX, LABEL_SPARE,
+                         LABEL_VERSION, create as create_container, join_sandbox, network_id, node_filter)
+from .containerspec import (FUNCTION_USER, LABEL_MANAGED, LABEL_RUNTIME, RUNTIME_PORT, container_kwargs,
                             network_name, published_port_of)
 
 log = logging.getLogger("gantry.worker")
@@ -113,8 +113,10 @@ def sandbox_kwargs(spec: FunctionSpec, image: str, instance: str, *, network: st
     return dict(
         image=image, command=SANDBOX_COMMAND,
         name=f"gantry-{spec.qualified}-{instance}-sandbox",
-        labels={**instance_labels(spec.qualified, instance), "gantry.tenant": spec.tenant, LABEL_NODE: node,
-                LABEL_SANDBOX: "1", LABEL_SPARE: "1", LABEL_RUNTIME: spec.runtime},
+        # the instance it serves under its own label, not gantry.instance: a look-up of the
+        # instance's container finds that container alone
+        labels={LABEL_MANAGED: "1", LABEL_FUNCTION: spec.qualified, "gantry.tenant": spec.tenant, LABEL_NODE: node,
+                LABEL_SANDBOX: instance, LABEL_SPARE: "1", LABEL_RUNTIME: spec.runtime},
         user=FUNCTION_USER, read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
         privileged=False, init=True, pids_limit=SANDBOX_PIDS, mem_limit=SANDBOX_MEMORY,
         memswap_limit=SANDBOX_MEMORY, nano_cpus=SANDBOX_NANO_CPUS, network=network,
@@ -127,10 +129,11 @@ def make_sandbox(client, node: str, host: str, spec: FunctionSpec, image: str, i
                  isolation_level: str = isolation.SHARED) -> tuple[str, int]:
     """Create and start the sandbox of INSTANCE; (its id, the port it publishes)."""
     name = network_name(spec, isolation_level)
+    network = network_id(client, name)  # first: the firewall below covers the network's bridge
     if isolation.is_isolated_network(name):
         isolation.install(client)        # never a namespace on an unprotected isolated bridge
-    sandbox = create_container(client, sandbox_kwargs(spec, image, instance, network=network_id(client, name),
-                                                      node=node, publish_host=host))
+    sandbox = create_container(client, sandbox_kwargs(spec, image, instance, network=network, node=node,
+                                                      publish_host=host))
     try:
         client.api.start(sandbox)
         port = published_port_of(client.api.inspect_container(sandbox))
@@ -172,10 +175,11 @@ def make(client, node: str, host: str, spec: FunctionSpec, spare: Spare, drain_g
 def remove(client, node: str, instance: str) -> int:
     """Remove every container of INSTANCE on NODE (the spare's container and sandbox); how many."""
     removed = 0
-    for c in client.api.containers(all=True, filters=node_filter(node, **{"gantry.instance": instance})):
-        try:
-            client.api.remove_container(c["Id"], force=True)
-            removed += 1
-        except docker.errors.NotFound:
-            pass
+    for label in (LABEL_INSTANCE, LABEL_SANDBOX):
+        for c in client.api.containers(all=True, filters=node_filter(node, **{label: instance})):
+            try:
+                client.api.remove_container(c["Id"], force=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass
     return removed

@@ -432,7 +432,7 @@ class WorkerAgent:
             if spare is not None and (not want or not spare.serves(*source[:2], source[3])):
                 await self._drop_spare(spare)
                 spare = None
-            if want and spare is None and not self._closed:
+            if want and spare is None and not self._closed and len(self.spares) < spares.MAX_PER_NODE:
                 await self._make_spare(function, *source)
 
     async def _make_spare(self, function: str, version: int, image: str, spec, isolation_level: str) -> None:

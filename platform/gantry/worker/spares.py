@@ -23,8 +23,9 @@ Isolation holds: the sandbox is made like an instance (non-root, read-only, no c
 no-new-privileges, pids/memory/CPU limits) on the very network the instance would join, and a
 namespace serves one instance only: it is removed with the instance's container
 (containers.force_remove), never handed on.  A spare is no instance: no record, no
-reservation (a created container holds no CPU or memory; the sandbox's sleep a few hundred
-KiB), never counted by the scheduler.  It is withdrawn (keys.WITHDRAW_SPARE; a taken one is
+reservation (a created container holds no CPU or memory; a running sandbox about 14 MiB of
+host memory, nearly all its containerd-shim, and no CPU: MAX_PER_NODE bounds them), never
+counted by the scheduler.  It is withdrawn (keys.WITHDRAW_SPARE; a taken one is
 the starting instance's and stays) and removed when the version changes, the function is
 deleted or reaches its maximum, the worker stops, or at the orphan sweep (labels gantry.spare
 and gantry.sandbox; one without a record that the agent does not hold is an orphan).
@@ -55,6 +56,9 @@ SANDBOX_COMMAND = ["sleep", "infinity"]
 SANDBOX_MEMORY = "16m"
 SANDBOX_PIDS = 8
 SANDBOX_NANO_CPUS = 50_000_000      # 0.05 CPU: it only sleeps
+# Spares a node keeps at most: each running sandbox costs about 14 MiB of host memory (its
+# containerd-shim; tini and sleep well under 1 MiB), the created containers nothing.
+MAX_PER_NODE = 32
 
 
 @dataclass

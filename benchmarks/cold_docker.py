@@ -8,7 +8,8 @@ IMAGE is a function image present on the node (e.g. the bench's gantry/fn-bench-
    makes timed (method and path), and how many new connections to the Docker socket it
    opened; then GET /healthz every 2 ms until 200 (the instance is ready).
 2. ``ways``: the ways to start the same instance (same spec, same network), each timed from
-   the worker's first call until /healthz answers, interleaved A B C D A B C D ...:
+   the worker's first call until its Docker calls return (docker_calls_ms) and until
+   /healthz answers (until_healthy_ms), interleaved A B C D A B C D ...:
    - ``create+start``: what the worker did before this change (its own network namespace);
    - ``precreated``: the container was created ahead, the timed part is ``start`` only;
    - ``sandbox``: create and start joining a network namespace kept ready (a running sandbox
@@ -135,6 +136,7 @@ def measure_ways(client, image: str, repeats: int) -> dict:
 
     spec = spec_for(image)
     out: dict[str, list[float]] = {"create+start": [], "precreated": [], "sandbox": [], "precreated+sandbox": []}
+    calls: dict[str, list[float]] = {k: [] for k in out}     # the worker's Docker part alone
     for _ in range(repeats):
         for way in out:
             instance = f"cold-docker-{uuid.uuid4().hex[:8]}"
@@ -159,10 +161,12 @@ def measure_ways(client, image: str, repeats: int) -> dict:
             else:
                 cid, port, _key = containers.start(client, NODE, "127.0.0.1", spec, image, instance, 1, 1, 1.0,
                                                    precreated=precreated, sandbox=sandbox)
+            calls[way].append((time.perf_counter() - t) * 1000)
             out[way].append(healthy(port, t))
             spares.remove(client, NODE, instance)
             time.sleep(0.3)
-    return {k: stats(v) for k, v in out.items()}
+    return {"until_healthy_ms": {k: stats(v) for k, v in out.items()},
+            "docker_calls_ms": {k: stats(v) for k, v in calls.items()}}
 
 
 def main() -> int:

@@ -578,8 +578,12 @@ class WorkerAgent:
         for task in list(self._spare_tasks):
             task.cancel()
         await asyncio.gather(*self._spare_tasks, return_exceptions=True)
-        for function in list(self.spares):      # spares go whatever happens to the instances
-            await self._drop_spare(self.spares[function])
+        for spare in list(self.spares.values()):   # spares go whatever happens to the instances
+            try:
+                await self._drop_spare(spare)
+            except Exception as exc:  # noqa: BLE001 - Redis unreachable: the containers go anyway
+                log.warning("spare of %s not withdrawn (%r): removing it", spare.function, exc)
+                await self.blocking(spares.remove, self.docker_client, self.node_id, spare.instance)
         if remove_containers:
             found = [c for c in await self.blocking(containers.node_containers, self.docker_client, self.node_id)
                      if not containers.is_sandbox(c.labels)]    # removed with their container

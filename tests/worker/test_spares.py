@@ -186,6 +186,7 @@ async def test_spares_go_when_the_function_is_deleted_and_when_it_is_redeployed(
         await _stop(agent, redis_client, node_id, second.id)
         await agent.wait_spares()
         await agent.sweep_orphans()
+        await agent.wait_spares()              # the sweep tends spares in the background
         assert _containers(docker_client, node_id, fn) == []
         assert not redis_client.hexists(keys.node_spares(node_id), fn)
 
@@ -206,6 +207,7 @@ async def test_a_deleted_function_at_zero_loses_its_spare_at_the_sweep(
         finally:
             await r.aclose()
         await agent.sweep_orphans()            # no command comes for a function at zero
+        await agent.wait_spares()              # (the sweep tends spares in the background)
         assert _containers(docker_client, node_id, fn) == []
         assert not redis_client.hexists(keys.node_spares(node_id), fn)
 
@@ -256,3 +258,26 @@ def test_wanted_only_for_a_deployed_version_below_its_maximum():
     assert spares.wanted((1, 2), 2, 1, 3)          # the version rolling out
     assert not spares.wanted((2, 2), 1, 0, 3)      # an old version
     assert not spares.wanted(None, 1, 0, 3)        # deleted
+
+
+async def test_the_maintenance_pass_never_waits_for_a_spare(
+        redis_url, redis_client, docker_client, node_id, kinds_image, kinds_spec):
+    """Making a spare takes Docker a second or more on a busy node: the sweep (in the pass that
+    also heartbeats) only starts it, so a node never misses its heartbeat for a spare."""
+    spec = _spec(kinds_spec, max_instances=1)
+    fn = spec.qualified
+    version = await _deploy(redis_url, spec, kinds_image)
+    async with agent_for(redis_url, docker_client, node_id) as agent:
+        await agent.register()
+        first = await _run_one(agent, redis_client, node_id, spec, kinds_image, version)
+        await agent.wait_spares()
+        await _stop(agent, redis_client, node_id, first.id)
+        await _spare_made(agent, fn)               # the stop's own pass made one: withdraw it,
+        await agent._drop_spare(agent.spares[fn])  # so the sweep's pass is the one that makes it
+        assert fn not in agent.spares and _containers(docker_client, node_id, fn) == []
+        await agent.sweep_orphans()
+        # the sweep is over, the spare it asked for is still being made (Docker takes longer)
+        assert fn not in agent.spares or not agent.spares[fn].container
+        assert any(not task.done() for task in agent._spare_tasks)
+        spare = await _spare_made(agent, fn)
+        assert spare.container and spare.sandbox

@@ -96,6 +96,7 @@ class WorkerAgent:
         self._spare_sources: dict[str, tuple[int, str, Any, str]] = {}
         self._spare_locks: dict[str, asyncio.Lock] = {}
         self._spare_tasks: set[asyncio.Task] = set()
+        self._tending: set[str] = set()          # functions with a tend_spare pass pending
         self._due = {"heartbeat": 0.0, "health": 0.0, "orphans": 0.0}
         self.registered = False
         self._closed = False
@@ -387,9 +388,13 @@ class WorkerAgent:
         return spare
 
     def tend_spare_soon(self, function: str) -> None:
-        """tend_spare in the background (a command never waits for a spare)."""
+        """tend_spare in the background: neither a command nor the maintenance loop (whose
+        heartbeat must not wait on Docker) waits for a spare; one pending pass per function."""
         if function not in self._spare_sources and function not in self.spares:
             return
+        if function in self._tending:
+            return
+        self._tending.add(function)
         task = asyncio.create_task(self._tend_logged(function))
         self._spare_tasks.add(task)
         task.add_done_callback(self._spare_tasks.discard)
@@ -401,13 +406,14 @@ class WorkerAgent:
 
     async def _tend_logged(self, function: str) -> None:
         try:
+            self._tending.discard(function)     # a change from now on needs another pass
             await self.tend_spare(function)
         except Exception:
             log.exception("spare container", extra={"function": function})
 
-    async def tend_spares(self) -> None:
+    def tend_spares(self) -> None:
         for function in set(self._spare_sources) | set(self.spares):
-            await self._tend_logged(function)
+            self.tend_spare_soon(function)
 
     async def tend_spare(self, function: str) -> None:
         """Keep one spare of FUNCTION while spares.wanted says so, made from its latest start
@@ -466,7 +472,7 @@ class WorkerAgent:
         puts back the tenant isolation rules if something (a firewall reload) removed them."""
         await self.blocking(isolation.refresh, self.docker_client)
         found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
-        await self.tend_spares()
+        self.tend_spares()      # in the background: made or withdrawn ones are registered at once
         held = self.busy | {s.instance for s in self.spares.values()}
         orphans = await find_orphans(self.store, self.node_id, found, held)
         for container in orphans:
@@ -575,9 +581,9 @@ class WorkerAgent:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for task in list(self._spare_tasks):
-            task.cancel()
-        await asyncio.gather(*self._spare_tasks, return_exceptions=True)
+        # a spare being made finishes (its Docker calls run on in their thread even if its task
+        # were cancelled), then goes with the others; _closed stops new ones
+        await self.wait_spares()
         for spare in list(self.spares.values()):   # spares go whatever happens to the instances
             try:
                 await self._drop_spare(spare)

@@ -1622,3 +1622,40 @@ for _, g in ipairs(lease) do
 end
 """ + _take_for_tenant(used=5, gpus="qgpus") + """return out
 """
+
+
+# --- pre-created containers (worker/spares.py; issue 16 part 4) ------------------------------
+
+def node_spares(node_id: str) -> str:
+    """HASH function name -> "VERSION:INSTANCE_ID": the container this node's worker created
+    ahead of need for the function (not started, no record, no reservation).  The worker
+    writes an entry once the container exists; the scheduler takes it (TAKE_SPARE) to give
+    the next instance it places there that id, so its start is Docker's start alone."""
+    return f"{PREFIX}node:{node_id}:spares"
+
+
+# KEYS[1] LEADER_EPOCH, KEYS[2] node_spares(node)
+# ARGV[1] epoch, ARGV[2] function, ARGV[3] version
+# Take the node's spare of the function when it is of that version: its instance id (the
+# entry is gone, so no other placement gets it), or '' when there is none (or another
+# version's, left for the worker to replace).  0 if the epoch is stale.
+TAKE_SPARE = _FENCED + """
+local entry = redis.call('HGET', KEYS[2], ARGV[2])
+if not entry then return '' end
+local sep = string.find(entry, ':', 1, true)
+if not sep or string.sub(entry, 1, sep - 1) ~= ARGV[3] then return '' end
+redis.call('HDEL', KEYS[2], ARGV[2])
+return string.sub(entry, sep + 1)
+"""
+
+# KEYS[1] node_spares(node)
+# ARGV[1] function, ARGV[2] the entry ("VERSION:INSTANCE_ID") the worker offered
+# The worker withdraws its spare: 1 if the entry was still there (nobody took it: the
+# container may go), 0 if the scheduler took it (the instance is starting: keep it).
+WITHDRAW_SPARE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""

@@ -549,6 +549,28 @@ class Store(ScriptRunner):
         return bool(await self._run(keys.UPDATE_FUNCTION, [keys.function(name), keys.EVENTS],
                                     [name, str(time.time()), *_flat(fields)]))
 
+    # --- pre-created containers (worker/spares.py) -------------------------------------------
+
+    async def take_spare(self, epoch: int, node_id: str, function: str, version: int) -> str | None:
+        """The instance id of the node's pre-created container of FUNCTION at VERSION, taken
+        (no other placement gets it); None when there is none.  Raises Deposed."""
+        got = await self._run(keys.TAKE_SPARE, [keys.LEADER_EPOCH, keys.node_spares(node_id)],
+                              [epoch, function, str(version)])
+        if got == 0:
+            raise Deposed(function)
+        got = got.decode() if isinstance(got, bytes) else str(got)
+        return got or None
+
+    async def offer_spare(self, node_id: str, function: str, entry: str) -> None:
+        await self.redis.hset(keys.node_spares(node_id), function, entry)
+
+    async def withdraw_spare(self, node_id: str, function: str, entry: str) -> bool:
+        """True if the entry was still offered (now withdrawn), False if it was taken."""
+        return bool(await self._run(keys.WITHDRAW_SPARE, [keys.node_spares(node_id)], [function, entry]))
+
+    async def clear_spares(self, node_id: str) -> None:
+        await self.redis.delete(keys.node_spares(node_id))
+
 
 def _id_tuple(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")

@@ -49,6 +49,18 @@ def _instances(r, name: str) -> list[state.Instance]:
     return [i for i in found if i is not None]
 
 
+def _networks_of(docker_client, instance_id: str) -> set[str]:
+    """The networks an instance's container is on: its own, or those of the sandbox whose
+    namespace it joined (a container made ahead of need, worker/spares.py)."""
+    [container] = docker_client.containers.list(filters={"label": f"gantry.instance={instance_id}"})
+    mode = container.attrs["HostConfig"]["NetworkMode"]
+    if mode.startswith("container:"):
+        sandbox = docker_client.containers.get(mode[len("container:"):])
+        assert sandbox.labels["gantry.sandbox"] == instance_id
+        return set(sandbox.attrs["NetworkSettings"]["Networks"])
+    return set(container.attrs["NetworkSettings"]["Networks"])
+
+
 def test_node_isolation_places_on_the_labelled_node_on_the_tenants_network(platform, kinds_build, docker_client):
     tenant = f"iso-{platform.run_id}"
     labelled = f"e2e-{platform.run_id}-n2"
@@ -75,11 +87,9 @@ def test_node_isolation_places_on_the_labelled_node_on_the_tenants_network(platf
         assert {i.node for i in mine} == {labelled}
         assert {i.node for i in theirs} == {plain_node}
         for inst in mine:
-            [container] = docker_client.containers.list(filters={"label": f"gantry.instance={inst.id}"})
-            assert set(container.attrs["NetworkSettings"]["Networks"]) == {f"gantry-t-{tenant}"}
+            assert _networks_of(docker_client, inst.id) == {f"gantry-t-{tenant}"}
         for inst in theirs:
-            [container] = docker_client.containers.list(filters={"label": f"gantry.instance={inst.id}"})
-            assert set(container.attrs["NetworkSettings"]["Networks"]) == {"gantry-fn"}
+            assert _networks_of(docker_client, inst.id) == {"gantry-fn"}
         bridge = isolation.bridge_interface(docker_client.networks.get(f"gantry-t-{tenant}").attrs)
         assert f"-A GANTRY-ISOLATION -i {bridge} -j DROP" in isolation.installed_rules()
         # (the health checks reach them through the firewall: they became ready)

@@ -211,3 +211,26 @@ async def test_a_lost_stop_command_is_sent_again_after_the_command_timeout(aredi
     await w.step()
     await s._iteration(t0 + 4 + COMMAND_TIMEOUT)
     assert not await r.exists(keys.instance(inst.id))             # stopped and reaped
+
+
+async def test_a_placed_instance_takes_the_nodes_spare_of_its_version(aredis):
+    """The scheduler gives the next instance it places on a node the id of the node's
+    container made ahead for that function and version (worker/spares.py), once."""
+    r = aredis
+    await add_node(r, "n1")
+    await deploy(r, "echo", min_instances=1)
+    await r.hset(keys.node_spares("n1"), "echo", "1:echo-made-ahead")
+    await r.hset(keys.node_spares("n1"), "other", "1:other-made-ahead")
+    s, w = scheduler(r), FakeWorker(r, "n1")
+    await settle(s, [w])
+    [inst] = await instances(r, "echo")
+    assert inst.id == "echo-made-ahead"
+    assert not await r.hexists(keys.node_spares("n1"), "echo")                 # taken
+    assert await r.hget(keys.node_spares("n1"), "other") == b"1:other-made-ahead"
+    # a spare of another version is not taken: the next instance gets an id of its own
+    await r.hset(keys.node_spares("n1"), "echo", "7:echo-old")
+    await deploy(r, "echo", min_instances=2)
+    await settle(s, [w])
+    ids = {i.id for i in await instances(r, "echo")}
+    assert len(ids) == 2 and "echo-old" not in ids
+    assert await r.hget(keys.node_spares("n1"), "echo") == b"7:echo-old"

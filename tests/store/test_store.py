@@ -82,3 +82,23 @@ def test_no_module_but_the_store_evaluates_scripts():
             if re.search(r"\.(eval|evalsha)\(", line):
                 offenders.append(f"{path.relative_to(ROOT)}:{n}")
     assert offenders == []
+
+
+async def test_a_spare_is_taken_once_for_its_version_fenced_and_withdrawn_only_while_offered(aredis):
+    """keys.TAKE_SPARE / WITHDRAW_SPARE (worker/spares.py): the scheduler takes a node's spare
+    of a function at a version once; a deposed leader takes nothing; the worker withdraws
+    an offer only while nobody has taken it."""
+    store = Store(aredis)
+    await aredis.set(keys.LEADER_EPOCH, 3)
+    await store.offer_spare("n1", "f", "2:f-abc")
+    with pytest.raises(Deposed):
+        await store.take_spare(2, "n1", "f", 2)
+    assert await store.take_spare(3, "n1", "f", 1) is None          # another version: left
+    assert await store.take_spare(3, "n2", "f", 2) is None          # another node's
+    assert await store.take_spare(3, "n1", "f", 2) == "f-abc"
+    assert await store.take_spare(3, "n1", "f", 2) is None          # once
+    assert await store.withdraw_spare("n1", "f", "2:f-abc") is False   # taken: the instance's
+    await store.offer_spare("n1", "f", "2:f-def")
+    assert await store.withdraw_spare("n1", "f", "2:f-abc") is False   # not that offer
+    assert await store.withdraw_spare("n1", "f", "2:f-def") is True
+    assert await store.take_spare(3, "n1", "f", 2) is None

@@ -47,7 +47,7 @@ def measure(ctx) -> dict:
                 seconds.append(time.perf_counter() - t0)
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
             rounds.append(seconds)
-        live = sum(1 for c in stack.containers() if c.get("State") == "running")
+        live = sum(1 for c in stack.containers(instances_only=True) if c.get("State") == "running")
         every_call = sorted(s * 1000 for s in rounds[0] + rounds[1])
         return {
             "functions": n, "requests": 2 * n, "statuses": statuses,

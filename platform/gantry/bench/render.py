@@ -323,12 +323,20 @@ def _cold(c: dict | None, builds: dict | None) -> list[str]:
               "response": "response received by the caller"}
     rows = []
     prev = None
+    steps = c["breakdown_steps_ms"]
     for k in ("placed", "created", "started", "listening", "imported", "ready", "response"):
-        step = fmt(c["breakdown_steps_ms"].get(f"{prev}->{k}"), 1) if prev else ""
+        step = fmt(steps.get(f"{prev}->{k}"), 1) if prev else ""
+        if k == "started" and steps.get("placed->started"):   # containers made ahead: no create
+            step = " ".join(x for x in (step, f"(from placed: {fmt(steps['placed->started'], 1)})") if x)
         rows.append([labels[k], fmt(c["breakdown_at_ms"][k], 1), step])
         prev = k
     out.append(table(["milestone", "at ms after the request", "step ms (from the row above)"], rows))
     out.append("")
+    if c.get("precreated") is not None:
+        out.append(f"{c['precreated']} of the {c['repeats']} cold starts found their container made ahead of need "
+                   "(created in a network namespace kept ready, worker/spares.py): Docker's start alone, so no "
+                   "`created` event in the window.")
+        out.append("")
     out.append(f"Runtime's own import time (`import_ms`): {fmt(c.get('import_ms'), 1)} ms.")
     pool = c.get("warm_pool") or {}
     if pool.get("available"):

@@ -173,17 +173,24 @@ class Stack:
         except NotFound:
             pass
 
-    def containers(self, function: str | None = None) -> list[dict]:
+    def containers(self, function: str | None = None, instances_only: bool = False) -> list[dict]:
         """This run's containers (the low-level listing: no per-container inspect that a
-        container removed meanwhile would turn into an error)."""
+        container removed meanwhile would turn into an error).  INSTANCES_ONLY: without what
+        the worker keeps made ahead of need (worker/spares.py: a created container and its
+        sandbox; an instance's sandbox goes with its container)."""
         labels = [f"{LABEL_NODE}={self.node_id}"]
         if function:
             labels.append(f"{LABEL_FUNCTION}={function}")
-        return self.docker.api.containers(all=True, filters={"label": labels})
+        found = self.docker.api.containers(all=True, filters={"label": labels})
+        if instances_only:
+            found = [c for c in found if not (c.get("Labels") or {}).get("gantry.sandbox")
+                     and not ((c.get("Labels") or {}).get("gantry.spare") and c.get("State") == "created")]
+        return found
 
     def wait_no_containers(self, function: str | None, timeout: float = 60) -> None:
-        self.wait(f"no containers of {function or 'the run'}", lambda: not self.containers(function) or None,
-                  timeout, every=0.2)
+        """Until no instance of FUNCTION (of the run) has a container (spares do not count)."""
+        self.wait(f"no containers of {function or 'the run'}",
+                  lambda: not self.containers(function, instances_only=True) or None, timeout, every=0.2)
 
     # -- teardown ----------------------------------------------------------------------------
     def stop(self) -> list[str]:

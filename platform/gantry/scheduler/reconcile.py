@@ -298,11 +298,14 @@ class Reconciler:
                     why = no_gpu_reason(req, allowed, await self._store.node_gpu_leases([n.id for n in allowed]))
                     return why or await self._make_room(fn.name, req, allowed, now, epoch, False)
                 return await self._make_room(fn.name, req, [n for n in allowed if takes(n, req)], now, epoch, urgent)
-            inst = Instance(id=new_instance_id(fn.name), function=fn.name, version=version, node=node.id,
-                            state=state.PENDING, cpu=req.cpu, memory=req.memory,
-                            concurrency=spec.scaling.concurrency, created=now, epoch=epoch,
-                            gpus=req.gpu.quota_gpus, tenant=tenant, gpu_lease=gpulease.encode(lease))
             try:
+                # the node's container created ahead for this version, if any: its id makes
+                # the start Docker's start alone (worker/spares.py)
+                spare = None if lease else await self._store.take_spare(epoch, node.id, fn.name, version)
+                inst = Instance(id=spare or new_instance_id(fn.name), function=fn.name, version=version,
+                                node=node.id, state=state.PENDING, cpu=req.cpu, memory=req.memory,
+                                concurrency=spec.scaling.concurrency, created=now, epoch=epoch,
+                                gpus=req.gpu.quota_gpus, tenant=tenant, gpu_lease=gpulease.encode(lease))
                 await writes.create_instance(self._store, epoch, inst, image, spec, isolation)
             except Deposed:
                 await self._store.unreserve(node.id, req.cpu, req.memory, tenant, req.gpu.quota_gpus, lease)

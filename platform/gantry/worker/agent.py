@@ -23,11 +23,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutErr
 
 from .. import state as st
 from ..scheduler import gpulease
-from ..store import UNAVAILABLE, Store
+from ..store import UNAVAILABLE, Store, UnreadableRecord
 from ..tenants import secretbox
 from ..tenants.secretbox import MasterKey
 from ..tenants.secretstore import SecretStore
-from . import commands, containers, health, isolation, secretfiles, vllmengine
+from . import commands, containers, dockerconn, health, isolation, secretfiles, spares, vllmengine
 from .containerspec import LABEL_FLAVOUR, LABEL_GPUS, LABEL_RUNTIME
 from .fakenvml import from_setting as fake_nvml
 from .gpus import GpuInventory
@@ -49,7 +49,8 @@ _FROM_ENV = object()       # WorkerAgent's master_key default: GANTRY_SECRETS_KE
 class WorkerAgent:
     def __init__(self, settings: WorkerSettings, redis, docker_client, master_key: Any = _FROM_ENV,
                  nvml: Any = None) -> None:
-        self.settings, self.redis, self.docker_client = settings, redis, docker_client
+        # one pool of kept-open connections for every Docker call (worker/dockerconn.py)
+        self.settings, self.redis, self.docker_client = settings, redis, dockerconn.persistent(docker_client)
         self.store = Store(redis)
         # Opens the tenants' secrets a start delivers (worker.secretfiles); None: a function
         # that names secrets fails to start, saying so.  A key set but unusable stops us here.
@@ -89,6 +90,13 @@ class WorkerAgent:
         self._tasks: set[asyncio.Task] = set()
         self._pool = ThreadPoolExecutor(settings.docker_threads, thread_name_prefix="gantry-docker")
         self._session: aiohttp.ClientSession | None = None
+        # containers made ahead of need (worker/spares.py): function -> its spare, and what
+        # its latest start command said (version, image, spec, isolation) to make the next from
+        self.spares: dict[str, spares.Spare] = {}
+        self._spare_sources: dict[str, tuple[int, str, Any, str]] = {}
+        self._spare_locks: dict[str, asyncio.Lock] = {}
+        self._spare_tasks: set[asyncio.Task] = set()
+        self._tending: set[str] = set()          # functions with a tend_spare pass pending
         self._due = {"heartbeat": 0.0, "health": 0.0, "orphans": 0.0}
         self.registered = False
         self._closed = False
@@ -129,6 +137,10 @@ class WorkerAgent:
         follower = self.followers.pop(instance_id, None)
         if follower is not None:
             follower.stop()
+
+    def function_of(self, instance_id: str) -> str | None:
+        known = self._containers.get(instance_id)
+        return known[0] if known else None
 
     def runtime_of(self, instance_id: str) -> str:
         return self._engines.get(instance_id, ("python3.11", "cpu"))[0]
@@ -181,9 +193,13 @@ class WorkerAgent:
         await self.heartbeat()
         await self.store.announce_node(self.node_id)
         await self.blocking(isolation.refresh, self.docker_client)   # the host firewall, first thing
+        # spares offered before a restart are not this agent's: the orphan sweep removes them
+        await self.store.clear_spares(self.node_id)
         found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
         now = time.time()
         for container in found:
+            if containers.is_sandbox(container.labels):
+                continue
             instance_id = container.labels.get(containers.LABEL_INSTANCE, "")
             inst = await self.store.get_instance(instance_id) if instance_id else None
             if inst is not None and inst.node == self.node_id and container.status in ("running", "paused"):
@@ -356,6 +372,99 @@ class WorkerAgent:
         self._counters.pop(inst.id, None)
         self._starting.pop(inst.id, None)
 
+    # --- containers made ahead of need (worker/spares.py) --------------------------------------
+
+    def note_start(self, function: str, version: int, image: str, spec, isolation_level: str, lease: str) -> None:
+        """A start command of FUNCTION ran here: what its spare is made from (if it may have one)."""
+        if self.settings.precreate and spares.eligible(spec, lease):
+            self._spare_sources[function] = (version, image, spec, isolation_level)
+
+    def claim_spare(self, function: str, instance_id: str) -> spares.Spare | None:
+        """The spare the scheduler gave INSTANCE_ID (its id is the spare's), now the instance's."""
+        spare = self.spares.get(function)
+        if spare is None or spare.instance != instance_id or not spare.container:
+            return None
+        del self.spares[function]
+        return spare
+
+    def tend_spare_soon(self, function: str) -> None:
+        """tend_spare in the background: neither a command nor the maintenance loop (whose
+        heartbeat must not wait on Docker) waits for a spare; one pending pass per function."""
+        if function not in self._spare_sources and function not in self.spares:
+            return
+        if function in self._tending:
+            return
+        self._tending.add(function)
+        task = asyncio.create_task(self._tend_logged(function))
+        self._spare_tasks.add(task)
+        task.add_done_callback(self._spare_tasks.discard)
+
+    async def wait_spares(self) -> None:
+        """Wait for the spare work in flight (tests)."""
+        while self._spare_tasks:
+            await asyncio.gather(*set(self._spare_tasks), return_exceptions=True)
+
+    async def _tend_logged(self, function: str) -> None:
+        try:
+            self._tending.discard(function)     # a change from now on needs another pass
+            await self.tend_spare(function)
+        except Exception:
+            log.exception("spare container", extra={"function": function})
+
+    def tend_spares(self) -> None:
+        for function in set(self._spare_sources) | set(self.spares):
+            self.tend_spare_soon(function)
+
+    async def tend_spare(self, function: str) -> None:
+        """Keep one spare of FUNCTION while spares.wanted says so, made from its latest start
+        command; withdraw and remove it otherwise (or when that command's version, image or
+        isolation differs from the spare's)."""
+        async with self._spare_locks.setdefault(function, asyncio.Lock()):
+            source = self._spare_sources.get(function)
+            want = False
+            if source is not None:
+                version, image, spec, isolation_level = source
+                try:
+                    fn = await self.store.get_function(function)
+                except UnreadableRecord:
+                    fn = False                                   # unreadable: no spare, source kept
+                if fn is None:
+                    self._spare_sources.pop(function, None)     # deleted
+                elif fn:
+                    counted = sum(1 for i in await self.store.function_instances(function)
+                                  if i.state in st.LIVE_STATES or i.state in st.WARM_STATES)
+                    want = spares.wanted((fn.active, fn.latest), version, counted, spec.scaling.max_instances)
+            spare = self.spares.get(function)
+            if spare is not None and (not want or not spare.serves(*source[:2], source[3])):
+                await self._drop_spare(spare)
+                spare = None
+            if want and spare is None and not self._closed and len(self.spares) < spares.MAX_PER_NODE:
+                await self._make_spare(function, *source)
+
+    async def _make_spare(self, function: str, version: int, image: str, spec, isolation_level: str) -> None:
+        spare = spares.Spare(function, spares.new_id(function), version, image, isolation_level)
+        self.spares[function] = spare           # held from now: the orphan sweep leaves it
+        try:
+            await self.blocking(spares.make, self.docker_client, self.node_id, self.settings.host, spec, spare,
+                                self.settings.drain_grace)
+            await self.store.offer_spare(self.node_id, function, spare.entry)
+        except Exception as exc:
+            self.spares.pop(function, None)
+            await self.blocking(spares.remove, self.docker_client, self.node_id, spare.instance)
+            log.warning("no spare container for %s: %s", function, exc, extra={"function": function})
+            return
+        log.info("spare container ready", extra={"function": function, "instance": spare.instance,
+                                                  "version": version})
+
+    async def _drop_spare(self, spare: spares.Spare) -> None:
+        """Withdraw the spare and remove its containers; one the scheduler took already is the
+        instance's now (its start command claims it, or the orphan sweep removes it)."""
+        if self.spares.get(spare.function) is spare:
+            del self.spares[spare.function]
+        if await self.store.withdraw_spare(self.node_id, spare.function, spare.entry) or not spare.container:
+            await self.blocking(spares.remove, self.docker_client, self.node_id, spare.instance)
+            log.info("spare container removed", extra={"function": spare.function, "instance": spare.instance})
+
     # --- orphans -----------------------------------------------------------------------------
 
     async def sweep_orphans(self) -> int:
@@ -363,7 +472,9 @@ class WorkerAgent:
         puts back the tenant isolation rules if something (a firewall reload) removed them."""
         await self.blocking(isolation.refresh, self.docker_client)
         found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
-        orphans = await find_orphans(self.store, self.node_id, found, self.busy)
+        self.tend_spares()      # in the background: made or withdrawn ones are registered at once
+        held = self.busy | {s.instance for s in self.spares.values()}
+        orphans = await find_orphans(self.store, self.node_id, found, held)
         for container in orphans:
             instance_id = container.labels.get(containers.LABEL_INSTANCE, "")
             log.info("removing orphan container", extra={"container": container.short_id, "instance": instance_id})
@@ -372,7 +483,7 @@ class WorkerAgent:
                 self.forget(instance_id)
         # Secret files whose container is gone (removed while this agent was down, or a
         # crash between writing them and creating it); a start in progress is busy.
-        keep = {c.labels.get(containers.LABEL_INSTANCE, "") for c in found if c not in orphans} | self.busy
+        keep = {c.labels.get(containers.LABEL_INSTANCE, "") for c in found if c not in orphans} | held
         for gone in await self.blocking(secretfiles.sweep, self.settings.secrets_dir, self.node_id, keep):
             log.info("removed secret files of a gone instance", extra={"instance": gone})
         return len(orphans)
@@ -470,14 +581,28 @@ class WorkerAgent:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # a spare being made finishes (its Docker calls run on in their thread even if its task
+        # were cancelled), then goes with the others; _closed stops new ones
+        await self.wait_spares()
+        for spare in list(self.spares.values()):   # spares go whatever happens to the instances
+            try:
+                await self._drop_spare(spare)
+            except Exception as exc:  # noqa: BLE001 - Redis unreachable: the containers go anyway
+                log.warning("spare of %s not withdrawn (%r): removing it", spare.function, exc)
+                await self.blocking(spares.remove, self.docker_client, self.node_id, spare.instance)
         if remove_containers:
-            found = await self.blocking(containers.node_containers, self.docker_client, self.node_id)
+            found = [c for c in await self.blocking(containers.node_containers, self.docker_client, self.node_id)
+                     if not containers.is_sandbox(c.labels)]    # removed with their container
             instance_ids = {c.labels.get(containers.LABEL_INSTANCE, "") for c in found}
             await asyncio.gather(*(self._stop_any(i, c) for i, c in
                                    ((c.labels.get(containers.LABEL_INSTANCE, ""), c) for c in found)),
                                  return_exceptions=True)
             for instance_id in instance_ids:
                 self.forget(instance_id)
+            # sandboxes go with their container; one whose container was gone already, now
+            for c in await self.blocking(containers.node_containers, self.docker_client, self.node_id):
+                if containers.is_sandbox(c.labels):
+                    await self.blocking(containers.force_remove, self.docker_client, c)
         for follower in self.followers.values():
             follower.stop()
         self.followers.clear()

@@ -24,7 +24,7 @@ from .. import state as st
 from ..manifest import FunctionSpec
 from ..tenants.secretbox import KEY_ENV, KEY_FILE_ENV, SecretError
 from ..scheduler import gpulease
-from . import containers, health, isolation, secretfiles, vllmengine
+from . import containers, health, isolation, secretfiles, spares, vllmengine
 from .readyreport import ReadyReport
 from .secretfiles import SecretFilesError
 
@@ -126,11 +126,19 @@ async def _start(agent: "WorkerAgent", cmd: dict[str, Any], inst: st.Instance, l
         spec, image = await _spec_and_image(agent, cmd, inst)
         version = int(cmd.get("version") or inst.version)
         secret_dir = await deliver_secrets(agent, spec, instance_id)
+        isolation_level = isolation.level(cmd.get("isolation"), spec.tenant)
+        agent.note_start(inst.function, version, image, spec, isolation_level, lease)
+        # the container made ahead under this instance's id, if the scheduler gave it that id
+        # and it is of this version, image and isolation (worker/spares.py)
+        spare = agent.claim_spare(inst.function, instance_id)
+        if spare is not None and not spare.serves(version, image, isolation_level):
+            await agent.blocking(spares.remove, agent.docker_client, agent.node_id, instance_id)
+            spare = None
         container_id, port, key = await agent.blocking(functools.partial(
             containers.start, agent.docker_client, agent.node_id, agent.settings.host, spec, image,
             instance_id, version, int(cmd.get("epoch", 0)), agent.settings.drain_grace, secret_dir=secret_dir,
-            isolation_level=isolation.level(cmd.get("isolation"), spec.tenant), gpu_lease=lease,
-            gpu_total=agent.gpu_memory(lease)))
+            isolation_level=isolation_level, gpu_lease=lease, gpu_total=agent.gpu_memory(lease),
+            precreated=spare.precreated if spare is not None else None))
     except Exception as exc:
         what = "secrets" if isinstance(exc, (SecretError, SecretFilesError)) else type(exc).__name__
         reason = f"start failed: {what}: {exc}"[:500]
@@ -138,6 +146,7 @@ async def _start(agent: "WorkerAgent", cmd: dict[str, Any], inst: st.Instance, l
         # no container to remove (or one that never started): its secret files go now
         await agent.blocking(secretfiles.remove, agent.settings.secrets_dir, agent.node_id, instance_id)
         await agent.store.move_instance(instance_id, st.FAILED, (st.PENDING, *st.RUNNING_STATES), reason=reason)
+        agent.tend_spare_soon(inst.function)
         return False
     report = ReadyReport(asyncio.get_running_loop())   # the runtime's ready line wakes the probe
     agent.adopt(instance_id, inst.function, container_id, since=None, runtime=spec.runtime,
@@ -148,8 +157,11 @@ async def _start(agent: "WorkerAgent", cmd: dict[str, Any], inst: st.Instance, l
     fields = {"host": agent.settings.host, "port": port, "key": key}
     if await agent.store.move_instance(instance_id, st.STARTING, reason="", **fields):
         agent.started_at(instance_id, reset=True)
-        log.info("started", extra={"instance": instance_id, "port": port, "container": container_id[:12]})
-        return await _await_ready(agent, instance_id, port, key=key, report=report) or True
+        log.info("started", extra={"instance": instance_id, "port": port, "container": container_id[:12],
+                                   "precreated": spare is not None})
+        ready = await _await_ready(agent, instance_id, port, key=key, report=report)
+        agent.tend_spare_soon(inst.function)    # the next start's container, once this one is up
+        return ready or True
     if not await agent.store.move_instance(instance_id, None, st.RUNNING_STATES, **fields):
         # Drained, stopped or reaped while we started it: a stop command follows, or the
         # orphan sweep removes the container once the record is gone.
@@ -224,9 +236,12 @@ async def stop(agent: "WorkerAgent", instance_id: str) -> None:
         if follower is not None:   # let it read the container's last lines (the drain's log)
             await agent.blocking(follower.join, 1.0)
         await agent.blocking(containers.force_remove, agent.docker_client, container)
+    function = agent.function_of(instance_id)
     agent.forget(instance_id)
     await agent.store.move_instance(instance_id, st.STOPPED, (st.STOPPING,), reason="")
     log.info("stopped", extra={"instance": instance_id})
+    if function:
+        agent.tend_spare_soon(function)      # one fewer instance: another may start
 
 
 async def remove(agent: "WorkerAgent", instance_id: str) -> None:
@@ -234,9 +249,12 @@ async def remove(agent: "WorkerAgent", instance_id: str) -> None:
     container = await agent.blocking(containers.find, agent.docker_client, agent.node_id, instance_id)
     if container is not None:
         await agent.blocking(containers.force_remove, agent.docker_client, container)
+    function = agent.function_of(instance_id)
     agent.forget(instance_id)
     await agent.store.move_instance(instance_id, st.STOPPED, reason="")
     log.info("removed", extra={"instance": instance_id})
+    if function:
+        agent.tend_spare_soon(function)
 
 
 async def pause(agent: "WorkerAgent", instance_id: str) -> None:

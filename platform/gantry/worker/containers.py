@@ -17,8 +17,8 @@ from gantry_runtime.wire import StartFailure, new_instance_key
 
 from ..manifest import FunctionSpec
 from . import isolation
-from .containerspec import (LABEL_MANAGED, container_kwargs, instance_key, is_function_network, network_kwargs,
-                            network_name, published_port)
+from .containerspec import (LABEL_MANAGED, container_kwargs, instance_key, instance_key_of, is_function_network,
+                            network_kwargs, network_name, published_port_of)
 
 log = logging.getLogger("gantry.worker")
 
@@ -27,6 +27,10 @@ LABEL_INSTANCE = "gantry.instance"
 LABEL_FUNCTION = "gantry.function"
 LABEL_VERSION = "gantry.version"
 LABEL_EPOCH = "gantry.epoch"
+# a container made ahead of need (worker/spares.py; it keeps the label once an instance's),
+# and a network-namespace holder, labelled with the instance it serves (not gantry.instance)
+LABEL_SPARE = "gantry.spare"
+LABEL_SANDBOX = "gantry.sandbox"
 STOP_MARGIN = 2.0   # seconds past the drain grace before Docker sends SIGKILL: the runtime's own exit
 
 
@@ -60,9 +64,35 @@ def node_containers(client, node: str) -> list:
 
 def find(client, node: str, instance: str):
     """This node's container of the instance, or None."""
-    found = client.containers.list(all=True, filters=node_filter(node, **{LABEL_INSTANCE: instance}),
-                                   ignore_removed=True)
+    found = [c for c in client.containers.list(all=True, filters=node_filter(node, **{LABEL_INSTANCE: instance}),
+                                               ignore_removed=True) if not is_sandbox(c.labels)]
     return found[0] if found else None
+
+
+def is_sandbox(labels: dict) -> bool:
+    return bool(labels.get(LABEL_SANDBOX))
+
+
+def instance_of(labels: dict) -> str:
+    """The instance a container of this node is for: its own, or the one a sandbox serves."""
+    return labels.get(LABEL_INSTANCE) or labels.get(LABEL_SANDBOX) or ""
+
+
+# (id(client), network name) -> its id: a start looks the network up once per worker, not
+# per start; a create that finds it gone (``docker network rm``) forgets it and looks again.
+_NETWORK_IDS: dict[tuple[int, str], str] = {}
+
+
+def network_id(client, name: str) -> str:
+    """``ensure_network``, remembered per client (forget_network)."""
+    known = _NETWORK_IDS.get((id(client), name))
+    if known is None:
+        known = _NETWORK_IDS[(id(client), name)] = ensure_network(client, name)
+    return known
+
+
+def forget_network(client, name: str) -> None:
+    _NETWORK_IDS.pop((id(client), name), None)
 
 
 def ensure_network(client, name: str) -> str:
@@ -114,43 +144,136 @@ def _networks(client, name: str) -> list:
 
 def start(client, node: str, host: str, spec: FunctionSpec, image: str, instance: str, version: int,
           epoch: int, drain_grace: float, *, secret_dir: str | None = None,
-          isolation_level: str = isolation.SHARED, gpu_lease: str = "", gpu_total: int | None = None
+          isolation_level: str = isolation.SHARED, gpu_lease: str = "", gpu_total: int | None = None,
+          precreated: tuple[str, int, str] | None = None, sandbox: str | None = None
           ) -> tuple[str, int, str]:
     """Create and start the instance's container on its function network (the tenant's own
     at ``container`` and ``node`` isolation, with the host firewall installed first), or reuse
-    the one that exists; (id, port, the instance key its runtime accepts)."""
+    the one that exists; (id, port, the instance key its runtime accepts).
+
+    PRECREATED: (id, port, key) of the container made ahead for this instance
+    (worker/spares.py): it only needs ``docker start``, one request; SANDBOX: the running
+    container whose network namespace (and published port) a new container joins instead
+    of making one of its own.  A usual cold start is create, start, inspect (the port), on
+    one kept-open connection (worker/dockerconn.py); a container of the name that exists
+    already (a repeated start, one made before a restart) is looked up only when create
+    says so."""
     name = network_name(spec, isolation_level)
-    network = ensure_network(client, name)
+    network_id(client, name)             # first: the firewall below covers the network's bridge
     if isolation.is_isolated_network(name):
         isolation.install(client)        # raises: an isolated instance never runs unprotected
-    container = find(client, node, instance)
-    if container is not None and (container.status in ("exited", "dead") or not instance_key(container)
-                                  or name not in ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {})):
-        # exited, made before instance keys (on the default bridge, answering anyone), or on
-        # another network than its isolation asks for
-        log.info("replacing %s container", container.status, extra={"instance": instance, "container": container.short_id})
-        container.remove(force=True)
-        container = None
-    if container is None:
-        kwargs = container_kwargs(spec, image, instance, key=new_instance_key(), network=network, publish_host=host,
-                                  gpu_lease=gpu_lease, gpu_total=gpu_total,
+    if precreated:
+        container_id, port, key = precreated
+        try:
+            client.api.start(container_id)
+            return container_id, port, key
+        except docker.errors.APIError as exc:   # gone, or its sandbox gone
+            log.info("pre-created container not used: %s", exc, extra={"instance": instance})
+            force_remove(client, container_id)
+            sandbox = None
+
+    def arguments() -> dict:
+        kwargs = container_kwargs(spec, image, instance, key=new_instance_key(), network=network_id(client, name),
+                                  publish_host=host, gpu_lease=gpu_lease, gpu_total=gpu_total,
                                   labels={LABEL_NODE: node, LABEL_VERSION: str(version), LABEL_EPOCH: str(epoch)},
                                   env={"GANTRY_DRAIN_GRACE": f"{drain_grace:g}"}, secret_dir=secret_dir)
-        kwargs.pop("detach", None)
+        return join_sandbox(kwargs, sandbox) if sandbox else kwargs
+
+    kwargs = arguments()
+    for _ in range(3):
         try:
-            container = client.containers.create(**kwargs)
+            container_id = create(client, kwargs)
+        except docker.errors.NotFound as exc:
+            if sandbox:
+                sandbox = None           # the sandbox is gone: a namespace of its own
+            elif "network" in str(exc).lower():
+                forget_network(client, name)   # removed behind our back: made again, firewalled again
+                network_id(client, name)
+                if isolation.is_isolated_network(name):
+                    isolation.install(client)
+            else:
+                raise                    # the image
+            kwargs = arguments()
+            continue
         except docker.errors.APIError as exc:
-            if exc.status_code != 409:   # 409: the name exists, a create that raced ours
+            if exc.status_code != 409:   # 409: the name exists (a repeated start, a racing one)
                 raise
             container = find(client, node, instance)
             if container is None:
                 raise
-    if container.status != "running":
-        container.start()
-    port = published_port(container)
+            if (container.status in ("exited", "dead") or not instance_key(container)
+                    or not (_on_network(container.attrs, name) or _sandbox_on(client, container.attrs, name))):
+                # exited, made before instance keys (on the default bridge, answering anyone), or
+                # on another network than its isolation asks for
+                log.info("replacing %s container", container.status,
+                         extra={"instance": instance, "container": container.short_id})
+                force_remove(client, container)
+                continue
+            container_id = container.id
+            if container.status != "running":
+                client.api.start(container_id)
+            return _read(client, container_id)
+        client.api.start(container_id)
+        return _read(client, container_id)
+    raise RuntimeError(f"container of instance {instance} could not be created")
+
+
+def create(client, kwargs: dict) -> str:
+    """``docker create`` from container_kwargs; the new container's id.  The SDK's
+    ``containers.create`` inspects what it made (a request the start does not need): its
+    own conversion of the arguments is used with the low-level create alone."""
+    from docker.models.containers import _create_container_args
+
+    args = _create_container_args({**{k: v for k, v in kwargs.items() if k != "detach"},
+                                   "version": client.api._version})
+    return client.api.create_container(**args)["Id"]
+
+
+def _read(client, container_id: str) -> tuple[str, int, str]:
+    """(id, port, key) of a started container, from one inspect (two when it joined a sandbox)."""
+    attrs = client.api.inspect_container(container_id)
+    port = port_of(client, attrs)
     if port is None:
-        raise RuntimeError(f"container {container.short_id} has no published port for the runtime")
-    return container.id, port, instance_key(container)
+        raise RuntimeError(f"container {container_id[:12]} has no published port for the runtime")
+    return attrs["Id"], port, instance_key_of(attrs)
+
+
+def _on_network(attrs: dict, name: str) -> bool:
+    return name in ((attrs.get("NetworkSettings") or {}).get("Networks") or {})
+
+
+def sandbox_of(attrs: dict) -> str | None:
+    """The id of the container whose network namespace this one joined, or None."""
+    mode = (attrs.get("HostConfig") or {}).get("NetworkMode") or ""
+    return mode[len("container:"):] if mode.startswith("container:") else None
+
+
+def _sandbox_on(client, attrs: dict, network: str) -> bool:
+    sandbox = sandbox_of(attrs)
+    if sandbox is None:
+        return False
+    try:
+        return _on_network(client.api.inspect_container(sandbox), network)
+    except docker.errors.NotFound:
+        return False
+
+
+def port_of(client, attrs: dict) -> int | None:
+    """The host port of the runtime: the container's own, or its sandbox's."""
+    port = published_port_of(attrs)
+    sandbox = sandbox_of(attrs)
+    if port is None and sandbox:
+        port = published_port_of(client.api.inspect_container(sandbox))
+    return port
+
+
+def join_sandbox(kwargs: dict, sandbox: str) -> dict:
+    """Make container_kwargs join SANDBOX's network namespace: its network and published
+    port are the sandbox's (Docker refuses ports and networks of a container that joins)."""
+    kwargs.pop("network", None)
+    kwargs.pop("ports", None)
+    kwargs["network_mode"] = f"container:{sandbox}"
+    return kwargs
 
 
 def stop(client, node: str, instance: str, grace: float):
@@ -209,13 +332,25 @@ def _status(container) -> tuple[str, str | None]:
 
 
 def force_remove(client, container_or_id) -> bool:
+    """Remove the container at once, and the sandbox whose network namespace it joined (a
+    sandbox serves one instance only, and goes with it)."""
     try:
         container = (client.containers.get(container_or_id) if isinstance(container_or_id, str)
                      else container_or_id)
-        container.remove(force=True)
-        return True
     except docker.errors.NotFound:
         return False
+    sandbox = sandbox_of(container.attrs)
+    try:
+        container.remove(force=True)
+        removed = True
+    except docker.errors.NotFound:
+        removed = False
+    if sandbox:
+        try:
+            client.api.remove_container(sandbox, force=True)
+        except docker.errors.NotFound:
+            pass
+    return removed
 
 
 def exited(client, container_id: str) -> Exited | None:

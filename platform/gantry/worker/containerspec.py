@@ -175,8 +175,13 @@ def container_kwargs(spec: FunctionSpec, image: str, instance: str, *, key: str,
 def instance_key(container) -> str:
     """The key a container's runtime was started with ("" if none): a container that exists
     already (a repeated start) keeps the key it has."""
+    return instance_key_of(container.attrs)
+
+
+def instance_key_of(attrs: dict) -> str:
+    """instance_key from a container's inspect data."""
     prefix = f"{INSTANCE_KEY_ENV}="
-    for item in (container.attrs.get("Config") or {}).get("Env") or []:
+    for item in (attrs.get("Config") or {}).get("Env") or []:
         if item.startswith(prefix):
             return item[len(prefix):]
     return ""
@@ -185,7 +190,12 @@ def instance_key(container) -> str:
 def published_port(container) -> int | None:
     """The loopback port Docker chose for the runtime, once the container is started."""
     container.reload()
-    bindings = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    return published_port_of(container.attrs)
+
+
+def published_port_of(attrs: dict) -> int | None:
+    """published_port from a started container's inspect data (None: none published)."""
+    bindings = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
     for binding in bindings.get(RUNTIME_PORT) or []:
         if binding.get("HostPort"):
             return int(binding["HostPort"])

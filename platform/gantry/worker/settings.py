@@ -33,6 +33,7 @@ class WorkerSettings:
     node_tenant: str = ""             # the tenant this node is labelled for ("": any tenant's, none node-isolated)
     gpu_node_cpu_work: bool = False   # a node with GPUs takes CPU-only instances too (docs/gpus.md)
     fake_gpus: str = ""               # tests only: "NAME:MEMORY,..." GPUs reported instead of NVML's
+    precreate: bool = True            # keep a container made ahead per function likely to start (worker/spares.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "WorkerSettings":
@@ -41,7 +42,8 @@ class WorkerSettings:
         GANTRY_CPU_OVERCOMMIT (at least 1, default 4), GANTRY_SECRETS_DIR, GANTRY_NODE_TENANT (a tenant id: the
         node runs that tenant's instances only), GANTRY_LOG_MAXLEN (lines kept per function, about),
         GANTRY_HEARTBEAT_TTL, GANTRY_HEALTH_INTERVAL, GANTRY_DRAIN_GRACE, GANTRY_ORPHAN_INTERVAL
-        ("30s", "500ms", or seconds), GANTRY_GPU_NODE_CPU_WORK (1/0), GANTRY_FAKE_GPUS (tests only);
+        ("30s", "500ms", or seconds), GANTRY_GPU_NODE_CPU_WORK (1/0), GANTRY_PRECREATE (1/0: containers
+        made ahead of need), GANTRY_FAKE_GPUS (tests only);
         keyword overrides (flags) win over the environment."""
         e = Env(env)
         settings = cls(**given({
@@ -55,6 +57,7 @@ class WorkerSettings:
             "log_maxlen": e.integer("GANTRY_LOG_MAXLEN", lo=10, hi=10_000_000),
             "gpu_node_cpu_work": _flag(e.choice("GANTRY_GPU_NODE_CPU_WORK", ("0", "1"))),
             "fake_gpus": _fake_gpus(e.text("GANTRY_FAKE_GPUS")),
+            "precreate": _flag(e.choice("GANTRY_PRECREATE", ("0", "1"))),
             **{field: e.duration(name, allow_zero=True) for name, field in _DURATIONS},
         }, overrides))
         if settings.heartbeat_ttl <= settings.heartbeat_interval:

@@ -39,10 +39,6 @@ def main() -> int:
         print(f"gantry_runtime: {exc}", file=sys.stderr)
         return 2
 
-    # aiohttp's server modules only: its package __init__ would import the whole client
-    # first (webimport says why and how the package stays whole for a handler that uses it).
-    from .webimport import import_server
-    import_server()
     from .loop import run_until_signal
     from .server import serve
 

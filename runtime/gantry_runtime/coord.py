@@ -9,7 +9,8 @@ coordination token (made by the worker, checked by the gateway: the contract wri
         coord.put("followups", {"conversation": 42})
 
 ``Coord`` is synchronous (stdlib ``http.client``, one keep-alive connection per thread),
-``AsyncCoord`` the same API for asyncio (aiohttp, which the runtime already has).  Every name
+``AsyncCoord`` the same API for asyncio (aiohttp, which the runtime image carries for it; the
+runtime itself serves without it and imports it only here, on first use).  Every name
 lives in the caller's namespace (its key's; a function's is its owner's).
 
 Locks are safe, not only exclusive: each grant carries a fencing token that only grows, a

@@ -17,10 +17,7 @@ import time
 from collections import OrderedDict
 from typing import Awaitable, Callable, NamedTuple
 
-from aiohttp import web
-from multidict import CIMultiDict
-
-from .invoke import error_response
+from .httpserver import Headers, Response, StreamResponse, error_response
 from .wire import ATTACHED, ErrorCode
 
 KEEP = 900.0                 # seconds an outcome is kept for a dispatcher to ask again
@@ -30,17 +27,17 @@ MAX_KEPT = 4096
 
 class Outcome(NamedTuple):
     status: int
-    headers: CIMultiDict
+    headers: Headers
     body: bytes | None        # None: the answer was streamed and cannot be told again
     at: float
 
 
-def _outcome(resp: web.StreamResponse) -> Outcome:
+def _outcome(resp: Response | StreamResponse) -> Outcome:
     body = None
-    if isinstance(resp, web.Response) and not resp.prepared:
+    if isinstance(resp, Response):
         raw = resp.body
         body = bytes(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else b""
-    return Outcome(resp.status, CIMultiDict(resp.headers), body, time.monotonic())
+    return Outcome(resp.status, Headers(resp.headers), body, time.monotonic())
 
 
 class Detached:
@@ -50,8 +47,8 @@ class Detached:
         self.kept_bytes = 0
         self.joined = 0            # answers that joined an earlier run (tests and /healthz read it)
 
-    async def serve(self, key: tuple[str, str], run: Callable[[], Awaitable[web.StreamResponse]]
-                    ) -> web.StreamResponse:
+    async def serve(self, key: tuple[str, str], run: Callable[[], Awaitable[Response | StreamResponse]]
+                    ) -> Response | StreamResponse:
         self._expire(time.monotonic())
         known = self.kept.get(key)
         if known is not None:
@@ -85,14 +82,14 @@ class Detached:
         _, out = self.kept.popitem(last=False)
         self.kept_bytes -= len(out.body or b"")
 
-    def _again(self, out: Outcome) -> web.StreamResponse:
+    def _again(self, out: Outcome) -> Response | StreamResponse:
         self.joined += 1
         if out.body is None:
             return error_response(502, ErrorCode.FUNCTION_OUTCOME_UNKNOWN,
                                   "this attempt's answer was streamed to a connection that is gone; "
                                   "it cannot be told again", {ATTACHED: "1"})
-        headers = CIMultiDict(out.headers)
+        headers = Headers(out.headers)
         headers[ATTACHED] = "1"
         for name in ("Content-Length", "Transfer-Encoding"):
             headers.popall(name, None)
-        return web.Response(status=out.status, body=out.body, headers=headers)
+        return Response(status=out.status, body=out.body, headers=headers)

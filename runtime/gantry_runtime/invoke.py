@@ -13,17 +13,15 @@ import inspect
 import json
 import logging
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
-
-from aiohttp import web
-from multidict import CIMultiDict
 
 from .context import Context
 from . import wire
 from .encode import (BINARY, BadResult, content_type_header, encode_body, encode_item, encode_result,
                      sse_event, stream_content_type)
+from .httpserver import Headers, Request, Response as HttpResponse, StreamResponse, TooLarge
+from .httpserver import error_response
 from .logs import FUNCTION_LOGGER, InvocationLogger
 from .response import SSE, Response
 from .wire import DURATION_MS, INVOCATION_ID, STREAM, ErrorCode
@@ -45,10 +43,7 @@ def _quietly(fn: Callable[[], Any], log: logging.Logger) -> None:
         log.warning("closing a generator failed", exc_info=True)
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                   ) -> web.Response:
-    return web.Response(status=status, body=wire.error_body(code, message), headers=headers,
-                        content_type=wire.ERROR_CONTENT_TYPE)
+__all__ = ["Invoker", "Slot", "error_response"]
 
 
 class _ClientGone(Exception):
@@ -99,7 +94,7 @@ class _Outcome:
 
     def __init__(self) -> None:
         self.status = 200
-        self.resp: web.StreamResponse | None = None  # set once stream headers are sent
+        self.resp: StreamResponse | None = None  # set once stream headers are sent
         self.code: str | None = None
         self.chunks = 0
         self.aborted = False
@@ -164,10 +159,11 @@ class Invoker:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: Request) -> StreamResponse | HttpResponse:
         t0 = time.monotonic()
         inv_id = request.headers.get(INVOCATION_ID) or ""
         if not inv_id or len(inv_id) > 128 or not inv_id.isprintable():
+            import uuid   # only here: the gateway always sends an id, and uuid is slow to import
             inv_id = uuid.uuid4().hex
         headers = {INVOCATION_ID: inv_id}
         tenant = request.headers.get(wire.TENANT) or None
@@ -180,7 +176,7 @@ class Invoker:
                 headers[wire.SPAN] = wire.format_span(span_id, time.time_ns(), None)
                 fields["trace_id"] = trace.trace_id
 
-        def fail(status: int, code: str, message: str, **extra_headers: str) -> web.Response:
+        def fail(status: int, code: str, message: str, **extra_headers: str) -> HttpResponse:
             _timed(headers, t0)
             self.log.info("invoke", extra={**fields, "status": status, "code": code,
                                            "duration_ms": round(float(headers[DURATION_MS]), 3)})
@@ -201,7 +197,7 @@ class Invoker:
         try:
             try:
                 body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
+            except TooLarge:
                 return fail(413, ErrorCode.TOO_LARGE, f"request body exceeds {self.max_body} bytes")
             if request.content_type == "application/json" or request.content_type.endswith("+json"):
                 try:
@@ -220,8 +216,8 @@ class Invoker:
             if not released:
                 slot.release()
 
-    async def run(self, request: web.Request, event: Any, ctx: Context, slot: Slot, timeout: float,
-                  headers: dict[str, str], fields: dict[str, Any], t0: float) -> web.StreamResponse:
+    async def run(self, request: Request, event: Any, ctx: Context, slot: Slot, timeout: float,
+                  headers: dict[str, str], fields: dict[str, Any], t0: float) -> StreamResponse | HttpResponse:
         out = _Outcome()
         gen: Any = None
         tm = asyncio.timeout(timeout)
@@ -242,9 +238,9 @@ class Invoker:
                 raise TimeoutError
             _timed(headers, t0)
             if reply is None:
-                return web.Response(body=body, headers={**headers, "Content-Type": content_type_header(ctype)})
+                return HttpResponse(body=body, headers={**headers, "Content-Type": content_type_header(ctype)})
             out.status = reply.status
-            return web.Response(status=reply.status, body=body or None,
+            return HttpResponse(status=reply.status, body=body or None,
                                 headers=_reply_headers(reply, headers, ctype and content_type_header(ctype)))
         except asyncio.CancelledError:
             out.status, out.code = 499, "cancelled"  # the client went away (or shutdown)
@@ -252,7 +248,7 @@ class Invoker:
         except _ClientGone:
             out.status, out.code = 499, "client_gone"
             # aiohttp's own write_eof on the dead transport fails quietly
-            return out.resp if out.resp is not None else web.StreamResponse()
+            return out.resp if out.resp is not None else StreamResponse()
         except (Exception, SystemExit, KeyboardInterrupt) as exc:  # sys.exit() in a handler must not stop us
             if isinstance(exc, TimeoutError) and tm.expired():
                 status, code, message = 504, ErrorCode.TIMEOUT, f"the invocation exceeded its {timeout:.3f}s timeout"
@@ -317,8 +313,8 @@ class Invoker:
         except (ConnectionError, TimeoutError):
             pass
 
-    async def _stream(self, request: web.Request, gen: Any, slot: Slot, headers: dict[str, str],
-                      out: _Outcome, t0: float, reply: Response | None) -> web.StreamResponse:
+    async def _stream(self, request: Request, gen: Any, slot: Slot, headers: dict[str, str],
+                      out: _Outcome, t0: float, reply: Response | None) -> StreamResponse | HttpResponse:
         if inspect.isasyncgen(gen):
             async def step() -> Any:
                 try:
@@ -346,11 +342,11 @@ class Invoker:
             if item is END:  # nothing streamed: headers are still ours, say so plainly
                 ctype = BINARY if reply is None or reply.content_type is None else reply.content_type
                 _timed(headers, t0)
-                return web.Response(status=status, body=None, headers=_reply_headers(
+                return HttpResponse(status=status, body=None, headers=_reply_headers(
                     reply, {**headers, STREAM: "1"}, content_type_header(ctype)))
             ctype = reply.content_type if reply is not None and reply.content_type else stream_content_type(item)
             extra = {}
-        resp = web.StreamResponse(status=status, headers=_reply_headers(
+        resp = StreamResponse(status=status, headers=_reply_headers(
             reply, {**headers, **extra, STREAM: "1"}, content_type_header(ctype)))
         resp.enable_chunked_encoding()
         try:
@@ -389,10 +385,10 @@ def _timed(headers: dict[str, str], t0: float) -> None:
 
 
 def _reply_headers(reply: Response | None, platform: dict[str, str], content_type: str | None
-                   ) -> CIMultiDict:
+                   ) -> Headers:
     """A response's headers: the handler's (already checked: no hop-by-hop, framing or
     X-Gantry-* names), the Content-Type, then the platform's."""
-    out: CIMultiDict = CIMultiDict(reply.headers if reply is not None else ())
+    out = Headers(reply.headers if reply is not None else ())
     if content_type:
         out["Content-Type"] = content_type
     out.update(platform)

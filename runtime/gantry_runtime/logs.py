@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import traceback
-from datetime import datetime, timezone
 from typing import Any
 
 from .wire import RUNTIME_LOGGER   # the ready line names it (wire.is_ready_line)
@@ -21,6 +21,16 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 FUNCTION_LOGGER = "gantry.function"
 
 
+def _iso_utc(t: float) -> str:
+    """``2026-01-02T03:04:05.678+00:00``: what datetime's isoformat gives, without importing
+    datetime at the runtime's start."""
+    whole = int(t)
+    micro = round((t - whole) * 1e6)    # rounded to microseconds first, as datetime does
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{micro // 1000:03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, function: str) -> None:
         super().__init__()
@@ -28,7 +38,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": _iso_utc(record.created),
             "level": record.levelname.lower(),
             "msg": record.getMessage(),
             "function": self.function,
@@ -68,6 +78,4 @@ def setup_logging(function: str, level: str = "info") -> logging.Logger:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # aiohttp's own access log is replaced by ours (one line per invocation, with duration_ms).
-    logging.getLogger("aiohttp.access").disabled = True
     return logging.getLogger(RUNTIME_LOGGER)

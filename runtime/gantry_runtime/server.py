@@ -1,5 +1,6 @@
-"""The aiohttp app (``/invoke``, ``/healthz``) and the process lifecycle: listen, import the
-handler, serve, drain once told to stop (``__main__`` sets ``stop`` on SIGTERM/SIGINT), stop."""
+"""The app (``/invoke``, ``/healthz``, served by ``httpserver``) and the process lifecycle:
+listen, import the handler, serve, drain once told to stop (``__main__`` sets ``stop`` on
+SIGTERM/SIGINT), stop."""
 from __future__ import annotations
 
 import asyncio
@@ -10,10 +11,9 @@ import time
 import traceback
 from typing import Any, Callable
 
-from aiohttp import web
-
 from . import pids
-from .invoke import Invoker, error_response
+from .httpserver import HttpServer, Request, Response, error_response, json_response
+from .invoke import Invoker
 from .loader import load_handler
 from .settings import Settings
 from .check import describe
@@ -38,11 +38,36 @@ class State:
         self.detached = Detached()   # async attempts by (invocation id, attempt)
 
 
-STATE = web.AppKey("state", State)
+STATE = "state"
 
 
-async def _invoke(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
+class App:
+    """The runtime's two routes over one ``State``; ``app[STATE]`` is the state."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def __getitem__(self, key: str) -> State:
+        if key != STATE:
+            raise KeyError(key)
+        return self.state
+
+    async def route(self, request: Request) -> Any:
+        path, method = request.path, request.method
+        if path == "/invoke" and method == "POST":
+            return await _invoke(request, self.state)
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            return _healthz(self.state)
+        return _not_found(request)
+
+    def close(self) -> None:
+        if self.state.invoker is not None:
+            self.state.invoker.close()
+
+
+async def _invoke(request: Request, state: State) -> Any:
     state.last_request = time.monotonic()
     key = state.settings.instance_key
     if key and not key_matches(key, request.headers.get(INSTANCE_KEY)):
@@ -55,7 +80,7 @@ async def _invoke(request: web.Request) -> web.StreamResponse:
     return await _run(request, state)
 
 
-async def _run(request: web.Request, state: State) -> web.StreamResponse:
+async def _run(request: Request, state: State) -> Any:
     if state.phase != "ready" or state.invoker is None:
         if state.phase == "starting":
             code, message = ErrorCode.STARTING, "the handler is still being imported"
@@ -68,10 +93,9 @@ async def _run(request: web.Request, state: State) -> web.StreamResponse:
     return await state.invoker.handle(request)
 
 
-async def _healthz(request: web.Request) -> web.Response:
+def _healthz(state: State) -> Response:
     """Open to anyone who reaches the port (the worker probes it without the key): the phase,
     the function's name and slot counts, nothing secret."""
-    state = request.app[STATE]
     body: dict[str, Any] = {"status": state.phase, "function": state.settings.function}
     inv = state.invoker
     if inv is not None:
@@ -83,7 +107,7 @@ async def _healthz(request: web.Request) -> web.Response:
         if ok and usage.exhausted:      # ready, but cannot start a thread or a process
             ok, body["status"] = False, "exhausted"
             body["reason"] = f"every pid is in use ({usage.current} of {usage.limit})"
-    return web.json_response(body, status=200 if ok else 503)
+    return json_response(body, status=200 if ok else 503)
 
 
 async def _reap_under_pressure(place: str, log: logging.Logger) -> None:
@@ -100,26 +124,21 @@ async def _reap_under_pressure(place: str, log: logging.Logger) -> None:
                                    "pids_max": usage.limit if usage else None})
 
 
-async def _not_found(request: web.Request) -> web.Response:
+def _not_found(request: Request) -> Response:
     return error_response(404, ErrorCode.NOT_FOUND, f"no route {request.method} {request.path}; "
                           "use POST /invoke or GET /healthz")
 
 
-async def _close_invoker(app: web.Application) -> Any:
-    yield
-    inv = app[STATE].invoker
-    if inv is not None:
-        inv.close()
+def create_app(settings: Settings, pids_at: str | None = None) -> App:
+    return App(State(settings, pids_at))
 
 
-def create_app(settings: Settings, pids_at: str | None = None) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body)
-    app[STATE] = State(settings, pids_at)
-    app.router.add_post("/invoke", _invoke)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_route("*", "/{tail:.*}", _not_found)
-    app.cleanup_ctx.append(_close_invoker)
-    return app
+async def start_server(app: App, host: str, port: int) -> HttpServer:
+    """Serve ``app`` on HOST:PORT (an OSError if it cannot listen)."""
+    server = HttpServer(app.route, max_body=app.state.settings.max_body,
+                        log=logging.getLogger("gantry.runtime"))
+    await server.listen(host, port, backlog=1024)
+    return server
 
 
 def _import_in_thread(settings: Settings) -> asyncio.Future:
@@ -154,13 +173,12 @@ async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) ->
     app = create_app(settings, pids.find())
     state = app[STATE]
     reaper = asyncio.ensure_future(_reap_under_pressure(state.pids_at, log)) if state.pids_at else None
-    # handler_cancellation: a client that disconnects cancels its invocation.
-    # shutdown_timeout is short because the drain grace has already been waited out.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
+    # A client that disconnects cancels its invocation (httpserver); the close at the end
+    # gives running answers only a short grace, because the drain grace has been waited out.
+    server: HttpServer | None = None
     try:
         try:
-            await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+            server = await start_server(app, settings.host, settings.port)
         except OSError as exc:
             log.error("cannot listen", extra={"host": settings.host, "port": settings.port,
                                               "error": f"{type(exc).__name__}: {exc}"})
@@ -205,7 +223,9 @@ async def serve(settings: Settings, log: logging.Logger, stop: asyncio.Event) ->
     finally:
         if reaper is not None:
             reaper.cancel()
-        await runner.cleanup()
+        if server is not None:
+            await server.close()
+        app.close()
         log.info("stopped")
 
 

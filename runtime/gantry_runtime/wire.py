@@ -6,13 +6,18 @@ Both sides import this module: the runtime inside the container (which cannot im
 """
 from __future__ import annotations
 
-import hmac
 import json
 import math
+import os
 import re
-import secrets
 from enum import StrEnum
 from typing import NamedTuple
+
+try:    # hmac.compare_digest without importing hmac, which loads OpenSSL (_hashlib) at the
+    # runtime's start for nothing else; hmac itself falls back to this very function
+    from _operator import _compare_digest as compare_digest
+except ImportError:  # pragma: no cover - another Python
+    from hmac import compare_digest
 
 # -- headers ---------------------------------------------------------------------------------
 
@@ -47,12 +52,13 @@ INSTANCE_KEY_ENV = "GANTRY_INSTANCE_KEY"
 
 def new_instance_key() -> str:
     """A fresh instance key: 32 random bytes, URL-safe base64 (43 characters)."""
+    import secrets   # here, not at the top: the runtime never makes one (and hmac is slow to import)
     return secrets.token_urlsafe(32)
 
 
 def key_matches(expected: str, given: str | None) -> bool:
     """Whether ``given`` is the instance key, compared in constant time."""
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
+    return given is not None and compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 class BadTimeout(ValueError):
@@ -117,7 +123,7 @@ def format_traceparent(trace_id: str, span_id: str, flags: int) -> str:
 def new_span_id() -> str:
     """16 random hex digits, never all zero."""
     while True:
-        span_id = secrets.token_hex(8)
+        span_id = os.urandom(8).hex()   # what secrets.token_hex(8) does
         if span_id != "0" * 16:
             return span_id
 

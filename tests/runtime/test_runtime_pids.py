@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+import aiohttp
+from gantry.up import free_port
 
 from gantry_runtime import pids
-from gantry_runtime.server import STATE, create_app
+from gantry_runtime.server import STATE, create_app, start_server
 from gantry_runtime.settings import Settings
 
 pytestmark = pytest.mark.timeout(30)
@@ -83,7 +84,9 @@ async def test_healthz_is_503_exhausted_while_every_pid_is_taken(tmp_path):
     place = counters(tmp_path, 9, 256)
     app = create_app(Settings(handler="main:handle", function="fx"), pids_at=place)
     app[STATE].phase = "ready"
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    port = free_port()
+    server = await start_server(app, "127.0.0.1", port)
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as client:
         resp = await client.get("/healthz")
         assert resp.status == 200
         assert await resp.json() == {"status": "ready", "function": "fx", "pids": {"current": 9, "max": 256}}
@@ -98,3 +101,4 @@ async def test_healthz_is_503_exhausted_while_every_pid_is_taken(tmp_path):
         counters(tmp_path, 256, 256)
         resp = await client.get("/healthz")
         assert resp.status == 503 and (await resp.json())["status"] == "draining"
+    await server.close()

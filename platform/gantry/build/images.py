@@ -20,8 +20,10 @@ from .errors import BuildError
 BASE_IMAGE = os.environ.get("GANTRY_BASE_IMAGE", "gantry/base:bookworm")
 RUNTIME_REPO = "gantry/runtime"
 # What the runtime needs inside the container, pinned to the versions the host runs, so the
-# gateway and the runtime are tested together.
-RUNTIME_LIBS = ("aiohttp", "uvloop", "msgpack")
+# gateway and the runtime are tested together.  httptools is the runtime's HTTP parser
+# (gantry_runtime.httpserver); aiohttp stays for the coordination client (coord.AsyncCoord)
+# and for handlers, but the runtime's start never imports it.
+RUNTIME_LIBS = ("httptools", "aiohttp", "uvloop", "msgpack")
 _CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "gantry")
 
 

@@ -28,6 +28,7 @@ from .settings import GatewaySettings, SettingsError, traces_url
 
 T = TypeVar("T")
 SERVICE_NAME = "gantry-gateway"
+ZERO_TRACE, ZERO_SPAN = "0" * 32, "0" * 16
 
 
 class Tracer:
@@ -124,8 +125,12 @@ class Unsampled:
     sampled = False
 
     def __init__(self, traceparent: str | None) -> None:
-        self.traceparent = traceparent or \
-            f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-00"
+        if traceparent is None:
+            ids = random.getrandbits(192).to_bytes(24, "big").hex()   # (a format spec costs more)
+            if ids.startswith(ZERO_TRACE) or ids.endswith(ZERO_SPAN):   # all-zero ids are invalid
+                ids = "1" * 48
+            traceparent = f"00-{ids[:32]}-{ids[32:]}-00"
+        self.traceparent = traceparent
 
     @property
     def trace_id(self) -> str:

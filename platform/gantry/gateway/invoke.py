@@ -194,10 +194,10 @@ async def _admitted(request: web.Request, route: Route) -> web.StreamResponse:
             trace.end(status, name)
         # usage is the function's tenant's, by the function's own name; a request throttled
         # before its name was resolved counts in the caller's tenant, under the name it asked
-        where = None
-        if metered:
-            where = split(name) if name is not None else (request[PRINCIPAL].tenant, request.match_info["name"])
-        metrics.finished(label, status, started, where)
+        asked = None
+        if label == UNKNOWN and metered:
+            asked = split(name) if name is not None else (request[PRINCIPAL].tenant, request.match_info["name"])
+        metrics.finished(label, status, started, metered, asked)
 
 
 async def _invoke(request: web.Request, entry: Entry, route: Route) -> web.StreamResponse:

@@ -116,10 +116,11 @@ class _Slot:
     its usage row, its row of the minute, its duration histogram.  Valid while the meter's and
     the rows' dicts are the ones it was made from (each flush takes them) and the minute lasts."""
 
-    __slots__ = ("minute", "counts", "rows", "usage", "row", "duration")
+    __slots__ = ("start", "end", "counts", "rows", "usage", "row", "duration")
 
     def __init__(self, minute: int, counts: dict, rows: dict, usage: list, row: dict, duration: list) -> None:
-        self.minute, self.counts, self.rows = minute, counts, rows
+        self.start, self.end = minute * 60, (minute + 1) * 60   # the minute, in the clock's seconds
+        self.counts, self.rows = counts, rows
         self.usage, self.row, self.duration = usage, row, duration
 
 
@@ -146,24 +147,28 @@ class Metrics:
 
     # --- recording (the request path: no I/O) --------------------------------------------------
 
-    def finished(self, label: str, status: int, started: float, where: tuple[str, str] | None) -> None:
+    def finished(self, label: str, status: int, started: float, metered: bool = True,
+                 asked: tuple[str, str] | None = None) -> None:
         """A finished invoke request, the one call it makes here: LABEL, its function's qualified
         name (UNKNOWN when none was found); STATUS, its answer's (499 when the client went
-        away); STARTED, its time.monotonic() on arrival; WHERE, the (tenant, bare function
-        name) that usage and the rows count it under, or None when it is metered elsewhere
-        (an Idempotency-Key call runs as an async invocation).
+        away); STARTED, its time.monotonic() on arrival; METERED false when it is metered
+        elsewhere (an Idempotency-Key call runs as an async invocation); ASKED, for a request
+        of no function found, the (tenant, bare name) usage and the rows count it under (a
+        found one's are its function's: split(LABEL)).
 
         What it adds is what gateway.usage.Meter.observe, Rows.invocation and a histogram
         observe would add; the common case (a deployed function's answer below 429) takes a
         shortcut to the same places: the function's ``_Slot``."""
         seconds = _monotonic() - started
         self.requests[(label, status)] += 1
-        if status < 429 and where is not None and label != UNKNOWN and self.enabled:
-            minute = int(self.clock() // 60)
+        if not metered:
+            return
+        if status < 429 and label != UNKNOWN and self.enabled:
+            now = self.clock()
             slot = self._slots.get(label)
-            if slot is None or slot.minute != minute or slot.counts is not self.meter.counts \
+            if slot is None or not slot.start <= now < slot.end or slot.counts is not self.meter.counts \
                     or slot.rows is not self.rows.rows:
-                slot = self._slot(label, where, minute)
+                slot = self._slot(label, int(now // 60))
             usage = slot.usage          # gateway.usage.Meter's row: [invocations, errors, throttles, seconds]
             usage[0] += 1
             usage[3] += seconds
@@ -176,30 +181,30 @@ class Metrics:
             hist[bisect_left(DURATION_BUCKETS, seconds)] += 1
             hist[-1] += seconds
             return
-        if where is None:
-            return
         found = label != UNKNOWN
-        self.meter.observe(where[0], where[1], found, status, seconds)
+        tenant, name = split(label) if found else asked
+        self.meter.observe(tenant, name, found, status, seconds)
         if not self.enabled:
             return
         code = None
         if status >= 500:   # the gateway's ApiError being raised, if any (no except clause needed)
             exc = sys.exc_info()[1]
             code = exc.code if isinstance(exc, ApiError) else None
-        self.rows.invocation(int(self.clock() // 60), where[0], where[1], found, status, seconds, code)
+        self.rows.invocation(int(self.clock() // 60), tenant, name, found, status, seconds, code)
         if found:
             _observe(self.duration, label, seconds)
 
-    def _slot(self, label: str, where: tuple[str, str], minute: int) -> "_Slot":
+    def _slot(self, label: str, minute: int) -> "_Slot":
         if len(self._slots) >= MAX_SLOTS:   # functions deleted since: their slots are stale anyway
             self._slots.clear()
-        row = self.rows._row((minute, *where))
+        tenant, name = split(label)
+        row = self.rows._row((minute, tenant, name))
         row.setdefault(INVOCATIONS, 0)     # set by the first request, which this slot is for
         row.setdefault(DURATION_US, 0)
         duration = self.duration.get(label)
         if duration is None:
             duration = self.duration[label] = [0] * _BUCKETS + [0.0]
-        slot = self._slots[label] = _Slot(minute, self.meter.counts, self.rows.rows, self.meter._row(*where),
+        slot = self._slots[label] = _Slot(minute, self.meter.counts, self.rows.rows, self.meter._row(tenant, name),
                                           row, duration)
         return slot
 

@@ -1,7 +1,8 @@
 """Usage metering in the gateway and the usage API.
 
 Metering costs the request path no Redis round trip: ``invoke`` tells the app's ``Meter`` how
-each call ended (one dict update, inside its one recording call, gateway.metrics.Metrics.finished), and ``UsageFlusher`` adds what gathered to the tenants' day
+each call ended (one dict update, made by its one recording call,
+gateway.metrics.Metrics.finished), and ``UsageFlusher`` adds what gathered to the tenants' day
 buckets every GANTRY_USAGE_FLUSH_INTERVAL (5 s) and once more at shutdown, in one script
 (keys.USAGE_ADD).  A flush that fails puts its counts back, so a Redis outage delays them
 and loses nothing unless the gateway stops before Redis returns.

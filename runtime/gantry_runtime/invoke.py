@@ -171,9 +171,10 @@ class Invoker:
         trace = span_id = None
         if wire.TRACEPARENT in request.headers:
             trace = wire.parse_traceparent(request.headers[wire.TRACEPARENT])
-            if trace is not None:   # the handler's span: its start now, its duration when it ends
-                span_id = wire.new_span_id()
-                headers[wire.SPAN] = wire.format_span(span_id, time.time_ns(), None)
+            if trace is not None:
+                span_id = wire.new_span_id()   # the handler's, for its own calls' traceparent
+                if trace.flags & 1:   # sampled: its span's report, its start now, its duration when it ends
+                    headers[wire.SPAN] = wire.format_span(span_id, time.time_ns(), None)
                 fields["trace_id"] = trace.trace_id
 
         def fail(status: int, code: str, message: str, **extra_headers: str) -> HttpResponse:

@@ -154,6 +154,25 @@ async def test_unsampled_the_handler_still_gets_the_trace_and_nothing_is_exporte
     assert {s.trace_id.hex() for s in otlp.spans} == {CALLER_TRACE}
 
 
+async def test_unsampled_the_runtime_reports_no_span_and_the_callers_traceparent_goes_on(
+        redis_url, redis_client, runtimes, otlp):
+    rt = runtimes.get("main:traced")
+    register_function(redis_client, "traced")
+    add_instance(redis_client, "traced", rt.port)
+    async with gateway(redis_url, otlp_endpoint=otlp.url, trace_sample_ratio=0.0) as client:
+        new = await client.post("/v1/invoke/traced", json={}, headers=AUTH)
+        assert new.status == 200 and "X-Gantry-Span" not in new.headers   # a new trace, unsampled
+        first = await new.json()
+        mine = await (await client.post("/v1/invoke/traced", json={}, headers=AUTH)).json()
+        caller = await client.post("/v1/invoke/traced", json={}, headers={
+            **AUTH, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"})
+        assert caller.status == 200 and "X-Gantry-Span" not in caller.headers
+        seen = await caller.json()
+    assert seen["trace_id"] == CALLER_TRACE and len(seen["span_id"]) == 16
+    assert len(mine["trace_id"]) == 32 and mine["trace_id"] != first["trace_id"]
+    assert otlp.spans == []
+
+
 async def test_off_nothing_is_traced_but_the_callers_traceparent_reaches_the_handler(
         redis_url, redis_client, runtimes):
     rt = runtimes.get("main:traced")
@@ -168,6 +187,10 @@ async def test_off_nothing_is_traced_but_the_callers_traceparent_reaches_the_han
         # the runtime's report of its span reaches the caller, for its own tracing
         span_id, start, duration = resp.headers["X-Gantry-Span"].split(";")
         assert span_id == seen["span_id"] and int(start) > 0 and int(duration) > 0
+        # a caller's unsampled trace: the handler has it, no span report comes back
+        resp = await client.post("/v1/invoke/traced", json={}, headers={
+            **AUTH, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"})
+        assert (await resp.json())["trace_id"] == CALLER_TRACE and "X-Gantry-Span" not in resp.headers
         resp = await client.post("/v1/invoke/traced", json={}, headers={**AUTH, "traceparent": "ff-junk"})
         assert await resp.json() == {"trace_id": None, "span_id": None}
         assert "X-Gantry-Span" not in resp.headers

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Awaitable, Callable
 
 from ..store import Store
@@ -37,28 +36,40 @@ FINAL_FLUSH_TIMEOUT = 5.0    # seconds the shutdown flush may take
 async def flush_until_stopped(flush: Callable[[], Awaitable[None]], interval: float, stop: asyncio.Event,
                               what: str, tick: Callable[[], None] | None = None, tick_every: float = 1.0) -> None:
     """Call ``flush`` every INTERVAL and once more when STOP is set (and ``tick``, if given, every
-    TICK_EVERY in between).  Never cancelled while a write is in flight: a cancelled script may
-    still have run, and what its caller put back would then be written twice; so it is only asked
-    to stop between writes.  A failed flush is logged; the flusher keeps what it did not write."""
-    step = min(tick_every, interval) if tick else interval
-    next_flush = time.monotonic() + interval
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), step)
-        except TimeoutError:
-            pass
-        if tick:
-            tick()
-        # half a step of slack: a timer may fire a hair early, and a flush due then is not
-        # worth a whole further step's wait
-        if stop.is_set() or time.monotonic() >= next_flush - step / 2:
-            next_flush = time.monotonic() + interval
+    TICK_EVERY in between, from a plain timer callback: no task or wait per tick).  Never
+    cancelled while a write is in flight: a cancelled script may still have run, and what its
+    caller put back would then be written twice; so it is only asked to stop between writes.
+    A failed flush is logged; the flusher keeps what it did not write."""
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def ticking() -> None:
+        nonlocal timer
+        timer = loop.call_later(tick_every, ticking)   # first: a tick that raises does not stop them
+        tick()
+
+    if tick:
+        timer = loop.call_later(tick_every, ticking)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(interval):   # no task per wait, as wait_for makes
+                    await stop.wait()
+            except TimeoutError:
+                pass
+            if stop.is_set():
+                if timer is not None:
+                    timer.cancel()
+                    tick()               # the last sample goes into the last flush
             try:
                 await flush()
             except Exception as exc:
                 log.warning(f"{what} flush failed; it is kept for the next one", extra={"error": repr(exc)})
-        if stop.is_set():
-            return
+            if stop.is_set():
+                return
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 @contextlib.asynccontextmanager

@@ -40,7 +40,6 @@ from .cache import Active, Entry
 from .errors import ApiError, quota_error
 from .front import COORD, COORD_PREFIX, Answer, Call, Stream
 from .metrics import UNKNOWN
-from .usage import METER
 from .settings import GatewaySettings
 from .tenantlimits import TENANT_LIMITS
 from ..state import Instance
@@ -211,14 +210,12 @@ async def _admitted(request: web.Request, route: Route) -> web.StreamResponse:
             release()
         if trace is not None:
             trace.end(status, name)
-        metrics.requests[(label, status)] += 1
         # usage is the function's tenant's, by the function's own name; a request throttled
         # before its name was resolved counts in the caller's tenant, under the name it asked
-        if metered:
-            tenant, fn = split(name) if name is not None else (request[PRINCIPAL].tenant, request.match_info["name"])
-            elapsed = time.monotonic() - started
-            request.app[METER].observe(tenant, fn, label != UNKNOWN, status, elapsed)
-            metrics.observe(tenant, fn, label != UNKNOWN, status, elapsed)
+        asked = None
+        if label == UNKNOWN and metered:
+            asked = split(name) if name is not None else (request[PRINCIPAL].tenant, request.match_info["name"])
+        metrics.finished(label, status, started, metered, asked)
 
 
 async def _invoke(request: web.Request, entry: Entry, route: Route) -> web.StreamResponse:

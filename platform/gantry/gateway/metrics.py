@@ -1,43 +1,83 @@
-"""The gateway's metrics: Prometheus counters, gauges and histograms for ``/metrics``
-(prometheus_client, one CollectorRegistry per app), and the per-minute rows of each function
-and tenant (gantry.metrics) that the metrics API reads.
+"""The gateway's metrics: Prometheus counters, gauges and histograms for ``/metrics``, and the
+per-minute rows of each function and tenant (gantry.metrics) that the metrics API reads.
 
-Recording costs the request path no Redis round trip: ``invoke`` and the dispatcher make one
-call each into ``Metrics`` (a few dict updates and a histogram observe), and ``metrics_ctx``
-samples in-flight and instance counts every second and adds the rows gathered to Redis every
-GANTRY_METRICS_FLUSH_INTERVAL (5 s) and once more at shutdown, in one script
-(keys.METRICS_ADD).  A flush that fails puts its rows back, as the usage flush does.
-GANTRY_METRICS=0 turns the rows and histograms off (the counters stay: they cost a dict update).
+Recording costs the request path no Redis round trip and no prometheus_client object:
+``invoke`` calls ``Metrics.finished`` once per finished request (and ``forwarded`` once per
+forward), which adds to plain dicts and lists: the status counter, the usage meter
+(gateway.usage), the minute's row, and a bucket array per function and histogram.  At scrape
+time one Collector turns them into the /metrics families (``HistogramMetricFamily`` for the
+histograms, built from the bucket arrays).  ``metrics_ctx`` samples in-flight and instance
+counts every second and adds the rows gathered to Redis every GANTRY_METRICS_FLUSH_INTERVAL
+(5 s) and once more at shutdown, in one script (keys.METRICS_ADD).  A flush that fails puts
+its rows back, as the usage flush does.  GANTRY_METRICS=0 turns the rows and histograms off
+(the counters and usage stay: they cost a dict update each).
 """
 from __future__ import annotations
 
 import sys
 import time
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from typing import Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from ..metrics.model import Rows
+from ..metrics.histogram import BOUNDS
+from ..metrics.model import BUCKET_FIELDS, DURATION_US, INVOCATIONS, Rows
 from ..metrics.store import MetricsStore
-from ..tenants.model import qualify, split
+from ..tenants.model import split
 from .background import flushing
 from .errors import ApiError
 
-disable_created_metrics()   # no *_created series: start times Prometheus does not need here
-
 UNKNOWN = "_unknown"   # requests for names that are not deployed share one label value
 SAMPLE_EVERY = 1.0     # seconds between samples of in-flight and instance counts
+MAX_SLOTS = 10_000     # Metrics.finished's per-function shortcuts kept at most (then dropped, remade)
+_monotonic = time.monotonic
 # Prometheus buckets (seconds): its histograms aggregate in Prometheus, by its own rules; the
 # per-minute rows use gantry.metrics.histogram's finer ladder.
 DURATION_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
-class _Counters(Collector):
-    """The counters and gauges kept as plain dicts on the request path, read at scrape time."""
+# A histogram of one function: the count of each DURATION_BUCKETS bucket (an observation
+# equal to a bound counts in that bound's bucket, Prometheus's "le"), then +Inf's, then the sum.
+_BUCKETS = len(DURATION_BUCKETS) + 1
+_LE = tuple(floatToGoString(b) for b in DURATION_BUCKETS) + ("+Inf",)
+HISTOGRAMS = (   # Metrics attribute, /metrics name, help
+    ("duration", "gantry_gateway_request_duration_seconds",
+     "Invocation time in the gateway, from the request to the answer's end."),
+    ("forward", "gantry_gateway_forward_duration_seconds",
+     "Time of one forward to an instance, from sending to the answer's end."),
+    ("cold", "gantry_gateway_cold_start_wait_seconds", "Time an invocation waited for a free instance."))
+
+
+def _observe(histogram: dict[str, list], function: str, seconds: float) -> None:
+    counts = histogram.get(function)
+    if counts is None:
+        counts = histogram[function] = [0] * _BUCKETS + [0.0]
+    counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+    counts[-1] += seconds
+
+
+def histogram_family(name: str, help_text: str, histogram: dict[str, list]) -> HistogramMetricFamily:
+    """The /metrics family of a histogram kept by ``_observe``: cumulative buckets per function,
+    in the order the functions were first observed (as prometheus_client's Histogram wrote them)."""
+    fam = HistogramMetricFamily(name, help_text, labels=("function",))
+    for fn, counts in histogram.items():
+        acc, buckets = 0, []
+        for le, n in zip(_LE, counts):
+            acc += n
+            buckets.append((le, acc))
+        fam.add_metric((fn,), buckets, counts[-1])
+    return fam
+
+
+class _Collector(Collector):
+    """Everything /metrics serves, read at scrape time from the plain dicts and lists that the
+    request path updates."""
 
     def __init__(self, metrics: "Metrics") -> None:
         self.m = metrics
@@ -67,25 +107,26 @@ class _Counters(Collector):
             for fn, n in sorted(gauge.items()):
                 fam.add_metric((fn,), n)
             yield fam
+        for attr, name, help_text in HISTOGRAMS:
+            yield histogram_family(name, help_text, getattr(m, attr))
 
 
-class _Histogram:
-    """A labelled prometheus_client Histogram with its children cached by function (labels()
-    validates and locks on every call; the request path looks a dict up instead)."""
+class _Slot:
+    """Where a deployed function's finished requests of one minute are counted (Metrics.finished):
+    its usage row, its row of the minute, its duration histogram.  Valid while the meter's and
+    the rows' dicts are the ones it was made from (each flush takes them) and the minute lasts."""
 
-    def __init__(self, name: str, help_text: str, registry: CollectorRegistry) -> None:
-        self.h = Histogram(name, help_text, ("function",), registry=registry, buckets=DURATION_BUCKETS)
-        self.children: dict[str, Histogram] = {}
+    __slots__ = ("start", "end", "counts", "rows", "usage", "row", "duration")
 
-    def observe(self, function: str, seconds: float) -> None:
-        child = self.children.get(function)
-        if child is None:
-            child = self.children[function] = self.h.labels(function)
-        child.observe(seconds)
+    def __init__(self, minute: int, counts: dict, rows: dict, usage: list, row: dict, duration: list) -> None:
+        self.start, self.end = minute * 60, (minute + 1) * 60   # the minute, in the clock's seconds
+        self.counts, self.rows = counts, rows
+        self.usage, self.row, self.duration = usage, row, duration
 
 
 class Metrics:
     def __init__(self, enabled: bool = True, clock: Callable[[], float] = time.time) -> None:
+        from .usage import Meter    # here: gateway.usage imports appkeys, which imports this module
         self.enabled, self.clock = enabled, clock
         self.requests: Counter[tuple[str, int]] = Counter()   # (function, status)
         self.cold_waits: Counter[str] = Counter()             # requests that waited for an instance
@@ -94,33 +135,78 @@ class Metrics:
         self.tokens_in: Counter[str] = Counter()              # vLLM functions: prompt tokens
         self.tokens_out: Counter[str] = Counter()             # ... and completion tokens
         self.gauges: tuple[dict[str, int], dict[str, int]] = ({}, {})   # set at each scrape
+        self.meter = Meter()                                  # usage (app[usage.METER]): always on
         self.rows = Rows()                                    # per-minute rows until the next flush
+        # per function: its histogram's bucket counts and sum (_observe), since the gateway started
+        self.duration: dict[str, list] = {}
+        self.forward: dict[str, list] = {}
+        self.cold: dict[str, list] = {}
+        self._slots: dict[str, _Slot] = {}                    # per qualified function: Metrics.finished
         self.registry = CollectorRegistry(auto_describe=True)  # per app: tests run several apps
-        self.registry.register(_Counters(self))
-        self.duration = _Histogram("gantry_gateway_request_duration_seconds",
-                                   "Invocation time in the gateway, from the request to the answer's end.",
-                                   self.registry)
-        self.forward = _Histogram("gantry_gateway_forward_duration_seconds",
-                                  "Time of one forward to an instance, from sending to the answer's end.",
-                                  self.registry)
-        self.cold = _Histogram("gantry_gateway_cold_start_wait_seconds",
-                               "Time an invocation waited for a free instance.", self.registry)
+        self.registry.register(_Collector(self))
 
     # --- recording (the request path: no I/O) --------------------------------------------------
 
-    def observe(self, tenant: str, name: str, found: bool, status: int, seconds: float) -> None:
-        """A finished invoke request, as gantry.gateway.usage.Meter.observe sees it.  An error's
-        code is the gateway's ApiError being raised, if any (read here, so the caller's
-        finally block needs no except clause for it)."""
+    def finished(self, label: str, status: int, started: float, metered: bool = True,
+                 asked: tuple[str, str] | None = None) -> None:
+        """A finished invoke request, the one call it makes here: LABEL, its function's qualified
+        name (UNKNOWN when none was found); STATUS, its answer's (499 when the client went
+        away); STARTED, its time.monotonic() on arrival; METERED false when it is metered
+        elsewhere (an Idempotency-Key call runs as an async invocation); ASKED, for a request
+        of no function found, the (tenant, bare name) usage and the rows count it under (a
+        found one's are its function's: split(LABEL)).
+
+        What it adds is what gateway.usage.Meter.observe, Rows.invocation and a histogram
+        observe would add; the common case (a deployed function's answer below 429) takes a
+        shortcut to the same places: the function's ``_Slot``."""
+        seconds = _monotonic() - started
+        self.requests[(label, status)] += 1
+        if not metered:
+            return
+        if status < 429 and label != UNKNOWN and self.enabled:
+            now = self.clock()
+            slot = self._slots.get(label)
+            if slot is None or not slot.start <= now < slot.end or slot.counts is not self.meter.counts \
+                    or slot.rows is not self.rows.rows:
+                slot = self._slot(label, int(now // 60))
+            usage = slot.usage          # gateway.usage.Meter's row: [invocations, errors, throttles, seconds]
+            usage[0] += 1
+            usage[3] += seconds
+            row = slot.row              # gantry.metrics.model.Rows's row of this minute
+            row[INVOCATIONS] += 1
+            row[DURATION_US] += int(seconds * 1e6 + 0.5) if seconds > 0 else 0   # model._us
+            bucket = BUCKET_FIELDS[bisect_right(BOUNDS, seconds)]                  # histogram.index
+            row[bucket] = row.get(bucket, 0) + 1
+            hist = slot.duration        # _observe
+            hist[bisect_left(DURATION_BUCKETS, seconds)] += 1
+            hist[-1] += seconds
+            return
+        found = label != UNKNOWN
+        tenant, name = split(label) if found else asked
+        self.meter.observe(tenant, name, found, status, seconds)
         if not self.enabled:
             return
         code = None
-        if status >= 500:
+        if status >= 500:   # the gateway's ApiError being raised, if any (no except clause needed)
             exc = sys.exc_info()[1]
             code = exc.code if isinstance(exc, ApiError) else None
         self.rows.invocation(int(self.clock() // 60), tenant, name, found, status, seconds, code)
         if found:
-            self.duration.observe(qualify(tenant, name), seconds)
+            _observe(self.duration, label, seconds)
+
+    def _slot(self, label: str, minute: int) -> "_Slot":
+        if len(self._slots) >= MAX_SLOTS:   # functions deleted since: their slots are stale anyway
+            self._slots.clear()
+        tenant, name = split(label)
+        row = self.rows._row((minute, tenant, name))
+        row.setdefault(INVOCATIONS, 0)     # set by the first request, which this slot is for
+        row.setdefault(DURATION_US, 0)
+        duration = self.duration.get(label)
+        if duration is None:
+            duration = self.duration[label] = [0] * _BUCKETS + [0.0]
+        slot = self._slots[label] = _Slot(minute, self.meter.counts, self.rows.rows, self.meter._row(tenant, name),
+                                          row, duration)
+        return slot
 
     def attempt(self, function: str, status: int, code: str, seconds: float) -> None:
         """An async attempt of FUNCTION (qualified) that ended with STATUS and CODE."""
@@ -143,12 +229,17 @@ class Metrics:
     def cold_wait_ended(self, function: str, started: float) -> None:
         if self.enabled:
             seconds = time.monotonic() - started
-            self.cold.observe(function, seconds)
+            _observe(self.cold, function, seconds)
             self.rows.cold_wait(int(self.clock() // 60), *split(function), seconds)
 
     def forwarded(self, function: str, started: float) -> None:
         if self.enabled:
-            self.forward.observe(function, time.monotonic() - started)
+            seconds = _monotonic() - started
+            counts = self.forward.get(function)     # _observe, inline: once per forward
+            if counts is None:
+                counts = self.forward[function] = [0] * _BUCKETS + [0.0]
+            counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+            counts[-1] += seconds
 
     def sample(self, entries) -> None:
         """In-flight and ready-instance counts of the functions this gateway knows, now."""

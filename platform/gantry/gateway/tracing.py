@@ -28,6 +28,7 @@ from .settings import GatewaySettings, SettingsError, traces_url
 
 T = TypeVar("T")
 SERVICE_NAME = "gantry-gateway"
+ZERO_TRACE, ZERO_SPAN = "0" * 32, "0" * 16
 
 
 class Tracer:
@@ -93,30 +94,47 @@ def begin(request: web.Request) -> "Trace | Unsampled | None":
     """The request's trace, or None when tracing is off (the only cost then: this call).  The
     sampling decision comes first, here, as the SDK's parent-based ratio sampler would make
     it: a request that will not be recorded gets an ``Unsampled``, which makes no
-    OpenTelemetry object at all (a non-recording span per request cost as much as recording
-    a few: the bench's observability section)."""
+    OpenTelemetry object and draws no span id (a non-recording span per request cost as much
+    as recording a few: the bench's observability section)."""
     tracer = request.app[TRACER]
     if tracer is None:
         return None
-    parent = wire.parse_traceparent(request.headers.get(wire.TRACEPARENT))
-    if (parent is not None and not parent.flags & 1) or (parent is None and random.random() >= tracer.ratio):
-        trace: Trace | Unsampled = Unsampled(parent)
-    else:
+    raw = request.headers.get(wire.TRACEPARENT)
+    parent = None if raw is None else wire.parse_traceparent(raw)
+    if parent is None:
+        trace: Trace | Unsampled = Trace(tracer, request) if random.random() < tracer.ratio else Unsampled(None)
+    elif parent.flags & 1:
         trace = Trace(tracer, request)
+    else:
+        # the caller's version-00 traceparent as it came, a later version's in version 00
+        trace = Unsampled(raw if raw.startswith("00") else
+                          wire.format_traceparent(parent.trace_id, parent.parent_id, parent.flags))
     request[TRACE] = trace
     return trace
 
 
 class Unsampled:
-    """A request outside the sample: no spans; the handler still gets a ``traceparent``
-    (flags 00), the caller's trace id or a new one, so ``ctx.trace_id`` is always set.
-    gateway.invoke calls only ``propagate``, ``admit`` and ``end`` on it."""
+    """A request outside the sample: no spans.  The handler still gets a ``traceparent`` with
+    the sampled flag clear, so ``ctx.trace_id`` is always set: the caller's own (its span
+    stays the parent: the gateway records none between), or without one a new trace id and
+    parent id, drawn from ``random`` (ids, not secrets; os.urandom is a system call).  The
+    runtime reports no ``X-Gantry-Span`` for it.  gateway.invoke calls only ``propagate``,
+    ``admit`` and ``end`` on it."""
 
-    __slots__ = ("trace_id",)
+    __slots__ = ("traceparent",)
     sampled = False
 
-    def __init__(self, parent: wire.TraceParent | None) -> None:
-        self.trace_id = parent.trace_id if parent is not None else f"{random.getrandbits(128) or 1:032x}"
+    def __init__(self, traceparent: str | None) -> None:
+        if traceparent is None:
+            ids = random.getrandbits(192).to_bytes(24, "big").hex()   # (a format spec costs more)
+            if ids.startswith(ZERO_TRACE) or ids.endswith(ZERO_SPAN):   # all-zero ids are invalid
+                ids = "1" * 48
+            traceparent = f"00-{ids[:32]}-{ids[32:]}-00"
+        self.traceparent = traceparent
+
+    @property
+    def trace_id(self) -> str:
+        return self.traceparent[3:35]
 
     def admit(self) -> None:
         pass
@@ -124,7 +142,7 @@ class Unsampled:
     def propagate(self, headers: dict[str, str]) -> None:
         """The handler's ``traceparent`` (the request path awaits the forward itself: no
         wrapping coroutine outside the sample)."""
-        headers[wire.TRACEPARENT] = wire.format_traceparent(self.trace_id, wire.new_span_id(), 0)
+        headers[wire.TRACEPARENT] = self.traceparent
 
     def end(self, status: int, function: str | None) -> None:
         pass

@@ -1,7 +1,8 @@
 """Usage metering in the gateway and the usage API.
 
 Metering costs the request path no Redis round trip: ``invoke`` tells the app's ``Meter`` how
-each call ended (one dict update), and ``UsageFlusher`` adds what gathered to the tenants' day
+each call ended (one dict update, made by its one recording call,
+gateway.metrics.Metrics.finished), and ``UsageFlusher`` adds what gathered to the tenants' day
 buckets every GANTRY_USAGE_FLUSH_INTERVAL (5 s) and once more at shutdown, in one script
 (keys.USAGE_ADD).  A flush that fails puts its counts back, so a Redis outage delays them
 and loses nothing unless the gateway stops before Redis returns.
@@ -23,7 +24,7 @@ from ..usage import model
 from ..usage.model import DURATION, ERRORS, INVOCATIONS, THROTTLES, UsageError
 from ..usage.store import UsageStore
 from . import audit
-from .appkeys import PRINCIPAL, REDIS, SETTINGS
+from .appkeys import METRICS, PRINCIPAL, REDIS, SETTINGS
 from .background import flushing
 from .auth import acting_tenant, require, visible_tenant
 from .errors import ApiError
@@ -100,9 +101,10 @@ FLUSHER = web.AppKey("usage_flusher", UsageFlusher)
 
 
 async def usage_ctx(app: web.Application):
-    """The meter and its flush loop, which flushes a last time at shutdown (before Redis is
-    closed: this context is set up after, so torn down before, the Redis client's)."""
-    meter = app[METER] = Meter()
+    """The meter (the app's Metrics records into it: gateway.metrics.Metrics.finished) and its
+    flush loop, which flushes a last time at shutdown (before Redis is closed: this context is
+    set up after, so torn down before, the Redis client's)."""
+    meter = app[METER] = app[METRICS].meter
     flusher = app[FLUSHER] = UsageFlusher(meter, UsageStore(app[REDIS]))
     async with flushing(flusher._iteration, app[SETTINGS].usage_flush_interval, "usage",
                         lambda: {"functions": len(meter.counts)}):

@@ -269,7 +269,8 @@ _STATUS_LINES: dict[int, bytes] = {status: b"HTTP/1.1 %d %b\r\n" % (status, phra
     (503, b"Service Unavailable"), (504, b"Gateway Timeout"))}
 
 
-def _status_line(status: int) -> bytes:
+def status_line(status: int) -> bytes:
+    """The status line of STATUS, with its CRLF (cached; the gateway's front uses it too)."""
     line = _STATUS_LINES.get(status)
     if line is None:
         from http import HTTPStatus
@@ -281,7 +282,8 @@ def _status_line(status: int) -> bytes:
     return line
 
 
-class _Date:
+class HttpDate:
+    """The Date header's value, formatted once a second (the gateway's front uses it too)."""
     second = -1
     value = ""
 
@@ -496,12 +498,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def _head(self, status: int, headers: Headers, close: bool) -> bytes:
         lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
-        lines.append(f"Date: {_Date.now()}\r\nServer: gantry-runtime\r\n")
+        lines.append(f"Date: {HttpDate.now()}\r\nServer: gantry-runtime\r\n")
         if close:
             lines.append("Connection: close\r\n")
             self.closing = True
         lines.append("\r\n")
-        return _status_line(status) + "".join(lines).encode("latin-1")
+        return status_line(status) + "".join(lines).encode("latin-1")
 
     def write_head(self, status: int, headers: Headers, close: bool) -> None:
         self.write(self._head(status, headers, close))

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from http import HTTPStatus
 from typing import Any, NamedTuple
 
 import httptools
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
+from gantry_runtime.httpserver import HttpDate, status_line
 from gantry_runtime.wire import ERROR_CONTENT_TYPE, ErrorCode, error_body
 
 from .appkeys import SETTINGS
@@ -88,39 +87,12 @@ def _rejection(exc: Exception) -> str:
 
 # -- writing answers --------------------------------------------------------------------------
 
-_STATUS_LINES: dict[int, bytes] = {}
-
-
-def status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode()
-    return line
-
-
-class _Date:
-    """The Date header, formatted once a second."""
-    second = -1
-    value = b""
-
-    @classmethod
-    def header(cls) -> bytes:
-        now = int(time.time())
-        if now != cls.second:
-            cls.second = now
-            cls.value = b"Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode() + b"\r\n"
-        return cls.value
-
-
 def _head(status: int, headers, framing: bytes, close: bool) -> bytes:
     """A response head: the status line, HEADERS (a mapping with ``items()``), Date, the
     framing line(s) and Connection: close when the connection ends after this answer."""
     lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
-    return b"".join((status_line(status), "".join(lines).encode("utf-8", "surrogateescape"), _Date.header(),
+    return b"".join((status_line(status), "".join(lines).encode("utf-8", "surrogateescape"),
+                     b"Date: %s\r\n" % HttpDate.now().encode(),
                      framing, b"Connection: close\r\n\r\n" if close else b"\r\n"))
 
 

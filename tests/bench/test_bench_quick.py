@@ -74,6 +74,8 @@ def test_every_section_present_with_positive_figures(results):
     else:
         assert pool["why"]
     for milestone in ("placed", "created", "started", "listening", "imported", "ready", "response"):
+        if milestone == "created" and c["precreated"] == c["repeats"]:
+            continue     # every start found a container made ahead (worker/spares.py): none was created
         positive(c["breakdown_at_ms"][milestone], f"cold.breakdown.{milestone}")
     assert c["breakdown_at_ms"]["response"]["median"] >= c["breakdown_at_ms"]["placed"]["median"]
 

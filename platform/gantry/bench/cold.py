@@ -68,16 +68,19 @@ def measure(ctx) -> dict:
                     warm.append(sec)
         events = probes.docker_events(ctx.docker, t0 - 1, time.time(), [f"gantry.node={stack.node_id}",
                                                                         f"gantry.function={NAME}"])
-        # the instance's container, never a sandbox (worker/spares.py: it holds a namespace)
-        events = [e for e in events if not ((e.get("Actor") or {}).get("Attributes") or {}).get("gantry.sandbox")]
-        created = [e for e in events if e.get("Action") == "create" and probes.event_time(e) >= t0 - 0.01]
-        sample = {"total_s": seconds, "instances": len(watch.instances()), "precreated": False}
+        # this start's instance's container: never a sandbox (worker/spares.py: it holds a
+        # namespace), nor the spare the worker makes meanwhile for a later start
+        ids = set(watch.instances())
+        events = [e for e in events if (attrs := (e.get("Actor") or {}).get("Attributes") or {}).get("gantry.instance")
+                  in ids and not attrs.get("gantry.sandbox")]
+        created = [e for e in events if e.get("Action") == "create"]
+        sample = {"total_s": seconds, "instances": len(ids), "precreated": False}
         marks = {"placed": watch.first("pending"), "ready": watch.first("ready"), "response": t_resp}
         cid = None
-        if created:
+        if created and probes.event_time(created[0]) >= t0:
             cid = created[0]["id"]
             marks["created"] = probes.event_time(created[0])
-        else:   # a container made ahead of need: the start is Docker's start alone
+        else:   # a container made before the request, ahead of need: the start is Docker's start alone
             began = [e for e in events if e.get("Action") == "start" and probes.event_time(e) >= t0 - 0.01]
             if began:
                 cid, sample["precreated"] = began[0]["id"], True
